@@ -1,1 +1,15 @@
-//! stub
+//! The Rounds collector: ingest API, store, dashboard, and the administrative commands.
+//!
+//! Entry points: [`serve::run`] serves on a bound listener until cancelled; [`admin`] holds
+//! the subcommands that work on the same data dir whether or not the server runs.
+
+pub mod admin;
+pub mod api;
+pub mod app;
+pub mod config;
+pub mod error;
+pub mod secrets;
+pub mod serve;
+pub mod store;
+pub mod tls;
+pub mod web;

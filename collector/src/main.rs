@@ -1,1 +1,251 @@
-fn main() {}
+//! `rounds-collector`: parse arguments, set up logging, load configuration, call the library.
+//!
+//! Exit codes: 0 success, 64 bad configuration or usage, 1 runtime failure.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use rounds_collector::config::{self, Overrides};
+use rounds_collector::store::Role;
+use rounds_collector::{admin, serve};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "rounds-collector",
+    version,
+    about = "Rounds collector: ingest, store, dashboard"
+)]
+struct Cli {
+    /// Configuration file (TOML).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Data directory (database, TLS material); overrides the file.
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the agent API, the automation API and the dashboard over HTTPS.
+    Serve {
+        /// Address to listen on, e.g. 0.0.0.0:8443; overrides the file.
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Check the configuration file and exit.
+    Validate,
+    /// Enrollment tokens.
+    #[command(subcommand)]
+    Token(TokenCmd),
+    /// Dashboard users.
+    #[command(subcommand)]
+    User(UserCmd),
+    /// API keys for automation.
+    #[command(subcommand)]
+    Apikey(ApikeyCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCmd {
+    /// Create a one-time enrollment token for a site; the token is the last line of output.
+    Create {
+        #[arg(long)]
+        practice: String,
+        #[arg(long)]
+        site: String,
+        /// Lifetime, e.g. 30m, 24h, 7d.
+        #[arg(long, default_value = "24h")]
+        expires: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCmd {
+    /// Add a dashboard user; prints the generated password once.
+    Add {
+        username: String,
+        /// admin, technician or practice_manager.
+        #[arg(long, default_value = "technician")]
+        role: String,
+        /// The practice a practice_manager may see.
+        #[arg(long)]
+        practice: Option<String>,
+    },
+    /// Set a new generated password (printed once) and end the user's sessions.
+    ResetPassword { username: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum ApikeyCmd {
+    /// Create an API key; the key is the last line of output.
+    Create {
+        /// admin, technician or practice_manager.
+        #[arg(long)]
+        role: String,
+        /// The practice a practice_manager key may see.
+        #[arg(long)]
+        practice: Option<String>,
+        /// What the key is for.
+        #[arg(long, default_value = "api")]
+        label: String,
+    },
+}
+
+const EX_CONFIG: u8 = 64;
+
+fn role(s: &str) -> Result<Role, ExitCode> {
+    Role::parse(s).ok_or_else(|| {
+        eprintln!("error: unknown role `{s}`; use admin, technician or practice_manager");
+        ExitCode::from(EX_CONFIG)
+    })
+}
+
+/// Resolves to the first SIGINT or SIGTERM; a second one exits at once.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        };
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        tokio::spawn(async move {
+            tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+            eprintln!("second signal: exiting now");
+            std::process::exit(130);
+        });
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(code) => code,
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), ExitCode> {
+    let listen = match &cli.command {
+        Command::Serve { listen } => listen.clone(),
+        _ => None,
+    };
+    let overrides = Overrides {
+        data_dir: cli.data_dir.clone(),
+        listen,
+    };
+    let settings = config::load(cli.config.as_deref(), &overrides).map_err(|e| {
+        eprintln!("error: invalid configuration:\n{e}");
+        ExitCode::from(EX_CONFIG)
+    })?;
+    let fail = |e: &dyn std::fmt::Display| {
+        eprintln!("error: {e}");
+        ExitCode::FAILURE
+    };
+    match cli.command {
+        Command::Validate => {
+            println!("configuration ok");
+            Ok(())
+        }
+        Command::Serve { .. } => {
+            let listener = serve::bind(settings.listen).map_err(|e| fail(&e))?;
+            let prepared = serve::prepare(settings).await.map_err(|e| fail(&e))?;
+            let addr = listener.local_addr().map_err(|e| fail(&e))?;
+            tracing::info!(fingerprint = %prepared.tls.fingerprint, ca = ?prepared.tls.ca_file, "TLS ready; agents enroll with this CA");
+            println!("rounds-collector serving on https://{addr}");
+            if let Some(ca) = &prepared.tls.ca_file {
+                println!(
+                    "CA certificate: {} (SHA-256 {})",
+                    ca.display(),
+                    prepared.tls.fingerprint
+                );
+            }
+            if let Some(pw) = &prepared.initial_admin_password {
+                println!("first start: dashboard user `admin` created with password: {pw}");
+                println!("(shown once; `rounds-collector user reset-password admin` sets a new one)");
+            }
+            let shutdown = CancellationToken::new();
+            let s = shutdown.clone();
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                tracing::info!("shutting down");
+                s.cancel();
+            });
+            serve::run(prepared, listener, shutdown).await.map_err(|e| fail(&e))
+        }
+        Command::Token(TokenCmd::Create {
+            practice,
+            site,
+            expires,
+        }) => {
+            let expires = config::parse_duration(&expires).map_err(|e| {
+                eprintln!("error: --expires: {e}");
+                ExitCode::from(EX_CONFIG)
+            })?;
+            let store = serve::open_store(&settings.data_dir).map_err(|e| fail(&e))?;
+            let token = admin::token_create(store.as_ref(), &practice, &site, expires)
+                .await
+                .map_err(|e| fail(&e))?;
+            println!(
+                "enrollment token for {practice} / {site}, valid {}s, one use:",
+                expires.as_secs()
+            );
+            println!("{token}");
+            Ok(())
+        }
+        Command::User(UserCmd::Add {
+            username,
+            role: r,
+            practice,
+        }) => {
+            let r = role(&r)?;
+            let store = serve::open_store(&settings.data_dir).map_err(|e| fail(&e))?;
+            let pw = admin::user_add(store.as_ref(), &username, r, practice.as_deref(), None)
+                .await
+                .map_err(|e| fail(&e))?;
+            println!("user `{username}` added as {}; password (shown once):", r.as_str());
+            println!("{pw}");
+            Ok(())
+        }
+        Command::User(UserCmd::ResetPassword { username }) => {
+            let store = serve::open_store(&settings.data_dir).map_err(|e| fail(&e))?;
+            let pw = admin::user_reset_password(store.as_ref(), &username)
+                .await
+                .map_err(|e| fail(&e))?;
+            println!("new password for `{username}` (shown once):");
+            println!("{pw}");
+            Ok(())
+        }
+        Command::Apikey(ApikeyCmd::Create {
+            role: r,
+            practice,
+            label,
+        }) => {
+            let r = role(&r)?;
+            let store = serve::open_store(&settings.data_dir).map_err(|e| fail(&e))?;
+            let key = admin::apikey_create(store.as_ref(), r, practice.as_deref(), &label)
+                .await
+                .map_err(|e| fail(&e))?;
+            println!("API key `{label}` with role {} (shown once):", r.as_str());
+            println!("{key}");
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! The automation API (`Authorization: Bearer KEY`), `/healthz` and `/metrics`.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::IntoResponse;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::ApiCaller;
+use crate::app::AppState;
+use crate::error::ApiError;
+use crate::store::StoredObservation;
+
+/// A site with its agents' state, in `GET /api/v1/practices`.
+#[derive(Debug, Serialize)]
+pub struct SiteView {
+    pub name: String,
+    pub agents: usize,
+    pub agents_online: usize,
+}
+
+/// A practice, in `GET /api/v1/practices`.
+#[derive(Debug, Serialize)]
+pub struct PracticeView {
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+    pub sites: Vec<SiteView>,
+}
+
+/// An agent, in `GET /api/v1/agents`.
+#[derive(Debug, Serialize)]
+pub struct AgentView {
+    pub agent_id: String,
+    pub hostname: String,
+    pub practice: String,
+    pub site: String,
+    pub os: String,
+    pub agent_version: String,
+    pub online: bool,
+    pub last_seen_at: Option<DateTime<Utc>>,
+    pub last_report_at: Option<DateTime<Utc>>,
+    pub last_sequence: u64,
+    pub enrolled_at: DateTime<Utc>,
+}
+
+/// `GET /api/v1/practices`: practices visible to the caller, with sites and agent counts.
+pub async fn practices(
+    State(state): State<AppState>,
+    ApiCaller(scope): ApiCaller,
+) -> Result<Json<Vec<PracticeView>>, ApiError> {
+    let practices = state.store.practices(&scope).await?;
+    let agents = state.store.agents(&scope).await?;
+    Ok(Json(
+        practices
+            .into_iter()
+            .map(|p| PracticeView {
+                sites: p
+                    .sites
+                    .iter()
+                    .map(|s| {
+                        let here: Vec<_> = agents
+                            .iter()
+                            .filter(|a| a.practice_id == p.id && &a.site == s)
+                            .collect();
+                        SiteView {
+                            name: s.clone(),
+                            agents: here.len(),
+                            agents_online: here.iter().filter(|a| state.is_online(a.last_seen_at)).count(),
+                        }
+                    })
+                    .collect(),
+                name: p.name,
+                created_at: p.created_at,
+            })
+            .collect(),
+    ))
+}
+
+/// Agents visible to `scope`, with online state, for the API and the dashboard.
+pub async fn agent_views(state: &AppState, scope: &crate::store::Scope) -> Result<Vec<AgentView>, ApiError> {
+    Ok(state
+        .store
+        .agents(scope)
+        .await?
+        .into_iter()
+        .map(|a| AgentView {
+            online: state.is_online(a.last_seen_at),
+            agent_id: a.agent_id,
+            hostname: a.hostname,
+            practice: a.practice,
+            site: a.site,
+            os: a.os,
+            agent_version: a.agent_version,
+            last_seen_at: a.last_seen_at,
+            last_report_at: a.last_report_at,
+            last_sequence: a.last_sequence,
+            enrolled_at: a.enrolled_at,
+        })
+        .collect())
+}
+
+/// `GET /api/v1/agents`: agents visible to the caller, online or offline, and last seen.
+pub async fn agents(
+    State(state): State<AppState>,
+    ApiCaller(scope): ApiCaller,
+) -> Result<Json<Vec<AgentView>>, ApiError> {
+    Ok(Json(agent_views(&state, &scope).await?))
+}
+
+/// Query of `GET /api/v1/agents/{id}/observations`.
+#[derive(Debug, Deserialize)]
+pub struct ObservationQuery {
+    /// Only this observation kind, e.g. `inventory`.
+    pub kind: Option<String>,
+}
+
+/// `GET /api/v1/agents/{id}/observations[?kind=K]`: the newest observation per kind and subject.
+pub async fn observations(
+    State(state): State<AppState>,
+    ApiCaller(scope): ApiCaller,
+    Path(agent_id): Path<String>,
+    Query(q): Query<ObservationQuery>,
+) -> Result<Json<Vec<StoredObservation>>, ApiError> {
+    Ok(Json(
+        state
+            .store
+            .latest_observations(&scope, &agent_id, q.kind.as_deref())
+            .await?,
+    ))
+}
+
+/// `GET /healthz`: answers without authentication when the store answers.
+pub async fn healthz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    state.store.report_count().await?;
+    Ok(Json(
+        serde_json::json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}),
+    ))
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+}
+
+/// `GET /api/v1/openapi.json`: the OpenAPI document of this API.
+pub async fn openapi() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        include_str!("openapi.json"),
+    )
+}

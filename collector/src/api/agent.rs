@@ -1,0 +1,195 @@
+//! Agent-facing endpoints: enroll, heartbeat, reports, configuration.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use rounds_protocol::{
+    AgentConfig, CheckSchedule, EnrollRequest, EnrollResponse, Heartbeat, HeartbeatAck, PROTOCOL_MAJOR, Report,
+    ReportAck,
+};
+
+use super::{AgentJson, AuthedAgent};
+use crate::app::{AppState, Metrics};
+use crate::error::ApiError;
+use crate::secrets;
+use crate::store::{Ingested, NewAgent, StoreError};
+
+/// Largest number of observations in one report.
+pub const MAX_OBSERVATIONS_PER_REPORT: usize = 10_000;
+
+fn short(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
+    if value.is_empty() || value.len() > max || value.chars().any(char::is_control) {
+        return Err(ApiError::Unprocessable(format!(
+            "field `{field}` must be 1 to {max} characters without control characters"
+        )));
+    }
+    Ok(())
+}
+
+/// `POST /api/v1/agent/enroll`: trades a one-time token for an agent id and secret.
+pub async fn enroll(
+    State(state): State<AppState>,
+    AgentJson(req): AgentJson<EnrollRequest>,
+) -> Result<Json<EnrollResponse>, ApiError> {
+    let EnrollRequest {
+        protocol: _,
+        token,
+        hostname,
+        os,
+        agent_version,
+    } = req;
+    short("hostname", &hostname, 253)?;
+    short("os", &os, 32)?;
+    short("agent_version", &agent_version, 64)?;
+    let agent_id = secrets::random_id();
+    let secret = secrets::random_secret("rnd_agt_");
+    let new = NewAgent {
+        agent_id: agent_id.clone(),
+        secret_hash: secrets::hash_secret(&secret),
+        hostname: hostname.clone(),
+        os,
+        agent_version,
+    };
+    match state
+        .store
+        .enroll(&secrets::hash_secret(token.trim()), new, state.now())
+        .await
+    {
+        Ok(e) => {
+            Metrics::inc(&state.metrics.enrollments);
+            tracing::info!(agent_id = %agent_id, %hostname, practice = %e.practice, site = %e.site, "agent enrolled");
+            let detail = format!("agent {agent_id} ({hostname}) at {}/{}", e.practice, e.site);
+            state
+                .store
+                .audit("enrollment", "agent.enroll", &detail, state.now())
+                .await?;
+            Ok(Json(EnrollResponse {
+                protocol: PROTOCOL_MAJOR,
+                agent_id,
+                agent_secret: secret,
+                practice: e.practice,
+                site: e.site,
+                heartbeat_interval_secs: state.settings.heartbeat_interval.as_secs(),
+            }))
+        }
+        Err(StoreError::Token(reason)) => {
+            Metrics::inc(&state.metrics.enrollments_refused);
+            tracing::warn!(%hostname, reason = %reason, "enrollment refused");
+            Err(ApiError::Forbidden(format!("enrollment refused: {reason}")))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn same_agent(authed: &AuthedAgent, claimed: &str) -> Result<(), ApiError> {
+    if authed.0 != claimed {
+        return Err(ApiError::Forbidden(format!(
+            "agent {} may not send on behalf of agent {}",
+            authed.0,
+            claimed.chars().take(64).collect::<String>()
+        )));
+    }
+    Ok(())
+}
+
+/// `POST /api/v1/agent/heartbeat`.
+pub async fn heartbeat(
+    State(state): State<AppState>,
+    agent: AuthedAgent,
+    AgentJson(hb): AgentJson<Heartbeat>,
+) -> Result<Json<HeartbeatAck>, ApiError> {
+    same_agent(&agent, &hb.agent_id)?;
+    short("agent_version", &hb.agent_version, 64)?;
+    let now = state.now();
+    state.store.heartbeat(&agent.0, &hb.agent_version, now).await?;
+    Metrics::inc(&state.metrics.heartbeats);
+    tracing::debug!(agent_id = %agent.0, "heartbeat");
+    Ok(Json(HeartbeatAck {
+        received_at: now,
+        config_etag: Some(config_etag(&state)),
+    }))
+}
+
+/// `POST /api/v1/agent/reports`: stores a report once per `(agent, sequence)`, and answers
+/// only after the transaction has committed.
+pub async fn report(
+    State(state): State<AppState>,
+    agent: AuthedAgent,
+    AgentJson(report): AgentJson<Report>,
+) -> Result<Json<ReportAck>, ApiError> {
+    same_agent(&agent, &report.agent_id)?;
+    if report.sequence == 0 || report.sequence > i64::MAX as u64 {
+        return Err(ApiError::Unprocessable(
+            "field `sequence` must be between 1 and 2^63-1".into(),
+        ));
+    }
+    if report.observations.len() > MAX_OBSERVATIONS_PER_REPORT {
+        return Err(ApiError::Unprocessable(format!(
+            "report has {} observations; at most {MAX_OBSERVATIONS_PER_REPORT} are accepted",
+            report.observations.len()
+        )));
+    }
+    for (i, o) in report.observations.iter().enumerate() {
+        if o.kind.is_empty() || o.kind.len() > 64 || o.subject.len() > 1024 {
+            return Err(ApiError::Unprocessable(format!(
+                "observation {i}: `kind` must be 1 to 64 characters and `subject` at most 1024"
+            )));
+        }
+    }
+    let outcome = state
+        .store
+        .ingest_report(
+            &agent.0,
+            report.sequence,
+            report.created_at,
+            &report.observations,
+            state.now(),
+        )
+        .await?;
+    let stored = outcome == Ingested::Stored;
+    if stored {
+        Metrics::inc(&state.metrics.reports_stored);
+        state
+            .metrics
+            .observations_stored
+            .fetch_add(report.observations.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(agent_id = %agent.0, sequence = report.sequence, observations = report.observations.len(), "report stored");
+    } else {
+        Metrics::inc(&state.metrics.reports_duplicate);
+        tracing::info!(agent_id = %agent.0, sequence = report.sequence, "report already stored");
+    }
+    Ok(Json(ReportAck {
+        sequence: report.sequence,
+        stored,
+    }))
+}
+
+fn effective_config(state: &AppState) -> AgentConfig {
+    AgentConfig {
+        protocol: PROTOCOL_MAJOR,
+        heartbeat_interval_secs: state.settings.heartbeat_interval.as_secs(),
+        checks: vec![CheckSchedule {
+            check: "inventory".into(),
+            schedule: "0 0 * * * *".into(),
+        }],
+    }
+}
+
+fn config_etag(state: &AppState) -> String {
+    let body = serde_json::to_string(&effective_config(state)).unwrap_or_default();
+    format!("\"{}\"", &secrets::hash_secret(&body)[..16])
+}
+
+/// `GET /api/v1/agent/config`: the agent's effective configuration, with an `ETag`.
+pub async fn config(State(state): State<AppState>, _agent: AuthedAgent, headers: HeaderMap) -> Response {
+    let etag = config_etag(&state);
+    if headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) == Some(etag.as_str()) {
+        return StatusCode::NOT_MODIFIED.into_response();
+    }
+    let mut resp = Json(effective_config(&state)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        resp.headers_mut().insert(header::ETAG, v);
+    }
+    resp
+}

@@ -1,0 +1,118 @@
+//! The JSON API: the agent-facing endpoints ([`agent`]) and the automation API for
+//! technicians' tools ([`admin`]), with the extractors they share.
+
+pub mod admin;
+pub mod agent;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use base64::Engine;
+use serde::de::DeserializeOwned;
+
+use crate::app::{AppState, Metrics};
+use crate::error::ApiError;
+use crate::secrets;
+use crate::store::Scope;
+
+/// A JSON body from an agent: size-limited, of a known protocol major version, parsed
+/// strictly into `T` with an error that says what is wrong and where.
+#[derive(Debug)]
+pub struct AgentJson<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for AgentJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let reject = |e: ApiError| {
+            Metrics::inc(&state.metrics.reports_rejected);
+            tracing::warn!(error = %e, "agent request rejected");
+            e
+        };
+        let content_type = req
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
+        if !content_type.is_some_and(|c| c.starts_with("application/json")) {
+            return Err(reject(ApiError::UnsupportedMediaType(format!(
+                "expected content-type application/json, got {}",
+                content_type.unwrap_or("none")
+            ))));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                reject(ApiError::PayloadTooLarge(state.settings.max_body_bytes))
+            } else {
+                reject(ApiError::BadRequest(format!("cannot read request body: {e}")))
+            }
+        })?;
+        let value: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| reject(ApiError::BadRequest(format!("request body is not valid JSON: {e}"))))?;
+        rounds_protocol::check_version(&value).map_err(|e| reject(ApiError::BadRequest(e.to_string())))?;
+        let parsed = serde_json::from_slice(&bytes).map_err(|e| {
+            reject(ApiError::Unprocessable(format!(
+                "request body does not match the protocol: {e}"
+            )))
+        })?;
+        Ok(AgentJson(parsed))
+    }
+}
+
+/// An agent authenticated by HTTP Basic auth (agent id, per-agent secret).
+#[derive(Debug, Clone)]
+pub struct AuthedAgent(pub String);
+
+impl FromRequestParts<AppState> for AuthedAgent {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let refuse = |msg: &str| {
+            Metrics::inc(&state.metrics.reports_rejected);
+            tracing::warn!(reason = msg, "agent authentication failed");
+            ApiError::Unauthorized(msg.to_string())
+        };
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| refuse("missing agent credentials"))?;
+        let encoded = header
+            .strip_prefix("Basic ")
+            .ok_or_else(|| refuse("expected Basic agent credentials"))?;
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(encoded.trim())
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or_else(|| refuse("malformed agent credentials"))?;
+        let (id, secret) = decoded
+            .split_once(':')
+            .ok_or_else(|| refuse("malformed agent credentials"))?;
+        let auth = state.store.agent_auth(id).await?;
+        match auth {
+            Some(a) if !a.revoked && secrets::verify_secret(secret, &a.secret_hash) => Ok(AuthedAgent(a.agent_id)),
+            _ => Err(refuse("invalid agent credentials")),
+        }
+    }
+}
+
+/// A caller of the automation API, authenticated by `Authorization: Bearer KEY`.
+#[derive(Debug, Clone)]
+pub struct ApiCaller(pub Scope);
+
+impl FromRequestParts<AppState> for ApiCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let key = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .ok_or_else(|| ApiError::Unauthorized("missing API key: send Authorization: Bearer KEY".into()))?;
+        match state.store.api_key(&secrets::hash_secret(key.trim())).await? {
+            Some(scope) => Ok(ApiCaller(scope)),
+            None => Err(ApiError::Unauthorized("invalid API key".into())),
+        }
+    }
+}

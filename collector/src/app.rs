@@ -1,0 +1,141 @@
+//! The collector's HTTP application: shared state and the router.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use chrono::{DateTime, Utc};
+
+use crate::config::Settings;
+use crate::store::Store;
+use crate::{api, web};
+
+/// The clock the collector reads; tests pass a fixed one.
+pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+
+/// State shared by every request handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub settings: Arc<Settings>,
+    pub metrics: Arc<Metrics>,
+    pub clock: Clock,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("store", &self.store)
+            .field("settings", &self.settings)
+            .finish()
+    }
+}
+
+impl AppState {
+    /// State over a store, with the system clock.
+    pub fn new(store: Arc<dyn Store>, settings: Settings) -> Self {
+        AppState {
+            store,
+            settings: Arc::new(settings),
+            metrics: Arc::new(Metrics::default()),
+            clock: Arc::new(Utc::now),
+        }
+    }
+
+    /// The current time by the collector's clock.
+    pub fn now(&self) -> DateTime<Utc> {
+        (self.clock)()
+    }
+
+    /// Whether an agent last seen at `last_seen` counts as online now.
+    pub fn is_online(&self, last_seen: Option<DateTime<Utc>>) -> bool {
+        let window = chrono::Duration::from_std(self.settings.offline_after).unwrap_or(chrono::Duration::seconds(90));
+        last_seen.is_some_and(|t| self.now() - t <= window)
+    }
+}
+
+/// Counters for `/metrics`. Each recurring event is counted where it is logged.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub enrollments: AtomicU64,
+    pub enrollments_refused: AtomicU64,
+    pub heartbeats: AtomicU64,
+    pub reports_stored: AtomicU64,
+    pub reports_duplicate: AtomicU64,
+    pub reports_rejected: AtomicU64,
+    pub observations_stored: AtomicU64,
+    pub logins: AtomicU64,
+    pub logins_failed: AtomicU64,
+}
+
+impl Metrics {
+    /// Adds one to a counter.
+    pub fn inc(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Prometheus text exposition of the counters.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let rows: [(&str, &str, &AtomicU64); 9] = [
+            ("rounds_enrollments_total", "Agents enrolled.", &self.enrollments),
+            (
+                "rounds_enrollments_refused_total",
+                "Enrollment attempts refused.",
+                &self.enrollments_refused,
+            ),
+            ("rounds_heartbeats_total", "Heartbeats received.", &self.heartbeats),
+            ("rounds_reports_stored_total", "Reports stored.", &self.reports_stored),
+            (
+                "rounds_reports_duplicate_total",
+                "Reports received again and acknowledged without storing.",
+                &self.reports_duplicate,
+            ),
+            (
+                "rounds_reports_rejected_total",
+                "Agent requests rejected (bad body, auth, version).",
+                &self.reports_rejected,
+            ),
+            (
+                "rounds_observations_stored_total",
+                "Observations stored.",
+                &self.observations_stored,
+            ),
+            ("rounds_logins_total", "Successful dashboard logins.", &self.logins),
+            (
+                "rounds_logins_failed_total",
+                "Failed dashboard logins.",
+                &self.logins_failed,
+            ),
+        ];
+        for (name, help, v) in rows {
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
+                v.load(Ordering::Relaxed)
+            ));
+        }
+        out
+    }
+}
+
+/// The full router: agent API, admin API, dashboard, health and metrics.
+pub fn router(state: AppState) -> Router {
+    let limit = state.settings.max_body_bytes;
+    Router::new()
+        .route(rounds_protocol::paths::ENROLL, post(api::agent::enroll))
+        .route(rounds_protocol::paths::HEARTBEAT, post(api::agent::heartbeat))
+        .route(rounds_protocol::paths::REPORTS, post(api::agent::report))
+        .route(rounds_protocol::paths::CONFIG, get(api::agent::config))
+        .route("/api/v1/practices", get(api::admin::practices))
+        .route("/api/v1/agents", get(api::admin::agents))
+        .route("/api/v1/agents/{agent_id}/observations", get(api::admin::observations))
+        .route("/api/v1/openapi.json", get(api::admin::openapi))
+        .route("/healthz", get(api::admin::healthz))
+        .route("/metrics", get(api::admin::metrics))
+        .merge(web::routes())
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn(web::security_headers))
+        .with_state(state)
+}

@@ -1,0 +1,300 @@
+//! Collector settings: the TOML file (`--config`) and flags, in two stages.
+//!
+//! [`RawConfig`] mirrors the file (unknown keys are errors naming the key, file and line);
+//! [`Settings`] is the validated form the rest of the collector uses.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Default address the collector listens on.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
+
+/// The configuration file as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Directory for the database, TLS material and generated files.
+    pub data_dir: Option<PathBuf>,
+    /// Address and port to listen on, e.g. `0.0.0.0:8443`.
+    pub listen: Option<String>,
+    /// Largest request body accepted, in bytes (default 1 MiB).
+    pub max_body_bytes: Option<usize>,
+    /// Seconds between agent heartbeats, told to agents when they enroll (default 30).
+    pub heartbeat_interval_secs: Option<u64>,
+    /// Seconds without a heartbeat after which an agent counts as offline (default 90).
+    pub offline_after_secs: Option<u64>,
+    /// Lifetime of a dashboard session, in seconds (default 12 hours).
+    pub session_ttl_secs: Option<u64>,
+    /// TLS settings; without them the collector makes its own CA in the data dir.
+    pub tls: Option<RawTls>,
+}
+
+/// The `[tls]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// PEM file with the server certificate chain. Set together with `key_file`.
+    pub cert_file: Option<PathBuf>,
+    /// PEM file with the server's private key.
+    pub key_file: Option<PathBuf>,
+    /// Extra DNS names or IP addresses for the generated server certificate.
+    #[serde(default)]
+    pub subject_alt_names: Vec<String>,
+}
+
+/// Validated settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub max_body_bytes: usize,
+    pub heartbeat_interval: Duration,
+    pub offline_after: Duration,
+    pub session_ttl: Duration,
+    pub tls: TlsSettings,
+}
+
+/// Where the server's certificate comes from.
+#[derive(Debug, Clone)]
+pub enum TlsSettings {
+    /// Generated on first start into the data dir (CA + server certificate).
+    Generated { subject_alt_names: Vec<String> },
+    /// Given by the operator.
+    Files { cert_file: PathBuf, key_file: PathBuf },
+}
+
+/// Every problem found in the configuration.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .problems.join("\n"))]
+pub struct ConfigError {
+    pub problems: Vec<String>,
+}
+
+impl ConfigError {
+    fn one(p: String) -> Self {
+        ConfigError { problems: vec![p] }
+    }
+}
+
+/// Flags that override the file.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<String>,
+}
+
+/// Line (1-based) of a byte offset in `text`.
+pub fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].bytes().filter(|b| *b == b'\n').count() + 1
+}
+
+/// Parses the file's text; errors name the file and line.
+pub fn parse(text: &str, file: &Path) -> Result<RawConfig, ConfigError> {
+    toml::from_str(text).map_err(|e| {
+        let line = e.span().map(|s| line_of(text, s.start));
+        let msg = e.message().trim().to_string();
+        ConfigError::one(match line {
+            Some(l) => format!("{}:{l}: {msg}", file.display()),
+            None => format!("{}: {msg}", file.display()),
+        })
+    })
+}
+
+/// Reads and validates the configuration.
+pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Settings, ConfigError> {
+    let raw = match file {
+        Some(f) => {
+            let text = std::fs::read_to_string(f)
+                .map_err(|e| ConfigError::one(format!("cannot read config file {}: {e}", f.display())))?;
+            parse(&text, f)?
+        }
+        None => RawConfig::default(),
+    };
+    validate(raw, overrides, file)
+}
+
+/// The default data dir: `/var/lib/rounds-collector` for root, else under the user's state dir.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("ROUNDS_DATA_DIR") {
+        return PathBuf::from(d);
+    }
+    let is_root = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false);
+    if is_root {
+        return PathBuf::from("/var/lib/rounds-collector");
+    }
+    match (std::env::var_os("XDG_STATE_HOME"), std::env::var_os("HOME")) {
+        (Some(x), _) => PathBuf::from(x).join("rounds-collector"),
+        (None, Some(h)) => PathBuf::from(h).join(".local/state/rounds-collector"),
+        (None, None) => PathBuf::from("rounds-collector-data"),
+    }
+}
+
+/// Turns the raw file and flags into settings, collecting every problem.
+pub fn validate(raw: RawConfig, overrides: &Overrides, file: Option<&Path>) -> Result<Settings, ConfigError> {
+    let RawConfig {
+        data_dir,
+        listen,
+        max_body_bytes,
+        heartbeat_interval_secs,
+        offline_after_secs,
+        session_ttl_secs,
+        tls,
+    } = raw;
+    let at = file.map(|f| format!("{}: ", f.display())).unwrap_or_default();
+    let mut problems = Vec::new();
+    let listen_text = overrides
+        .listen
+        .clone()
+        .or(listen)
+        .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+    let listen = match listen_text.parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            problems.push(format!(
+                "{at}listen: `{listen_text}` is not an address:port such as 0.0.0.0:8443"
+            ));
+            None
+        }
+    };
+    let max_body_bytes = max_body_bytes.unwrap_or(rounds_protocol::DEFAULT_MAX_BODY_BYTES);
+    if max_body_bytes < 1024 {
+        problems.push(format!(
+            "{at}max_body_bytes: {max_body_bytes} is too small (at least 1024)"
+        ));
+    }
+    let heartbeat = heartbeat_interval_secs.unwrap_or(30);
+    if heartbeat == 0 {
+        problems.push(format!("{at}heartbeat_interval_secs: must be at least 1"));
+    }
+    let offline = offline_after_secs.unwrap_or(heartbeat.saturating_mul(3));
+    if offline <= heartbeat {
+        problems.push(format!(
+            "{at}offline_after_secs: {offline} must be longer than heartbeat_interval_secs ({heartbeat})"
+        ));
+    }
+    let session_ttl = session_ttl_secs.unwrap_or(12 * 3600);
+    if session_ttl == 0 {
+        problems.push(format!("{at}session_ttl_secs: must be at least 1"));
+    }
+    let tls = match tls {
+        None => TlsSettings::Generated {
+            subject_alt_names: Vec::new(),
+        },
+        Some(RawTls {
+            cert_file,
+            key_file,
+            subject_alt_names,
+        }) => match (cert_file, key_file) {
+            (Some(cert_file), Some(key_file)) => TlsSettings::Files { cert_file, key_file },
+            (None, None) => TlsSettings::Generated { subject_alt_names },
+            _ => {
+                problems.push(format!("{at}tls: set both cert_file and key_file, or neither"));
+                TlsSettings::Generated { subject_alt_names }
+            }
+        },
+    };
+    if !problems.is_empty() {
+        return Err(ConfigError { problems });
+    }
+    Ok(Settings {
+        data_dir: overrides.data_dir.clone().or(data_dir).unwrap_or_else(default_data_dir),
+        listen: listen.unwrap_or_else(|| {
+            DEFAULT_LISTEN
+                .parse()
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8443)))
+        }),
+        max_body_bytes,
+        heartbeat_interval: Duration::from_secs(heartbeat),
+        offline_after: Duration::from_secs(offline),
+        session_ttl: Duration::from_secs(session_ttl),
+        tls,
+    })
+}
+
+/// Parses a duration such as `90s`, `30m`, `24h`, `7d`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration such as 90s, 30m, 24h or 7d"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(format!("`{text}` has an unknown unit; use s, m, h or d")),
+    };
+    if secs == 0 {
+        return Err(format!("`{text}` must be longer than zero"));
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_text(text: &str) -> Result<Settings, ConfigError> {
+        let f = Path::new("collector.toml");
+        validate(parse(text, f)?, &Overrides::default(), Some(f))
+    }
+
+    #[test]
+    fn unknown_key_names_key_file_and_line() {
+        let err = load_text("listen = \"127.0.0.1:9000\"\n\n[tls]\ncert_fil = \"x.pem\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("collector.toml:4"), "{err}");
+        assert!(err.contains("cert_fil"), "{err}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let err = load_text("listen = \"nowhere\"\nheartbeat_interval_secs = 0\nmax_body_bytes = 5\n").unwrap_err();
+        assert_eq!(err.problems.len(), 3, "{err}");
+        assert!(err.to_string().contains("listen: `nowhere`"));
+    }
+
+    #[test]
+    fn defaults_and_overrides() {
+        let s = load_text("").unwrap();
+        assert_eq!(s.max_body_bytes, 1024 * 1024);
+        assert_eq!(s.heartbeat_interval, Duration::from_secs(30));
+        assert_eq!(s.offline_after, Duration::from_secs(90));
+        let o = Overrides {
+            listen: Some("127.0.0.1:0".into()),
+            data_dir: Some("/tmp/x".into()),
+        };
+        let s = validate(parse("listen = \"0.0.0.0:1\"", Path::new("c.toml")).unwrap(), &o, None).unwrap();
+        assert_eq!(s.listen.port(), 0);
+        assert_eq!(s.data_dir, PathBuf::from("/tmp/x"));
+    }
+
+    #[test]
+    fn half_configured_tls_is_an_error() {
+        let err = load_text("[tls]\ncert_file = \"a.pem\"\n").unwrap_err().to_string();
+        assert!(err.contains("set both cert_file and key_file"), "{err}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("24h").unwrap(), Duration::from_secs(86_400));
+        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("7d").unwrap(), Duration::from_secs(7 * 86_400));
+        assert!(parse_duration("24").unwrap_err().contains("unknown unit"));
+        assert!(parse_duration("h").is_err());
+        assert!(parse_duration("0h").is_err());
+    }
+}

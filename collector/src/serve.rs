@@ -1,0 +1,139 @@
+//! Start-up and serving: open the store, prepare TLS, ensure a first admin, serve until
+//! cancelled.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::app::{AppState, router};
+use crate::config::Settings;
+use crate::secrets;
+use crate::store::sqlite::SqliteStore;
+use crate::store::{Role, Store, StoreError};
+use crate::tls::{TlsError, TlsMaterial};
+
+/// Name of the SQLite file in the data dir.
+pub const DB_FILE: &str = "rounds.db";
+
+/// Errors of start-up and serving.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot create data dir {path}: {source}")]
+    DataDir { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: String, source: std::io::Error },
+    #[error("server failed: {0}")]
+    Server(std::io::Error),
+}
+
+/// A collector ready to serve.
+#[derive(Debug)]
+pub struct Prepared {
+    pub settings: Settings,
+    pub store: Arc<dyn Store>,
+    pub tls: TlsMaterial,
+    /// Password of the admin user created by this start, to print once.
+    pub initial_admin_password: Option<String>,
+}
+
+/// Creates the data dir (mode 0700) if needed.
+pub fn ensure_data_dir(dir: &Path) -> Result<(), ServeError> {
+    let err = |source| ServeError::DataDir {
+        path: dir.to_path_buf(),
+        source,
+    };
+    if !dir.exists() {
+        std::fs::create_dir_all(dir).map_err(err)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(err)?;
+        }
+    }
+    Ok(())
+}
+
+/// Opens the embedded store in the data dir, creating the dir if needed.
+pub fn open_store(data_dir: &Path) -> Result<Arc<dyn Store>, ServeError> {
+    ensure_data_dir(data_dir)?;
+    Ok(Arc::new(SqliteStore::open(&data_dir.join(DB_FILE))?))
+}
+
+/// Opens the store, prepares TLS and creates the first admin when there is no user yet.
+pub async fn prepare(settings: Settings) -> Result<Prepared, ServeError> {
+    let store = open_store(&settings.data_dir)?;
+    let tls = crate::tls::prepare(&settings.tls, &settings.data_dir)?;
+    let mut initial_admin_password = None;
+    if store.user_count().await? == 0 {
+        let password = secrets::random_password();
+        let hash = secrets::hash_password(&password).map_err(|e| StoreError::Database(format!("hashing: {e}")))?;
+        store.add_user("admin", &hash, Role::Admin, None).await?;
+        store
+            .audit(
+                "collector",
+                "user.add",
+                "first admin `admin` created at first start",
+                chrono::Utc::now(),
+            )
+            .await?;
+        initial_admin_password = Some(password);
+    }
+    Ok(Prepared {
+        settings,
+        store,
+        tls,
+        initial_admin_password,
+    })
+}
+
+/// Binds the listener for `settings.listen`.
+pub fn bind(addr: std::net::SocketAddr) -> Result<std::net::TcpListener, ServeError> {
+    let listener = std::net::TcpListener::bind(addr).map_err(|source| ServeError::Listen {
+        addr: addr.to_string(),
+        source,
+    })?;
+    listener.set_nonblocking(true).map_err(|source| ServeError::Listen {
+        addr: addr.to_string(),
+        source,
+    })?;
+    Ok(listener)
+}
+
+/// Serves HTTPS on `listener` until `shutdown` is cancelled, then drains connections for up
+/// to 10 seconds.
+pub async fn run(
+    prepared: Prepared,
+    listener: std::net::TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
+    let Prepared {
+        settings,
+        store,
+        tls,
+        initial_admin_password: _,
+    } = prepared;
+    let addr = listener.local_addr().map_err(ServeError::Server)?;
+    let state = AppState::new(store, settings);
+    let app = router(state);
+    let handle = axum_server::Handle::new();
+    let h = handle.clone();
+    tokio::spawn(async move {
+        shutdown.cancelled().await;
+        h.graceful_shutdown(Some(Duration::from_secs(10)));
+    });
+    let rustls_config = axum_server::tls_rustls::RustlsConfig::from_config(tls.server_config);
+    tracing::info!(%addr, "collector listening");
+    axum_server::from_tcp_rustls(listener, rustls_config)
+        .handle(handle)
+        .serve(app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .await
+        .map_err(ServeError::Server)?;
+    tracing::info!("collector stopped");
+    Ok(())
+}

@@ -1,0 +1,275 @@
+//! Storage interface of the collector, and its implementations.
+//!
+//! Callers use only the [`Store`] trait; [`sqlite::SqliteStore`] is the embedded default (one
+//! file in the data dir, WAL, versioned migrations). A PostgreSQL implementation implements
+//! the same trait and passes the same conformance suite (`tests/it/store.rs`).
+//!
+//! Invariants every implementation keeps:
+//! - secrets (agent secrets, enrollment tokens, API keys, session tokens) are stored only as
+//!   hashes; passwords only as argon2 hashes;
+//! - a report is stored once per `(agent_id, sequence)`, atomically with its observations;
+//! - an enrollment token is redeemed at most once, in the same transaction that creates the
+//!   agent.
+
+pub mod sqlite;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rounds_protocol::Observation;
+use serde::Serialize;
+
+/// Errors of the storage layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be opened, migrated or queried.
+    #[error("database error: {0}")]
+    Database(String),
+    /// A named thing does not exist.
+    #[error("{what} not found: {name}")]
+    NotFound { what: &'static str, name: String },
+    /// A unique name is taken.
+    #[error("{what} already exists: {name}")]
+    Conflict { what: &'static str, name: String },
+    /// The enrollment token cannot be redeemed, and why.
+    #[error("{0}")]
+    Token(TokenRefusal),
+}
+
+/// Why an enrollment token was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenRefusal {
+    Unknown,
+    Expired,
+    AlreadyUsed,
+}
+
+impl std::fmt::Display for TokenRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TokenRefusal::Unknown => "enrollment token unknown",
+            TokenRefusal::Expired => "enrollment token expired",
+            TokenRefusal::AlreadyUsed => "enrollment token already used",
+        })
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Roles of dashboard users and API keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Everything, across every practice.
+    Admin,
+    /// Sees and operates every practice; cannot manage users.
+    Technician,
+    /// Sees only their own practice.
+    PracticeManager,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Technician => "technician",
+            Role::PracticeManager => "practice_manager",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "admin" => Some(Role::Admin),
+            "technician" => Some(Role::Technician),
+            "practice_manager" | "practice-manager" => Some(Role::PracticeManager),
+            _ => None,
+        }
+    }
+}
+
+/// Who is asking: the role and, for a practice manager, the one practice they may see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scope {
+    pub role: Role,
+    pub practice_id: Option<i64>,
+}
+
+impl Scope {
+    /// Whether this scope may see the given practice.
+    pub fn sees(&self, practice_id: i64) -> bool {
+        match self.role {
+            Role::Admin | Role::Technician => true,
+            Role::PracticeManager => self.practice_id == Some(practice_id),
+        }
+    }
+}
+
+/// A new enrollment token, as stored.
+#[derive(Debug, Clone)]
+pub struct NewToken {
+    pub practice: String,
+    pub site: String,
+    pub token_hash: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A new agent, created when a token is redeemed.
+#[derive(Debug, Clone)]
+pub struct NewAgent {
+    pub agent_id: String,
+    pub secret_hash: String,
+    pub hostname: String,
+    pub os: String,
+    pub agent_version: String,
+}
+
+/// Where an enrolled agent belongs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enrolled {
+    pub practice: String,
+    pub site: String,
+}
+
+/// What the collector knows to authenticate an agent.
+#[derive(Debug, Clone)]
+pub struct AgentAuth {
+    pub agent_id: String,
+    pub secret_hash: String,
+    pub revoked: bool,
+}
+
+/// An agent as listed in the API and dashboard.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AgentRow {
+    pub agent_id: String,
+    pub hostname: String,
+    pub os: String,
+    pub agent_version: String,
+    pub practice_id: i64,
+    pub practice: String,
+    pub site: String,
+    pub enrolled_at: DateTime<Utc>,
+    pub last_seen_at: Option<DateTime<Utc>>,
+    pub last_report_at: Option<DateTime<Utc>>,
+    pub last_sequence: u64,
+}
+
+/// A practice with its sites.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PracticeRow {
+    pub id: i64,
+    pub name: String,
+    pub sites: Vec<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// An observation as stored, with the report it came in.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoredObservation {
+    pub agent_id: String,
+    pub sequence: u64,
+    #[serde(flatten)]
+    pub observation: Observation,
+}
+
+/// A dashboard user, as needed to log in.
+#[derive(Debug, Clone)]
+pub struct UserRow {
+    pub id: i64,
+    pub username: String,
+    pub password_hash: String,
+    pub role: Role,
+    pub practice_id: Option<i64>,
+}
+
+/// A live session, looked up by its token's hash.
+#[derive(Debug, Clone)]
+pub struct SessionRow {
+    pub user_id: i64,
+    pub username: String,
+    pub role: Role,
+    pub practice_id: Option<i64>,
+    pub csrf_token: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Outcome of storing a report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ingested {
+    /// Stored now.
+    Stored,
+    /// This `(agent, sequence)` was stored before; nothing changed.
+    Duplicate,
+}
+
+/// The collector's storage. All methods are atomic.
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Creates a practice if new and returns its id.
+    async fn ensure_practice(&self, name: &str) -> StoreResult<i64>;
+    /// Creates a practice and site if new and returns the site id.
+    async fn ensure_site(&self, practice: &str, site: &str) -> StoreResult<i64>;
+    /// Stores an enrollment token (creating practice and site if new).
+    async fn create_token(&self, token: NewToken) -> StoreResult<()>;
+    /// Redeems a token and creates the agent in one transaction.
+    async fn enroll(&self, token_hash: &str, agent: NewAgent, now: DateTime<Utc>) -> StoreResult<Enrolled>;
+    /// Credentials of an agent, if it exists.
+    async fn agent_auth(&self, agent_id: &str) -> StoreResult<Option<AgentAuth>>;
+    /// Records a heartbeat.
+    async fn heartbeat(&self, agent_id: &str, agent_version: &str, now: DateTime<Utc>) -> StoreResult<()>;
+    /// Stores a report and its observations once per `(agent_id, sequence)`.
+    async fn ingest_report(
+        &self,
+        agent_id: &str,
+        sequence: u64,
+        created_at: DateTime<Utc>,
+        observations: &[Observation],
+        now: DateTime<Utc>,
+    ) -> StoreResult<Ingested>;
+    /// Practices visible to `scope`, with their sites.
+    async fn practices(&self, scope: &Scope) -> StoreResult<Vec<PracticeRow>>;
+    /// Agents visible to `scope`.
+    async fn agents(&self, scope: &Scope) -> StoreResult<Vec<AgentRow>>;
+    /// The newest observation per (kind, subject) of an agent visible to `scope`, optionally of
+    /// one kind. `NotFound` when the agent does not exist or is not visible.
+    async fn latest_observations(
+        &self,
+        scope: &Scope,
+        agent_id: &str,
+        kind: Option<&str>,
+    ) -> StoreResult<Vec<StoredObservation>>;
+    /// Number of stored reports (all agents).
+    async fn report_count(&self) -> StoreResult<u64>;
+    /// Adds a dashboard user.
+    async fn add_user(
+        &self,
+        username: &str,
+        password_hash: &str,
+        role: Role,
+        practice: Option<&str>,
+    ) -> StoreResult<i64>;
+    /// Replaces a user's password hash.
+    async fn set_password(&self, username: &str, password_hash: &str) -> StoreResult<()>;
+    /// Number of dashboard users.
+    async fn user_count(&self) -> StoreResult<u64>;
+    /// A user by name.
+    async fn user(&self, username: &str) -> StoreResult<Option<UserRow>>;
+    /// Creates a session.
+    async fn create_session(
+        &self,
+        token_hash: &str,
+        user_id: i64,
+        csrf_token: &str,
+        expires_at: DateTime<Utc>,
+    ) -> StoreResult<()>;
+    /// A session that has not expired at `now`.
+    async fn session(&self, token_hash: &str, now: DateTime<Utc>) -> StoreResult<Option<SessionRow>>;
+    /// Ends a session.
+    async fn delete_session(&self, token_hash: &str) -> StoreResult<()>;
+    /// Stores an API key's hash.
+    async fn create_api_key(&self, key_hash: &str, role: Role, practice: Option<&str>, label: &str) -> StoreResult<()>;
+    /// The scope of an API key.
+    async fn api_key(&self, key_hash: &str) -> StoreResult<Option<Scope>>;
+    /// Appends to the collector's own audit log of who did what.
+    async fn audit(&self, actor: &str, action: &str, detail: &str, now: DateTime<Utc>) -> StoreResult<()>;
+}

@@ -1,0 +1,770 @@
+//! The embedded default store: one SQLite file, WAL mode, versioned migrations.
+//!
+//! One connection behind a mutex, used on the blocking pool: SQLite allows one writer at a
+//! time anyway, and WAL lets readers of other processes (the admin subcommands) work while
+//! the server runs. Times are stored as integer milliseconds since the epoch (UTC).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rounds_protocol::{Observation, ObservationStatus};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::*;
+
+/// Versioned migrations; index + 1 is the schema version. Never edit a released one: append.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE practices (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE sites (
+    id INTEGER PRIMARY KEY,
+    practice_id INTEGER NOT NULL REFERENCES practices(id),
+    name TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    UNIQUE (practice_id, name)
+);
+CREATE TABLE enrollment_tokens (
+    id INTEGER PRIMARY KEY,
+    token_hash TEXT NOT NULL UNIQUE,
+    site_id INTEGER NOT NULL REFERENCES sites(id),
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    used_at INTEGER,
+    used_by_agent TEXT
+);
+CREATE TABLE agents (
+    id TEXT PRIMARY KEY,
+    site_id INTEGER NOT NULL REFERENCES sites(id),
+    hostname TEXT NOT NULL,
+    os TEXT NOT NULL,
+    agent_version TEXT NOT NULL,
+    secret_hash TEXT NOT NULL,
+    revoked INTEGER NOT NULL DEFAULT 0,
+    enrolled_at INTEGER NOT NULL,
+    last_seen_at INTEGER,
+    last_report_at INTEGER,
+    last_sequence INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE reports (
+    agent_id TEXT NOT NULL REFERENCES agents(id),
+    sequence INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    received_at INTEGER NOT NULL,
+    observation_count INTEGER NOT NULL,
+    PRIMARY KEY (agent_id, sequence)
+);
+CREATE TABLE observations (
+    id INTEGER PRIMARY KEY,
+    agent_id TEXT NOT NULL,
+    sequence INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    observed_at INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    data TEXT NOT NULL,
+    error TEXT
+);
+CREATE INDEX observations_by_agent ON observations (agent_id, kind, observed_at);
+CREATE TABLE latest_observations (
+    agent_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    sequence INTEGER NOT NULL,
+    observed_at INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    data TEXT NOT NULL,
+    error TEXT,
+    PRIMARY KEY (agent_id, kind, subject)
+);
+CREATE TABLE users (
+    id INTEGER PRIMARY KEY,
+    username TEXT NOT NULL UNIQUE,
+    password_hash TEXT NOT NULL,
+    role TEXT NOT NULL,
+    practice_id INTEGER REFERENCES practices(id),
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE sessions (
+    token_hash TEXT PRIMARY KEY,
+    user_id INTEGER NOT NULL REFERENCES users(id),
+    csrf_token TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+CREATE TABLE api_keys (
+    id INTEGER PRIMARY KEY,
+    key_hash TEXT NOT NULL UNIQUE,
+    role TEXT NOT NULL,
+    practice_id INTEGER REFERENCES practices(id),
+    label TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE audit_log (
+    id INTEGER PRIMARY KEY,
+    at INTEGER NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+"#];
+
+/// The SQLite store.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+    path: PathBuf,
+}
+
+fn db(e: rusqlite::Error) -> StoreError {
+    StoreError::Database(e.to_string())
+}
+
+fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn from_ms(v: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(v).unwrap_or_default()
+}
+
+fn status_str(s: ObservationStatus) -> &'static str {
+    match s {
+        ObservationStatus::Ok => "ok",
+        ObservationStatus::Error => "error",
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and brings its schema up to date.
+    pub fn open(path: &Path) -> StoreResult<Self> {
+        let conn =
+            Connection::open(path).map_err(|e| StoreError::Database(format!("cannot open {}: {e}", path.display())))?;
+        conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(db)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(db)?;
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(db)?;
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(db)?;
+        let store = SqliteStore {
+            conn: Arc::new(Mutex::new(conn)),
+            path: path.to_path_buf(),
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The schema version of the open database.
+    pub fn schema_version(&self) -> StoreResult<u32> {
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(db)
+    }
+
+    fn migrate(&self) -> StoreResult<()> {
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(db)?;
+        let version: usize = tx.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(db)?;
+        if version > MIGRATIONS.len() {
+            return Err(StoreError::Database(format!(
+                "database {} has schema version {version}, newer than this collector ({}); upgrade the collector",
+                self.path.display(),
+                MIGRATIONS.len()
+            )));
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+            tx.execute_batch(sql)
+                .map_err(|e| StoreError::Database(format!("migration {}: {e}", i + 1)))?;
+        }
+        tx.pragma_update(None, "user_version", MIGRATIONS.len()).map_err(db)?;
+        tx.commit().map_err(db)
+    }
+
+    async fn with<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| StoreError::Database(format!("database task failed: {e}")))?
+    }
+}
+
+fn ensure_practice(conn: &Connection, name: &str, now: i64) -> StoreResult<i64> {
+    conn.execute(
+        "INSERT INTO practices (name, created_at) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING",
+        params![name, now],
+    )
+    .map_err(db)?;
+    conn.query_row("SELECT id FROM practices WHERE name = ?1", [name], |r| r.get(0))
+        .map_err(db)
+}
+
+fn ensure_site(conn: &Connection, practice: &str, site: &str, now: i64) -> StoreResult<i64> {
+    let pid = ensure_practice(conn, practice, now)?;
+    conn.execute(
+        "INSERT INTO sites (practice_id, name, created_at) VALUES (?1, ?2, ?3) ON CONFLICT (practice_id, name) DO NOTHING",
+        params![pid, site, now],
+    )
+    .map_err(db)?;
+    conn.query_row(
+        "SELECT id FROM sites WHERE practice_id = ?1 AND name = ?2",
+        params![pid, site],
+        |r| r.get(0),
+    )
+    .map_err(db)
+}
+
+fn practice_id(conn: &Connection, name: &str) -> StoreResult<i64> {
+    conn.query_row("SELECT id FROM practices WHERE name = ?1", [name], |r| r.get(0))
+        .optional()
+        .map_err(db)?
+        .ok_or_else(|| StoreError::NotFound {
+            what: "practice",
+            name: name.to_string(),
+        })
+}
+
+fn scope_clause(scope: &Scope) -> (String, Option<i64>) {
+    match scope.role {
+        Role::PracticeManager => ("p.id = ?1".to_string(), Some(scope.practice_id.unwrap_or(-1))),
+        Role::Admin | Role::Technician => ("(?1 IS NULL OR 1 = 1)".to_string(), None),
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ensure_practice(&self, name: &str) -> StoreResult<i64> {
+        let name = name.to_string();
+        self.with(move |c| ensure_practice(c, &name, ms(Utc::now()))).await
+    }
+
+    async fn ensure_site(&self, practice: &str, site: &str) -> StoreResult<i64> {
+        let (practice, site) = (practice.to_string(), site.to_string());
+        self.with(move |c| ensure_site(c, &practice, &site, ms(Utc::now())))
+            .await
+    }
+
+    async fn create_token(&self, token: NewToken) -> StoreResult<()> {
+        self.with(move |c| {
+            let tx = c.transaction().map_err(db)?;
+            let now = ms(Utc::now());
+            let site_id = ensure_site(&tx, &token.practice, &token.site, now)?;
+            tx.execute(
+                "INSERT INTO enrollment_tokens (token_hash, site_id, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
+                params![token.token_hash, site_id, now, ms(token.expires_at)],
+            )
+            .map_err(db)?;
+            tx.commit().map_err(db)
+        })
+        .await
+    }
+
+    async fn enroll(&self, token_hash: &str, agent: NewAgent, now: DateTime<Utc>) -> StoreResult<Enrolled> {
+        let token_hash = token_hash.to_string();
+        self.with(move |c| {
+            let tx = c
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(db)?;
+            let row: Option<(i64, i64, i64, Option<i64>)> = tx
+                .query_row(
+                    "SELECT id, site_id, expires_at, used_at FROM enrollment_tokens WHERE token_hash = ?1",
+                    [&token_hash],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                )
+                .optional()
+                .map_err(db)?;
+            let Some((token_id, site_id, expires_at, used_at)) = row else {
+                return Err(StoreError::Token(TokenRefusal::Unknown));
+            };
+            if used_at.is_some() {
+                return Err(StoreError::Token(TokenRefusal::AlreadyUsed));
+            }
+            if expires_at <= ms(now) {
+                return Err(StoreError::Token(TokenRefusal::Expired));
+            }
+            tx.execute(
+                "UPDATE enrollment_tokens SET used_at = ?1, used_by_agent = ?2 WHERE id = ?3",
+                params![ms(now), agent.agent_id, token_id],
+            )
+            .map_err(db)?;
+            tx.execute(
+                "INSERT INTO agents (id, site_id, hostname, os, agent_version, secret_hash, enrolled_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    agent.agent_id,
+                    site_id,
+                    agent.hostname,
+                    agent.os,
+                    agent.agent_version,
+                    agent.secret_hash,
+                    ms(now)
+                ],
+            )
+            .map_err(db)?;
+            let enrolled = tx
+                .query_row(
+                    "SELECT p.name, s.name FROM sites s JOIN practices p ON p.id = s.practice_id WHERE s.id = ?1",
+                    [site_id],
+                    |r| {
+                        Ok(Enrolled {
+                            practice: r.get(0)?,
+                            site: r.get(1)?,
+                        })
+                    },
+                )
+                .map_err(db)?;
+            tx.commit().map_err(db)?;
+            Ok(enrolled)
+        })
+        .await
+    }
+
+    async fn agent_auth(&self, agent_id: &str) -> StoreResult<Option<AgentAuth>> {
+        let agent_id = agent_id.to_string();
+        self.with(move |c| {
+            c.query_row(
+                "SELECT id, secret_hash, revoked FROM agents WHERE id = ?1",
+                [&agent_id],
+                |r| {
+                    Ok(AgentAuth {
+                        agent_id: r.get(0)?,
+                        secret_hash: r.get(1)?,
+                        revoked: r.get::<_, i64>(2)? != 0,
+                    })
+                },
+            )
+            .optional()
+            .map_err(db)
+        })
+        .await
+    }
+
+    async fn heartbeat(&self, agent_id: &str, agent_version: &str, now: DateTime<Utc>) -> StoreResult<()> {
+        let (agent_id, agent_version) = (agent_id.to_string(), agent_version.to_string());
+        self.with(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE agents SET last_seen_at = MAX(COALESCE(last_seen_at, 0), ?1), agent_version = ?2 WHERE id = ?3",
+                    params![ms(now), agent_version, agent_id],
+                )
+                .map_err(db)?;
+            if n == 0 {
+                return Err(StoreError::NotFound { what: "agent", name: agent_id });
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn ingest_report(
+        &self,
+        agent_id: &str,
+        sequence: u64,
+        created_at: DateTime<Utc>,
+        observations: &[Observation],
+        now: DateTime<Utc>,
+    ) -> StoreResult<Ingested> {
+        let agent_id = agent_id.to_string();
+        let observations = observations.to_vec();
+        self.with(move |c| {
+            let seq = i64::try_from(sequence).map_err(|_| StoreError::Database("sequence out of range".into()))?;
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(db)?;
+            let inserted = tx
+                .execute(
+                    "INSERT INTO reports (agent_id, sequence, created_at, received_at, observation_count)
+                     VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (agent_id, sequence) DO NOTHING",
+                    params![agent_id, seq, ms(created_at), ms(now), observations.len() as i64],
+                )
+                .map_err(db)?;
+            if inserted == 0 {
+                return Ok(Ingested::Duplicate);
+            }
+            {
+                let mut ins = tx
+                    .prepare_cached(
+                        "INSERT INTO observations (agent_id, sequence, kind, subject, observed_at, status, data, error)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    )
+                    .map_err(db)?;
+                let mut latest = tx
+                    .prepare_cached(
+                        "INSERT INTO latest_observations (agent_id, kind, subject, sequence, observed_at, status, data, error)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                         ON CONFLICT (agent_id, kind, subject) DO UPDATE SET
+                           sequence = excluded.sequence, observed_at = excluded.observed_at, status = excluded.status,
+                           data = excluded.data, error = excluded.error
+                         WHERE excluded.observed_at >= latest_observations.observed_at",
+                    )
+                    .map_err(db)?;
+                for o in &observations {
+                    let data = o.data.to_string();
+                    let p = params![
+                        agent_id,
+                        seq,
+                        o.kind,
+                        o.subject,
+                        ms(o.observed_at),
+                        status_str(o.status),
+                        data,
+                        o.error
+                    ];
+                    ins.execute(p).map_err(db)?;
+                    latest.execute(p).map_err(db)?;
+                }
+            }
+            tx.execute(
+                "UPDATE agents SET last_seen_at = MAX(COALESCE(last_seen_at, 0), ?1), last_report_at = ?1,
+                 last_sequence = MAX(last_sequence, ?2) WHERE id = ?3",
+                params![ms(now), seq, agent_id],
+            )
+            .map_err(db)?;
+            tx.commit().map_err(db)?;
+            Ok(Ingested::Stored)
+        })
+        .await
+    }
+
+    async fn practices(&self, scope: &Scope) -> StoreResult<Vec<PracticeRow>> {
+        let scope = scope.clone();
+        self.with(move |c| {
+            let (clause, arg) = scope_clause(&scope);
+            let sql = format!(
+                "SELECT p.id, p.name, p.created_at, s.name FROM practices p LEFT JOIN sites s ON s.practice_id = p.id
+                 WHERE {clause} ORDER BY p.name, s.name"
+            );
+            let mut stmt = c.prepare(&sql).map_err(db)?;
+            let rows = stmt
+                .query_map(params![arg], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, Option<String>>(3)?,
+                    ))
+                })
+                .map_err(db)?;
+            let mut out: Vec<PracticeRow> = Vec::new();
+            for row in rows {
+                let (id, name, created, site) = row.map_err(db)?;
+                if out.last().map(|p| p.id) != Some(id) {
+                    out.push(PracticeRow {
+                        id,
+                        name,
+                        sites: Vec::new(),
+                        created_at: from_ms(created),
+                    });
+                }
+                if let (Some(site), Some(p)) = (site, out.last_mut()) {
+                    p.sites.push(site);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn agents(&self, scope: &Scope) -> StoreResult<Vec<AgentRow>> {
+        let scope = scope.clone();
+        self.with(move |c| {
+            let (clause, arg) = scope_clause(&scope);
+            let sql = format!(
+                "SELECT a.id, a.hostname, a.os, a.agent_version, p.id, p.name, s.name, a.enrolled_at, a.last_seen_at,
+                        a.last_report_at, a.last_sequence
+                 FROM agents a JOIN sites s ON s.id = a.site_id JOIN practices p ON p.id = s.practice_id
+                 WHERE {clause} ORDER BY p.name, s.name, a.hostname, a.id"
+            );
+            let mut stmt = c.prepare(&sql).map_err(db)?;
+            let rows = stmt
+                .query_map(params![arg], |r| {
+                    Ok(AgentRow {
+                        agent_id: r.get(0)?,
+                        hostname: r.get(1)?,
+                        os: r.get(2)?,
+                        agent_version: r.get(3)?,
+                        practice_id: r.get(4)?,
+                        practice: r.get(5)?,
+                        site: r.get(6)?,
+                        enrolled_at: from_ms(r.get(7)?),
+                        last_seen_at: r.get::<_, Option<i64>>(8)?.map(from_ms),
+                        last_report_at: r.get::<_, Option<i64>>(9)?.map(from_ms),
+                        last_sequence: r.get::<_, i64>(10)?.max(0) as u64,
+                    })
+                })
+                .map_err(db)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(db)
+        })
+        .await
+    }
+
+    async fn latest_observations(
+        &self,
+        scope: &Scope,
+        agent_id: &str,
+        kind: Option<&str>,
+    ) -> StoreResult<Vec<StoredObservation>> {
+        let scope = scope.clone();
+        let agent_id = agent_id.to_string();
+        let kind = kind.map(str::to_string);
+        self.with(move |c| {
+            let practice: Option<i64> = c
+                .query_row(
+                    "SELECT s.practice_id FROM agents a JOIN sites s ON s.id = a.site_id WHERE a.id = ?1",
+                    [&agent_id],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db)?;
+            match practice {
+                Some(p) if scope.sees(p) => {}
+                _ => {
+                    return Err(StoreError::NotFound {
+                        what: "agent",
+                        name: agent_id,
+                    });
+                }
+            }
+            let mut stmt = c
+                .prepare(
+                    "SELECT sequence, kind, subject, observed_at, status, data, error FROM latest_observations
+                     WHERE agent_id = ?1 AND (?2 IS NULL OR kind = ?2) ORDER BY kind, subject",
+                )
+                .map_err(db)?;
+            let rows = stmt
+                .query_map(params![agent_id, kind], |r| {
+                    let data: String = r.get(5)?;
+                    let status: String = r.get(4)?;
+                    Ok(StoredObservation {
+                        agent_id: agent_id.clone(),
+                        sequence: r.get::<_, i64>(0)?.max(0) as u64,
+                        observation: Observation {
+                            kind: r.get(1)?,
+                            subject: r.get(2)?,
+                            observed_at: from_ms(r.get(3)?),
+                            status: if status == "ok" {
+                                ObservationStatus::Ok
+                            } else {
+                                ObservationStatus::Error
+                            },
+                            data: serde_json::from_str(&data).unwrap_or(serde_json::Value::Null),
+                            error: r.get(6)?,
+                        },
+                    })
+                })
+                .map_err(db)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(db)
+        })
+        .await
+    }
+
+    async fn report_count(&self) -> StoreResult<u64> {
+        self.with(|c| {
+            c.query_row("SELECT COUNT(*) FROM reports", [], |r| r.get::<_, i64>(0))
+                .map(|n| n as u64)
+                .map_err(db)
+        })
+        .await
+    }
+
+    async fn add_user(
+        &self,
+        username: &str,
+        password_hash: &str,
+        role: Role,
+        practice: Option<&str>,
+    ) -> StoreResult<i64> {
+        let (username, password_hash) = (username.to_string(), password_hash.to_string());
+        let practice = practice.map(str::to_string);
+        self.with(move |c| {
+            let pid = practice.as_deref().map(|p| practice_id(c, p)).transpose()?;
+            let exists: Option<i64> =
+                c.query_row("SELECT id FROM users WHERE username = ?1", [&username], |r| r.get(0)).optional().map_err(db)?;
+            if exists.is_some() {
+                return Err(StoreError::Conflict { what: "user", name: username });
+            }
+            c.execute(
+                "INSERT INTO users (username, password_hash, role, practice_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![username, password_hash, role.as_str(), pid, ms(Utc::now())],
+            )
+            .map_err(db)?;
+            Ok(c.last_insert_rowid())
+        })
+        .await
+    }
+
+    async fn set_password(&self, username: &str, password_hash: &str) -> StoreResult<()> {
+        let (username, password_hash) = (username.to_string(), password_hash.to_string());
+        self.with(move |c| {
+            let tx = c.transaction().map_err(db)?;
+            let n = tx
+                .execute(
+                    "UPDATE users SET password_hash = ?1 WHERE username = ?2",
+                    params![password_hash, username],
+                )
+                .map_err(db)?;
+            if n == 0 {
+                return Err(StoreError::NotFound {
+                    what: "user",
+                    name: username,
+                });
+            }
+            // A new password ends every session of that user.
+            tx.execute(
+                "DELETE FROM sessions WHERE user_id = (SELECT id FROM users WHERE username = ?1)",
+                params![username],
+            )
+            .map_err(db)?;
+            tx.commit().map_err(db)
+        })
+        .await
+    }
+
+    async fn user_count(&self) -> StoreResult<u64> {
+        self.with(|c| {
+            c.query_row("SELECT COUNT(*) FROM users", [], |r| r.get::<_, i64>(0))
+                .map(|n| n as u64)
+                .map_err(db)
+        })
+        .await
+    }
+
+    async fn user(&self, username: &str) -> StoreResult<Option<UserRow>> {
+        let username = username.to_string();
+        self.with(move |c| {
+            c.query_row(
+                "SELECT id, username, password_hash, role, practice_id FROM users WHERE username = ?1",
+                [&username],
+                |r| {
+                    let role: String = r.get(3)?;
+                    Ok(UserRow {
+                        id: r.get(0)?,
+                        username: r.get(1)?,
+                        password_hash: r.get(2)?,
+                        role: Role::parse(&role).unwrap_or(Role::PracticeManager),
+                        practice_id: r.get(4)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(db)
+        })
+        .await
+    }
+
+    async fn create_session(
+        &self,
+        token_hash: &str,
+        user_id: i64,
+        csrf_token: &str,
+        expires_at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let (token_hash, csrf_token) = (token_hash.to_string(), csrf_token.to_string());
+        self.with(move |c| {
+            let now = ms(Utc::now());
+            c.execute("DELETE FROM sessions WHERE expires_at <= ?1", [now]).map_err(db)?;
+            c.execute(
+                "INSERT INTO sessions (token_hash, user_id, csrf_token, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![token_hash, user_id, csrf_token, now, ms(expires_at)],
+            )
+            .map_err(db)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn session(&self, token_hash: &str, now: DateTime<Utc>) -> StoreResult<Option<SessionRow>> {
+        let token_hash = token_hash.to_string();
+        self.with(move |c| {
+            c.query_row(
+                "SELECT u.id, u.username, u.role, u.practice_id, s.csrf_token, s.expires_at
+                 FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = ?1 AND s.expires_at > ?2",
+                params![token_hash, ms(now)],
+                |r| {
+                    let role: String = r.get(2)?;
+                    Ok(SessionRow {
+                        user_id: r.get(0)?,
+                        username: r.get(1)?,
+                        role: Role::parse(&role).unwrap_or(Role::PracticeManager),
+                        practice_id: r.get(3)?,
+                        csrf_token: r.get(4)?,
+                        expires_at: from_ms(r.get(5)?),
+                    })
+                },
+            )
+            .optional()
+            .map_err(db)
+        })
+        .await
+    }
+
+    async fn delete_session(&self, token_hash: &str) -> StoreResult<()> {
+        let token_hash = token_hash.to_string();
+        self.with(move |c| {
+            c.execute("DELETE FROM sessions WHERE token_hash = ?1", [&token_hash])
+                .map(|_| ())
+                .map_err(db)
+        })
+        .await
+    }
+
+    async fn create_api_key(&self, key_hash: &str, role: Role, practice: Option<&str>, label: &str) -> StoreResult<()> {
+        let (key_hash, label) = (key_hash.to_string(), label.to_string());
+        let practice = practice.map(str::to_string);
+        self.with(move |c| {
+            let pid = practice.as_deref().map(|p| practice_id(c, p)).transpose()?;
+            c.execute(
+                "INSERT INTO api_keys (key_hash, role, practice_id, label, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![key_hash, role.as_str(), pid, label, ms(Utc::now())],
+            )
+            .map_err(db)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn api_key(&self, key_hash: &str) -> StoreResult<Option<Scope>> {
+        let key_hash = key_hash.to_string();
+        self.with(move |c| {
+            c.query_row(
+                "SELECT role, practice_id FROM api_keys WHERE key_hash = ?1",
+                [&key_hash],
+                |r| {
+                    let role: String = r.get(0)?;
+                    Ok(Scope {
+                        role: Role::parse(&role).unwrap_or(Role::PracticeManager),
+                        practice_id: r.get(1)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(db)
+        })
+        .await
+    }
+
+    async fn audit(&self, actor: &str, action: &str, detail: &str, now: DateTime<Utc>) -> StoreResult<()> {
+        let (actor, action, detail) = (actor.to_string(), action.to_string(), detail.to_string());
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO audit_log (at, actor, action, detail) VALUES (?1, ?2, ?3, ?4)",
+                params![ms(now), actor, action, detail],
+            )
+            .map(|_| ())
+            .map_err(db)
+        })
+        .await
+    }
+}
