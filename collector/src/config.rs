@@ -177,7 +177,7 @@ pub fn validate(raw: RawConfig, overrides: &Overrides, file: Option<&Path>) -> R
         problems.push(format!("{at}heartbeat_interval_secs: must be at least 1"));
     }
     let offline = offline_after_secs.unwrap_or(heartbeat.saturating_mul(3));
-    if offline <= heartbeat {
+    if heartbeat > 0 && offline <= heartbeat {
         problems.push(format!(
             "{at}offline_after_secs: {offline} must be longer than heartbeat_interval_secs ({heartbeat})"
         ));

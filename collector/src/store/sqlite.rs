@@ -402,7 +402,7 @@ impl Store for SqliteStore {
                     .map_err(db)?;
                 let mut latest = tx
                     .prepare_cached(
-                        "INSERT INTO latest_observations (agent_id, kind, subject, sequence, observed_at, status, data, error)
+                        "INSERT INTO latest_observations (agent_id, sequence, kind, subject, observed_at, status, data, error)
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                          ON CONFLICT (agent_id, kind, subject) DO UPDATE SET
                            sequence = excluded.sequence, observed_at = excluded.observed_at, status = excluded.status,

@@ -1,1 +1,6 @@
-//! Integration tests.
+//! Integration tests of the collector: one binary, modules per area.
+
+mod api;
+mod store;
+mod support;
+mod web;

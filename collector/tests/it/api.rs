@@ -1,0 +1,382 @@
+//! API tests through the router: enrollment, heartbeats, reports, refusals, the automation API.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use base64::Engine;
+use rounds_collector::admin;
+use rounds_collector::store::Role;
+use rounds_protocol::{EnrollResponse, Observation, PROTOCOL_MAJOR, ReportAck, obs};
+use serde_json::{Value, json};
+
+use crate::support::{TestApp, body_text};
+
+fn post_json(path: &str, body: &Value, auth: Option<(&str, &str)>) -> Request<Body> {
+    post_raw(path, body.to_string(), "application/json", auth)
+}
+
+fn post_raw(path: &str, body: String, content_type: &str, auth: Option<(&str, &str)>) -> Request<Body> {
+    let mut b = Request::post(path).header(header::CONTENT_TYPE, content_type);
+    if let Some((id, secret)) = auth {
+        let enc = base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"));
+        b = b.header(header::AUTHORIZATION, format!("Basic {enc}"));
+    }
+    b.body(Body::from(body)).unwrap()
+}
+
+fn get(path: &str, key: Option<&str>) -> Request<Body> {
+    let mut b = Request::get(path);
+    if let Some(k) = key {
+        b = b.header(header::AUTHORIZATION, format!("Bearer {k}"));
+    }
+    b.body(Body::empty()).unwrap()
+}
+
+fn enroll_body(token: &str, hostname: &str) -> Value {
+    json!({"protocol": PROTOCOL_MAJOR, "token": token, "hostname": hostname, "os": "linux", "agent_version": "0.1.0"})
+}
+
+async fn token(app: &TestApp, practice: &str, site: &str) -> String {
+    admin::token_create(app.store(), practice, site, std::time::Duration::from_secs(3600))
+        .await
+        .unwrap()
+}
+
+async fn enrolled(app: &TestApp, practice: &str, hostname: &str) -> EnrollResponse {
+    let t = token(app, practice, "Main").await;
+    let resp = app
+        .send(post_json("/api/v1/agent/enroll", &enroll_body(&t, hostname), None))
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    serde_json::from_str(&body_text(resp).await).unwrap()
+}
+
+fn report(agent_id: &str, sequence: u64) -> Value {
+    let inv = obs::Inventory {
+        hostname: "frontdesk".into(),
+        os_family: "linux".into(),
+        ..Default::default()
+    };
+    let o = Observation::ok("host", chrono::Utc::now(), &inv);
+    json!({"protocol": 1, "agent_id": agent_id, "sequence": sequence, "created_at": chrono::Utc::now(), "observations": [o]})
+}
+
+#[tokio::test]
+async fn enrollment_trades_a_token_once() {
+    let app = TestApp::new();
+    let t = token(&app, "Smith Family Practice", "Main St").await;
+    let resp = app
+        .send(post_json("/api/v1/agent/enroll", &enroll_body(&t, "frontdesk"), None))
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let e: EnrollResponse = serde_json::from_str(&body_text(resp).await).unwrap();
+    assert_eq!(e.practice, "Smith Family Practice");
+    assert_eq!(e.site, "Main St");
+    assert!(e.agent_secret.len() >= 64);
+    assert_eq!(e.heartbeat_interval_secs, 30);
+
+    // The secret is not stored, only its hash.
+    let auth = app.store().agent_auth(&e.agent_id).await.unwrap().unwrap();
+    assert_ne!(auth.secret_hash, e.agent_secret);
+    assert!(!auth.secret_hash.contains(&e.agent_secret));
+
+    let again = app
+        .send(post_json("/api/v1/agent/enroll", &enroll_body(&t, "other"), None))
+        .await;
+    assert_eq!(again.status(), StatusCode::FORBIDDEN);
+    assert!(body_text(again).await.contains("enrollment token already used"));
+}
+
+#[tokio::test]
+async fn unknown_and_expired_tokens_are_refused_and_say_which() {
+    let app = TestApp::new();
+    let resp = app
+        .send(post_json(
+            "/api/v1/agent/enroll",
+            &enroll_body("rnd_tok_nope", "x"),
+            None,
+        ))
+        .await;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    assert!(body_text(resp).await.contains("enrollment token unknown"));
+
+    let t = token(&app, "P", "S").await;
+    app.advance(3601);
+    let resp = app
+        .send(post_json("/api/v1/agent/enroll", &enroll_body(&t, "x"), None))
+        .await;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    assert!(body_text(resp).await.contains("enrollment token expired"));
+    let agents = app
+        .store()
+        .agents(&rounds_collector::store::Scope {
+            role: Role::Admin,
+            practice_id: None,
+        })
+        .await;
+    assert!(agents.unwrap().is_empty(), "a refused enrollment stores no agent");
+}
+
+#[tokio::test]
+async fn report_is_stored_once_and_acknowledged_again() {
+    let app = TestApp::new();
+    let e = enrolled(&app, "P", "frontdesk").await;
+    let auth = Some((e.agent_id.as_str(), e.agent_secret.as_str()));
+    for expect_stored in [true, false] {
+        let resp = app
+            .send(post_json("/api/v1/agent/reports", &report(&e.agent_id, 1), auth))
+            .await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        let ack: ReportAck = serde_json::from_str(&body_text(resp).await).unwrap();
+        assert_eq!(
+            ack,
+            ReportAck {
+                sequence: 1,
+                stored: expect_stored
+            }
+        );
+    }
+    assert_eq!(app.store().report_count().await.unwrap(), 1);
+}
+
+/// Each refusal: status, a word of the message, and nothing stored.
+#[tokio::test]
+async fn refused_reports_store_nothing() {
+    let app = TestApp::with_settings(|s| s.max_body_bytes = 4096);
+    let e = enrolled(&app, "P", "frontdesk").await;
+    let good = Some((e.agent_id.as_str(), e.agent_secret.as_str()));
+    let other = enrolled(&app, "P", "backoffice").await;
+    let mut huge = report(&e.agent_id, 3);
+    huge["observations"][0]["data"]["padding"] = json!("x".repeat(5000));
+    let mut v2 = report(&e.agent_id, 4);
+    v2["protocol"] = json!(2);
+    let mut no_version = report(&e.agent_id, 5);
+    no_version.as_object_mut().unwrap().remove("protocol");
+    let mut no_seq = report(&e.agent_id, 6);
+    no_seq.as_object_mut().unwrap().remove("sequence");
+
+    let cases: Vec<(&str, Request<Body>, StatusCode, &str)> = vec![
+        (
+            "wrong secret",
+            post_json(
+                "/api/v1/agent/reports",
+                &report(&e.agent_id, 1),
+                Some((&e.agent_id, "rnd_agt_wrong")),
+            ),
+            StatusCode::UNAUTHORIZED,
+            "invalid agent credentials",
+        ),
+        (
+            "no credentials",
+            post_json("/api/v1/agent/reports", &report(&e.agent_id, 1), None),
+            StatusCode::UNAUTHORIZED,
+            "missing",
+        ),
+        (
+            "unknown agent",
+            post_json("/api/v1/agent/reports", &report("nobody", 1), Some(("nobody", "x"))),
+            StatusCode::UNAUTHORIZED,
+            "invalid agent credentials",
+        ),
+        (
+            "other agent's id",
+            post_json("/api/v1/agent/reports", &report(&other.agent_id, 1), good),
+            StatusCode::FORBIDDEN,
+            "may not send on behalf",
+        ),
+        (
+            "not json",
+            post_raw("/api/v1/agent/reports", "{not json".into(), "application/json", good),
+            StatusCode::BAD_REQUEST,
+            "not valid JSON",
+        ),
+        (
+            "wrong content type",
+            post_raw("/api/v1/agent/reports", "x".into(), "text/plain", good),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "application/json",
+        ),
+        (
+            "over the size limit",
+            post_json("/api/v1/agent/reports", &huge, good),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "4096 bytes",
+        ),
+        (
+            "unknown major version",
+            post_json("/api/v1/agent/reports", &v2, good),
+            StatusCode::BAD_REQUEST,
+            "unsupported protocol major version 2",
+        ),
+        (
+            "no version",
+            post_json("/api/v1/agent/reports", &no_version, good),
+            StatusCode::BAD_REQUEST,
+            "missing field `protocol`",
+        ),
+        (
+            "missing field",
+            post_json("/api/v1/agent/reports", &no_seq, good),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "sequence",
+        ),
+        (
+            "sequence zero",
+            post_json("/api/v1/agent/reports", &report(&e.agent_id, 0), good),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "sequence",
+        ),
+    ];
+    for (name, req, status, needle) in cases {
+        let resp = app.send(req).await;
+        assert_eq!(resp.status(), status, "{name}");
+        let body = body_text(resp).await;
+        assert!(body.contains(needle), "{name}: {body}");
+        assert!(
+            serde_json::from_str::<Value>(&body).is_ok(),
+            "{name}: error body is JSON: {body}"
+        );
+    }
+    assert_eq!(
+        app.store().report_count().await.unwrap(),
+        0,
+        "no refused report was stored"
+    );
+}
+
+#[tokio::test]
+async fn heartbeat_marks_online_and_silence_offline() {
+    let app = TestApp::new();
+    let e = enrolled(&app, "Smith", "frontdesk").await;
+    let key = admin::apikey_create(app.store(), Role::Admin, None, "test")
+        .await
+        .unwrap();
+    let hb = json!({"protocol": 1, "agent_id": e.agent_id, "sent_at": chrono::Utc::now(), "agent_version": "0.1.0", "agent_uptime_secs": 5});
+    let resp = app
+        .send(post_json(
+            "/api/v1/agent/heartbeat",
+            &hb,
+            Some((&e.agent_id, &e.agent_secret)),
+        ))
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+
+    let agents: Value =
+        serde_json::from_str(&body_text(app.send(get("/api/v1/agents", Some(&key))).await).await).unwrap();
+    assert_eq!(agents[0]["hostname"], "frontdesk");
+    assert_eq!(agents[0]["online"], true);
+    assert!(agents[0]["last_seen_at"].is_string());
+
+    app.advance(91);
+    let agents: Value =
+        serde_json::from_str(&body_text(app.send(get("/api/v1/agents", Some(&key))).await).await).unwrap();
+    assert_eq!(agents[0]["online"], false);
+
+    let practices: Value =
+        serde_json::from_str(&body_text(app.send(get("/api/v1/practices", Some(&key))).await).await).unwrap();
+    assert_eq!(practices[0]["name"], "Smith");
+    assert_eq!(practices[0]["sites"][0]["agents"], 1);
+    assert_eq!(practices[0]["sites"][0]["agents_online"], 0);
+}
+
+#[tokio::test]
+async fn automation_api_needs_a_valid_key_and_respects_the_practice_scope() {
+    let app = TestApp::new();
+    let a = enrolled(&app, "Alpha Clinic", "a-host").await;
+    let b = enrolled(&app, "Beta Dental", "b-host").await;
+    for (auth, status) in [
+        (None, StatusCode::UNAUTHORIZED),
+        (Some("rnd_key_bogus"), StatusCode::UNAUTHORIZED),
+    ] {
+        let resp = app.send(get("/api/v1/agents", auth)).await;
+        assert_eq!(resp.status(), status);
+    }
+    let pm = admin::apikey_create(app.store(), Role::PracticeManager, Some("Alpha Clinic"), "pm")
+        .await
+        .unwrap();
+    let agents: Value =
+        serde_json::from_str(&body_text(app.send(get("/api/v1/agents", Some(&pm))).await).await).unwrap();
+    let hosts: Vec<&str> = agents
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["hostname"].as_str().unwrap())
+        .collect();
+    assert_eq!(hosts, vec!["a-host"]);
+    let resp = app
+        .send(get(&format!("/api/v1/agents/{}/observations", b.agent_id), Some(&pm)))
+        .await;
+    assert_eq!(
+        resp.status(),
+        StatusCode::NOT_FOUND,
+        "another practice's agent is invisible"
+    );
+    let resp = app
+        .send(get(&format!("/api/v1/agents/{}/observations", a.agent_id), Some(&pm)))
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn latest_inventory_is_found_through_the_api() {
+    let app = TestApp::new();
+    let e = enrolled(&app, "P", "frontdesk").await;
+    let auth = Some((e.agent_id.as_str(), e.agent_secret.as_str()));
+    let resp = app
+        .send(post_json("/api/v1/agent/reports", &report(&e.agent_id, 7), auth))
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let key = admin::apikey_create(app.store(), Role::Technician, None, "t")
+        .await
+        .unwrap();
+    let obs: Value = serde_json::from_str(
+        &body_text(
+            app.send(get(
+                &format!("/api/v1/agents/{}/observations?kind=inventory", e.agent_id),
+                Some(&key),
+            ))
+            .await,
+        )
+        .await,
+    )
+    .unwrap();
+    assert_eq!(obs[0]["kind"], "inventory");
+    assert_eq!(obs[0]["sequence"], 7);
+    assert_eq!(obs[0]["data"]["hostname"], "frontdesk");
+}
+
+#[tokio::test]
+async fn config_has_an_etag_and_answers_not_modified() {
+    let app = TestApp::new();
+    let e = enrolled(&app, "P", "h").await;
+    let enc = base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", e.agent_id, e.agent_secret));
+    let req = || Request::get("/api/v1/agent/config").header(header::AUTHORIZATION, format!("Basic {enc}"));
+    let resp = app.send(req().body(Body::empty()).unwrap()).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let etag = resp.headers()[header::ETAG].to_str().unwrap().to_string();
+    let cfg: Value = serde_json::from_str(&body_text(resp).await).unwrap();
+    assert_eq!(cfg["heartbeat_interval_secs"], 30);
+    let resp = app
+        .send(req().header(header::IF_NONE_MATCH, &etag).body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(resp.status(), StatusCode::NOT_MODIFIED);
+}
+
+#[tokio::test]
+async fn health_metrics_and_openapi_answer() {
+    let app = TestApp::new();
+    let resp = app.send(get("/healthz", None)).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["x-content-type-options"], "nosniff");
+    let _ = enrolled(&app, "P", "h").await;
+    let metrics = body_text(app.send(get("/metrics", None)).await).await;
+    assert!(metrics.contains("rounds_enrollments_total 1"), "{metrics}");
+    let doc: Value = serde_json::from_str(&body_text(app.send(get("/api/v1/openapi.json", None)).await).await).unwrap();
+    for path in [
+        "/api/v1/agent/reports",
+        "/api/v1/agents",
+        "/api/v1/practices",
+        "/healthz",
+    ] {
+        assert!(doc["paths"].get(path).is_some(), "openapi documents {path}");
+    }
+}

@@ -1,0 +1,62 @@
+//! Shared helpers: a collector app over a fresh SQLite store in a temp dir.
+
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, Response};
+use chrono::{DateTime, Utc};
+use rounds_collector::app::{AppState, router};
+use rounds_collector::config::{Overrides, Settings, validate};
+use rounds_collector::store::Store;
+use rounds_collector::store::sqlite::SqliteStore;
+use tower::ServiceExt;
+
+/// A test collector: state, router, a settable clock and the temp dir keeping it alive.
+pub struct TestApp {
+    pub state: AppState,
+    pub now: Arc<Mutex<DateTime<Utc>>>,
+    pub _dir: tempfile::TempDir,
+}
+
+impl TestApp {
+    pub fn new() -> Self {
+        Self::with_settings(|_| {})
+    }
+
+    pub fn with_settings(f: impl FnOnce(&mut Settings)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut settings = validate(Default::default(), &Overrides::default(), None).unwrap();
+        settings.data_dir = dir.path().to_path_buf();
+        f(&mut settings);
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("rounds.db")).unwrap());
+        let mut state = AppState::new(store, settings);
+        let now = Arc::new(Mutex::new(Utc::now()));
+        let n = Arc::clone(&now);
+        state.clock = Arc::new(move || *n.lock().unwrap());
+        TestApp { state, now, _dir: dir }
+    }
+
+    pub fn store(&self) -> &dyn Store {
+        self.state.store.as_ref()
+    }
+
+    pub fn router(&self) -> Router {
+        router(self.state.clone())
+    }
+
+    pub fn advance(&self, secs: i64) {
+        *self.now.lock().unwrap() += chrono::Duration::seconds(secs);
+    }
+
+    /// Sends one request through the router.
+    pub async fn send(&self, req: Request<Body>) -> Response<Body> {
+        self.router().oneshot(req).await.unwrap()
+    }
+}
+
+/// The body of a response as text.
+pub async fn body_text(resp: Response<Body>) -> String {
+    let bytes = axum::body::to_bytes(resp.into_body(), 16 * 1024 * 1024).await.unwrap();
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
