@@ -1,3 +1,27 @@
 //! The Rounds agent: runs compliance checks on a practice machine and reports to the collector.
+//!
+//! Entry points, used by the `rounds-agent` binary and in-process by `rounds demo`:
+//! - [`enroll()`]: trade an enrollment token for an identity kept in the state dir;
+//! - [`run()`]: heartbeats and scheduled reports until a `CancellationToken` is cancelled;
+//! - [`status()`]: what the state dir says about this agent;
+//! - [`config::load`]: read and validate the configuration file into [`AgentSettings`].
+//!
+//! Modules: [`checks`] (what is observed), [`config`] (the file and its validated form),
+//! [`state`] (the state dir and its files), [`client`] (TLS and HTTP to the collector),
+//! [`enroll`], [`run`] (the task runtime), [`sender`] (report delivery), [`backoff`], [`status`].
 
+pub mod backoff;
 pub mod checks;
+pub mod client;
+pub mod config;
+pub mod enroll;
+pub mod run;
+pub mod sender;
+pub mod state;
+pub mod status;
+
+pub use config::AgentSettings;
+pub use enroll::{EnrollError, EnrollOptions, enroll};
+pub use run::{RunError, RunOptions, run};
+pub use state::{Identity, StateDir};
+pub use status::{AgentStatus, status};

@@ -1,1 +1,260 @@
-fn main() {}
+//! `rounds-agent`: parses the command line, sets up logging, calls the library, maps errors to
+//! exit codes (64 for bad configuration or arguments, 1 for runtime failures).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use rounds_agent::config::{self, AgentSettings};
+use rounds_agent::{EnrollOptions, RunOptions, state};
+use tokio_util::sync::CancellationToken;
+
+/// Exit code for bad configuration or arguments (EX_USAGE).
+const EXIT_CONFIG: u8 = 64;
+/// Exit code for runtime failures.
+const EXIT_FAILURE: u8 = 1;
+
+/// Rounds agent: runs compliance checks on this machine and reports to the collector.
+#[derive(Debug, Parser)]
+#[command(name = "rounds-agent", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Enroll this machine with a collector, using a one-time token.
+    Enroll(EnrollArgs),
+    /// Run the agent: heartbeats and scheduled reports, until SIGINT or SIGTERM.
+    Run(RunArgs),
+    /// Show whether this agent is enrolled, and when it last reached the collector.
+    Status(StateDirArg),
+    /// Check a configuration file without doing anything else.
+    Validate(ValidateArgs),
+}
+
+#[derive(Debug, Args)]
+struct StateDirArg {
+    /// State directory [default: $ROUNDS_AGENT_STATE_DIR, /var/lib/rounds-agent as root,
+    /// else $XDG_STATE_HOME/rounds-agent or ~/.local/state/rounds-agent].
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct EnrollArgs {
+    /// Base URL of the collector, e.g. https://collector.example:8443.
+    #[arg(long, value_name = "URL")]
+    collector: String,
+    /// One-time enrollment token from the technician.
+    #[arg(long, value_name = "T")]
+    token: String,
+    /// PEM file with the collector's CA certificate; copied into the state dir.
+    #[arg(long, value_name = "FILE")]
+    ca: PathBuf,
+    #[command(flatten)]
+    state: StateDirArg,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    #[command(flatten)]
+    state: StateDirArg,
+    /// Configuration file (TOML); without it, defaults apply.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct ValidateArgs {
+    /// Configuration file (TOML) to check.
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+}
+
+/// A failure and the exit code it maps to.
+struct Failure {
+    code: u8,
+    error: anyhow::Error,
+}
+
+impl Failure {
+    fn config(error: impl Into<anyhow::Error>) -> Self {
+        Failure {
+            code: EXIT_CONFIG,
+            error: error.into(),
+        }
+    }
+
+    fn runtime(error: impl Into<anyhow::Error>) -> Self {
+        Failure {
+            code: EXIT_FAILURE,
+            error: error.into(),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let result = runtime.block_on(dispatch(cli.command));
+    // A check still running on the blocking pool does not hold up the exit for long.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    match result {
+        Ok(code) => code,
+        Err(Failure { code, error }) => {
+            eprintln!("error: {}", render(&error));
+            ExitCode::from(code)
+        }
+    }
+}
+
+/// An error and those of its causes its message does not already include.
+fn render(error: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+    }
+    out
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+async fn dispatch(command: Command) -> Result<ExitCode, Failure> {
+    match command {
+        Command::Enroll(args) => enroll(args).await,
+        Command::Run(args) => run(args).await,
+        Command::Status(args) => status(args),
+        Command::Validate(args) => validate(args),
+    }
+}
+
+fn state_dir(arg: StateDirArg) -> Result<PathBuf, Failure> {
+    match arg.state_dir {
+        Some(dir) => Ok(dir),
+        None => state::system_default_state_dir().map_err(Failure::config),
+    }
+}
+
+async fn enroll(args: EnrollArgs) -> Result<ExitCode, Failure> {
+    let EnrollArgs {
+        collector,
+        token,
+        ca,
+        state,
+    } = args;
+    let opts = EnrollOptions {
+        collector,
+        token,
+        ca_file: ca,
+        state_dir: state_dir(state)?,
+        hostname: None,
+    };
+    let state_dir = opts.state_dir.clone();
+    match rounds_agent::enroll(opts).await {
+        Ok(identity) => {
+            println!("enrolled as agent {}", identity.agent_id);
+            println!("practice: {}", identity.practice);
+            println!("site: {}", identity.site);
+            println!("state dir: {}", state_dir.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) if e.is_usage() => Err(Failure::config(e)),
+        Err(e) => Err(Failure::runtime(e)),
+    }
+}
+
+async fn run(args: RunArgs) -> Result<ExitCode, Failure> {
+    let RunArgs { state, config } = args;
+    let settings = match &config {
+        Some(path) => config::load(path).map_err(Failure::config)?,
+        None => AgentSettings::default(),
+    };
+    let opts = RunOptions::new(state_dir(state)?, settings);
+    let shutdown = CancellationToken::new();
+    tokio::spawn(watch_signals(shutdown.clone()));
+    rounds_agent::run(opts, shutdown).await.map_err(Failure::runtime)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Cancels `shutdown` on the first SIGINT or SIGTERM; exits at once on the second.
+async fn watch_signals(shutdown: CancellationToken) {
+    if let Err(e) = shutdown_signal().await {
+        tracing::error!(error = %e, "cannot listen for signals");
+        return;
+    }
+    tracing::info!("shutting down, send the signal again to exit at once");
+    shutdown.cancel();
+    if shutdown_signal().await.is_ok() {
+        tracing::warn!("second signal, exiting now");
+        std::process::exit(130);
+    }
+}
+
+/// Waits for SIGINT or SIGTERM (Ctrl-C elsewhere).
+async fn shutdown_signal() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+        let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+        // `recv` yields `None` when the runtime shuts down: that is no signal.
+        tokio::select! {
+            Some(()) = term.recv() => Ok(()),
+            Some(()) = int.recv() => Ok(()),
+            else => anyhow::bail!("signal streams closed"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await.context("Ctrl-C handler")
+    }
+}
+
+fn status(args: StateDirArg) -> Result<ExitCode, Failure> {
+    let dir = state_dir(args)?;
+    let status = rounds_agent::status(&dir).map_err(Failure::runtime)?;
+    print!("{status}");
+    Ok(if status.is_enrolled() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_FAILURE)
+    })
+}
+
+fn validate(args: ValidateArgs) -> Result<ExitCode, Failure> {
+    let settings = config::load(&args.config).map_err(Failure::config)?;
+    let AgentSettings {
+        heartbeat_interval,
+        checks,
+    } = &settings;
+    println!("{}: ok", args.config.display());
+    println!("heartbeat interval: {}s", heartbeat_interval.as_secs());
+    for c in checks {
+        println!("check {}: {}", c.name(), c.schedule.source());
+    }
+    Ok(ExitCode::SUCCESS)
+}

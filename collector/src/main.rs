@@ -115,7 +115,12 @@ async fn shutdown_signal() {
         };
         tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
         tokio::spawn(async move {
-            tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+            // `recv` yields `None` when the runtime shuts down: that is not a second signal.
+            tokio::select! {
+                Some(()) = term.recv() => {},
+                Some(()) = int.recv() => {},
+                else => return,
+            }
             eprintln!("second signal: exiting now");
             std::process::exit(130);
         });

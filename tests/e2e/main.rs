@@ -1,1 +1,8 @@
-//! End-to-end tests.
+//! End-to-end tests over real processes and real TLS: the `rounds-collector` and
+//! `rounds-agent` binaries, and `rounds demo`.
+
+mod support;
+
+mod demo;
+mod enrollment;
+mod footprint;

@@ -1,0 +1,145 @@
+//! The state dir: permissions, the secret kept out of Debug, sequence numbers never reused.
+
+use std::os::unix::fs::PermissionsExt;
+
+use chrono::Utc;
+use rounds_agent::state::{Identity, RunStatus, SequenceAllocator, StateDir};
+use rounds_agent::{AgentStatus, status};
+
+fn identity() -> Identity {
+    Identity {
+        collector: "https://collector.example:8443".into(),
+        agent_id: "agt_9".into(),
+        agent_secret: "hunter2-very-secret".into(),
+        practice: "Oak Dental".into(),
+        site: "Annex".into(),
+        enrolled_at: Utc::now(),
+    }
+}
+
+fn mode(p: &std::path::Path) -> u32 {
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn identity_is_written_0600_in_a_0700_dir_and_read_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = StateDir::new(tmp.path().join("a/b/state"));
+    state
+        .save_enrollment(&identity(), b"-----BEGIN CERTIFICATE-----\n")
+        .unwrap();
+    assert_eq!(mode(state.path()), 0o700);
+    assert_eq!(mode(&state.identity_path()), 0o600);
+    assert_eq!(mode(&state.ca_path()), 0o600);
+    assert_eq!(state.load_identity().unwrap(), identity_with(&state));
+    // Rewriting keeps the mode.
+    state.save_enrollment(&identity(), b"x").unwrap();
+    assert_eq!(mode(&state.identity_path()), 0o600);
+}
+
+fn identity_with(state: &StateDir) -> Identity {
+    // enrolled_at is whatever was saved.
+    let saved = state.load_identity().unwrap();
+    Identity {
+        enrolled_at: saved.enrolled_at,
+        ..identity()
+    }
+}
+
+#[test]
+fn an_existing_open_dir_is_narrowed_to_0700() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("state");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    StateDir::new(&dir).create().unwrap();
+    assert_eq!(mode(&dir), 0o700);
+}
+
+#[test]
+fn debug_never_shows_the_secret() {
+    let id = identity();
+    let shown = format!("{id:?} {id:#?}");
+    assert!(!shown.contains("hunter2"), "{shown}");
+    assert!(shown.contains("agt_9") && shown.contains("redacted"), "{shown}");
+}
+
+#[test]
+fn sequence_numbers_survive_reloads_and_are_never_reused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = StateDir::new(tmp.path());
+    let mut seq = SequenceAllocator::load(state.clone()).unwrap();
+    assert_eq!(seq.peek(), 1);
+    assert_eq!(
+        (
+            seq.allocate().unwrap(),
+            seq.allocate().unwrap(),
+            seq.allocate().unwrap()
+        ),
+        (1, 2, 3)
+    );
+    // A restart (a new allocator from the same dir) continues after the last one handed out.
+    let mut again = SequenceAllocator::load(state.clone()).unwrap();
+    assert_eq!(again.allocate().unwrap(), 4);
+    // An allocator that was not told about the newer ones still cannot go back: the file is the truth.
+    drop(seq);
+    let mut third = SequenceAllocator::load(state.clone()).unwrap();
+    assert_eq!(third.allocate().unwrap(), 5);
+    assert_eq!(std::fs::read_to_string(state.sequence_path()).unwrap(), "6\n");
+    assert_eq!(mode(&state.sequence_path()), 0o600);
+}
+
+#[test]
+fn a_failed_sequence_write_hands_out_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let gone = tmp.path().join("gone");
+    let mut seq = SequenceAllocator::load(StateDir::new(&gone)).unwrap();
+    // The directory does not exist, so the durable write fails and no number is returned.
+    let err = seq.allocate().unwrap_err().to_string();
+    assert!(err.contains("gone"), "{err}");
+    assert_eq!(seq.peek(), 1);
+}
+
+#[test]
+fn status_of_an_empty_dir_is_not_enrolled() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = status(tmp.path()).unwrap();
+    assert!(!s.is_enrolled());
+    assert!(s.to_string().contains("enrolled:        no"), "{s}");
+}
+
+#[test]
+fn status_shows_identity_and_last_contact_but_no_secret() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = StateDir::new(tmp.path());
+    state.save_enrollment(&identity(), b"ca").unwrap();
+    state.store_next_sequence(8).unwrap();
+    let at = chrono::DateTime::parse_from_rfc3339("2026-11-24T10:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc);
+    state
+        .store_status(&RunStatus {
+            last_heartbeat_at: Some(at),
+            last_report_at: Some(at),
+            last_report_sequence: Some(7),
+        })
+        .unwrap();
+    let s = status(tmp.path()).unwrap();
+    let AgentStatus::Enrolled(e) = &s else {
+        panic!("enrolled")
+    };
+    assert_eq!(e.next_sequence, 8);
+    let text = s.to_string();
+    for want in [
+        "agt_9",
+        "Oak Dental",
+        "Annex",
+        "https://collector.example:8443",
+        "2026-11-24T10:00:00Z",
+        "sequence 7",
+        "next sequence:   8",
+    ] {
+        assert!(text.contains(want), "missing {want}: {text}");
+    }
+    assert!(!text.contains("hunter2"));
+}

@@ -1,0 +1,291 @@
+//! Starting the real binaries, reading their output, and talking to the collector over TLS
+//! with the CA it generated.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// The directory holding the workspace's binaries (`target/debug`), building the agent and
+/// collector binaries first if this test run did not.
+pub fn bin_dir() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let exe = std::env::current_exe().unwrap();
+            let dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+            let missing = ["rounds-collector", "rounds-agent"]
+                .iter()
+                .any(|b| !dir.join(b).exists());
+            if missing {
+                eprintln!("e2e: building rounds-collector and rounds-agent binaries first");
+                let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+                let status = Command::new(cargo)
+                    .args(["build", "-p", "rounds-collector", "-p", "rounds-agent", "--bins"])
+                    .status()
+                    .expect("run cargo build");
+                assert!(status.success(), "cargo build of the binaries failed");
+            }
+            dir
+        })
+        .clone()
+}
+
+pub fn bin(name: &str) -> PathBuf {
+    if name == "rounds" {
+        return PathBuf::from(env!("CARGO_BIN_EXE_rounds"));
+    }
+    bin_dir().join(name)
+}
+
+/// Runs a binary to completion.
+pub fn run(name: &str, args: &[&str]) -> Output {
+    Command::new(bin(name))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+/// The last non-empty line of a command's stdout.
+pub fn last_line(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim()
+        .to_string()
+}
+
+/// A long-running child process whose stdout lines are collected; killed on drop.
+pub struct Running {
+    pub child: Child,
+    lines: mpsc::Receiver<String>,
+    pub seen: Vec<String>,
+}
+
+impl Running {
+    pub fn start(name: &str, args: &[&str]) -> Self {
+        let mut child = Command::new(bin(name))
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Running {
+            child,
+            lines: rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a stdout line containing `needle`, and returns it.
+    pub fn wait_for_line(&mut self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("no line with {needle:?} within {timeout:?}; saw: {:#?}", self.seen),
+            }
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "process did not stop within 20 s of SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A collector process on a free port with its own data dir.
+pub struct Collector {
+    pub process: Running,
+    pub data_dir: tempfile::TempDir,
+    pub port: u16,
+}
+
+impl Collector {
+    pub fn start() -> Self {
+        let data_dir = tempfile::tempdir().unwrap();
+        let dd = data_dir.path().to_str().unwrap().to_string();
+        let mut process = Running::start(
+            "rounds-collector",
+            &["serve", "--data-dir", &dd, "--listen", "127.0.0.1:0"],
+        );
+        let line = process.wait_for_line("serving on https://", Duration::from_secs(30));
+        let port = line.rsplit(':').next().unwrap().trim().parse().unwrap();
+        Collector {
+            process,
+            data_dir,
+            port,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://localhost:{}", self.port)
+    }
+
+    pub fn ca(&self) -> PathBuf {
+        self.data_dir.path().join("ca.pem")
+    }
+
+    /// Runs an administrative subcommand on this collector's data dir.
+    pub fn admin(&self, args: &[&str]) -> Output {
+        let mut all = vec!["--data-dir", self.data_dir.path().to_str().unwrap()];
+        all.extend_from_slice(args);
+        run("rounds-collector", &all)
+    }
+
+    pub fn token(&self, practice: &str, site: &str) -> String {
+        let out = self.admin(&["token", "create", "--practice", practice, "--site", site]);
+        assert!(
+            out.status.success(),
+            "token create: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        last_line(&out)
+    }
+
+    pub fn api_key(&self) -> String {
+        let out = self.admin(&["apikey", "create", "--role", "admin"]);
+        assert!(
+            out.status.success(),
+            "apikey create: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        last_line(&out)
+    }
+
+    /// An HTTPS client trusting only this collector's CA.
+    pub fn client(&self) -> reqwest::Client {
+        client_trusting(&self.ca())
+    }
+
+    /// GET a JSON document from the automation API.
+    pub async fn get_json(&self, key: &str, path: &str) -> serde_json::Value {
+        let resp = self
+            .client()
+            .get(format!("{}{path}", self.url()))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success(), "GET {path}: {}", resp.status());
+        resp.json().await.unwrap()
+    }
+}
+
+/// A reqwest client over rustls (ring) that trusts only the CA in `ca`.
+pub fn client_trusting(ca: &Path) -> reqwest::Client {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+/// Polls `f` every 100 ms until it yields `Some`, or panics after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The value of the first `Set-Cookie` named `name` in a response.
+fn cookie(resp: &reqwest::Response, name: &str) -> Option<String> {
+    resp.headers()
+        .get_all(reqwest::header::SET_COOKIE)
+        .iter()
+        .find_map(|v| {
+            let v = v.to_str().ok()?;
+            let (k, rest) = v.split_once('=')?;
+            (k.trim() == name).then(|| rest.split(';').next().unwrap_or("").to_string())
+        })
+}
+
+/// Logs in through the login form (with its CSRF token) and returns the overview page's HTML.
+pub async fn dashboard_after_login(http: &reqwest::Client, url: &str, user: &str, password: &str) -> String {
+    let login = http.get(format!("{url}/login")).send().await.unwrap();
+    assert!(login.status().is_success(), "GET /login: {}", login.status());
+    let csrf_cookie = cookie(&login, "rounds_csrf").expect("login page sets the csrf cookie");
+    let html = login.text().await.unwrap();
+    let marker = "name=\"csrf\" value=\"";
+    let start = html.find(marker).expect("login form has a csrf field") + marker.len();
+    let csrf = &html[start..start + html[start..].find('"').unwrap()];
+    let resp = http
+        .post(format!("{url}/login"))
+        .header(reqwest::header::COOKIE, format!("rounds_csrf={csrf_cookie}"))
+        .form(&[("username", user), ("password", password), ("csrf", csrf)])
+        .send()
+        .await
+        .unwrap();
+    let session = cookie(&resp, "rounds_session").unwrap_or_else(|| panic!("login sets a session: {}", resp.status()));
+    let page = http
+        .get(format!("{url}/"))
+        .header(reqwest::header::COOKIE, format!("rounds_session={session}"))
+        .send()
+        .await
+        .unwrap();
+    assert!(page.status().is_success(), "GET /: {}", page.status());
+    page.text().await.unwrap()
+}
