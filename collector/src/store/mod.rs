@@ -254,12 +254,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn user_count(&self) -> StoreResult<u64>;
     /// A user by name.
     async fn user(&self, username: &str) -> StoreResult<Option<UserRow>>;
-    /// Creates a session.
+    /// Creates a session, and drops sessions expired at `now`.
     async fn create_session(
         &self,
         token_hash: &str,
         user_id: i64,
         csrf_token: &str,
+        now: DateTime<Utc>,
         expires_at: DateTime<Utc>,
     ) -> StoreResult<()>;
     /// A session that has not expired at `now`.
@@ -272,4 +273,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn api_key(&self, key_hash: &str) -> StoreResult<Option<Scope>>;
     /// Appends to the collector's own audit log of who did what.
     async fn audit(&self, actor: &str, action: &str, detail: &str, now: DateTime<Utc>) -> StoreResult<()>;
+    /// The newest `limit` audit-log entries, newest first.
+    async fn audit_entries(&self, limit: u32) -> StoreResult<Vec<AuditEntry>>;
+}
+
+/// One entry of the collector's audit log.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditEntry {
+    pub at: DateTime<Utc>,
+    pub actor: String,
+    pub action: String,
+    pub detail: String,
 }

@@ -669,11 +669,12 @@ impl Store for SqliteStore {
         token_hash: &str,
         user_id: i64,
         csrf_token: &str,
+        now: DateTime<Utc>,
         expires_at: DateTime<Utc>,
     ) -> StoreResult<()> {
         let (token_hash, csrf_token) = (token_hash.to_string(), csrf_token.to_string());
         self.with(move |c| {
-            let now = ms(Utc::now());
+            let now = ms(now);
             c.execute("DELETE FROM sessions WHERE expires_at <= ?1", [now]).map_err(db)?;
             c.execute(
                 "INSERT INTO sessions (token_hash, user_id, csrf_token, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -764,6 +765,26 @@ impl Store for SqliteStore {
             )
             .map(|_| ())
             .map_err(db)
+        })
+        .await
+    }
+
+    async fn audit_entries(&self, limit: u32) -> StoreResult<Vec<AuditEntry>> {
+        self.with(move |c| {
+            let mut stmt = c
+                .prepare("SELECT at, actor, action, detail FROM audit_log ORDER BY id DESC LIMIT ?1")
+                .map_err(db)?;
+            let rows = stmt
+                .query_map([limit], |r| {
+                    Ok(AuditEntry {
+                        at: from_ms(r.get(0)?),
+                        actor: r.get(1)?,
+                        action: r.get(2)?,
+                        detail: r.get(3)?,
+                    })
+                })
+                .map_err(db)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(db)
         })
         .await
     }

@@ -1,16 +1,37 @@
 //! The dashboard: server-rendered HTML behind a login.
+//!
+//! Pages are askama templates under `collector/templates/`, checked at compile time and
+//! HTML-escaped on output, so every value an agent sent (hostname, OS, version) and every name
+//! a person typed (practice, site, user) reaches the browser as text, never as markup.
+//!
+//! - [`session`]: the session cookie, the [`session::Session`] extractor and the CSRF checks;
+//! - [`login`]: `GET /login`, `POST /login`, `POST /logout`;
+//! - [`overview`]: `GET /`, practices, sites and agents with their online state.
+//!
+//! Invariants: only a session token's SHA-256 is stored; every state-changing form carries a
+//! CSRF token (double-submit cookie before login, the session's token after); no page loads
+//! anything from elsewhere (the CSP in [`security_headers`] forbids it) and no page has scripts.
+
+pub mod login;
+pub mod overview;
+pub mod session;
 
 use axum::Router;
 use axum::extract::Request;
-use axum::http::HeaderValue;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
 
 use crate::app::AppState;
+use crate::store::StoreError;
 
 /// Dashboard routes.
 pub fn routes() -> Router<AppState> {
     Router::new()
+        .route("/", get(overview::overview))
+        .route("/login", get(login::login_page).post(login::login))
+        .route("/logout", post(login::logout))
 }
 
 /// Adds security headers to every response.
@@ -31,4 +52,55 @@ pub async fn security_headers(req: Request, next: Next) -> Response {
         ),
     );
     resp
+}
+
+/// Why a dashboard request was not answered with its page.
+#[derive(Debug, thiserror::Error)]
+pub enum WebError {
+    /// No live session: the browser is sent to the login page.
+    #[error("login required")]
+    LoginRequired,
+    /// A form came without its CSRF token or with a wrong one.
+    #[error("missing or invalid CSRF token")]
+    Csrf,
+    /// Something on our side failed; logged, never shown.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for WebError {
+    fn from(e: StoreError) -> Self {
+        WebError::Internal(e.to_string())
+    }
+}
+
+impl From<askama::Error> for WebError {
+    fn from(e: askama::Error) -> Self {
+        WebError::Internal(format!("cannot render page: {e}"))
+    }
+}
+
+impl IntoResponse for WebError {
+    fn into_response(self) -> Response {
+        match self {
+            WebError::LoginRequired => Redirect::to("/login").into_response(),
+            WebError::Csrf => {
+                tracing::warn!("dashboard form refused: missing or invalid csrf token");
+                (
+                    StatusCode::FORBIDDEN,
+                    "forbidden: the form's security token is missing or invalid; reload the page and try again",
+                )
+                    .into_response()
+            }
+            WebError::Internal(detail) => {
+                tracing::error!(error = %detail, "dashboard request failed");
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal server error").into_response()
+            }
+        }
+    }
+}
+
+/// A rendered page that no cache keeps (pages show who is logged in and practice data).
+pub(crate) fn page(status: StatusCode, html: String) -> Response {
+    (status, [(header::CACHE_CONTROL, "no-store")], Html(html)).into_response()
 }

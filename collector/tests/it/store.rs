@@ -207,7 +207,7 @@ pub async fn users_sessions_and_api_keys(store: Arc<dyn Store>) {
     assert_eq!(store.user_count().await.unwrap(), 1);
     let now = Utc::now();
     store
-        .create_session("sess-hash", id, "csrf", now + Duration::hours(1))
+        .create_session("sess-hash", id, "csrf", now, now + Duration::hours(1))
         .await
         .unwrap();
     let s = store.session("sess-hash", now).await.unwrap().unwrap();
@@ -239,6 +239,17 @@ pub async fn users_sessions_and_api_keys(store: Arc<dyn Store>) {
     assert!(store.api_key("other").await.unwrap().is_none());
 }
 
+pub async fn audit_log_keeps_entries_newest_first(store: Arc<dyn Store>) {
+    let t = Utc::now();
+    store.audit("cli", "token.create", "P/S", t).await.unwrap();
+    store.audit("alice", "login", "from dashboard", t).await.unwrap();
+    let entries = store.audit_entries(10).await.unwrap();
+    let actions: Vec<&str> = entries.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(actions, vec!["login", "token.create"]);
+    assert_eq!(entries[0].actor, "alice");
+    assert_eq!(store.audit_entries(1).await.unwrap().len(), 1);
+}
+
 macro_rules! store_suite {
     ($backend:ident, $make:expr) => {
         mod $backend {
@@ -251,6 +262,7 @@ macro_rules! store_suite {
                 practice_scope_hides_other_practices,
                 heartbeats_never_move_last_seen_backwards,
                 users_sessions_and_api_keys,
+                audit_log_keeps_entries_newest_first,
             );
         }
     };
