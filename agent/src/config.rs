@@ -30,8 +30,6 @@ pub const DEFAULT_HEARTBEAT_INTERVAL_SECS: u64 = 30;
 pub const MAX_HEARTBEAT_INTERVAL_SECS: u64 = 86_400;
 /// Schedule of a check when the file does not say: hourly, on the hour.
 pub const DEFAULT_SCHEDULE: &str = "0 0 * * * *";
-/// Checks that run when the file does not mention them.
-pub const DEFAULT_CHECKS: &[&str] = &["inventory"];
 
 /// The configuration file as written.
 #[derive(Debug, Default, Deserialize)]
@@ -81,14 +79,13 @@ pub struct AgentSettings {
 }
 
 impl Default for AgentSettings {
-    /// A heartbeat every 30 s and the inventory check hourly.
+    /// A heartbeat every 30 s and every check (`checks::all()`) hourly.
     fn default() -> Self {
         let schedule = cron::Schedule::from_str(DEFAULT_SCHEDULE).expect("default schedule parses");
         AgentSettings {
             heartbeat_interval: Duration::from_secs(DEFAULT_HEARTBEAT_INTERVAL_SECS),
-            checks: DEFAULT_CHECKS
-                .iter()
-                .filter_map(|name| checks::by_name(name))
+            checks: checks::all()
+                .into_iter()
                 .map(|check| ScheduledCheck {
                     check,
                     schedule: schedule.clone(),
@@ -227,11 +224,16 @@ pub fn validate(raw: RawConfig, text: &str) -> Result<AgentSettings, Vec<Problem
                 message,
             }),
         };
-        settings.checks.retain(|c| c.name() != check.name());
-        match (schedule, enabled.unwrap_or(true)) {
-            (Err(p), _) => problems.push(p),
-            (Ok(_), false) => {}
-            (Ok(schedule), true) => settings.checks.push(ScheduledCheck { check, schedule }),
+        // Keep the order of `checks::all()`: replace the default entry in place.
+        let slot = settings.checks.iter().position(|c| c.name() == check.name());
+        match (schedule, enabled.unwrap_or(true), slot) {
+            (Err(p), _, _) => problems.push(p),
+            (Ok(_), false, Some(i)) => {
+                settings.checks.remove(i);
+            }
+            (Ok(_), false, None) => {}
+            (Ok(schedule), true, Some(i)) => settings.checks[i] = ScheduledCheck { check, schedule },
+            (Ok(schedule), true, None) => settings.checks.push(ScheduledCheck { check, schedule }),
         }
     }
 

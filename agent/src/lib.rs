@@ -15,6 +15,7 @@ pub mod checks;
 pub mod client;
 pub mod config;
 pub mod enroll;
+pub mod local_check;
 pub mod run;
 pub mod sender;
 pub mod state;

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use rounds_agent::config::{self, AgentSettings};
-use rounds_agent::{EnrollOptions, RunOptions, state};
+use rounds_agent::{EnrollOptions, RunOptions, local_check, state};
 use tokio_util::sync::CancellationToken;
 
 /// Exit code for bad configuration or arguments (EX_USAGE).
@@ -33,6 +33,44 @@ enum Command {
     Status(StateDirArg),
     /// Check a configuration file without doing anything else.
     Validate(ValidateArgs),
+    /// Run every check once, evaluate the policy locally and print the findings; sends nothing.
+    /// Exit code 0: all pass or not applicable; 1: a failure or a check that could not run;
+    /// 2: the run itself failed (bad configuration, broken pack).
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Args)]
+struct CheckArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    format: CheckFormat,
+    /// Policy pack directory (or its pack.toml) [default: the built-in HIPAA pack].
+    #[arg(long, value_name = "FILE")]
+    policy: Option<PathBuf>,
+    /// Opt-in profile of the pack, e.g. hipaa-2025-proposed.
+    #[arg(long, value_name = "NAME")]
+    profile: Option<String>,
+    /// Overrides file (parameters, accepted risks); repeat for practice then site.
+    #[arg(long, value_name = "FILE")]
+    overrides: Vec<PathBuf>,
+    /// Agent configuration file (which checks run).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Read the host under this root instead of / (fixture trees); no commands are run then.
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    root: PathBuf,
+    /// Directory for the state that checks comparing runs keep.
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// Evaluate as of this time (RFC 3339) instead of now, for reproducible runs.
+    #[arg(long, value_name = "TIME", hide = true)]
+    now: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum CheckFormat {
+    Table,
+    Json,
 }
 
 #[derive(Debug, Args)]
@@ -149,7 +187,58 @@ async fn dispatch(command: Command) -> Result<ExitCode, Failure> {
         Command::Run(args) => run(args).await,
         Command::Status(args) => status(args),
         Command::Validate(args) => validate(args),
+        Command::Check(args) => check(args).await,
     }
+}
+
+/// Exit code of `check` when the run itself failed.
+const EXIT_CHECK_BROKEN: u8 = 2;
+
+async fn check(args: CheckArgs) -> Result<ExitCode, Failure> {
+    let CheckArgs {
+        format,
+        policy,
+        profile,
+        overrides,
+        config: config_file,
+        root,
+        state_dir,
+        now,
+    } = args;
+    let broken = |e: anyhow::Error| Failure {
+        code: EXIT_CHECK_BROKEN,
+        error: e,
+    };
+    let settings = match &config_file {
+        Some(path) => config::load(path).map_err(|e| broken(e.into()))?,
+        None => AgentSettings::default(),
+    };
+    let now = match now {
+        Some(t) => Some(
+            chrono::DateTime::parse_from_rfc3339(&t)
+                .map_err(|e| broken(anyhow::anyhow!("--now `{t}` is not an RFC 3339 time: {e}")))?
+                .with_timezone(&chrono::Utc),
+        ),
+        None => None,
+    };
+    let opts = local_check::CheckOptions {
+        root,
+        state_dir,
+        policy,
+        profile,
+        overrides,
+        settings,
+        now,
+    };
+    let report = local_check::check(opts).await.map_err(|e| broken(e.into()))?;
+    match format {
+        CheckFormat::Json => println!("{}", local_check::render_json(&report)),
+        CheckFormat::Table => print!("{}", local_check::render_table(&report)),
+    }
+    Ok(ExitCode::from(local_check::exit_code(
+        &report,
+        now.unwrap_or_else(chrono::Utc::now),
+    )))
 }
 
 fn state_dir(arg: StateDirArg) -> Result<PathBuf, Failure> {

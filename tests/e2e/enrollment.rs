@@ -93,6 +93,9 @@ async fn agent_enrolls_over_tls_and_its_inventory_reaches_the_api() {
 
     let status = agent.terminate();
     assert!(status.success(), "agent exits cleanly on SIGTERM: {status:?}");
+    let mut c = c;
+    let status = c.process.terminate();
+    assert!(status.success(), "collector exits cleanly on SIGTERM: {status:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

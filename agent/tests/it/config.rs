@@ -34,7 +34,13 @@ fn refused(text: &str, key: &str, line: usize) -> String {
 fn an_empty_file_gives_the_defaults() {
     let s = parse("").unwrap();
     assert_eq!(s.heartbeat_interval, Duration::from_secs(30));
-    assert_eq!(schedules(&s), vec![("inventory", "0 0 * * * *".to_string())]);
+    // Every check runs, hourly, in the order of `checks::all()`.
+    let all: Vec<(&str, String)> = rounds_agent::checks::all()
+        .iter()
+        .map(|c| (c.name(), "0 0 * * * *".to_string()))
+        .collect();
+    assert!(all.len() > 1);
+    assert_eq!(schedules(&s), all);
     let d = AgentSettings::default();
     assert_eq!(d.heartbeat_interval, s.heartbeat_interval);
     assert_eq!(schedules(&d), schedules(&s));
@@ -47,13 +53,25 @@ fn a_full_file_is_read() {
     )
     .unwrap();
     assert_eq!(s.heartbeat_interval, Duration::from_secs(10));
-    assert_eq!(schedules(&s), vec![("inventory", "0 */15 * * * *".to_string())]);
+    let got = schedules(&s);
+    assert_eq!(
+        got[0],
+        ("inventory", "0 */15 * * * *".to_string()),
+        "changed in place, order kept"
+    );
+    assert!(
+        got[1..].iter().all(|(_, sched)| sched == "0 0 * * * *"),
+        "the others keep the default"
+    );
+    assert_eq!(got.len(), rounds_agent::checks::all().len());
 }
 
 #[test]
 fn a_disabled_check_does_not_run() {
     let s = parse("[checks.inventory]\nenabled = false\n").unwrap();
-    assert!(s.checks.is_empty());
+    let names: Vec<&str> = s.checks.iter().map(|c| c.name()).collect();
+    assert!(!names.contains(&"inventory"), "{names:?}");
+    assert_eq!(names.len(), rounds_agent::checks::all().len() - 1);
 }
 
 #[test]
