@@ -205,6 +205,18 @@ impl Observation {
         }
     }
 
+    /// An observation of `T` about `subject`: its payload, or why the check could not run.
+    pub fn from_result<T: obs::Payload>(
+        subject: impl Into<String>,
+        observed_at: DateTime<Utc>,
+        result: Result<T, impl Into<String>>,
+    ) -> Self {
+        match result {
+            Ok(data) => Observation::ok(subject, observed_at, &data),
+            Err(why) => Observation::error(T::KIND, subject, observed_at, why),
+        }
+    }
+
     /// The typed payload, if this observation is of kind `T` and ran.
     pub fn payload<T: obs::Payload>(&self) -> Option<Result<T, serde_json::Error>> {
         (self.kind == T::KIND && self.status == ObservationStatus::Ok)

@@ -110,7 +110,8 @@ pub struct ListeningPort {
 pub struct EncryptionVolume {
     pub device: String,
     pub mount_point: String,
-    /// `fixed` or `removable`; removable media are judged by their own rule.
+    /// `fixed`, `removable` or `boot` (/boot, the EFI system partition). Only `fixed`
+    /// volumes are held to encryption at rest; removable media are reported, judged apart.
     pub volume_type: String,
     /// `true` only when protection is fully on.
     pub encrypted: bool,

@@ -47,10 +47,7 @@ fn collect(host: &Host, platform: Platform) -> Vec<Observation> {
         Platform::Windows => windows(host),
         Platform::MacOs => return not_supported(&[Accounts::KIND], host, "macOS accounts"),
     };
-    vec![match result {
-        Ok(a) => Observation::ok("host", host.now, &a),
-        Err(e) => Observation::error(Accounts::KIND, "host", host.now, e),
-    }]
+    vec![Observation::from_result("host", host.now, result)]
 }
 
 /// `Account active` of `net user <name>` (English): `Some(true)` Yes, `Some(false)` No.

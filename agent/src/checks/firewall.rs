@@ -37,10 +37,7 @@ impl Check for FirewallCheck {
             Platform::Windows => windows(host),
             Platform::MacOs => macos(host),
         };
-        vec![match result {
-            Ok(fw) => Observation::ok("host", host.now, &fw),
-            Err(e) => Observation::error(Firewall::KIND, "host", host.now, e),
-        }]
+        vec![Observation::from_result("host", host.now, result)]
     }
 }
 

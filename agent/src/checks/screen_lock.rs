@@ -64,10 +64,7 @@ fn collect(host: &Host, platform: Platform) -> Vec<Observation> {
                 graphical: Some(true),
             }),
     };
-    vec![match result {
-        Ok(s) => Observation::ok("host", host.now, &s),
-        Err(e) => Observation::error(ScreenLock::KIND, "host", host.now, e),
-    }]
+    vec![Observation::from_result("host", host.now, result)]
 }
 
 /// Parses `sysadminctl -screenLock status`: `Some(delay in seconds)` when a password is required

@@ -48,10 +48,7 @@ fn collect(host: &Host, platform: Platform) -> Vec<Observation> {
             .and_then(|out| parse_w32tm_status(&out)),
         Platform::MacOs => return not_supported(&[TimeSync::KIND], host, "sntp"),
     };
-    vec![match result {
-        Ok(t) => Observation::ok("host", host.now, &t),
-        Err(e) => Observation::error(TimeSync::KIND, "host", host.now, e),
-    }]
+    vec![Observation::from_result("host", host.now, result)]
 }
 
 /// Parses `w32tm /query /status` (English).

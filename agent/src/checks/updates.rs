@@ -59,10 +59,7 @@ fn collect(host: &Host, platform: Platform) -> Vec<Observation> {
         Platform::Windows => windows(host),
         Platform::MacOs => return not_supported(&[Updates::KIND], host, "softwareupdate"),
     };
-    vec![match result {
-        Ok(u) => Observation::ok("host", host.now, &u),
-        Err(e) => Observation::error(Updates::KIND, "host", host.now, e),
-    }]
+    vec![Observation::from_result("host", host.now, result)]
 }
 
 const WU_POLICY: &str = r"HKLM\SOFTWARE\Policies\Microsoft\Windows\WindowsUpdate\AU";
