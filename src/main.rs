@@ -38,33 +38,6 @@ enum Command {
     },
 }
 
-/// Resolves to the first SIGINT or SIGTERM; a second one exits at once.
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        };
-        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-        tokio::spawn(async move {
-            // `recv` yields `None` when the runtime shuts down: that is not a second signal.
-            tokio::select! {
-                Some(()) = term.recv() => {},
-                Some(()) = int.recv() => {},
-                else => return,
-            }
-            eprintln!("second signal: exiting now");
-            std::process::exit(130);
-        });
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -188,7 +161,7 @@ async fn demo(data_dir: &Path, listen: &str) -> anyhow::Result<()> {
     let mut agent = agent;
     // Until Ctrl-C, or until either side stops on its own (which is a failure).
     let early: Option<anyhow::Result<()>> = tokio::select! {
-        _ = shutdown_signal() => None,
+        _ = serve::shutdown_signal() => None,
         r = &mut collector => Some(flatten("collector", r.map(|r| r.map_err(anyhow::Error::from)))),
         r = &mut agent => Some(flatten("agent", r.map(|r| r.map_err(anyhow::Error::from)))),
     };

@@ -7,6 +7,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
+use rounds_policies::{LoadErrors, Policy};
 
 use crate::config::Settings;
 use crate::store::Store;
@@ -22,6 +23,11 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub metrics: Arc<Metrics>,
     pub clock: Clock,
+    /// The policy every report is evaluated against, loaded once at start-up.
+    pub policy: Arc<Policy>,
+    /// Held while an agent's findings are evaluated and replaced, so two reports arriving
+    /// together cannot store findings from older observations over newer ones.
+    pub evaluation_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -29,18 +35,30 @@ impl std::fmt::Debug for AppState {
         f.debug_struct("AppState")
             .field("store", &self.store)
             .field("settings", &self.settings)
+            .field(
+                "policy",
+                &format_args!("{} v{}", self.policy.pack_name, self.policy.pack_version),
+            )
             .finish()
     }
 }
 
 impl AppState {
-    /// State over a store, with the system clock.
-    pub fn new(store: Arc<dyn Store>, settings: Settings) -> Self {
+    /// State over a store, with the system clock and the built-in HIPAA policy. Fails only
+    /// when the built-in pack does not load, which is a start-up error.
+    pub fn new(store: Arc<dyn Store>, settings: Settings) -> Result<Self, LoadErrors> {
+        Ok(Self::with_policy(store, settings, Arc::new(Policy::builtin()?)))
+    }
+
+    /// State over a store, with the system clock and a policy loaded by the caller.
+    pub fn with_policy(store: Arc<dyn Store>, settings: Settings, policy: Arc<Policy>) -> Self {
         AppState {
             store,
             settings: Arc::new(settings),
             metrics: Arc::new(Metrics::default()),
             clock: Arc::new(Utc::now),
+            policy,
+            evaluation_lock: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 
@@ -68,6 +86,8 @@ pub struct Metrics {
     pub observations_stored: AtomicU64,
     pub logins: AtomicU64,
     pub logins_failed: AtomicU64,
+    pub evaluations: AtomicU64,
+    pub evaluations_failed: AtomicU64,
 }
 
 impl Metrics {
@@ -79,7 +99,7 @@ impl Metrics {
     /// Prometheus text exposition of the counters.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let rows: [(&str, &str, &AtomicU64); 9] = [
+        let rows: [(&str, &str, &AtomicU64); 11] = [
             ("rounds_enrollments_total", "Agents enrolled.", &self.enrollments),
             (
                 "rounds_enrollments_refused_total",
@@ -109,6 +129,16 @@ impl Metrics {
                 "Failed dashboard logins.",
                 &self.logins_failed,
             ),
+            (
+                "rounds_evaluations_total",
+                "Policy evaluations of an agent whose findings were stored.",
+                &self.evaluations,
+            ),
+            (
+                "rounds_evaluations_failed_total",
+                "Policy evaluations that could not run or whose findings could not be stored.",
+                &self.evaluations_failed,
+            ),
         ];
         for (name, help, v) in rows {
             out.push_str(&format!(
@@ -131,6 +161,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/practices", get(api::admin::practices))
         .route("/api/v1/agents", get(api::admin::agents))
         .route("/api/v1/agents/{agent_id}/observations", get(api::admin::observations))
+        .route("/api/v1/agents/{agent_id}/findings", get(api::admin::findings))
         .route("/api/v1/openapi.json", get(api::admin::openapi))
         .route("/healthz", get(api::admin::healthz))
         .route("/metrics", get(api::admin::metrics))

@@ -1,4 +1,5 @@
-//! The Rounds collector: ingest API, store, dashboard, and the administrative commands.
+//! The Rounds collector: ingest API, store, policy evaluation, dashboard, and the
+//! administrative commands.
 //!
 //! Entry points: [`serve::run`] serves on a bound listener until cancelled; [`admin`] holds
 //! the subcommands that work on the same data dir whether or not the server runs.
@@ -8,6 +9,7 @@ pub mod api;
 pub mod app;
 pub mod config;
 pub mod error;
+pub mod evaluation;
 pub mod secrets;
 pub mod serve;
 pub mod store;

@@ -104,33 +104,6 @@ fn role(s: &str) -> Result<Role, ExitCode> {
     })
 }
 
-/// Resolves to the first SIGINT or SIGTERM; a second one exits at once.
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        };
-        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-        tokio::spawn(async move {
-            // `recv` yields `None` when the runtime shuts down: that is not a second signal.
-            tokio::select! {
-                Some(()) = term.recv() => {},
-                Some(()) = int.recv() => {},
-                else => return,
-            }
-            eprintln!("second signal: exiting now");
-            std::process::exit(130);
-        });
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -189,7 +162,7 @@ async fn run(cli: Cli) -> Result<(), ExitCode> {
             let shutdown = CancellationToken::new();
             let s = shutdown.clone();
             tokio::spawn(async move {
-                shutdown_signal().await;
+                serve::shutdown_signal().await;
                 tracing::info!("shutting down");
                 s.cancel();
             });

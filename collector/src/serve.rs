@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use rounds_policies::{LoadErrors, Policy};
 use tokio_util::sync::CancellationToken;
 
 use crate::app::{AppState, router};
@@ -26,6 +27,8 @@ pub enum ServeError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error("the built-in policy pack does not load: {0}")]
+    Policy(#[from] LoadErrors),
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: String, source: std::io::Error },
     #[error("server failed: {0}")]
@@ -38,6 +41,8 @@ pub struct Prepared {
     pub settings: Settings,
     pub store: Arc<dyn Store>,
     pub tls: TlsMaterial,
+    /// The policy reports are evaluated against.
+    pub policy: Arc<Policy>,
     /// Password of the admin user created by this start, to print once.
     pub initial_admin_password: Option<String>,
 }
@@ -65,8 +70,10 @@ pub fn open_store(data_dir: &Path) -> Result<Arc<dyn Store>, ServeError> {
     Ok(Arc::new(SqliteStore::open(&data_dir.join(DB_FILE))?))
 }
 
-/// Opens the store, prepares TLS and creates the first admin when there is no user yet.
+/// Loads the policy, opens the store, prepares TLS and creates the first admin when there is
+/// no user yet.
 pub async fn prepare(settings: Settings) -> Result<Prepared, ServeError> {
+    let policy = Arc::new(Policy::builtin()?);
     let store = open_store(&settings.data_dir)?;
     let tls = crate::tls::prepare(&settings.tls, &settings.data_dir)?;
     let mut initial_admin_password = None;
@@ -88,6 +95,7 @@ pub async fn prepare(settings: Settings) -> Result<Prepared, ServeError> {
         settings,
         store,
         tls,
+        policy,
         initial_admin_password,
     })
 }
@@ -116,10 +124,11 @@ pub async fn run(
         settings,
         store,
         tls,
+        policy,
         initial_admin_password: _,
     } = prepared;
     let addr = listener.local_addr().map_err(ServeError::Server)?;
-    let state = AppState::new(store, settings);
+    let state = AppState::with_policy(store, settings, policy);
     let app = router(state);
     let handle = axum_server::Handle::new();
     let h = handle.clone();
@@ -136,4 +145,31 @@ pub async fn run(
         .map_err(ServeError::Server)?;
     tracing::info!("collector stopped");
     Ok(())
+}
+
+/// Resolves to the first SIGINT or SIGTERM; a second one exits at once.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        };
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        tokio::spawn(async move {
+            // `recv` yields `None` when the runtime shuts down: that is not a second signal.
+            tokio::select! {
+                Some(()) = term.recv() => {},
+                Some(()) = int.recv() => {},
+                else => return,
+            }
+            eprintln!("second signal: exiting now");
+            std::process::exit(130);
+        });
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

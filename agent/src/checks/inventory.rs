@@ -89,7 +89,13 @@ pub fn collect(host: &Host) -> Inventory {
             .read("/etc/hostname")
             .map(|s| s.trim().to_string())
             .unwrap_or_default();
+        if let Ok(text) = host.read("/etc/os-release") {
+            let (name, version) = parse_os_release(&text);
+            inv.os_name = name;
+            inv.os_version = version;
+        }
     }
+    inv.role = detect_role(host, platform());
     if platform() == Platform::Linux || !host.live {
         inv.interfaces = linux_interfaces(host);
         inv.listening = listening(host);
@@ -97,6 +103,59 @@ pub fn collect(host: &Host) -> Inventory {
         inv.interfaces = sysinfo_interfaces();
     }
     inv
+}
+
+/// `NAME` and `VERSION_ID` of an os-release file (values may be quoted).
+pub fn parse_os_release(text: &str) -> (Option<String>, Option<String>) {
+    let get = |key: &str| {
+        text.lines().find_map(|l| {
+            let (k, v) = l.trim().split_once('=')?;
+            (k == key)
+                .then(|| v.trim().trim_matches('"').trim_matches('\'').to_string())
+                .filter(|v| !v.is_empty())
+        })
+    };
+    (get("NAME"), get("VERSION_ID"))
+}
+
+/// The machine's role for the policy's applies-to: `workstation` when a graphical session
+/// can be started (an X11 or Wayland session is installed; always on macOS; Windows client
+/// editions), `server` otherwise. `None` when it cannot be told.
+pub fn detect_role(host: &Host, platform: Platform) -> Option<String> {
+    match platform {
+        Platform::MacOs => Some("workstation".into()),
+        Platform::Windows => {
+            // ProductType: WinNT = client, ServerNT / LanmanNT = server.
+            let out = host
+                .runner
+                .run(
+                    "reg",
+                    &[
+                        "query",
+                        r"HKLM\SYSTEM\CurrentControlSet\Control\ProductOptions",
+                        "/v",
+                        "ProductType",
+                    ],
+                )
+                .ok()?;
+            if out.contains("WinNT") {
+                Some("workstation".into())
+            } else if out.contains("ServerNT") || out.contains("LanmanNT") {
+                Some("server".into())
+            } else {
+                None
+            }
+        }
+        Platform::Linux => {
+            let sessions = ["/usr/share/xsessions", "/usr/share/wayland-sessions"].iter().any(|d| {
+                host.list_dir(d)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|f| f.ends_with(".desktop"))
+            });
+            Some(if sessions { "workstation" } else { "server" }.into())
+        }
+    }
 }
 
 fn sysinfo_interfaces() -> Vec<NetworkInterface> {
@@ -384,5 +443,40 @@ mod tests {
         assert_eq!(inv.hardware_model.as_deref(), Some("OptiPlex 7090"));
         assert_eq!(inv.hostname, "frontdesk-01");
         assert_eq!(inv.serial_number, None);
+    }
+
+    #[test]
+    fn os_release_names_the_distribution() {
+        let text =
+            "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nNAME=\"Debian GNU/Linux\"\nVERSION_ID=\"12\"\nID=debian\n";
+        assert_eq!(
+            parse_os_release(text),
+            (Some("Debian GNU/Linux".into()), Some("12".into()))
+        );
+        assert_eq!(parse_os_release("ID=arch\n"), (None, None));
+    }
+
+    #[test]
+    fn role_follows_installed_graphical_sessions() {
+        use crate::checks::testutil::{FakeRunner, host};
+        let desktop = host("golden-host", FakeRunner::default(), "2026-11-24T12:00:00Z");
+        assert_eq!(detect_role(&desktop, Platform::Linux).as_deref(), Some("workstation"));
+        let headless = host("two-uid0", FakeRunner::default(), "2026-11-24T12:00:00Z");
+        assert_eq!(detect_role(&headless, Platform::Linux).as_deref(), Some("server"));
+        assert_eq!(detect_role(&headless, Platform::MacOs).as_deref(), Some("workstation"));
+        // `reg query` output in the layout public projects quote for this value.
+        let key = r"HKLM\SYSTEM\CurrentControlSet\Control\ProductOptions";
+        let reg = |value: &str| {
+            let out = format!(
+                "\r\nHKEY_LOCAL_MACHINE\\SYSTEM\\CurrentControlSet\\Control\\ProductOptions\r\n    ProductType    REG_SZ    {value}\r\n\r\n"
+            );
+            let runner = FakeRunner::default().with(&format!("reg query {key} /v ProductType"), Ok(out.as_str()));
+            detect_role(&host("two-uid0", runner, "2026-11-24T12:00:00Z"), Platform::Windows)
+        };
+        assert_eq!(reg("WinNT").as_deref(), Some("workstation"));
+        assert_eq!(reg("ServerNT").as_deref(), Some("server"));
+        assert_eq!(reg("LanmanNT").as_deref(), Some("server"));
+        assert_eq!(reg("Something").as_deref(), None);
+        assert_eq!(detect_role(&headless, Platform::Windows), None, "reg not available");
     }
 }

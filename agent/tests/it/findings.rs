@@ -354,10 +354,26 @@ async fn unattended_upgrades_on_and_off() {
             ("updates", "host", "/reboot_required", json!(true)),
         ],
         rule: "hipaa.updates.security_patches",
-        expect: Status::Error,
+        // 31 pending security updates of unknown age, and the automatic updates last ran
+        // 49 days before NOW: longer than the 30 days the rule allows.
+        expect: Status::Fail,
+        judged: &["host"],
+        failing: &["host"],
+        message: &["fails on host"],
+    })
+    .await;
+    // The same machine the day after its automatic updates ran passes.
+    case(Case {
+        fixture: "unattended-upgrades-on",
+        check: "updates",
+        now: "2026-10-07T12:00:00Z",
+        role: Role::Workstation,
+        observed: &[("updates", "host", "/auto_security_updates", json!(true))],
+        rule: "hipaa.updates.security_patches",
+        expect: Status::Pass,
         judged: &["host"],
         failing: &[],
-        message: &["does not say", "oldest_pending_security_days"],
+        message: &[],
     })
     .await;
     let (_, off) = case(Case {

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::ApiCaller;
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::store::StoredObservation;
+use crate::store::{FindingCounts, FindingRow, StoredObservation};
 
 /// A site with its agents' state, in `GET /api/v1/practices`.
 #[derive(Debug, Serialize)]
@@ -42,6 +42,8 @@ pub struct AgentView {
     pub last_report_at: Option<DateTime<Utc>>,
     pub last_sequence: u64,
     pub enrolled_at: DateTime<Utc>,
+    /// The agent's current findings by status; all zero before its first evaluation.
+    pub findings: FindingCounts,
 }
 
 /// `GET /api/v1/practices`: practices visible to the caller, with sites and agent counts.
@@ -96,6 +98,7 @@ pub async fn agent_views(state: &AppState, scope: &crate::store::Scope) -> Resul
             last_report_at: a.last_report_at,
             last_sequence: a.last_sequence,
             enrolled_at: a.enrolled_at,
+            findings: a.findings,
         })
         .collect())
 }
@@ -128,6 +131,16 @@ pub async fn observations(
             .latest_observations(&scope, &agent_id, q.kind.as_deref())
             .await?,
     ))
+}
+
+/// `GET /api/v1/agents/{id}/findings`: the agent's current finding per policy rule, with
+/// evidence, citations and since when each status holds.
+pub async fn findings(
+    State(state): State<AppState>,
+    ApiCaller(scope): ApiCaller,
+    Path(agent_id): Path<String>,
+) -> Result<Json<Vec<FindingRow>>, ApiError> {
+    Ok(Json(state.store.findings(&scope, &agent_id).await?))
 }
 
 /// `GET /healthz`: answers without authentication when the store answers.

@@ -112,7 +112,8 @@ pub async fn heartbeat(
 }
 
 /// `POST /api/v1/agent/reports`: stores a report once per `(agent, sequence)`, and answers
-/// only after the transaction has committed.
+/// only after the transaction has committed. A newly stored report is then evaluated against
+/// the policy and the agent's findings replaced.
 pub async fn report(
     State(state): State<AppState>,
     agent: AuthedAgent,
@@ -155,6 +156,9 @@ pub async fn report(
             .observations_stored
             .fetch_add(report.observations.len() as u64, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(agent_id = %agent.0, sequence = report.sequence, observations = report.observations.len(), "report stored");
+        // The report is committed: a failed evaluation is logged and counted, and the next
+        // report evaluates again; the agent must not resend what is already stored.
+        let _ = crate::evaluation::evaluate_agent(&state, &agent.0).await;
     } else {
         Metrics::inc(&state.metrics.reports_duplicate);
         tracing::info!(agent_id = %agent.0, sequence = report.sequence, "report already stored");

@@ -9,12 +9,15 @@
 //!   hashes; passwords only as argon2 hashes;
 //! - a report is stored once per `(agent_id, sequence)`, atomically with its observations;
 //! - an enrollment token is redeemed at most once, in the same transaction that creates the
-//!   agent.
+//!   agent;
+//! - an agent's findings are replaced as a whole, in one transaction, and a finding's
+//!   `status_since` moves only when its status changes.
 
 pub mod sqlite;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use rounds_policies::{Exception, Finding, Severity, Status};
 use rounds_protocol::Observation;
 use serde::Serialize;
 
@@ -152,6 +155,77 @@ pub struct AgentRow {
     pub last_seen_at: Option<DateTime<Utc>>,
     pub last_report_at: Option<DateTime<Utc>>,
     pub last_sequence: u64,
+    /// How many of the agent's current findings have each status.
+    pub findings: FindingCounts,
+}
+
+/// Numbers of an agent's current findings by status. All zero before its first evaluation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct FindingCounts {
+    pub pass: u32,
+    pub fail: u32,
+    pub error: u32,
+    pub not_applicable: u32,
+    /// Failing or erroring findings that carry an accepted risk (counted in `fail`/`error` too).
+    pub accepted: u32,
+}
+
+impl FindingCounts {
+    /// Number of findings: zero when the agent has not been evaluated yet.
+    pub fn total(&self) -> u32 {
+        self.pass + self.fail + self.error + self.not_applicable
+    }
+}
+
+/// An agent's current finding for one rule, as stored: the policy engine's [`Finding`] and
+/// when it was decided.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FindingRow {
+    pub rule: String,
+    pub title: String,
+    pub status: Status,
+    pub severity: Severity,
+    /// Canonical Security Rule references, e.g. `164.312(a)(2)(iv)`.
+    pub citations: Vec<String>,
+    pub evidence: serde_json::Value,
+    pub message: String,
+    pub remediation: Option<String>,
+    /// The accepted risk attached at evaluation; the status stays what evaluation said.
+    pub exception: Option<Exception>,
+    /// When the rule last took its current status (kept across evaluations that agree).
+    pub status_since: DateTime<Utc>,
+    /// When this finding was last evaluated.
+    pub evaluated_at: DateTime<Utc>,
+}
+
+impl FindingRow {
+    /// A stored finding from an evaluated one.
+    pub fn new(finding: Finding, status_since: DateTime<Utc>, evaluated_at: DateTime<Utc>) -> Self {
+        let Finding {
+            rule,
+            title,
+            status,
+            severity,
+            citations,
+            evidence,
+            message,
+            remediation,
+            exception,
+        } = finding;
+        FindingRow {
+            rule,
+            title,
+            status,
+            severity,
+            citations,
+            evidence,
+            message,
+            remediation,
+            exception,
+            status_since,
+            evaluated_at,
+        }
+    }
 }
 
 /// A practice with its sites.
@@ -230,6 +304,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn practices(&self, scope: &Scope) -> StoreResult<Vec<PracticeRow>>;
     /// Agents visible to `scope`.
     async fn agents(&self, scope: &Scope) -> StoreResult<Vec<AgentRow>>;
+    /// One agent visible to `scope`. `NotFound` when it does not exist or is not visible.
+    async fn agent(&self, scope: &Scope, agent_id: &str) -> StoreResult<AgentRow>;
     /// The newest observation per (kind, subject) of an agent visible to `scope`, optionally of
     /// one kind. `NotFound` when the agent does not exist or is not visible.
     async fn latest_observations(
@@ -238,6 +314,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         agent_id: &str,
         kind: Option<&str>,
     ) -> StoreResult<Vec<StoredObservation>>;
+    /// Replaces an agent's current findings with `findings`, evaluated at `now`, in one
+    /// transaction: rules not in `findings` lose their finding; a rule whose status is unchanged
+    /// keeps its `status_since`, any other gets `now`. `NotFound` when the agent does not exist.
+    async fn replace_findings(&self, agent_id: &str, findings: &[Finding], now: DateTime<Utc>) -> StoreResult<()>;
+    /// The current findings of an agent visible to `scope`, by rule id. `NotFound` when the
+    /// agent does not exist or is not visible.
+    async fn findings(&self, scope: &Scope, agent_id: &str) -> StoreResult<Vec<FindingRow>>;
     /// Number of stored reports (all agents).
     async fn report_count(&self) -> StoreResult<u64>;
     /// Adds a dashboard user.

@@ -9,13 +9,17 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use rounds_policies::{Finding, Status};
 use rounds_protocol::{Observation, ObservationStatus};
 use rusqlite::{Connection, OptionalExtension, params};
+use serde::de::DeserializeOwned;
 
 use super::*;
 
 /// Versioned migrations; index + 1 is the schema version. Never edit a released one: append.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    // 1: practices, sites, agents, reports and observations, users, sessions, API keys, audit log.
+    r#"
 CREATE TABLE practices (
     id INTEGER PRIMARY KEY,
     name TEXT NOT NULL UNIQUE,
@@ -111,7 +115,27 @@ CREATE TABLE audit_log (
     action TEXT NOT NULL,
     detail TEXT NOT NULL
 );
-"#];
+"#,
+    // 2: the current finding per agent and rule. `citations`, `evidence` and `exception` are
+    // JSON; `status_since` is when the rule last changed status on this agent.
+    r#"
+CREATE TABLE findings (
+    agent_id TEXT NOT NULL REFERENCES agents(id),
+    rule TEXT NOT NULL,
+    status TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    title TEXT NOT NULL,
+    citations TEXT NOT NULL,
+    evidence TEXT NOT NULL,
+    message TEXT NOT NULL,
+    remediation TEXT,
+    exception TEXT,
+    evaluated_at INTEGER NOT NULL,
+    status_since INTEGER NOT NULL,
+    PRIMARY KEY (agent_id, rule)
+);
+"#,
+];
 
 /// The SQLite store.
 #[derive(Debug, Clone)]
@@ -236,6 +260,75 @@ fn practice_id(conn: &Connection, name: &str) -> StoreResult<i64> {
             what: "practice",
             name: name.to_string(),
         })
+}
+
+/// Columns of an [`AgentRow`], read by [`agent_row`]; `fc` is the per-agent finding counts.
+const AGENT_COLUMNS: &str = "a.id, a.hostname, a.os, a.agent_version, p.id, p.name, s.name, a.enrolled_at,
+    a.last_seen_at, a.last_report_at, a.last_sequence,
+    COALESCE(fc.pass, 0), COALESCE(fc.fail, 0), COALESCE(fc.error, 0), COALESCE(fc.na, 0), COALESCE(fc.accepted, 0)";
+
+/// Agents with their site, practice and finding counts, for `SELECT {AGENT_COLUMNS} FROM {AGENT_TABLES}`.
+const AGENT_TABLES: &str = "agents a JOIN sites s ON s.id = a.site_id JOIN practices p ON p.id = s.practice_id
+    LEFT JOIN (SELECT agent_id, SUM(status = 'pass') AS pass, SUM(status = 'fail') AS fail,
+                      SUM(status = 'error') AS error, SUM(status = 'not_applicable') AS na,
+                      SUM(exception IS NOT NULL AND status IN ('fail', 'error')) AS accepted
+               FROM findings GROUP BY agent_id) fc ON fc.agent_id = a.id";
+
+fn agent_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AgentRow> {
+    let count = |i: usize| -> rusqlite::Result<u32> { Ok(u32::try_from(r.get::<_, i64>(i)?).unwrap_or(0)) };
+    Ok(AgentRow {
+        agent_id: r.get(0)?,
+        hostname: r.get(1)?,
+        os: r.get(2)?,
+        agent_version: r.get(3)?,
+        practice_id: r.get(4)?,
+        practice: r.get(5)?,
+        site: r.get(6)?,
+        enrolled_at: from_ms(r.get(7)?),
+        last_seen_at: r.get::<_, Option<i64>>(8)?.map(from_ms),
+        last_report_at: r.get::<_, Option<i64>>(9)?.map(from_ms),
+        last_sequence: r.get::<_, i64>(10)?.max(0) as u64,
+        findings: FindingCounts {
+            pass: count(11)?,
+            fail: count(12)?,
+            error: count(13)?,
+            not_applicable: count(14)?,
+            accepted: count(15)?,
+        },
+    })
+}
+
+/// `NotFound` unless the agent exists and `scope` sees its practice.
+fn check_visible(conn: &Connection, scope: &Scope, agent_id: &str) -> StoreResult<()> {
+    let practice: Option<i64> = conn
+        .query_row(
+            "SELECT s.practice_id FROM agents a JOIN sites s ON s.id = a.site_id WHERE a.id = ?1",
+            [agent_id],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(db)?;
+    match practice {
+        Some(p) if scope.sees(p) => Ok(()),
+        _ => Err(StoreError::NotFound {
+            what: "agent",
+            name: agent_id.to_string(),
+        }),
+    }
+}
+
+fn to_json<T: Serialize>(v: &T) -> StoreResult<String> {
+    serde_json::to_string(v).map_err(|e| StoreError::Database(format!("cannot encode json: {e}")))
+}
+
+fn from_json<T: DeserializeOwned>(what: &str, text: &str) -> StoreResult<T> {
+    serde_json::from_str(text).map_err(|e| StoreError::Database(format!("stored {what} is not valid: {e}")))
+}
+
+/// A snake_case enum name as stored, read back through its serde name.
+fn from_name<T: DeserializeOwned>(what: &str, name: &str) -> StoreResult<T> {
+    serde_json::from_value(serde_json::Value::String(name.to_string()))
+        .map_err(|_| StoreError::Database(format!("stored {what} `{name}` is not known")))
 }
 
 fn scope_clause(scope: &Scope) -> (String, Option<i64>) {
@@ -482,30 +575,26 @@ impl Store for SqliteStore {
         self.with(move |c| {
             let (clause, arg) = scope_clause(&scope);
             let sql = format!(
-                "SELECT a.id, a.hostname, a.os, a.agent_version, p.id, p.name, s.name, a.enrolled_at, a.last_seen_at,
-                        a.last_report_at, a.last_sequence
-                 FROM agents a JOIN sites s ON s.id = a.site_id JOIN practices p ON p.id = s.practice_id
-                 WHERE {clause} ORDER BY p.name, s.name, a.hostname, a.id"
+                "SELECT {AGENT_COLUMNS} FROM {AGENT_TABLES} WHERE {clause} ORDER BY p.name, s.name, a.hostname, a.id"
             );
             let mut stmt = c.prepare(&sql).map_err(db)?;
-            let rows = stmt
-                .query_map(params![arg], |r| {
-                    Ok(AgentRow {
-                        agent_id: r.get(0)?,
-                        hostname: r.get(1)?,
-                        os: r.get(2)?,
-                        agent_version: r.get(3)?,
-                        practice_id: r.get(4)?,
-                        practice: r.get(5)?,
-                        site: r.get(6)?,
-                        enrolled_at: from_ms(r.get(7)?),
-                        last_seen_at: r.get::<_, Option<i64>>(8)?.map(from_ms),
-                        last_report_at: r.get::<_, Option<i64>>(9)?.map(from_ms),
-                        last_sequence: r.get::<_, i64>(10)?.max(0) as u64,
-                    })
-                })
-                .map_err(db)?;
+            let rows = stmt.query_map(params![arg], agent_row).map_err(db)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(db)
+        })
+        .await
+    }
+
+    async fn agent(&self, scope: &Scope, agent_id: &str) -> StoreResult<AgentRow> {
+        let scope = scope.clone();
+        let agent_id = agent_id.to_string();
+        self.with(move |c| {
+            check_visible(c, &scope, &agent_id)?;
+            c.query_row(
+                &format!("SELECT {AGENT_COLUMNS} FROM {AGENT_TABLES} WHERE a.id = ?1"),
+                [&agent_id],
+                agent_row,
+            )
+            .map_err(db)
         })
         .await
     }
@@ -520,23 +609,7 @@ impl Store for SqliteStore {
         let agent_id = agent_id.to_string();
         let kind = kind.map(str::to_string);
         self.with(move |c| {
-            let practice: Option<i64> = c
-                .query_row(
-                    "SELECT s.practice_id FROM agents a JOIN sites s ON s.id = a.site_id WHERE a.id = ?1",
-                    [&agent_id],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(db)?;
-            match practice {
-                Some(p) if scope.sees(p) => {}
-                _ => {
-                    return Err(StoreError::NotFound {
-                        what: "agent",
-                        name: agent_id,
-                    });
-                }
-            }
+            check_visible(c, &scope, &agent_id)?;
             let mut stmt = c
                 .prepare(
                     "SELECT sequence, kind, subject, observed_at, status, data, error FROM latest_observations
@@ -566,6 +639,165 @@ impl Store for SqliteStore {
                 })
                 .map_err(db)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(db)
+        })
+        .await
+    }
+
+    async fn replace_findings(&self, agent_id: &str, findings: &[Finding], now: DateTime<Utc>) -> StoreResult<()> {
+        let agent_id = agent_id.to_string();
+        let findings = findings.to_vec();
+        self.with(move |c| {
+            let tx = c
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(db)?;
+            let exists: Option<String> = tx
+                .query_row("SELECT id FROM agents WHERE id = ?1", [&agent_id], |r| r.get(0))
+                .optional()
+                .map_err(db)?;
+            if exists.is_none() {
+                return Err(StoreError::NotFound {
+                    what: "agent",
+                    name: agent_id,
+                });
+            }
+            let previous: std::collections::HashMap<String, (String, i64)> = {
+                let mut stmt = tx
+                    .prepare("SELECT rule, status, status_since FROM findings WHERE agent_id = ?1")
+                    .map_err(db)?;
+                let rows = stmt
+                    .query_map([&agent_id], |r| Ok((r.get::<_, String>(0)?, (r.get(1)?, r.get(2)?))))
+                    .map_err(db)?;
+                rows.collect::<Result<_, _>>().map_err(db)?
+            };
+            tx.execute("DELETE FROM findings WHERE agent_id = ?1", [&agent_id])
+                .map_err(db)?;
+            {
+                let mut ins = tx
+                    .prepare(
+                        "INSERT INTO findings (agent_id, rule, status, severity, title, citations, evidence, message,
+                                               remediation, exception, evaluated_at, status_since)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                         ON CONFLICT (agent_id, rule) DO UPDATE SET
+                           status = excluded.status, severity = excluded.severity, title = excluded.title,
+                           citations = excluded.citations, evidence = excluded.evidence, message = excluded.message,
+                           remediation = excluded.remediation, exception = excluded.exception,
+                           evaluated_at = excluded.evaluated_at, status_since = excluded.status_since",
+                    )
+                    .map_err(db)?;
+                for f in &findings {
+                    let Finding {
+                        rule,
+                        title,
+                        status,
+                        severity,
+                        citations,
+                        evidence,
+                        message,
+                        remediation,
+                        exception,
+                    } = f;
+                    let since = match previous.get(rule) {
+                        Some((old, since)) if old == status.as_str() => *since,
+                        _ => ms(now),
+                    };
+                    let exception = exception.as_ref().map(to_json).transpose()?;
+                    ins.execute(params![
+                        agent_id,
+                        rule,
+                        status.as_str(),
+                        severity.as_str(),
+                        title,
+                        to_json(citations)?,
+                        to_json(evidence)?,
+                        message,
+                        remediation,
+                        exception,
+                        ms(now),
+                        since
+                    ])
+                    .map_err(db)?;
+                }
+            }
+            tx.commit().map_err(db)
+        })
+        .await
+    }
+
+    async fn findings(&self, scope: &Scope, agent_id: &str) -> StoreResult<Vec<FindingRow>> {
+        let scope = scope.clone();
+        let agent_id = agent_id.to_string();
+        self.with(move |c| {
+            check_visible(c, &scope, &agent_id)?;
+            let mut stmt = c
+                .prepare(
+                    "SELECT rule, status, severity, title, citations, evidence, message, remediation, exception,
+                            evaluated_at, status_since
+                     FROM findings WHERE agent_id = ?1 ORDER BY rule",
+                )
+                .map_err(db)?;
+            type Raw = (
+                String,
+                String,
+                String,
+                String,
+                String,
+                String,
+                String,
+                Option<String>,
+                Option<String>,
+                i64,
+                i64,
+            );
+            let rows = stmt
+                .query_map([&agent_id], |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                        r.get(6)?,
+                        r.get(7)?,
+                        r.get(8)?,
+                        r.get(9)?,
+                        r.get(10)?,
+                    ))
+                })
+                .map_err(db)?;
+            let raw: Vec<Raw> = rows.collect::<Result<_, _>>().map_err(db)?;
+            raw.into_iter()
+                .map(
+                    |(
+                        rule,
+                        status,
+                        severity,
+                        title,
+                        citations,
+                        evidence,
+                        message,
+                        remediation,
+                        exception,
+                        at,
+                        since,
+                    )| {
+                        let status: Status = from_name("status", &status)?;
+                        Ok(FindingRow {
+                            status,
+                            severity: from_name("severity", &severity)?,
+                            citations: from_json("citations", &citations)?,
+                            evidence: from_json("evidence", &evidence)?,
+                            exception: exception.as_deref().map(|e| from_json("exception", e)).transpose()?,
+                            rule,
+                            title,
+                            message,
+                            remediation,
+                            evaluated_at: from_ms(at),
+                            status_since: from_ms(since),
+                        })
+                    },
+                )
+                .collect()
         })
         .await
     }

@@ -6,16 +6,19 @@
 //!
 //! - [`session`]: the session cookie, the [`session::Session`] extractor and the CSRF checks;
 //! - [`login`]: `GET /login`, `POST /login`, `POST /logout`;
-//! - [`overview`]: `GET /`, practices, sites and agents with their online state.
+//! - [`overview`]: `GET /`, practices, sites and agents with their online state and findings;
+//! - [`agent`]: `GET /agents/{agent_id}`, one machine's details and findings.
 //!
 //! Invariants: only a session token's SHA-256 is stored; every state-changing form carries a
 //! CSRF token (double-submit cookie before login, the session's token after); no page loads
 //! anything from elsewhere (the CSP in [`security_headers`] forbids it) and no page has scripts.
 
+pub mod agent;
 pub mod login;
 pub mod overview;
 pub mod session;
 
+use askama::Template;
 use axum::Router;
 use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -30,6 +33,7 @@ use crate::store::StoreError;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/", get(overview::overview))
+        .route("/agents/{agent_id}", get(agent::agent_page))
         .route("/login", get(login::login_page).post(login::login))
         .route("/logout", post(login::logout))
 }
@@ -60,6 +64,9 @@ pub enum WebError {
     /// No live session: the browser is sent to the login page.
     #[error("login required")]
     LoginRequired,
+    /// The page does not exist or the user may not see it (the same answer for both).
+    #[error("not found")]
+    NotFound,
     /// A form came without its CSRF token or with a wrong one.
     #[error("missing or invalid CSRF token")]
     Csrf,
@@ -70,7 +77,10 @@ pub enum WebError {
 
 impl From<StoreError> for WebError {
     fn from(e: StoreError) -> Self {
-        WebError::Internal(e.to_string())
+        match e {
+            StoreError::NotFound { .. } => WebError::NotFound,
+            other => WebError::Internal(other.to_string()),
+        }
     }
 }
 
@@ -84,6 +94,10 @@ impl IntoResponse for WebError {
     fn into_response(self) -> Response {
         match self {
             WebError::LoginRequired => Redirect::to("/login").into_response(),
+            WebError::NotFound => {
+                let html = NotFoundPage.render().unwrap_or_else(|_| "not found".to_string());
+                page(StatusCode::NOT_FOUND, html)
+            }
             WebError::Csrf => {
                 tracing::warn!("dashboard form refused: missing or invalid csrf token");
                 (
@@ -99,6 +113,11 @@ impl IntoResponse for WebError {
         }
     }
 }
+
+/// The page of a 404.
+#[derive(askama::Template)]
+#[template(path = "not_found.html")]
+pub struct NotFoundPage;
 
 /// A rendered page that no cache keeps (pages show who is logged in and practice data).
 pub(crate) fn page(status: StatusCode, html: String) -> Response {

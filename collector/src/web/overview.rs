@@ -10,7 +10,7 @@ use super::session::Session;
 use super::{WebError, page};
 use crate::api::admin::{AgentView, agent_views};
 use crate::app::AppState;
-use crate::store::{PracticeRow, Role};
+use crate::store::{FindingCounts, PracticeRow, Role};
 
 /// Seconds between automatic reloads of the overview.
 pub const REFRESH_SECS: u32 = 10;
@@ -49,11 +49,62 @@ pub struct SiteSection {
 /// One agent's row.
 #[derive(Debug)]
 pub struct AgentLine {
+    /// For the link to the agent's page.
+    pub agent_id: String,
     pub hostname: String,
     pub os: String,
     pub agent_version: String,
     pub online: bool,
     pub last_seen: Option<Seen>,
+    pub findings: FindingsSummary,
+}
+
+/// An agent's findings in a few words, and the badge class that colours them (the words
+/// carry the meaning; the colour only repeats it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FindingsSummary {
+    pub text: String,
+    /// `fail` (red), `warn` (amber), `pass` (green) or `na` (grey).
+    pub class: &'static str,
+}
+
+impl FindingsSummary {
+    pub fn new(c: &FindingCounts) -> Self {
+        if c.total() == 0 {
+            return FindingsSummary {
+                text: "not evaluated yet".into(),
+                class: "na",
+            };
+        }
+        if c.fail == 0 && c.error == 0 {
+            return if c.pass > 0 {
+                FindingsSummary {
+                    text: "all pass".into(),
+                    class: "pass",
+                }
+            } else {
+                FindingsSummary {
+                    text: "nothing applicable".into(),
+                    class: "na",
+                }
+            };
+        }
+        let mut parts = Vec::new();
+        if c.fail > 0 {
+            parts.push(format!("{} fail", c.fail));
+        }
+        if c.error > 0 {
+            parts.push(format!("{} error", c.error));
+        }
+        let mut text = parts.join(", ");
+        if c.accepted > 0 {
+            text.push_str(&format!(" ({} accepted)", c.accepted));
+        }
+        FindingsSummary {
+            text,
+            class: if c.fail > 0 { "fail" } else { "warn" },
+        }
+    }
 }
 
 /// A point in time as the page shows it.
@@ -113,11 +164,13 @@ pub fn sections(practices: Vec<PracticeRow>, agents: Vec<AgentView>, now: DateTi
                         .iter()
                         .filter(|a| a.practice == p.name && &a.site == site)
                         .map(|a| AgentLine {
+                            agent_id: a.agent_id.clone(),
                             hostname: a.hostname.clone(),
                             os: a.os.clone(),
                             agent_version: a.agent_version.clone(),
                             online: a.online,
                             last_seen: a.last_seen_at.map(|t| Seen::new(t, now)),
+                            findings: FindingsSummary::new(&a.findings),
                         })
                         .collect(),
                 })
@@ -180,6 +233,34 @@ mod tests {
         ] {
             let t = now - chrono::Duration::seconds(secs_before);
             assert_eq!(ago(t, now), expect, "{secs_before} s before");
+        }
+    }
+
+    #[test]
+    fn findings_summaries_say_it_in_words() {
+        let c = |pass, fail, error, not_applicable, accepted| FindingCounts {
+            pass,
+            fail,
+            error,
+            not_applicable,
+            accepted,
+        };
+        for (counts, text, class) in [
+            (c(0, 0, 0, 0, 0), "not evaluated yet", "na"),
+            (c(0, 0, 0, 4, 0), "nothing applicable", "na"),
+            (c(5, 0, 0, 2, 0), "all pass", "pass"),
+            (c(5, 3, 2, 1, 0), "3 fail, 2 error", "fail"),
+            (c(5, 0, 2, 1, 0), "2 error", "warn"),
+            (c(5, 1, 0, 0, 1), "1 fail (1 accepted)", "fail"),
+        ] {
+            assert_eq!(
+                FindingsSummary::new(&counts),
+                FindingsSummary {
+                    text: text.into(),
+                    class
+                },
+                "{counts:?}"
+            );
         }
     }
 

@@ -374,9 +374,215 @@ async fn health_metrics_and_openapi_answer() {
     for path in [
         "/api/v1/agent/reports",
         "/api/v1/agents",
+        "/api/v1/agents/{agent_id}/findings",
         "/api/v1/practices",
         "/healthz",
     ] {
         assert!(doc["paths"].get(path).is_some(), "openapi documents {path}");
     }
+}
+
+fn inventory(at: chrono::DateTime<chrono::Utc>) -> Observation {
+    let inv = obs::Inventory {
+        hostname: "frontdesk".into(),
+        os_family: "linux".into(),
+        ..Default::default()
+    };
+    Observation::ok("host", at, &inv)
+}
+
+fn firewall(enabled: bool, at: chrono::DateTime<chrono::Utc>) -> Observation {
+    let fw = obs::Firewall {
+        backend: "ufw".into(),
+        enabled,
+        default_inbound: if enabled { "deny" } else { "allow" }.into(),
+        profiles: Vec::new(),
+    };
+    Observation::ok("host", at, &fw)
+}
+
+fn report_of(agent_id: &str, sequence: u64, observations: &[Observation]) -> Value {
+    json!({"protocol": 1, "agent_id": agent_id, "sequence": sequence, "created_at": chrono::Utc::now(), "observations": observations})
+}
+
+/// Sends a report and checks it was stored (or, `stored: false`, acknowledged again).
+async fn deliver(app: &TestApp, e: &EnrollResponse, sequence: u64, observations: &[Observation], stored: bool) {
+    let resp = app
+        .send(post_json(
+            "/api/v1/agent/reports",
+            &report_of(&e.agent_id, sequence, observations),
+            Some((&e.agent_id, &e.agent_secret)),
+        ))
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let ack: ReportAck = serde_json::from_str(&body_text(resp).await).unwrap();
+    assert_eq!(ack.stored, stored);
+}
+
+/// `GET /api/v1/agents/{id}/findings` with `key`: the status and the JSON body.
+async fn findings(app: &TestApp, agent_id: &str, key: &str) -> (StatusCode, Value) {
+    let resp = app
+        .send(get(&format!("/api/v1/agents/{agent_id}/findings"), Some(key)))
+        .await;
+    let status = resp.status();
+    (status, serde_json::from_str(&body_text(resp).await).unwrap())
+}
+
+fn rule<'v>(findings: &'v Value, id: &str) -> &'v Value {
+    findings
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["rule"] == id)
+        .unwrap_or_else(|| panic!("no finding for {id} in {findings:#}"))
+}
+
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_failing_firewall_is_a_finding_until_a_report_fixes_it() {
+    let app = TestApp::new();
+    let e = enrolled(&app, "Smith Family Practice", "frontdesk").await;
+    let other = enrolled(&app, "Lakeside Dental", "xray").await;
+    let tech = admin::apikey_create(app.store(), Role::Technician, None, "t")
+        .await
+        .unwrap();
+    let pm_smith = admin::apikey_create(app.store(), Role::PracticeManager, Some("Smith Family Practice"), "pm")
+        .await
+        .unwrap();
+    let pm_lakeside = admin::apikey_create(app.store(), Role::PracticeManager, Some("Lakeside Dental"), "pm")
+        .await
+        .unwrap();
+
+    // Before any report: no findings, but the agent is there.
+    let (status, body) = findings(&app, &e.agent_id, &tech).await;
+    assert_eq!((status, body), (StatusCode::OK, json!([])));
+
+    let t0 = app.state.now();
+    deliver(&app, &e, 1, &[inventory(t0), firewall(false, t0)], true).await;
+    let (status, body) = findings(&app, &e.agent_id, &tech).await;
+    assert_eq!(status, StatusCode::OK);
+    let fw = rule(&body, "hipaa.network.firewall");
+    assert_eq!(fw["status"], "fail", "{fw:#}");
+    assert_eq!(fw["severity"], "high");
+    assert!(fw["title"].as_str().unwrap().contains("firewall"), "{fw:#}");
+    assert!(
+        fw["citations"]
+            .as_array()
+            .is_some_and(|c| !c.is_empty() && c.iter().all(|c| c.is_string())),
+        "{fw:#}"
+    );
+    assert!(
+        fw["remediation"].as_str().is_some_and(|r| !r.is_empty()),
+        "a failure says how to fix it"
+    );
+    assert!(fw["message"].as_str().unwrap().contains("enabled: false"), "{fw:#}");
+    assert_eq!(fw["evidence"]["failing"], json!(["host"]));
+    assert!(fw.get("exception").is_some_and(Value::is_null), "{fw:#}");
+    let failed_since = fw["status_since"].as_str().unwrap().to_string();
+    assert_eq!(fw["evaluated_at"], fw["status_since"]);
+    // Every rule of the pack has a finding; nothing observed is an error, not a pass.
+    let policy_rules = app.state.policy.rules.len();
+    assert_eq!(body.as_array().unwrap().len(), policy_rules);
+    assert_eq!(rule(&body, "hipaa.backup.recent")["status"], "error");
+    let counts = |agents: &Value| agents[0]["findings"].clone();
+    let agents: Value =
+        serde_json::from_str(&body_text(app.send(get("/api/v1/agents", Some(&pm_smith))).await).await).unwrap();
+    assert_eq!(counts(&agents)["fail"], 1, "{agents:#}");
+
+    // The same report again is acknowledged and not evaluated again.
+    deliver(&app, &e, 1, &[inventory(t0), firewall(false, t0)], false).await;
+
+    // Another report with only some checks: the firewall stays failing, and since the first time.
+    app.advance(60);
+    let t1 = app.state.now();
+    deliver(&app, &e, 2, &[inventory(t1)], true).await;
+    let (_, body) = findings(&app, &e.agent_id, &tech).await;
+    let fw = rule(&body, "hipaa.network.firewall");
+    assert_eq!(
+        (fw["status"].as_str(), fw["status_since"].as_str()),
+        (Some("fail"), Some(failed_since.as_str()))
+    );
+    assert_ne!(fw["evaluated_at"], fw["status_since"]);
+
+    // The fix flips it to pass, with a new status_since and no remediation.
+    app.advance(60);
+    let t2 = app.state.now();
+    deliver(&app, &e, 3, &[firewall(true, t2)], true).await;
+    let (_, body) = findings(&app, &e.agent_id, &pm_smith).await;
+    let fw = rule(&body, "hipaa.network.firewall");
+    assert_eq!(fw["status"], "pass", "{fw:#}");
+    let since = fw["status_since"].as_str().unwrap();
+    assert_ne!(since, failed_since);
+    assert_eq!(
+        chrono::DateTime::parse_from_rfc3339(since).unwrap().timestamp_millis(),
+        t2.timestamp_millis()
+    );
+    assert!(fw["remediation"].is_null());
+
+    // Another practice's key does not see it; nor does anyone see an agent that does not exist.
+    for (case, agent_id, key) in [
+        ("other practice", e.agent_id.as_str(), pm_lakeside.as_str()),
+        ("no such agent", "no-such-agent", tech.as_str()),
+    ] {
+        let (status, body) = findings(&app, agent_id, key).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{case}");
+        assert!(body["error"].as_str().unwrap().contains("not found"), "{case}: {body}");
+    }
+    assert_eq!(findings(&app, &other.agent_id, &pm_lakeside).await.0, StatusCode::OK);
+    let resp = app
+        .send(get(&format!("/api/v1/agents/{}/findings", e.agent_id), None))
+        .await;
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+
+    let metrics = body_text(app.send(get("/metrics", None)).await).await;
+    assert_eq!(metric(&metrics, "rounds_evaluations_total"), 3, "one per stored report");
+    assert_eq!(metric(&metrics, "rounds_evaluations_failed_total"), 0);
+}
+
+#[tokio::test]
+async fn without_an_inventory_the_enrolled_os_decides_and_an_unknown_os_stores_the_report() {
+    let app = TestApp::new();
+    let tech = admin::apikey_create(app.store(), Role::Technician, None, "t")
+        .await
+        .unwrap();
+    let e = enrolled(&app, "P", "frontdesk").await;
+    let t0 = app.state.now();
+    deliver(&app, &e, 1, &[firewall(false, t0)], true).await;
+    let (_, body) = findings(&app, &e.agent_id, &tech).await;
+    assert_eq!(
+        rule(&body, "hipaa.network.firewall")["status"],
+        "fail",
+        "judged as linux, the enrolled os"
+    );
+
+    // An OS the policy does not know: the report is stored and acknowledged, nothing evaluated.
+    let t = token(&app, "P", "Main").await;
+    let mut body = enroll_body(&t, "odd");
+    body["os"] = json!("plan9");
+    let resp = app.send(post_json("/api/v1/agent/enroll", &body, None)).await;
+    let odd: EnrollResponse = serde_json::from_str(&body_text(resp).await).unwrap();
+    deliver(&app, &odd, 1, &[firewall(false, t0)], true).await;
+    assert_eq!(findings(&app, &odd.agent_id, &tech).await.1, json!([]));
+    let metrics = body_text(app.send(get("/metrics", None)).await).await;
+    assert_eq!(metric(&metrics, "rounds_evaluations_total"), 1);
+    assert_eq!(metric(&metrics, "rounds_evaluations_failed_total"), 1);
+    // Its inventory names the family: the next report is evaluated.
+    let inv = Observation::ok(
+        "host",
+        t0,
+        &obs::Inventory {
+            os_family: "windows".into(),
+            ..Default::default()
+        },
+    );
+    deliver(&app, &odd, 2, &[inv], true).await;
+    let (_, body) = findings(&app, &odd.agent_id, &tech).await;
+    assert_eq!(rule(&body, "hipaa.network.firewall")["status"], "fail");
 }

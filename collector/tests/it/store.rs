@@ -3,11 +3,15 @@
 
 use std::sync::Arc;
 
-use chrono::{Duration, Utc};
+use chrono::{DateTime, Duration, NaiveDate, Utc};
 use rounds_collector::secrets::hash_secret;
 use rounds_collector::store::sqlite::SqliteStore;
-use rounds_collector::store::{Ingested, NewAgent, NewToken, Role, Scope, Store, StoreError, TokenRefusal};
+use rounds_collector::store::{
+    FindingCounts, Ingested, NewAgent, NewToken, Role, Scope, Store, StoreError, TokenRefusal,
+};
+use rounds_policies::{Exception, Finding, Severity, Status};
 use rounds_protocol::{Observation, obs};
+use serde_json::json;
 
 fn admin() -> Scope {
     Scope {
@@ -250,6 +254,240 @@ pub async fn audit_log_keeps_entries_newest_first(store: Arc<dyn Store>) {
     assert_eq!(store.audit_entries(1).await.unwrap().len(), 1);
 }
 
+/// A finding as evaluation would make it; failures carry a remediation.
+fn finding(rule: &str, status: Status) -> Finding {
+    Finding {
+        rule: rule.into(),
+        title: format!("title of {rule}"),
+        status,
+        severity: Severity::High,
+        citations: vec!["164.312(a)(1)".into(), "164.308(a)(1)(ii)(B)".into()],
+        evidence: json!({"observations": [{"subject": "host", "values": {"enabled": status == Status::Pass}}]}),
+        message: format!("{rule} is {status}"),
+        remediation: (status == Status::Fail).then(|| format!("fix {rule}")),
+        exception: None,
+    }
+}
+
+/// A time with millisecond precision, as stores keep it.
+fn at(secs: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(1_795_000_000_000 + secs * 1000).unwrap()
+}
+
+pub async fn findings_keep_status_since_until_the_status_changes(store: Arc<dyn Store>) {
+    enroll(store.as_ref(), "P", "S", "a1").await;
+    let status_of = |rows: &[rounds_collector::store::FindingRow], rule: &str| {
+        let f = rows
+            .iter()
+            .find(|f| f.rule == rule)
+            .unwrap_or_else(|| panic!("no {rule}"));
+        (f.status, f.status_since, f.evaluated_at)
+    };
+    store
+        .replace_findings(
+            "a1",
+            &[finding("r.a", Status::Pass), finding("r.b", Status::Fail)],
+            at(0),
+        )
+        .await
+        .unwrap();
+    // Same statuses an hour later: `status_since` stays, `evaluated_at` moves.
+    store
+        .replace_findings(
+            "a1",
+            &[finding("r.a", Status::Pass), finding("r.b", Status::Fail)],
+            at(3600),
+        )
+        .await
+        .unwrap();
+    let rows = store.findings(&admin(), "a1").await.unwrap();
+    assert_eq!(status_of(&rows, "r.a"), (Status::Pass, at(0), at(3600)));
+    assert_eq!(
+        status_of(&rows, "r.b"),
+        (Status::Fail, at(0), at(3600)),
+        "red since the first time"
+    );
+    // r.b is fixed: its status_since moves; r.a is unchanged.
+    store
+        .replace_findings(
+            "a1",
+            &[finding("r.a", Status::Pass), finding("r.b", Status::Pass)],
+            at(7200),
+        )
+        .await
+        .unwrap();
+    let rows = store.findings(&admin(), "a1").await.unwrap();
+    assert_eq!(status_of(&rows, "r.a"), (Status::Pass, at(0), at(7200)));
+    assert_eq!(status_of(&rows, "r.b"), (Status::Pass, at(7200), at(7200)));
+    // Breaks again: a new status_since, not the first failure's.
+    store
+        .replace_findings(
+            "a1",
+            &[finding("r.a", Status::Pass), finding("r.b", Status::Fail)],
+            at(9000),
+        )
+        .await
+        .unwrap();
+    let rows = store.findings(&admin(), "a1").await.unwrap();
+    assert_eq!(status_of(&rows, "r.b"), (Status::Fail, at(9000), at(9000)));
+}
+
+pub async fn findings_are_replaced_as_a_whole_and_round_trip(store: Arc<dyn Store>) {
+    enroll(store.as_ref(), "P", "S", "a1").await;
+    enroll(store.as_ref(), "P", "S", "a2").await;
+    let mut accepted = finding("r.c", Status::Fail);
+    accepted.exception = Some(Exception {
+        reason: "legacy imaging PC, isolated VLAN".into(),
+        accepted_by: "Dr. Smith".into(),
+        expires: NaiveDate::from_ymd_opt(2027, 6, 1).unwrap(),
+        source: "practice.toml".into(),
+    });
+    accepted.severity = Severity::Critical;
+    let first = [
+        finding("r.a", Status::Pass),
+        finding("r.b", Status::Error),
+        accepted.clone(),
+    ];
+    store.replace_findings("a1", &first, at(0)).await.unwrap();
+    store
+        .replace_findings("a2", &[finding("r.a", Status::Fail)], at(0))
+        .await
+        .unwrap();
+    let rows = store.findings(&admin(), "a1").await.unwrap();
+    let rules: Vec<&str> = rows.iter().map(|f| f.rule.as_str()).collect();
+    assert_eq!(rules, vec!["r.a", "r.b", "r.c"], "ordered by rule");
+    let c = rows.iter().find(|f| f.rule == "r.c").unwrap();
+    let rounds_collector::store::FindingRow {
+        rule,
+        title,
+        status,
+        severity,
+        citations,
+        evidence,
+        message,
+        remediation,
+        exception,
+        status_since,
+        evaluated_at,
+    } = c.clone();
+    let Finding {
+        rule: r,
+        title: t,
+        status: st,
+        severity: sev,
+        citations: cit,
+        evidence: ev,
+        message: m,
+        remediation: rem,
+        exception: ex,
+    } = accepted;
+    assert_eq!(
+        (
+            rule,
+            title,
+            status,
+            severity,
+            citations,
+            evidence,
+            message,
+            remediation,
+            exception
+        ),
+        (r, t, st, sev, cit, ev, m, rem, ex),
+        "every field comes back as stored"
+    );
+    assert_eq!((status_since, evaluated_at), (at(0), at(0)));
+
+    // A later evaluation without r.b and r.c drops them, and touches no other agent.
+    store
+        .replace_findings("a1", &[finding("r.a", Status::Pass)], at(60))
+        .await
+        .unwrap();
+    let rows = store.findings(&admin(), "a1").await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].rule, "r.a");
+    let other = store.findings(&admin(), "a2").await.unwrap();
+    assert_eq!((other.len(), other[0].status), (1, Status::Fail));
+    // An empty evaluation clears them.
+    store.replace_findings("a1", &[], at(120)).await.unwrap();
+    assert!(store.findings(&admin(), "a1").await.unwrap().is_empty());
+    assert!(matches!(
+        store.replace_findings("ghost", &first, at(0)).await,
+        Err(StoreError::NotFound { .. })
+    ));
+}
+
+pub async fn agents_count_their_findings_by_status(store: Arc<dyn Store>) {
+    enroll(store.as_ref(), "P", "S", "a1").await;
+    enroll(store.as_ref(), "P", "S", "a2").await;
+    let mut accepted = finding("r.e", Status::Fail);
+    accepted.exception = Some(Exception {
+        reason: "r".into(),
+        accepted_by: "x".into(),
+        expires: NaiveDate::from_ymd_opt(2099, 1, 1).unwrap(),
+        source: "s".into(),
+    });
+    let findings = [
+        finding("r.a", Status::Pass),
+        finding("r.b", Status::Fail),
+        finding("r.c", Status::Error),
+        finding("r.d", Status::NotApplicable),
+        accepted,
+    ];
+    store.replace_findings("a1", &findings, at(0)).await.unwrap();
+    let expect = FindingCounts {
+        pass: 1,
+        fail: 2,
+        error: 1,
+        not_applicable: 1,
+        accepted: 1,
+    };
+    let agents = store.agents(&admin()).await.unwrap();
+    let counts: Vec<(&str, FindingCounts)> = agents.iter().map(|a| (a.agent_id.as_str(), a.findings)).collect();
+    assert_eq!(counts, vec![("a1", expect), ("a2", FindingCounts::default())]);
+    assert_eq!(store.agent(&admin(), "a1").await.unwrap().findings, expect);
+    assert_eq!(
+        store.agent(&admin(), "a1").await.unwrap(),
+        agents[0],
+        "one agent reads as in the list"
+    );
+}
+
+pub async fn findings_and_agents_are_hidden_outside_the_scope(store: Arc<dyn Store>) {
+    enroll(store.as_ref(), "Alpha", "S", "a1").await;
+    enroll(store.as_ref(), "Beta", "S", "b1").await;
+    store
+        .replace_findings("b1", &[finding("r.a", Status::Fail)], at(0))
+        .await
+        .unwrap();
+    store
+        .replace_findings("a1", &[finding("r.a", Status::Pass)], at(0))
+        .await
+        .unwrap();
+    let alpha = store.ensure_practice("Alpha").await.unwrap();
+    let pm = Scope {
+        role: Role::PracticeManager,
+        practice_id: Some(alpha),
+    };
+    assert_eq!(store.findings(&pm, "a1").await.unwrap().len(), 1);
+    assert_eq!(store.agent(&pm, "a1").await.unwrap().agent_id, "a1");
+    for (case, id) in [("another practice's agent", "b1"), ("no such agent", "ghost")] {
+        assert!(
+            matches!(store.findings(&pm, id).await, Err(StoreError::NotFound { .. })),
+            "{case}"
+        );
+        assert!(
+            matches!(store.agent(&pm, id).await, Err(StoreError::NotFound { .. })),
+            "{case}"
+        );
+    }
+    let tech = Scope {
+        role: Role::Technician,
+        practice_id: None,
+    };
+    assert_eq!(store.findings(&tech, "b1").await.unwrap()[0].status, Status::Fail);
+}
+
 macro_rules! store_suite {
     ($backend:ident, $make:expr) => {
         mod $backend {
@@ -263,6 +501,10 @@ macro_rules! store_suite {
                 heartbeats_never_move_last_seen_backwards,
                 users_sessions_and_api_keys,
                 audit_log_keeps_entries_newest_first,
+                findings_keep_status_since_until_the_status_changes,
+                findings_are_replaced_as_a_whole_and_round_trip,
+                agents_count_their_findings_by_status,
+                findings_and_agents_are_hidden_outside_the_scope,
             );
         }
     };
@@ -291,7 +533,7 @@ fn sqlite_migrates_once_and_refuses_a_newer_schema() {
     let path = dir.path().join("rounds.db");
     let s = SqliteStore::open(&path).unwrap();
     let v = s.schema_version().unwrap();
-    assert!(v >= 1);
+    assert!(v >= 2, "findings came with schema version 2");
     drop(s);
     assert_eq!(
         SqliteStore::open(&path).unwrap().schema_version().unwrap(),
@@ -303,4 +545,29 @@ fn sqlite_migrates_once_and_refuses_a_newer_schema() {
     drop(conn);
     let err = SqliteStore::open(&path).unwrap_err().to_string();
     assert!(err.contains("newer than this collector"), "{err}");
+}
+
+#[tokio::test]
+async fn sqlite_upgrades_a_version_1_database_with_its_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rounds.db");
+    let s: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).unwrap());
+    enroll(s.as_ref(), "P", "S", "a1").await;
+    drop(s);
+    // What a collector of schema version 1 left behind.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch("DROP TABLE findings; PRAGMA user_version = 1;")
+        .unwrap();
+    drop(conn);
+    let s = SqliteStore::open(&path).unwrap();
+    assert!(s.schema_version().unwrap() >= 2, "migrated past version 1");
+    let s: Arc<dyn Store> = Arc::new(s);
+    assert_eq!(
+        s.agent(&admin(), "a1").await.unwrap().findings,
+        FindingCounts::default()
+    );
+    s.replace_findings("a1", &[finding("r.a", Status::Fail)], at(0))
+        .await
+        .unwrap();
+    assert_eq!(s.agent(&admin(), "a1").await.unwrap().findings.fail, 1);
 }

@@ -1,6 +1,6 @@
 //! Shared helpers: a collector app over a fresh SQLite store in a temp dir.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use axum::Router;
 use axum::body::Body;
@@ -10,7 +10,14 @@ use rounds_collector::app::{AppState, router};
 use rounds_collector::config::{Overrides, Settings, validate};
 use rounds_collector::store::Store;
 use rounds_collector::store::sqlite::SqliteStore;
+use rounds_policies::Policy;
 use tower::ServiceExt;
+
+/// The built-in policy, loaded once for the whole test binary.
+pub fn policy() -> Arc<Policy> {
+    static POLICY: OnceLock<Arc<Policy>> = OnceLock::new();
+    Arc::clone(POLICY.get_or_init(|| Arc::new(Policy::builtin().unwrap())))
+}
 
 /// A test collector: state, router, a settable clock and the temp dir keeping it alive.
 pub struct TestApp {
@@ -30,7 +37,7 @@ impl TestApp {
         settings.data_dir = dir.path().to_path_buf();
         f(&mut settings);
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("rounds.db")).unwrap());
-        let mut state = AppState::new(store, settings);
+        let mut state = AppState::with_policy(store, settings, policy());
         let now = Arc::new(Mutex::new(Utc::now()));
         let n = Arc::clone(&now);
         state.clock = Arc::new(move || *n.lock().unwrap());

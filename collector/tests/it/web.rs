@@ -5,8 +5,11 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{Request, Response, StatusCode, header};
 use rounds_collector::admin;
+use rounds_collector::evaluation::evaluate_agent;
 use rounds_collector::secrets;
 use rounds_collector::store::{NewAgent, NewToken, Role};
+use rounds_policies::{Exception, Finding, Severity, Status};
+use rounds_protocol::{Observation, obs};
 
 use crate::support::{TestApp, body_text};
 
@@ -85,9 +88,9 @@ fn hidden_csrf(body: &str) -> String {
     body[start..].split('"').next().unwrap().to_string()
 }
 
-/// The table row of the agent with this (escaped) hostname.
+/// The table row of the agent with this (escaped) hostname, which links to its page.
 fn row<'b>(body: &'b str, hostname: &str) -> &'b str {
-    let cell = format!(r#"<td class="host">{hostname}</td>"#);
+    let cell = format!(r#"">{hostname}</a></td>"#);
     let at = body
         .find(&cell)
         .unwrap_or_else(|| panic!("no row for {hostname} in {body}"));
@@ -631,5 +634,267 @@ async fn empty_collector_explains_how_to_start() {
     assert!(
         body.contains("rounds-collector token create --practice NAME --site NAME"),
         "{body}"
+    );
+}
+
+// ---- agent page
+
+/// `GET /agents/{id}` with a session; the status and the body.
+async fn agent_page(app: &TestApp, session: &str, agent_id: &str) -> (StatusCode, String) {
+    let resp = app
+        .send(get(&format!("/agents/{agent_id}"), &[("rounds_session", session)]))
+        .await;
+    let status = resp.status();
+    (status, body_text(resp).await)
+}
+
+/// The findings table row of a rule.
+fn finding_row<'b>(body: &'b str, rule: &str) -> &'b str {
+    let marker = format!(r#"<tr id="finding-{rule}">"#);
+    let start = body
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no row for {rule} in {body}"));
+    let end = start + body[start..].find("</tr>").unwrap();
+    &body[start..end]
+}
+
+/// Stores a report for an agent enrolled through the store, and evaluates it as the report
+/// endpoint does.
+async fn report_and_evaluate(app: &TestApp, agent_id: &str, sequence: u64, observations: &[Observation]) {
+    let now = app.state.now();
+    app.store()
+        .ingest_report(agent_id, sequence, now, observations, now)
+        .await
+        .unwrap();
+    evaluate_agent(&app.state, agent_id).await.unwrap();
+}
+
+fn hostile_inventory(at: chrono::DateTime<chrono::Utc>) -> Observation {
+    Observation::ok(
+        "host",
+        at,
+        &obs::Inventory {
+            hostname: "frontdesk".into(),
+            os_family: "linux".into(),
+            os_name: Some("<b>Ubuntu</b>".into()),
+            os_version: Some("24.04".into()),
+            kernel_version: Some("6.8.0-<i>generic</i>".into()),
+            cpu_model: Some("Intel Core i5".into()),
+            cpu_cores: 4,
+            memory_total_bytes: 16 * 1024 * 1024 * 1024,
+            disks: vec![obs::InventoryDisk {
+                device: "/dev/<u>sda1</u>".into(),
+                mount_point: "/".into(),
+                file_system: "ext4".into(),
+                total_bytes: 512 * 1024 * 1024 * 1024,
+                available_bytes: 100 * 1024 * 1024 * 1024,
+                removable: false,
+            }],
+            agent_version: "0.3.1".into(),
+            ..Default::default()
+        },
+    )
+}
+
+fn firewall(enabled: bool, backend: &str, at: chrono::DateTime<chrono::Utc>) -> Observation {
+    Observation::ok(
+        "host",
+        at,
+        &obs::Firewall {
+            backend: backend.into(),
+            enabled,
+            default_inbound: if enabled { "deny" } else { "allow" }.into(),
+            profiles: Vec::new(),
+        },
+    )
+}
+
+#[tokio::test]
+async fn agent_page_shows_details_and_findings_worst_first_all_escaped() {
+    let app = TestApp::new();
+    let id = agent(
+        &app,
+        "O'Brien & <i>Partners</i>",
+        "Main St",
+        "<script>alert(1)</script>",
+        "linux",
+        "0.3.1",
+    )
+    .await;
+    user(&app, "alice", Role::Technician, None).await;
+    let token = session(&app, "alice").await;
+
+    // Enrolled, not evaluated yet.
+    let (status, body) = agent_page(&app, &token, &id).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        body.contains("not evaluated yet") && body.contains("No findings yet"),
+        "{body}"
+    );
+    assert!(body.contains("no inventory received yet"), "{body}");
+
+    let t0 = app.state.now();
+    let backend = r#""><img src=x onerror=alert(2)>"#;
+    report_and_evaluate(&app, &id, 1, &[hostile_inventory(t0), firewall(false, backend, t0)]).await;
+    app.advance(120);
+    let (status, body) = agent_page(&app, &token, &id).await;
+    assert_eq!(status, StatusCode::OK);
+    for text in [
+        "Main St",
+        "&#60;b&#62;Ubuntu&#60;/b&#62; 24.04",
+        "6.8.0-&#60;i&#62;generic&#60;/i&#62;",
+        "Intel Core i5 (4 cores)",
+        "16.0 GiB",
+        "/dev/&#60;u&#62;sda1&#60;/u&#62;",
+        "100.0 GiB free of 512.0 GiB",
+        "0.3.1",
+        &id,
+    ] {
+        assert!(body.contains(text), "{text:?} missing in {body}");
+    }
+    // Findings: the firewall fails, with its citation, since when, the message and the fix.
+    let fw = finding_row(&body, "hipaa.network.firewall");
+    let rule = app.state.policy.rule("hipaa.network.firewall").unwrap();
+    for text in [
+        r#"<span class="badge fail">Fail</span>"#,
+        "high",
+        rule.rule.title.as_str(),
+        rule.rule.citation_refs()[0].as_str(),
+        "2 min ago",
+        "enabled: false",
+        "Fix:",
+        // The agent's value in the message and the evidence, escaped.
+        "&#34;&#62;&#60;img src=x onerror=alert(2)&#62;",
+    ] {
+        assert!(fw.contains(text), "{text:?} missing in {fw}");
+    }
+    // Worst first: every failure comes before every error, every error before every pass.
+    let pos = |needle: &str| body.find(needle);
+    let last_fail = body.rfind(r#"<span class="badge fail">Fail</span>"#).unwrap();
+    let first_error = pos(r#"<span class="badge warn">Error</span>"#).expect("unobserved rules are errors");
+    assert!(last_fail < first_error);
+    if let Some(first_pass) = pos(r#"<span class="badge pass">Pass</span>"#) {
+        assert!(body.rfind(r#"<span class="badge warn">Error</span>"#).unwrap() < first_pass);
+    }
+    // Nothing an agent or a person wrote reaches the page as markup.
+    for raw in ["<script", "<img", "<b>", "<i>", "<u>", "O'Brien"] {
+        assert!(!body.contains(raw), "{raw} unescaped in {body}");
+    }
+    assert!(body.contains("&#60;script&#62;alert(1)&#60;/script&#62;"));
+
+    // The overview links the host to this page and counts its findings in words.
+    let (_, overview_body) = overview(&app, &token).await;
+    let r = row(&overview_body, "&#60;script&#62;alert(1)&#60;/script&#62;");
+    assert!(r.contains(&format!(r#"href="/agents/{id}""#)), "{r}");
+    let n = app.store().agent(&admin_scope(), &id).await.unwrap().findings;
+    assert!(
+        r.contains(&format!(
+            r#"<span class="badge fail">{} fail, {} error</span>"#,
+            n.fail, n.error
+        )),
+        "{n:?}: {r}"
+    );
+
+    // Fixed: the firewall passes, since the fix, and no fix is offered.
+    let t1 = app.state.now();
+    report_and_evaluate(&app, &id, 2, &[firewall(true, "ufw", t1)]).await;
+    app.advance(30);
+    let (_, body) = agent_page(&app, &token, &id).await;
+    let fw = finding_row(&body, "hipaa.network.firewall");
+    assert!(fw.contains(r#"<span class="badge pass">Pass</span>"#), "{fw}");
+    assert!(fw.contains("30 s ago") && !fw.contains("Fix:"), "{fw}");
+}
+
+fn admin_scope() -> rounds_collector::store::Scope {
+    rounds_collector::store::Scope {
+        role: Role::Admin,
+        practice_id: None,
+    }
+}
+
+#[tokio::test]
+async fn accepted_risks_show_as_exceptions_never_as_passes() {
+    let app = TestApp::new();
+    let id = agent(&app, "Smith Family Practice", "Main St", "xray", "windows", "0.3.1").await;
+    user(&app, "alice", Role::Admin, None).await;
+    let token = session(&app, "alice").await;
+    let finding = |rule: &str, status: Status, accepted_by: Option<&str>| Finding {
+        rule: rule.into(),
+        title: format!("title of {rule}"),
+        status,
+        severity: Severity::Critical,
+        citations: vec!["164.312(a)(2)(iv)".into()],
+        evidence: serde_json::json!({}),
+        message: format!("message of {rule}"),
+        remediation: (status == Status::Fail).then(|| "turn it on".to_string()),
+        exception: accepted_by.map(|by| Exception {
+            reason: "imaging vendor forbids <it>".into(),
+            accepted_by: by.into(),
+            expires: chrono::NaiveDate::from_ymd_opt(2099, 1, 1).unwrap(),
+            source: "practice.toml".into(),
+        }),
+    };
+    let now = app.state.now();
+    app.store()
+        .replace_findings(
+            &id,
+            &[
+                finding("r.accepted", Status::Fail, Some("Dr. O'Brien")),
+                finding("r.na", Status::NotApplicable, None),
+            ],
+            now,
+        )
+        .await
+        .unwrap();
+    let (status, body) = agent_page(&app, &token, &id).await;
+    assert_eq!(status, StatusCode::OK);
+    let r = finding_row(&body, "r.accepted");
+    assert!(r.contains(r#"<span class="badge fail">Fail</span>"#), "{r}");
+    assert!(!r.contains("Pass"), "{r}");
+    assert!(
+        r.contains("exception (accepted by Dr. O&#39;Brien until 2099-01-01)"),
+        "{r}"
+    );
+    assert!(r.contains("imaging vendor forbids &#60;it&#62;"), "{r}");
+    let na = finding_row(&body, "r.na");
+    assert!(na.contains(r#"<span class="badge na">Not applicable</span>"#), "{na}");
+    let (_, overview_body) = overview(&app, &token).await;
+    assert!(
+        row(&overview_body, "xray").contains(r#"<span class="badge fail">1 fail (1 accepted)</span>"#),
+        "{overview_body}"
+    );
+}
+
+#[tokio::test]
+async fn agent_page_is_scoped_to_the_users_practice() {
+    let app = TestApp::new();
+    let smith = agent(&app, "Smith Family Practice", "Main St", "smith-pc", "linux", "0.3.1").await;
+    let lakeside = agent(&app, "Lakeside Dental", "Clinic", "lakeside-pc", "linux", "0.3.1").await;
+    report_and_evaluate(&app, &lakeside, 1, &[firewall(false, "ufw", app.state.now())]).await;
+    user(&app, "pm-smith", Role::PracticeManager, Some("Smith Family Practice")).await;
+    user(&app, "tech", Role::Technician, None).await;
+    let pm = session(&app, "pm-smith").await;
+    let tech = session(&app, "tech").await;
+
+    let (status, body) = agent_page(&app, &pm, &smith).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains("smith-pc"));
+    for (case, id) in [
+        ("another practice's agent", lakeside.as_str()),
+        ("no such agent", "nope"),
+    ] {
+        let (status, body) = agent_page(&app, &pm, id).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{case}");
+        assert!(!body.contains("lakeside") && !body.contains("hipaa."), "{case}: {body}");
+        assert!(body.contains("Not found"), "{case}: {body}");
+    }
+    let (status, body) = agent_page(&app, &tech, &lakeside).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains("hipaa.network.firewall"), "{body}");
+    // Without a session: to the login page.
+    let resp = app.send(get(&format!("/agents/{smith}"), &[])).await;
+    assert_eq!(
+        (resp.status(), location(&resp)),
+        (StatusCode::SEE_OTHER, Some("/login"))
     );
 }

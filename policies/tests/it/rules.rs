@@ -751,18 +751,56 @@ fn updates_security_patches() {
                 Pass,
             ),
             (
-                "pending of unknown age",
+                "pending of unknown age, automatic updates ran 3 h ago",
                 vec![u(json!({"oldest_pending_security_days": null}))],
+                "",
+                Pass,
+            ),
+            (
+                "pending of unknown age, automatic updates last ran exactly 30 days ago",
+                vec![u(
+                    json!({"oldest_pending_security_days": null, "last_run": ago(Duration::days(30))}),
+                )],
+                "",
+                Pass,
+            ),
+            (
+                "pending of unknown age, automatic updates last ran 30 days and a minute ago",
+                vec![u(json!({"oldest_pending_security_days": null,
+                    "last_run": ago(Duration::days(30) + Duration::minutes(1))}))],
+                "",
+                Fail,
+            ),
+            (
+                "pending of unknown age, automatic updates never ran",
+                vec![u(json!({"oldest_pending_security_days": null, "last_run": null}))],
                 "",
                 Error,
             ),
             (
-                "count unknown",
+                "pending of unknown age, no automatic updates",
+                vec![u(
+                    json!({"oldest_pending_security_days": null, "auto_security_updates": false}),
+                )],
+                "",
+                Error,
+            ),
+            (
+                "count unknown, automatic updates off",
+                vec![u(
+                    json!({"pending_security_count": null, "oldest_pending_security_days": null,
+                    "auto_security_updates": false}),
+                )],
+                "",
+                Error,
+            ),
+            (
+                "count unknown, automatic updates ran recently",
                 vec![u(
                     json!({"pending_security_count": null, "oldest_pending_security_days": null}),
                 )],
                 "",
-                Error,
+                Pass,
             ),
             (
                 "check could not run",
