@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use rounds_policies::{LoadErrors, Policy};
 
 use crate::config::Settings;
+use crate::evaluation::PolicyCache;
 use crate::store::Store;
 use crate::{api, web};
 
@@ -23,8 +24,11 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub metrics: Arc<Metrics>,
     pub clock: Clock,
-    /// The policy every report is evaluated against, loaded once at start-up.
+    /// The policy reports are evaluated against when their practice and site have no policy
+    /// settings, loaded once at start-up.
     pub policy: Arc<Policy>,
+    /// Effective policies of practices and sites with settings, built on first use.
+    pub policies: Arc<PolicyCache>,
     /// Held while an agent's findings are evaluated and replaced, so two reports arriving
     /// together cannot store findings from older observations over newer ones.
     pub evaluation_lock: Arc<tokio::sync::Mutex<()>>,
@@ -58,6 +62,7 @@ impl AppState {
             metrics: Arc::new(Metrics::default()),
             clock: Arc::new(Utc::now),
             policy,
+            policies: Arc::new(PolicyCache::default()),
             evaluation_lock: Arc::new(tokio::sync::Mutex::new(())),
         }
     }

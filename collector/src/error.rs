@@ -51,7 +51,7 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound { .. } => ApiError::NotFound(e.to_string()),
-            StoreError::Conflict { .. } => ApiError::BadRequest(e.to_string()),
+            StoreError::Conflict { .. } | StoreError::Invalid(_) => ApiError::BadRequest(e.to_string()),
             StoreError::Token(r) => ApiError::Forbidden(format!("enrollment refused: {r}")),
             StoreError::Database(_) => ApiError::Internal(e.to_string()),
         }

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use rounds_collector::config::{self, Overrides};
 use rounds_collector::store::Role;
 use rounds_collector::{admin, serve};
+use rounds_policies::Pack;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Parser)]
@@ -47,6 +48,40 @@ enum Command {
     /// API keys for automation.
     #[command(subcommand)]
     Apikey(ApikeyCmd),
+    /// Policy settings per practice and per site: profile and overrides.
+    #[command(subcommand)]
+    Policy(PolicyCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum PolicyCmd {
+    /// Validate and store a practice's or site's profile and overrides; what is not given stays.
+    Set {
+        #[arg(long)]
+        practice: String,
+        /// The site; without it the settings are the practice's.
+        #[arg(long)]
+        site: Option<String>,
+        /// Pack profile, e.g. hipaa-2025-proposed (practice level only).
+        #[arg(long, conflicts_with_all = ["clear_profile", "site"])]
+        profile: Option<String>,
+        /// Remove the practice's profile.
+        #[arg(long, conflicts_with = "site")]
+        clear_profile: bool,
+        /// Overrides file (TOML: parameter changes, accepted risks); replaces the previous one.
+        #[arg(long, conflicts_with = "clear_overrides")]
+        overrides: Option<PathBuf>,
+        /// Remove the overrides.
+        #[arg(long)]
+        clear_overrides: bool,
+    },
+    /// Print a practice's or site's settings and the effective changes to the built-in policy.
+    Show {
+        #[arg(long)]
+        practice: String,
+        #[arg(long)]
+        site: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -223,6 +258,77 @@ async fn run(cli: Cli) -> Result<(), ExitCode> {
                 .map_err(|e| fail(&e))?;
             println!("API key `{label}` with role {} (shown once):", r.as_str());
             println!("{key}");
+            Ok(())
+        }
+        Command::Policy(cmd) => policy(cmd, &settings.data_dir).await,
+    }
+}
+
+async fn policy(cmd: PolicyCmd, data_dir: &std::path::Path) -> Result<(), ExitCode> {
+    let fail = |e: &admin::AdminError| {
+        eprintln!("error: {e}");
+        if e.is_usage() {
+            ExitCode::from(EX_CONFIG)
+        } else {
+            ExitCode::FAILURE
+        }
+    };
+    let pack = Pack::builtin().map_err(|e| {
+        eprintln!("error: the built-in policy pack does not load: {e}");
+        ExitCode::FAILURE
+    })?;
+    let store = serve::open_store(data_dir).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::FAILURE
+    })?;
+    match cmd {
+        PolicyCmd::Set {
+            practice,
+            site,
+            profile,
+            clear_profile,
+            overrides,
+            clear_overrides,
+        } => {
+            let overrides = overrides
+                .map(|path| {
+                    std::fs::read_to_string(&path)
+                        .map(|text| admin::OverridesFile {
+                            name: path.display().to_string(),
+                            text,
+                        })
+                        .map_err(|e| {
+                            eprintln!("error: cannot read {}: {e}", path.display());
+                            ExitCode::from(EX_CONFIG)
+                        })
+                })
+                .transpose()?;
+            let change = admin::PolicyChange {
+                practice,
+                site,
+                profile,
+                clear_profile,
+                overrides,
+                clear_overrides,
+            };
+            let level = match &change.site {
+                Some(s) => format!("{} / {s}", change.practice),
+                None => change.practice.clone(),
+            };
+            let stored = admin::policy_set(store.as_ref(), &pack, change)
+                .await
+                .map_err(|e| fail(&e))?;
+            match stored {
+                Some(_) => println!("policy settings of {level} stored; they apply from each agent's next report"),
+                None => println!("policy settings of {level} cleared; the built-in defaults apply"),
+            }
+            Ok(())
+        }
+        PolicyCmd::Show { practice, site } => {
+            let text = admin::policy_show(store.as_ref(), &pack, &practice, site.as_deref())
+                .await
+                .map_err(|e| fail(&e))?;
+            print!("{text}");
             Ok(())
         }
     }

@@ -11,7 +11,9 @@
 //! - an enrollment token is redeemed at most once, in the same transaction that creates the
 //!   agent;
 //! - an agent's findings are replaced as a whole, in one transaction, and a finding's
-//!   `status_since` moves only when its status changes.
+//!   `status_since` moves only when its status changes;
+//! - policy settings exist once per practice and once per site, only for practices and sites
+//!   that exist, and a profile is set only at practice level.
 
 pub mod sqlite;
 
@@ -36,6 +38,9 @@ pub enum StoreError {
     /// The enrollment token cannot be redeemed, and why.
     #[error("{0}")]
     Token(TokenRefusal),
+    /// The request contradicts the data model (e.g. a profile for a site).
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// Why an enrollment token was refused.
@@ -267,6 +272,41 @@ pub struct SessionRow {
     pub expires_at: DateTime<Utc>,
 }
 
+/// The policy settings of one practice or one site, as stored. Settings are stored as given
+/// (the overrides TOML verbatim) and validated by whoever sets them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PolicySettingsRow {
+    pub practice: String,
+    /// `None` for the practice-level settings.
+    pub site: Option<String>,
+    /// The pack profile, e.g. `hipaa-2025-proposed`; only at practice level.
+    pub profile: Option<String>,
+    /// The overrides file's text (parameter changes, accepted risks).
+    pub overrides_toml: Option<String>,
+    pub updated_at: DateTime<Utc>,
+    /// Who set them (`cli`, a user name).
+    pub updated_by: String,
+}
+
+/// Everything that decides an agent's effective policy: its practice's profile and overrides,
+/// then its site's overrides. All `None` when neither level has settings. Equal values build
+/// equal policies, so it doubles as a cache key.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct AgentPolicySettings {
+    pub practice: String,
+    pub site: String,
+    pub profile: Option<String>,
+    pub practice_overrides: Option<String>,
+    pub site_overrides: Option<String>,
+}
+
+impl AgentPolicySettings {
+    /// Whether nothing differs from the built-in policy.
+    pub fn is_default(&self) -> bool {
+        self.profile.is_none() && self.practice_overrides.is_none() && self.site_overrides.is_none()
+    }
+}
+
 /// Outcome of storing a report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ingested {
@@ -358,6 +398,23 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn audit(&self, actor: &str, action: &str, detail: &str, now: DateTime<Utc>) -> StoreResult<()>;
     /// The newest `limit` audit-log entries, newest first.
     async fn audit_entries(&self, limit: u32) -> StoreResult<Vec<AuditEntry>>;
+    /// Replaces the policy settings of a practice (`site` `None`) or of one of its sites; both
+    /// `profile` and `overrides_toml` `None` removes them. `NotFound` for an unknown practice or
+    /// site; `Invalid` for a profile at site level.
+    async fn set_policy_settings(
+        &self,
+        practice: &str,
+        site: Option<&str>,
+        profile: Option<&str>,
+        overrides_toml: Option<&str>,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()>;
+    /// The policy settings of a practice (`site` `None`) or site, if any are set. `NotFound` for
+    /// an unknown practice or site.
+    async fn policy_settings(&self, practice: &str, site: Option<&str>) -> StoreResult<Option<PolicySettingsRow>>;
+    /// The settings that decide an agent's policy. `NotFound` when the agent does not exist.
+    async fn policy_settings_for_agent(&self, agent_id: &str) -> StoreResult<AgentPolicySettings>;
 }
 
 /// One entry of the collector's audit log.

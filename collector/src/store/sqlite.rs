@@ -135,6 +135,24 @@ CREATE TABLE findings (
     PRIMARY KEY (agent_id, rule)
 );
 "#,
+    // 3: policy settings per practice (`site_id` NULL) and per site: the pack profile (practice
+    // level only) and the overrides TOML text, as set by `rounds-collector policy set`.
+    r#"
+CREATE TABLE policy_settings (
+    id INTEGER PRIMARY KEY,
+    scope TEXT NOT NULL CHECK (scope IN ('practice', 'site')),
+    practice_id INTEGER NOT NULL REFERENCES practices(id),
+    site_id INTEGER REFERENCES sites(id),
+    profile TEXT,
+    overrides_toml TEXT,
+    updated_at INTEGER NOT NULL,
+    updated_by TEXT NOT NULL,
+    CHECK ((scope = 'practice' AND site_id IS NULL)
+        OR (scope = 'site' AND site_id IS NOT NULL AND profile IS NULL))
+);
+CREATE UNIQUE INDEX policy_settings_per_practice ON policy_settings (practice_id) WHERE site_id IS NULL;
+CREATE UNIQUE INDEX policy_settings_per_site ON policy_settings (site_id) WHERE site_id IS NOT NULL;
+"#,
 ];
 
 /// The SQLite store.
@@ -260,6 +278,27 @@ fn practice_id(conn: &Connection, name: &str) -> StoreResult<i64> {
             what: "practice",
             name: name.to_string(),
         })
+}
+
+/// The id of a practice and, when `site` is given, of that site of it. `NotFound` for either.
+fn practice_and_site(conn: &Connection, practice: &str, site: Option<&str>) -> StoreResult<(i64, Option<i64>)> {
+    let pid = practice_id(conn, practice)?;
+    let Some(site) = site else {
+        return Ok((pid, None));
+    };
+    let sid: Option<i64> = conn
+        .query_row(
+            "SELECT id FROM sites WHERE practice_id = ?1 AND name = ?2",
+            params![pid, site],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(db)?;
+    let sid = sid.ok_or_else(|| StoreError::NotFound {
+        what: "site",
+        name: format!("{practice} / {site}"),
+    })?;
+    Ok((pid, Some(sid)))
 }
 
 /// Columns of an [`AgentRow`], read by [`agent_row`]; `fc` is the per-agent finding counts.
@@ -1017,6 +1056,102 @@ impl Store for SqliteStore {
                 })
                 .map_err(db)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(db)
+        })
+        .await
+    }
+
+    async fn set_policy_settings(
+        &self,
+        practice: &str,
+        site: Option<&str>,
+        profile: Option<&str>,
+        overrides_toml: Option<&str>,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        if site.is_some() && profile.is_some() {
+            return Err(StoreError::Invalid(
+                "a profile is set for a practice, not for a site".into(),
+            ));
+        }
+        let (practice, site) = (practice.to_string(), site.map(str::to_string));
+        let (profile, overrides) = (profile.map(str::to_string), overrides_toml.map(str::to_string));
+        let actor = actor.to_string();
+        self.with(move |c| {
+            let tx = c
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(db)?;
+            let (pid, sid) = practice_and_site(&tx, &practice, site.as_deref())?;
+            tx.execute(
+                "DELETE FROM policy_settings WHERE practice_id = ?1 AND site_id IS ?2",
+                params![pid, sid],
+            )
+            .map_err(db)?;
+            if profile.is_some() || overrides.is_some() {
+                let scope = if sid.is_some() { "site" } else { "practice" };
+                tx.execute(
+                    "INSERT INTO policy_settings (scope, practice_id, site_id, profile, overrides_toml, updated_at, updated_by)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![scope, pid, sid, profile, overrides, ms(now), actor],
+                )
+                .map_err(db)?;
+            }
+            tx.commit().map_err(db)
+        })
+        .await
+    }
+
+    async fn policy_settings(&self, practice: &str, site: Option<&str>) -> StoreResult<Option<PolicySettingsRow>> {
+        let (practice, site) = (practice.to_string(), site.map(str::to_string));
+        self.with(move |c| {
+            let (pid, sid) = practice_and_site(c, &practice, site.as_deref())?;
+            c.query_row(
+                "SELECT profile, overrides_toml, updated_at, updated_by FROM policy_settings
+                 WHERE practice_id = ?1 AND site_id IS ?2",
+                params![pid, sid],
+                |r| {
+                    Ok(PolicySettingsRow {
+                        practice: practice.clone(),
+                        site: site.clone(),
+                        profile: r.get(0)?,
+                        overrides_toml: r.get(1)?,
+                        updated_at: from_ms(r.get(2)?),
+                        updated_by: r.get(3)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(db)
+        })
+        .await
+    }
+
+    async fn policy_settings_for_agent(&self, agent_id: &str) -> StoreResult<AgentPolicySettings> {
+        let agent_id = agent_id.to_string();
+        self.with(move |c| {
+            c.query_row(
+                "SELECT p.name, s.name, ps.profile, ps.overrides_toml, ss.overrides_toml
+                 FROM agents a JOIN sites s ON s.id = a.site_id JOIN practices p ON p.id = s.practice_id
+                 LEFT JOIN policy_settings ps ON ps.practice_id = p.id AND ps.site_id IS NULL
+                 LEFT JOIN policy_settings ss ON ss.site_id = s.id
+                 WHERE a.id = ?1",
+                [&agent_id],
+                |r| {
+                    Ok(AgentPolicySettings {
+                        practice: r.get(0)?,
+                        site: r.get(1)?,
+                        profile: r.get(2)?,
+                        practice_overrides: r.get(3)?,
+                        site_overrides: r.get(4)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(db)?
+            .ok_or(StoreError::NotFound {
+                what: "agent",
+                name: agent_id,
+            })
         })
         .await
     }

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::support::{TestApp, body_text};
 
-fn post_json(path: &str, body: &Value, auth: Option<(&str, &str)>) -> Request<Body> {
+pub(crate) fn post_json(path: &str, body: &Value, auth: Option<(&str, &str)>) -> Request<Body> {
     post_raw(path, body.to_string(), "application/json", auth)
 }
 
@@ -23,7 +23,7 @@ fn post_raw(path: &str, body: String, content_type: &str, auth: Option<(&str, &s
     b.body(Body::from(body)).unwrap()
 }
 
-fn get(path: &str, key: Option<&str>) -> Request<Body> {
+pub(crate) fn get(path: &str, key: Option<&str>) -> Request<Body> {
     let mut b = Request::get(path);
     if let Some(k) = key {
         b = b.header(header::AUTHORIZATION, format!("Bearer {k}"));
@@ -31,17 +31,17 @@ fn get(path: &str, key: Option<&str>) -> Request<Body> {
     b.body(Body::empty()).unwrap()
 }
 
-fn enroll_body(token: &str, hostname: &str) -> Value {
+pub(crate) fn enroll_body(token: &str, hostname: &str) -> Value {
     json!({"protocol": PROTOCOL_MAJOR, "token": token, "hostname": hostname, "os": "linux", "agent_version": "0.1.0"})
 }
 
-async fn token(app: &TestApp, practice: &str, site: &str) -> String {
+pub(crate) async fn token(app: &TestApp, practice: &str, site: &str) -> String {
     admin::token_create(app.store(), practice, site, std::time::Duration::from_secs(3600))
         .await
         .unwrap()
 }
 
-async fn enrolled(app: &TestApp, practice: &str, hostname: &str) -> EnrollResponse {
+pub(crate) async fn enrolled(app: &TestApp, practice: &str, hostname: &str) -> EnrollResponse {
     let t = token(app, practice, "Main").await;
     let resp = app
         .send(post_json("/api/v1/agent/enroll", &enroll_body(&t, hostname), None))
@@ -382,7 +382,7 @@ async fn health_metrics_and_openapi_answer() {
     }
 }
 
-fn inventory(at: chrono::DateTime<chrono::Utc>) -> Observation {
+pub(crate) fn inventory(at: chrono::DateTime<chrono::Utc>) -> Observation {
     let inv = obs::Inventory {
         hostname: "frontdesk".into(),
         os_family: "linux".into(),
@@ -391,7 +391,7 @@ fn inventory(at: chrono::DateTime<chrono::Utc>) -> Observation {
     Observation::ok("host", at, &inv)
 }
 
-fn firewall(enabled: bool, at: chrono::DateTime<chrono::Utc>) -> Observation {
+pub(crate) fn firewall(enabled: bool, at: chrono::DateTime<chrono::Utc>) -> Observation {
     let fw = obs::Firewall {
         backend: "ufw".into(),
         enabled,
@@ -401,12 +401,18 @@ fn firewall(enabled: bool, at: chrono::DateTime<chrono::Utc>) -> Observation {
     Observation::ok("host", at, &fw)
 }
 
-fn report_of(agent_id: &str, sequence: u64, observations: &[Observation]) -> Value {
+pub(crate) fn report_of(agent_id: &str, sequence: u64, observations: &[Observation]) -> Value {
     json!({"protocol": 1, "agent_id": agent_id, "sequence": sequence, "created_at": chrono::Utc::now(), "observations": observations})
 }
 
 /// Sends a report and checks it was stored (or, `stored: false`, acknowledged again).
-async fn deliver(app: &TestApp, e: &EnrollResponse, sequence: u64, observations: &[Observation], stored: bool) {
+pub(crate) async fn deliver(
+    app: &TestApp,
+    e: &EnrollResponse,
+    sequence: u64,
+    observations: &[Observation],
+    stored: bool,
+) {
     let resp = app
         .send(post_json(
             "/api/v1/agent/reports",
@@ -420,7 +426,7 @@ async fn deliver(app: &TestApp, e: &EnrollResponse, sequence: u64, observations:
 }
 
 /// `GET /api/v1/agents/{id}/findings` with `key`: the status and the JSON body.
-async fn findings(app: &TestApp, agent_id: &str, key: &str) -> (StatusCode, Value) {
+pub(crate) async fn findings(app: &TestApp, agent_id: &str, key: &str) -> (StatusCode, Value) {
     let resp = app
         .send(get(&format!("/api/v1/agents/{agent_id}/findings"), Some(key)))
         .await;
@@ -428,7 +434,7 @@ async fn findings(app: &TestApp, agent_id: &str, key: &str) -> (StatusCode, Valu
     (status, serde_json::from_str(&body_text(resp).await).unwrap())
 }
 
-fn rule<'v>(findings: &'v Value, id: &str) -> &'v Value {
+pub(crate) fn rule<'v>(findings: &'v Value, id: &str) -> &'v Value {
     findings
         .as_array()
         .unwrap()
@@ -437,7 +443,7 @@ fn rule<'v>(findings: &'v Value, id: &str) -> &'v Value {
         .unwrap_or_else(|| panic!("no finding for {id} in {findings:#}"))
 }
 
-fn metric(text: &str, name: &str) -> u64 {
+pub(crate) fn metric(text: &str, name: &str) -> u64 {
     text.lines()
         .find_map(|l| l.strip_prefix(&format!("{name} ")))
         .unwrap_or_else(|| panic!("no {name} in {text}"))

@@ -7,7 +7,8 @@ use chrono::{DateTime, Duration, NaiveDate, Utc};
 use rounds_collector::secrets::hash_secret;
 use rounds_collector::store::sqlite::SqliteStore;
 use rounds_collector::store::{
-    FindingCounts, Ingested, NewAgent, NewToken, Role, Scope, Store, StoreError, TokenRefusal,
+    AgentPolicySettings, FindingCounts, Ingested, NewAgent, NewToken, PolicySettingsRow, Role, Scope, Store,
+    StoreError, TokenRefusal,
 };
 use rounds_policies::{Exception, Finding, Severity, Status};
 use rounds_protocol::{Observation, obs};
@@ -488,6 +489,132 @@ pub async fn findings_and_agents_are_hidden_outside_the_scope(store: Arc<dyn Sto
     assert_eq!(store.findings(&tech, "b1").await.unwrap()[0].status, Status::Fail);
 }
 
+pub async fn policy_settings_are_set_replaced_and_cleared_per_practice_and_site(store: Arc<dyn Store>) {
+    enroll(store.as_ref(), "Smith", "Main", "a1").await;
+    enroll(store.as_ref(), "Smith", "Annex", "a2").await;
+    enroll(store.as_ref(), "Lakeside", "Main", "b1").await;
+    let none = AgentPolicySettings {
+        practice: "Smith".into(),
+        site: "Main".into(),
+        ..AgentPolicySettings::default()
+    };
+    assert_eq!(store.policy_settings_for_agent("a1").await.unwrap(), none);
+    assert_eq!(store.policy_settings("Smith", None).await.unwrap(), None);
+    assert_eq!(store.policy_settings("Smith", Some("Main")).await.unwrap(), None);
+
+    let practice_toml = "[params.\"r.a\"]\nx = 1\n";
+    let site_toml = "[params.\"r.a\"]\nx = 2\n";
+    store
+        .set_policy_settings("Smith", None, Some("strict"), Some(practice_toml), "cli", at(0))
+        .await
+        .unwrap();
+    store
+        .set_policy_settings("Smith", Some("Main"), None, Some(site_toml), "alice", at(60))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.policy_settings("Smith", None).await.unwrap(),
+        Some(PolicySettingsRow {
+            practice: "Smith".into(),
+            site: None,
+            profile: Some("strict".into()),
+            overrides_toml: Some(practice_toml.into()),
+            updated_at: at(0),
+            updated_by: "cli".into(),
+        })
+    );
+    assert_eq!(
+        store.policy_settings("Smith", Some("Main")).await.unwrap(),
+        Some(PolicySettingsRow {
+            practice: "Smith".into(),
+            site: Some("Main".into()),
+            profile: None,
+            overrides_toml: Some(site_toml.into()),
+            updated_at: at(60),
+            updated_by: "alice".into(),
+        })
+    );
+    // An agent gets its practice's settings and its own site's, not another site's or practice's.
+    let a1 = AgentPolicySettings {
+        practice: "Smith".into(),
+        site: "Main".into(),
+        profile: Some("strict".into()),
+        practice_overrides: Some(practice_toml.into()),
+        site_overrides: Some(site_toml.into()),
+    };
+    assert_eq!(store.policy_settings_for_agent("a1").await.unwrap(), a1);
+    let a2 = store.policy_settings_for_agent("a2").await.unwrap();
+    assert_eq!(
+        (a2.site.as_str(), a2.profile.as_deref(), a2.site_overrides),
+        ("Annex", Some("strict"), None)
+    );
+    assert!(store.policy_settings_for_agent("b1").await.unwrap().is_default());
+
+    // Setting again replaces the whole row; the site's settings are untouched.
+    store
+        .set_policy_settings("Smith", None, None, Some(site_toml), "bob", at(120))
+        .await
+        .unwrap();
+    let row = store.policy_settings("Smith", None).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            row.profile,
+            row.overrides_toml.as_deref(),
+            row.updated_at,
+            row.updated_by.as_str()
+        ),
+        (None, Some(site_toml), at(120), "bob")
+    );
+    assert_eq!(
+        store
+            .policy_settings_for_agent("a1")
+            .await
+            .unwrap()
+            .site_overrides
+            .as_deref(),
+        Some(site_toml)
+    );
+    // Nothing left to set clears the level.
+    store
+        .set_policy_settings("Smith", None, None, None, "cli", at(180))
+        .await
+        .unwrap();
+    store
+        .set_policy_settings("Smith", Some("Main"), None, None, "cli", at(180))
+        .await
+        .unwrap();
+    assert_eq!(store.policy_settings("Smith", None).await.unwrap(), None);
+    assert_eq!(store.policy_settings("Smith", Some("Main")).await.unwrap(), None);
+    assert_eq!(store.policy_settings_for_agent("a1").await.unwrap(), none);
+}
+
+pub async fn policy_settings_refuse_unknown_places_and_site_profiles(store: Arc<dyn Store>) {
+    enroll(store.as_ref(), "Smith", "Main", "a1").await;
+    enroll(store.as_ref(), "Lakeside", "Annex", "b1").await;
+    for (case, practice, site) in [
+        ("unknown practice", "Nobody", None),
+        ("unknown practice with a site", "Nobody", Some("Main")),
+        ("unknown site", "Smith", Some("Nowhere")),
+        ("another practice's site", "Smith", Some("Annex")),
+    ] {
+        let set = store
+            .set_policy_settings(practice, site, None, Some("[params]\n"), "cli", at(0))
+            .await;
+        assert!(matches!(set, Err(StoreError::NotFound { .. })), "{case}: {set:?}");
+        let get = store.policy_settings(practice, site).await;
+        assert!(matches!(get, Err(StoreError::NotFound { .. })), "{case}: {get:?}");
+    }
+    let site_profile = store
+        .set_policy_settings("Smith", Some("Main"), Some("strict"), None, "cli", at(0))
+        .await;
+    assert!(matches!(site_profile, Err(StoreError::Invalid(_))), "{site_profile:?}");
+    assert_eq!(store.policy_settings("Smith", Some("Main")).await.unwrap(), None);
+    assert!(matches!(
+        store.policy_settings_for_agent("ghost").await,
+        Err(StoreError::NotFound { .. })
+    ));
+}
+
 macro_rules! store_suite {
     ($backend:ident, $make:expr) => {
         mod $backend {
@@ -505,6 +632,8 @@ macro_rules! store_suite {
                 findings_are_replaced_as_a_whole_and_round_trip,
                 agents_count_their_findings_by_status,
                 findings_and_agents_are_hidden_outside_the_scope,
+                policy_settings_are_set_replaced_and_cleared_per_practice_and_site,
+                policy_settings_refuse_unknown_places_and_site_profiles,
             );
         }
     };
@@ -556,11 +685,11 @@ async fn sqlite_upgrades_a_version_1_database_with_its_data() {
     drop(s);
     // What a collector of schema version 1 left behind.
     let conn = rusqlite::Connection::open(&path).unwrap();
-    conn.execute_batch("DROP TABLE findings; PRAGMA user_version = 1;")
+    conn.execute_batch("DROP TABLE policy_settings; DROP TABLE findings; PRAGMA user_version = 1;")
         .unwrap();
     drop(conn);
     let s = SqliteStore::open(&path).unwrap();
-    assert!(s.schema_version().unwrap() >= 2, "migrated past version 1");
+    assert!(s.schema_version().unwrap() >= 3, "migrated past version 1");
     let s: Arc<dyn Store> = Arc::new(s);
     assert_eq!(
         s.agent(&admin(), "a1").await.unwrap().findings,
@@ -570,4 +699,8 @@ async fn sqlite_upgrades_a_version_1_database_with_its_data() {
         .await
         .unwrap();
     assert_eq!(s.agent(&admin(), "a1").await.unwrap().findings.fail, 1);
+    assert!(s.policy_settings_for_agent("a1").await.unwrap().is_default());
+    s.set_policy_settings("P", Some("S"), None, Some("[params]\n"), "cli", at(0))
+        .await
+        .unwrap();
 }
