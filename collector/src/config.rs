@@ -28,6 +28,9 @@ pub struct RawConfig {
     pub offline_after_secs: Option<u64>,
     /// Lifetime of a dashboard session, in seconds (default 12 hours).
     pub session_ttl_secs: Option<u64>,
+    /// Seconds a client may take to send its request headers before the connection is
+    /// closed (default 10); protects against connections held open by slow senders.
+    pub header_timeout_secs: Option<u64>,
     /// TLS settings; without them the collector makes its own CA in the data dir.
     pub tls: Option<RawTls>,
 }
@@ -54,6 +57,7 @@ pub struct Settings {
     pub heartbeat_interval: Duration,
     pub offline_after: Duration,
     pub session_ttl: Duration,
+    pub header_timeout: Duration,
     pub tls: TlsSettings,
 }
 
@@ -148,6 +152,7 @@ pub fn validate(raw: RawConfig, overrides: &Overrides, file: Option<&Path>) -> R
         heartbeat_interval_secs,
         offline_after_secs,
         session_ttl_secs,
+        header_timeout_secs,
         tls,
     } = raw;
     let at = file.map(|f| format!("{}: ", f.display())).unwrap_or_default();
@@ -186,6 +191,10 @@ pub fn validate(raw: RawConfig, overrides: &Overrides, file: Option<&Path>) -> R
     if session_ttl == 0 {
         problems.push(format!("{at}session_ttl_secs: must be at least 1"));
     }
+    let header_timeout = header_timeout_secs.unwrap_or(10);
+    if header_timeout == 0 {
+        problems.push(format!("{at}header_timeout_secs: must be at least 1"));
+    }
     let tls = match tls {
         None => TlsSettings::Generated {
             subject_alt_names: Vec::new(),
@@ -217,6 +226,7 @@ pub fn validate(raw: RawConfig, overrides: &Overrides, file: Option<&Path>) -> R
         heartbeat_interval: Duration::from_secs(heartbeat),
         offline_after: Duration::from_secs(offline),
         session_ttl: Duration::from_secs(session_ttl),
+        header_timeout: Duration::from_secs(header_timeout),
         tls,
     })
 }

@@ -128,6 +128,7 @@ pub async fn run(
         initial_admin_password: _,
     } = prepared;
     let addr = listener.local_addr().map_err(ServeError::Server)?;
+    let header_timeout = settings.header_timeout;
     let state = AppState::with_policy(store, settings, policy);
     let app = router(state);
     let handle = axum_server::Handle::new();
@@ -138,8 +139,15 @@ pub async fn run(
     });
     let rustls_config = axum_server::tls_rustls::RustlsConfig::from_config(tls.server_config);
     tracing::info!(%addr, "collector listening");
-    axum_server::from_tcp_rustls(listener, rustls_config)
-        .handle(handle)
+    let mut server = axum_server::from_tcp_rustls(listener, rustls_config).handle(handle);
+    // A client that does not finish its request headers in time is disconnected, so slow
+    // senders cannot hold connections open (the TLS handshake has its own 10 s limit).
+    server
+        .http_builder()
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    server
         .serve(app.into_make_service_with_connect_info::<std::net::SocketAddr>())
         .await
         .map_err(ServeError::Server)?;

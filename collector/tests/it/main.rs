@@ -2,6 +2,7 @@
 
 mod api;
 mod policy;
+mod serve;
 mod store;
 mod support;
 mod web;
