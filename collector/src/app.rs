@@ -32,6 +32,8 @@ pub struct AppState {
     /// Held while an agent's findings are evaluated and replaced, so two reports arriving
     /// together cannot store findings from older observations over newer ones.
     pub evaluation_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Failed dashboard log-ins per (username, address), for throttling.
+    pub login_throttle: Arc<crate::web::throttle::LoginThrottle>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -64,6 +66,7 @@ impl AppState {
             policy,
             policies: Arc::new(PolicyCache::default()),
             evaluation_lock: Arc::new(tokio::sync::Mutex::new(())),
+            login_throttle: Arc::default(),
         }
     }
 

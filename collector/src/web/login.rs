@@ -8,7 +8,10 @@ use std::sync::LazyLock;
 
 use askama::Template;
 use axum::Form;
-use axum::extract::State;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, State};
+use axum::http::Extensions;
 use axum::http::header::SET_COOKIE;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{AppendHeaders, IntoResponse, Redirect, Response};
@@ -97,11 +100,33 @@ pub async fn login_page(State(state): State<AppState>, headers: HeaderMap) -> Re
 /// `POST /login`: checks the CSRF token, then the password; starts a session.
 pub async fn login(
     State(state): State<AppState>,
+    extensions: Extensions,
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Result<Response, WebError> {
     if !csrf_matches(cookie(&headers, CSRF_COOKIE), &form.csrf) {
         return Err(WebError::Csrf);
+    }
+    let addr = extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    if let Some(until) = state.login_throttle.refused_until(&form.username, addr, state.now()) {
+        let shown: String = form.username.chars().take(200).collect();
+        Metrics::inc(&state.metrics.logins_failed);
+        tracing::warn!(username = ?shown, ?addr, "dashboard login refused: too many failures");
+        state
+            .store
+            .audit(&shown, "login_throttled", "dashboard", state.now())
+            .await?;
+        let message = format!(
+            "too many failed log-ins for this username from your address; try again after {} UTC",
+            until.format("%H:%M")
+        );
+        let html = LoginPage {
+            csrf: &form.csrf,
+            username: &shown,
+            error: Some(&message),
+        }
+        .render()?;
+        return Ok(page(StatusCode::TOO_MANY_REQUESTS, html));
     }
     let user = if form.username.is_empty() || form.username.chars().count() > MAX_INPUT_CHARS {
         None
@@ -112,9 +137,13 @@ pub async fn login(
     let hash = user.as_ref().map(|u| u.password_hash.clone());
     let verified = !too_long && password_matches(form.password, hash).await?;
     match user {
-        Some(user) if verified => start_session(&state, &headers, user).await,
+        Some(user) if verified => {
+            state.login_throttle.succeeded(&form.username, addr);
+            start_session(&state, &headers, user).await
+        }
         _ => {
             let now = state.now();
+            state.login_throttle.failed(&form.username, addr, now);
             let shown: String = form.username.chars().take(200).collect();
             Metrics::inc(&state.metrics.logins_failed);
             tracing::warn!(username = ?shown, "dashboard login failed");

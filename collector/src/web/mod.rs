@@ -17,6 +17,7 @@ pub mod agent;
 pub mod login;
 pub mod overview;
 pub mod session;
+pub mod throttle;
 
 use askama::Template;
 use axum::Router;

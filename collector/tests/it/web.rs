@@ -898,3 +898,32 @@ async fn agent_page_is_scoped_to_the_users_practice() {
         (StatusCode::SEE_OTHER, Some("/login"))
     );
 }
+
+#[tokio::test]
+async fn repeated_failed_logins_are_throttled_then_forgiven() {
+    use rounds_collector::web::throttle::{MAX_FAILURES, WINDOW_MINUTES};
+    let app = TestApp::new();
+    user(&app, "alice", Role::Technician, None).await;
+    user(&app, "bob", Role::Technician, None).await;
+    for i in 0..MAX_FAILURES {
+        let resp = login(&app, "alice", "wrong password!").await;
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "failure {i}");
+    }
+    // Now even the right password is refused, without a session, and says why.
+    let resp = login(&app, "Alice", PASSWORD).await;
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(set_cookie(&resp, "rounds_session").is_none());
+    assert!(body_text(resp).await.contains("too many failed log-ins"));
+    // Another user is not affected.
+    assert_eq!(login(&app, "bob", PASSWORD).await.status(), StatusCode::SEE_OTHER);
+    let audit = app.store().audit_entries(100).await.unwrap();
+    assert_eq!(audit.iter().filter(|e| e.action == "login_throttled").count(), 1);
+    // After the window, the right password works again.
+    app.advance(WINDOW_MINUTES * 60 - 1);
+    assert_eq!(
+        login(&app, "alice", PASSWORD).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    app.advance(1);
+    assert_eq!(login(&app, "alice", PASSWORD).await.status(), StatusCode::SEE_OTHER);
+}
