@@ -36,6 +36,8 @@ pub struct AgentView {
     pub practice: String,
     pub site: String,
     pub os: String,
+    /// OS name and version from the newest inventory, when there is one.
+    pub os_description: Option<String>,
     pub agent_version: String,
     pub online: bool,
     pub last_seen_at: Option<DateTime<Utc>>,
@@ -93,6 +95,7 @@ pub async fn agent_views(state: &AppState, scope: &crate::store::Scope) -> Resul
             practice: a.practice,
             site: a.site,
             os: a.os,
+            os_description: a.os_description,
             agent_version: a.agent_version,
             last_seen_at: a.last_seen_at,
             last_report_at: a.last_report_at,

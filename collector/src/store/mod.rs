@@ -151,7 +151,10 @@ pub struct AgentAuth {
 pub struct AgentRow {
     pub agent_id: String,
     pub hostname: String,
+    /// OS family given at enrollment (`linux`, `windows`, `macos`).
     pub os: String,
+    /// OS name and version from the newest inventory, e.g. `Debian GNU/Linux 12`.
+    pub os_description: Option<String>,
     pub agent_version: String,
     pub practice_id: i64,
     pub practice: String,

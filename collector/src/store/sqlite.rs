@@ -304,14 +304,17 @@ fn practice_and_site(conn: &Connection, practice: &str, site: Option<&str>) -> S
 /// Columns of an [`AgentRow`], read by [`agent_row`]; `fc` is the per-agent finding counts.
 const AGENT_COLUMNS: &str = "a.id, a.hostname, a.os, a.agent_version, p.id, p.name, s.name, a.enrolled_at,
     a.last_seen_at, a.last_report_at, a.last_sequence,
-    COALESCE(fc.pass, 0), COALESCE(fc.fail, 0), COALESCE(fc.error, 0), COALESCE(fc.na, 0), COALESCE(fc.accepted, 0)";
+    COALESCE(fc.pass, 0), COALESCE(fc.fail, 0), COALESCE(fc.error, 0), COALESCE(fc.na, 0), COALESCE(fc.accepted, 0),
+    NULLIF(TRIM(COALESCE(json_extract(inv.data, '$.os_name'), '') || ' ' || COALESCE(json_extract(inv.data, '$.os_version'), '')), '')";
 
 /// Agents with their site, practice and finding counts, for `SELECT {AGENT_COLUMNS} FROM {AGENT_TABLES}`.
 const AGENT_TABLES: &str = "agents a JOIN sites s ON s.id = a.site_id JOIN practices p ON p.id = s.practice_id
     LEFT JOIN (SELECT agent_id, SUM(status = 'pass') AS pass, SUM(status = 'fail') AS fail,
                       SUM(status = 'error') AS error, SUM(status = 'not_applicable') AS na,
                       SUM(exception IS NOT NULL AND status IN ('fail', 'error')) AS accepted
-               FROM findings GROUP BY agent_id) fc ON fc.agent_id = a.id";
+               FROM findings GROUP BY agent_id) fc ON fc.agent_id = a.id
+    LEFT JOIN latest_observations inv
+      ON inv.agent_id = a.id AND inv.kind = 'inventory' AND inv.subject = 'host' AND inv.status = 'ok'";
 
 fn agent_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AgentRow> {
     let count = |i: usize| -> rusqlite::Result<u32> { Ok(u32::try_from(r.get::<_, i64>(i)?).unwrap_or(0)) };
@@ -319,6 +322,7 @@ fn agent_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AgentRow> {
         agent_id: r.get(0)?,
         hostname: r.get(1)?,
         os: r.get(2)?,
+        os_description: r.get(16)?,
         agent_version: r.get(3)?,
         practice_id: r.get(4)?,
         practice: r.get(5)?,

@@ -166,7 +166,7 @@ pub fn sections(practices: Vec<PracticeRow>, agents: Vec<AgentView>, now: DateTi
                         .map(|a| AgentLine {
                             agent_id: a.agent_id.clone(),
                             hostname: a.hostname.clone(),
-                            os: a.os.clone(),
+                            os: a.os_description.clone().unwrap_or_else(|| a.os.clone()),
                             agent_version: a.agent_version.clone(),
                             online: a.online,
                             last_seen: a.last_seen_at.map(|t| Seen::new(t, now)),

@@ -615,6 +615,27 @@ pub async fn policy_settings_refuse_unknown_places_and_site_profiles(store: Arc<
     ));
 }
 
+pub async fn agents_carry_the_os_of_their_newest_inventory(store: Arc<dyn Store>) {
+    enroll(store.as_ref(), "P", "S", "a1").await;
+    let before = store.agents(&admin()).await.unwrap().remove(0);
+    assert_eq!((before.os.as_str(), before.os_description.as_deref()), ("linux", None));
+    let t = Utc::now();
+    let inv = obs::Inventory {
+        hostname: "h".into(),
+        os_name: Some("Debian GNU/Linux".into()),
+        os_version: Some("12".into()),
+        ..Default::default()
+    };
+    store
+        .ingest_report("a1", 1, t, &[Observation::ok("host", t, &inv)], t)
+        .await
+        .unwrap();
+    let after = store.agents(&admin()).await.unwrap().remove(0);
+    assert_eq!(after.os_description.as_deref(), Some("Debian GNU/Linux 12"));
+    let one = store.agent(&admin(), "a1").await.unwrap();
+    assert_eq!(one.os_description, after.os_description);
+}
+
 macro_rules! store_suite {
     ($backend:ident, $make:expr) => {
         mod $backend {
@@ -628,6 +649,7 @@ macro_rules! store_suite {
                 heartbeats_never_move_last_seen_backwards,
                 users_sessions_and_api_keys,
                 audit_log_keeps_entries_newest_first,
+                agents_carry_the_os_of_their_newest_inventory,
                 findings_keep_status_since_until_the_status_changes,
                 findings_are_replaced_as_a_whole_and_round_trip,
                 agents_count_their_findings_by_status,
