@@ -527,3 +527,39 @@ async fn clamav_running_passes_with_fresh_signatures_and_fails_with_stale_ones()
         .await;
     }
 }
+
+/// Removable media are judged apart from fixed volumes: the plain USB stick of the
+/// swap-mixed machine fails `hipaa.encryption.removable_media`; a machine with none mounted
+/// is not applicable.
+#[tokio::test]
+async fn a_plain_usb_stick_fails_the_removable_media_rule() {
+    case(Case {
+        fixture: "swap-mixed",
+        check: "encryption",
+        now: NOW,
+        role: Role::Workstation,
+        observed: &[
+            ("encryption.volume", "/media/usb", "/volume_type", json!("removable")),
+            ("encryption.volume", "/media/usb", "/encrypted", json!(false)),
+        ],
+        rule: "hipaa.encryption.removable_media",
+        expect: Status::Fail,
+        judged: &["/media/usb"],
+        failing: &["/media/usb"],
+        message: &["/media/usb"],
+    })
+    .await;
+    case(Case {
+        fixture: "lvm-on-luks",
+        check: "encryption",
+        now: NOW,
+        role: Role::Workstation,
+        observed: &[],
+        rule: "hipaa.encryption.removable_media",
+        expect: Status::NotApplicable,
+        judged: &[],
+        failing: &[],
+        message: &["nothing to judge"],
+    })
+    .await;
+}

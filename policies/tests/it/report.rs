@@ -31,6 +31,12 @@ pub fn healthy_server() -> Vec<rounds_protocol::Observation> {
             "encrypted": true, "method": "luks", "state": "on", "device_chain": []}),
         ),
         ok(
+            "encryption.volume",
+            "/media/backup-disk",
+            json!({"device": "/dev/mapper/usb", "mount_point": "/media/backup-disk", "volume_type": "removable",
+            "encrypted": true, "method": "luks", "state": "on", "device_chain": []}),
+        ),
+        ok(
             "encryption.swap",
             "swap",
             json!({"devices": [], "unencrypted": [], "encrypted": true}),
@@ -124,7 +130,7 @@ pub fn healthy_server() -> Vec<rounds_protocol::Observation> {
 fn healthy_server_passes_every_rule() {
     let policy = Policy::builtin().unwrap();
     let findings = evaluate(&healthy_server(), &policy, &ctx(Os::Linux, Some(Role::Server)));
-    assert_eq!(findings.len(), 20);
+    assert_eq!(findings.len(), 21);
     for f in &findings {
         assert_eq!(f.status, Status::Pass, "{}: {}", f.rule, f.message);
         assert!(f.remediation.is_none());

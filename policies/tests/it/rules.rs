@@ -712,6 +712,59 @@ fn updates() -> Value {
 }
 
 #[test]
+fn encryption_removable_media() {
+    let usb = |patch| {
+        ok(
+            "encryption.volume",
+            "/media/usb",
+            with(
+                &volume(),
+                with(
+                    &json!({"mount_point": "/media/usb", "device": "/dev/sdb1", "volume_type": "removable"}),
+                    patch,
+                ),
+            ),
+        )
+    };
+    let fixed_plain = ok(
+        "encryption.volume",
+        "/",
+        with(&volume(), json!({"encrypted": false, "method": "none"})),
+    );
+    run(
+        "hipaa.encryption.removable_media",
+        vec![
+            (
+                "encrypted stick",
+                vec![ok("encryption.volume", "/", volume()), usb(json!({}))],
+                "",
+                Pass,
+            ),
+            (
+                "plain stick",
+                vec![usb(json!({"encrypted": false, "method": "none", "state": "off"}))],
+                "",
+                Fail,
+            ),
+            ("no removable medium mounted", vec![fixed_plain.clone()], "", NA),
+            (
+                "a plain fixed volume is not this rule's business",
+                vec![fixed_plain, usb(json!({}))],
+                "",
+                Pass,
+            ),
+            (
+                "check could not run",
+                vec![err("encryption.volume", "host", "permission denied")],
+                "",
+                Error,
+            ),
+            ("no observation", vec![], "", Error),
+        ],
+    );
+}
+
+#[test]
 fn updates_security_patches() {
     let u = |patch| ok("updates", "host", with(&updates(), patch));
     run(
