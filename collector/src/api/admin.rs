@@ -155,11 +155,23 @@ pub async fn healthz(State(state): State<AppState>) -> Result<Json<serde_json::V
 }
 
 /// `GET /metrics`: Prometheus text format.
-pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
-    )
+pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    let everyone = crate::store::Scope {
+        role: crate::store::Role::Admin,
+        practice_id: None,
+    };
+    let agents = state.store.agents(&everyone).await?;
+    let online = agents.iter().filter(|a| state.is_online(a.last_seen_at)).count();
+    let failing = agents.iter().filter(|a| a.findings.fail > 0).count();
+    let mut text = state.metrics.render();
+    text.push_str(&format!(
+        "# HELP rounds_agents Enrolled agents by heartbeat state.\n# TYPE rounds_agents gauge\n\
+         rounds_agents{{state=\"online\"}} {online}\nrounds_agents{{state=\"offline\"}} {}\n\
+         # HELP rounds_agents_failing Agents with at least one failing finding.\n\
+         # TYPE rounds_agents_failing gauge\nrounds_agents_failing {failing}\n",
+        agents.len() - online
+    ));
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text))
 }
 
 /// `GET /api/v1/openapi.json`: the OpenAPI document of this API.

@@ -370,6 +370,9 @@ async fn health_metrics_and_openapi_answer() {
     let _ = enrolled(&app, "P", "h").await;
     let metrics = body_text(app.send(get("/metrics", None)).await).await;
     assert!(metrics.contains("rounds_enrollments_total 1"), "{metrics}");
+    assert!(metrics.contains("rounds_agents{state=\"online\"} 0"), "{metrics}");
+    assert!(metrics.contains("rounds_agents{state=\"offline\"} 1"), "{metrics}");
+    assert!(metrics.contains("rounds_agents_failing 0"), "{metrics}");
     let doc: Value = serde_json::from_str(&body_text(app.send(get("/api/v1/openapi.json", None)).await).await).unwrap();
     for path in [
         "/api/v1/agent/reports",
@@ -476,6 +479,8 @@ async fn a_failing_firewall_is_a_finding_until_a_report_fixes_it() {
     assert_eq!(status, StatusCode::OK);
     let fw = rule(&body, "hipaa.network.firewall");
     assert_eq!(fw["status"], "fail", "{fw:#}");
+    let metrics = body_text(app.send(get("/metrics", None)).await).await;
+    assert!(metrics.contains("rounds_agents_failing 1"), "{metrics}");
     assert_eq!(fw["severity"], "high");
     assert!(fw["title"].as_str().unwrap().contains("firewall"), "{fw:#}");
     assert!(
