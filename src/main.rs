@@ -61,6 +61,11 @@ async fn main() -> ExitCode {
 
 async fn demo(data_dir: &Path, listen: &str) -> anyhow::Result<()> {
     let started = Instant::now();
+    // Store times have millisecond precision; allow for a clock that rounds down.
+    let started_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64 - 1)
+        .unwrap_or(0);
     let overrides = config::Overrides {
         data_dir: Some(data_dir.to_path_buf()),
         listen: Some(listen.to_string()),
@@ -128,10 +133,11 @@ async fn demo(data_dir: &Path, listen: &str) -> anyhow::Result<()> {
     let mut online_after = None;
     for _ in 0..200 {
         let agents = store.agents(&scope).await?;
-        if agents
-            .iter()
-            .any(|a| a.last_seen_at.is_some() && a.last_report_at.is_some())
-        {
+        // Seen and reported during this run, not only in an earlier one with the same data dir.
+        let fresh = |t: Option<i64>| t.is_some_and(|ms| ms >= started_ms);
+        if agents.iter().any(|a| {
+            fresh(a.last_seen_at.map(|t| t.timestamp_millis())) && fresh(a.last_report_at.map(|t| t.timestamp_millis()))
+        }) {
             online_after = Some(started.elapsed());
             break;
         }
