@@ -110,7 +110,7 @@ pub async fn enroll(opts: EnrollOptions) -> Result<Identity, EnrollError> {
         agent_secret,
         practice,
         site,
-        heartbeat_interval_secs: _,
+        heartbeat_interval_secs,
     } = response;
     if protocol != PROTOCOL_MAJOR {
         return Err(EnrollError::Protocol { got: protocol });
@@ -122,6 +122,9 @@ pub async fn enroll(opts: EnrollOptions) -> Result<Identity, EnrollError> {
         practice,
         site,
         enrolled_at: chrono::Utc::now(),
+        // A collector's announced interval outside the agent's own limits is ignored.
+        heartbeat_interval_secs: Some(heartbeat_interval_secs)
+            .filter(|s| (1..=crate::config::MAX_HEARTBEAT_INTERVAL_SECS).contains(s)),
     };
     if let Ok(previous) = state.load_identity() {
         tracing::warn!(previous_agent_id = %previous.agent_id, "replacing previous enrollment");

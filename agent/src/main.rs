@@ -282,11 +282,23 @@ async fn enroll(args: EnrollArgs) -> Result<ExitCode, Failure> {
 
 async fn run(args: RunArgs) -> Result<ExitCode, Failure> {
     let RunArgs { state, config } = args;
+    let dir = state_dir(state)?;
     let settings = match &config {
         Some(path) => config::load(path).map_err(Failure::config)?,
-        None => AgentSettings::default(),
+        // Without a file, the interval the collector announced at enrollment, if any.
+        None => {
+            let mut settings = AgentSettings::default();
+            let announced = state::StateDir::new(&dir)
+                .load_identity()
+                .ok()
+                .and_then(|i| i.heartbeat_interval_secs);
+            if let Some(secs) = announced {
+                settings.heartbeat_interval = std::time::Duration::from_secs(secs);
+            }
+            settings
+        }
     };
-    let opts = RunOptions::new(state_dir(state)?, settings);
+    let opts = RunOptions::new(dir, settings);
     let shutdown = CancellationToken::new();
     tokio::spawn(watch_signals(shutdown.clone()));
     rounds_agent::run(opts, shutdown).await.map_err(Failure::runtime)?;

@@ -106,6 +106,10 @@ pub struct Identity {
     pub site: String,
     /// When the agent enrolled.
     pub enrolled_at: DateTime<Utc>,
+    /// The heartbeat interval the collector announced at enrollment, in seconds; used when
+    /// no configuration file sets one. Absent in identities written by older agents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_interval_secs: Option<u64>,
 }
 
 impl fmt::Debug for Identity {
@@ -117,6 +121,7 @@ impl fmt::Debug for Identity {
             practice,
             site,
             enrolled_at,
+            heartbeat_interval_secs,
         } = self;
         f.debug_struct("Identity")
             .field("collector", collector)
@@ -125,6 +130,7 @@ impl fmt::Debug for Identity {
             .field("practice", practice)
             .field("site", site)
             .field("enrolled_at", enrolled_at)
+            .field("heartbeat_interval_secs", heartbeat_interval_secs)
             .finish()
     }
 }

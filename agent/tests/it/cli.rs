@@ -199,3 +199,27 @@ async fn enroll_status_run_and_stop_on_sigterm() {
     );
     assert!(!out.contains("last heartbeat:  never"), "{out}");
 }
+
+#[tokio::test]
+async fn without_a_config_file_run_keeps_the_interval_announced_at_enrollment() {
+    let ca = Ca::new("Rounds CA");
+    let collector = FakeCollector::start(&ca, healthy).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let state_dir = tmp.path().join("state");
+    let ca_file = write_ca(&ca, tmp.path(), "ca.pem");
+    let (code, _, err) = output(
+        agent()
+            .args(["enroll", "--collector", &collector.url, "--token", "tok_1", "--ca"])
+            .arg(&ca_file)
+            .arg("--state-dir")
+            .arg(&state_dir),
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    // The fake collector announces 1 s; the default would be 30 s.
+    let mut child = agent().arg("run").arg("--state-dir").arg(&state_dir).spawn().unwrap();
+    collector
+        .wait_for("three heartbeats a second apart", |c| c.on(paths::HEARTBEAT).len() >= 3)
+        .await;
+    child.kill().await.unwrap();
+}

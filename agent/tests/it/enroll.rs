@@ -25,6 +25,11 @@ async fn enroll_sends_the_request_and_keeps_identity_and_ca() {
     assert_eq!(identity.practice, "Maple Family Practice");
     assert_eq!(identity.site, "Main Street");
     assert_eq!(identity.collector, collector.url);
+    assert_eq!(
+        identity.heartbeat_interval_secs,
+        Some(1),
+        "the announced interval is kept"
+    );
 
     let reqs = collector.on(paths::ENROLL);
     assert_eq!(reqs.len(), 1);

@@ -14,6 +14,7 @@ fn identity() -> Identity {
         practice: "Oak Dental".into(),
         site: "Annex".into(),
         enrolled_at: Utc::now(),
+        heartbeat_interval_secs: Some(45),
     }
 }
 

@@ -107,7 +107,8 @@ pub fn healthy(req: &Recorded) -> (u16, String) {
                 agent_secret: AGENT_SECRET.into(),
                 practice: "Maple Family Practice".into(),
                 site: "Main Street".into(),
-                heartbeat_interval_secs: 30,
+                // Short, so a test can watch `run` keep the announced interval.
+                heartbeat_interval_secs: 1,
             })
             .unwrap(),
         ),
