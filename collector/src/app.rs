@@ -32,6 +32,8 @@ pub struct AppState {
     /// Held while an agent's findings are evaluated and replaced, so two reports arriving
     /// together cannot store findings from older observations over newer ones.
     pub evaluation_lock: Arc<tokio::sync::Mutex<()>>,
+    /// The configuration agents fetch, with its `ETag`, made once from the settings.
+    pub agent_config: Arc<crate::api::agent::ServedConfig>,
     /// Failed dashboard log-ins per (username, address), for throttling.
     pub login_throttle: Arc<crate::web::throttle::LoginThrottle>,
 }
@@ -60,6 +62,7 @@ impl AppState {
     pub fn with_policy(store: Arc<dyn Store>, settings: Settings, policy: Arc<Policy>) -> Self {
         AppState {
             store,
+            agent_config: Arc::new(crate::api::agent::ServedConfig::new(&settings)),
             settings: Arc::new(settings),
             metrics: Arc::new(Metrics::default()),
             clock: Arc::new(Utc::now),

@@ -55,6 +55,7 @@ pub async fn practices(
 ) -> Result<Json<Vec<PracticeView>>, ApiError> {
     let practices = state.store.practices(&scope).await?;
     let agents = state.store.agents(&scope).await?;
+    let grouped = by_site(&agents, |a| (a.practice.as_str(), a.site.as_str()));
     Ok(Json(
         practices
             .into_iter()
@@ -63,10 +64,10 @@ pub async fn practices(
                     .sites
                     .iter()
                     .map(|s| {
-                        let here: Vec<_> = agents
-                            .iter()
-                            .filter(|a| a.practice_id == p.id && &a.site == s)
-                            .collect();
+                        let here = grouped
+                            .get(&(p.name.as_str(), s.as_str()))
+                            .map(Vec::as_slice)
+                            .unwrap_or(&[]);
                         SiteView {
                             name: s.clone(),
                             agents: here.len(),
@@ -79,6 +80,19 @@ pub async fn practices(
             })
             .collect(),
     ))
+}
+
+/// Agents grouped by (practice, site) name, each group in the given order: one pass, so
+/// listing many practices does not scan every agent once per site.
+pub fn by_site<'a, T>(
+    agents: &'a [T],
+    key: impl Fn(&'a T) -> (&'a str, &'a str),
+) -> std::collections::HashMap<(&'a str, &'a str), Vec<&'a T>> {
+    let mut groups: std::collections::HashMap<(&str, &str), Vec<&T>> = std::collections::HashMap::new();
+    for a in agents {
+        groups.entry(key(a)).or_default().push(a);
+    }
+    groups
 }
 
 /// Agents visible to `scope`, with online state, for the API and the dashboard.

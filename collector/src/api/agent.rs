@@ -107,7 +107,7 @@ pub async fn heartbeat(
     tracing::debug!(agent_id = %agent.0, "heartbeat");
     Ok(Json(HeartbeatAck {
         received_at: now,
-        config_etag: Some(config_etag(&state)),
+        config_etag: Some(state.agent_config.etag.clone()),
     }))
 }
 
@@ -169,30 +169,38 @@ pub async fn report(
     }))
 }
 
-fn effective_config(state: &AppState) -> AgentConfig {
-    AgentConfig {
-        protocol: PROTOCOL_MAJOR,
-        heartbeat_interval_secs: state.settings.heartbeat_interval.as_secs(),
-        checks: vec![CheckSchedule {
-            check: "inventory".into(),
-            schedule: "0 0 * * * *".into(),
-        }],
-    }
+/// The configuration served to agents and its `ETag`, made once from the settings (they do
+/// not change while the collector runs), not on every heartbeat.
+#[derive(Debug, Clone)]
+pub struct ServedConfig {
+    pub config: AgentConfig,
+    pub etag: String,
 }
 
-fn config_etag(state: &AppState) -> String {
-    let body = serde_json::to_string(&effective_config(state)).unwrap_or_default();
-    format!("\"{}\"", &secrets::hash_secret(&body)[..16])
+impl ServedConfig {
+    pub fn new(settings: &crate::config::Settings) -> Self {
+        let config = AgentConfig {
+            protocol: PROTOCOL_MAJOR,
+            heartbeat_interval_secs: settings.heartbeat_interval.as_secs(),
+            checks: vec![CheckSchedule {
+                check: "inventory".into(),
+                schedule: "0 0 * * * *".into(),
+            }],
+        };
+        let body = serde_json::to_string(&config).unwrap_or_default();
+        let etag = format!("\"{}\"", &secrets::hash_secret(&body)[..16]);
+        ServedConfig { config, etag }
+    }
 }
 
 /// `GET /api/v1/agent/config`: the agent's effective configuration, with an `ETag`.
 pub async fn config(State(state): State<AppState>, _agent: AuthedAgent, headers: HeaderMap) -> Response {
-    let etag = config_etag(&state);
-    if headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) == Some(etag.as_str()) {
+    let served = &state.agent_config;
+    if headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) == Some(served.etag.as_str()) {
         return StatusCode::NOT_MODIFIED.into_response();
     }
-    let mut resp = Json(effective_config(&state)).into_response();
-    if let Ok(v) = HeaderValue::from_str(&etag) {
+    let mut resp = Json(&served.config).into_response();
+    if let Ok(v) = HeaderValue::from_str(&served.etag) {
         resp.headers_mut().insert(header::ETAG, v);
     }
     resp

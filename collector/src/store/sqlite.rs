@@ -301,18 +301,21 @@ fn practice_and_site(conn: &Connection, practice: &str, site: Option<&str>) -> S
     Ok((pid, Some(sid)))
 }
 
-/// Columns of an [`AgentRow`], read by [`agent_row`]; `fc` is the per-agent finding counts.
+/// Columns of an [`AgentRow`], read by [`agent_row`]. The finding counts are correlated
+/// subqueries on `findings`' primary key, so reading one agent never aggregates all agents'
+/// findings.
 const AGENT_COLUMNS: &str = "a.id, a.hostname, a.os, a.agent_version, p.id, p.name, s.name, a.enrolled_at,
     a.last_seen_at, a.last_report_at, a.last_sequence,
-    COALESCE(fc.pass, 0), COALESCE(fc.fail, 0), COALESCE(fc.error, 0), COALESCE(fc.na, 0), COALESCE(fc.accepted, 0),
+    (SELECT COUNT(*) FROM findings f WHERE f.agent_id = a.id AND f.status = 'pass'),
+    (SELECT COUNT(*) FROM findings f WHERE f.agent_id = a.id AND f.status = 'fail'),
+    (SELECT COUNT(*) FROM findings f WHERE f.agent_id = a.id AND f.status = 'error'),
+    (SELECT COUNT(*) FROM findings f WHERE f.agent_id = a.id AND f.status = 'not_applicable'),
+    (SELECT COUNT(*) FROM findings f
+      WHERE f.agent_id = a.id AND f.exception IS NOT NULL AND f.status IN ('fail', 'error')),
     NULLIF(TRIM(COALESCE(json_extract(inv.data, '$.os_name'), '') || ' ' || COALESCE(json_extract(inv.data, '$.os_version'), '')), '')";
 
-/// Agents with their site, practice and finding counts, for `SELECT {AGENT_COLUMNS} FROM {AGENT_TABLES}`.
+/// Agents with their site, practice and newest inventory, for `SELECT {AGENT_COLUMNS} FROM {AGENT_TABLES}`.
 const AGENT_TABLES: &str = "agents a JOIN sites s ON s.id = a.site_id JOIN practices p ON p.id = s.practice_id
-    LEFT JOIN (SELECT agent_id, SUM(status = 'pass') AS pass, SUM(status = 'fail') AS fail,
-                      SUM(status = 'error') AS error, SUM(status = 'not_applicable') AS na,
-                      SUM(exception IS NOT NULL AND status IN ('fail', 'error')) AS accepted
-               FROM findings GROUP BY agent_id) fc ON fc.agent_id = a.id
     LEFT JOIN latest_observations inv
       ON inv.agent_id = a.id AND inv.kind = 'inventory' AND inv.subject = 'host' AND inv.status = 'ok'";
 

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 
 use super::session::Session;
 use super::{WebError, page};
-use crate::api::admin::{AgentView, agent_views};
+use crate::api::admin::{AgentView, agent_views, by_site};
 use crate::app::AppState;
 use crate::store::{FindingCounts, PracticeRow, Role};
 
@@ -152,6 +152,7 @@ pub fn role_label(role: Role) -> &'static str {
 
 /// Groups agents under their practice and site, in the store's order, and counts them.
 pub fn sections(practices: Vec<PracticeRow>, agents: Vec<AgentView>, now: DateTime<Utc>) -> Vec<PracticeSection> {
+    let grouped = by_site(&agents, |a| (a.practice.as_str(), a.site.as_str()));
     practices
         .into_iter()
         .map(|p| {
@@ -160,9 +161,11 @@ pub fn sections(practices: Vec<PracticeRow>, agents: Vec<AgentView>, now: DateTi
                 .iter()
                 .map(|site| SiteSection {
                     name: site.clone(),
-                    agents: agents
+                    agents: grouped
+                        .get(&(p.name.as_str(), site.as_str()))
+                        .map(Vec::as_slice)
+                        .unwrap_or(&[])
                         .iter()
-                        .filter(|a| a.practice == p.name && &a.site == site)
                         .map(|a| AgentLine {
                             agent_id: a.agent_id.clone(),
                             hostname: a.hostname.clone(),
