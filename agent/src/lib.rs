@@ -20,6 +20,7 @@ pub mod run;
 pub mod sender;
 pub mod state;
 pub mod status;
+pub mod watch;
 
 pub use config::AgentSettings;
 pub use enroll::{EnrollError, EnrollOptions, enroll};

@@ -112,6 +112,7 @@ pub async fn check(opts: CheckOptions) -> Result<CheckReport, CheckError> {
         runner,
         now,
         live,
+        state_dir: opts.state_dir.clone(),
     };
     let selected: Vec<Arc<dyn checks::Check>> = opts.settings.checks.iter().map(|s| Arc::clone(&s.check)).collect();
     let observations = checks::run_all(&selected, &host).await;

@@ -355,6 +355,7 @@ fn validate(args: ValidateArgs) -> Result<ExitCode, Failure> {
     let AgentSettings {
         heartbeat_interval,
         checks,
+        config: _,
     } = &settings;
     println!("{}: ok", args.config.display());
     println!("heartbeat interval: {}s", heartbeat_interval.as_secs());

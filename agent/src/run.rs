@@ -83,6 +83,7 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Ru
     let AgentSettings {
         heartbeat_interval,
         checks: scheduled,
+        config: _,
     } = settings;
     if heartbeat_interval.is_zero() {
         return Err(RunError::Settings(
@@ -219,6 +220,10 @@ async fn heartbeat_loop(agent: &Agent, status: &Arc<StatusRecorder>, interval: D
             sent_at: Utc::now(),
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
             agent_uptime_secs: agent.started.elapsed().as_secs(),
+            config_version: None,
+            config_error: None,
+            spool_depth: None,
+            spool_error: None,
         };
         let result = tokio::select! {
             _ = stop.cancelled() => return,
@@ -267,6 +272,7 @@ async fn check_loop(
     stop: &CancellationToken,
 ) {
     let ScheduledCheck { check, schedule } = sc;
+    let check_name = check.name();
     let checks = [check];
     let mut last_fire = chrono::Local::now();
     loop {
@@ -283,6 +289,11 @@ async fn check_loop(
                     agent_id: agent.identity.agent_id.clone(),
                     sequence,
                     created_at: Utc::now(),
+                    check: Some(check_name.to_string()),
+                    complete: true,
+                    prev_hash: None,
+                    hash: None,
+                    dropped: vec![],
                     observations,
                 };
                 debug!(sequence, observations = report.observations.len(), "report queued");

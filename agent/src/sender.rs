@@ -180,6 +180,11 @@ mod tests {
             agent_id: "a".into(),
             sequence,
             created_at: chrono::Utc::now(),
+            check: None,
+            complete: false,
+            prev_hash: None,
+            hash: None,
+            dropped: vec![],
             observations: vec![],
         }
     }

@@ -35,6 +35,9 @@ pub mod paths {
     pub const HEARTBEAT: &str = "/api/v1/agent/heartbeat";
     /// `POST` a [`Report`](super::Report), answered by a [`ReportAck`](super::ReportAck).
     pub const REPORTS: &str = "/api/v1/agent/reports";
+    /// `POST` a [`ReportBatch`](super::ReportBatch) (reports in sequence order), answered by a
+    /// [`BatchAck`](super::BatchAck). Used when the agent is behind.
+    pub const REPORT_BATCH: &str = "/api/v1/agent/reports/batch";
     /// `GET` the agent's effective [`AgentConfig`](super::AgentConfig), with `ETag`.
     pub const CONFIG: &str = "/api/v1/agent/config";
 }
@@ -82,6 +85,19 @@ pub struct Heartbeat {
     pub agent_version: String,
     /// Seconds the agent process has been running.
     pub agent_uptime_secs: u64,
+    /// Version (ETag) of the configuration the agent runs with, when it came from the collector.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_version: Option<String>,
+    /// Why the agent refused the collector's newest configuration, if it did (it keeps running
+    /// with the last good one, `config_version`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_error: Option<String>,
+    /// Reports waiting in the agent's spool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spool_depth: Option<u64>,
+    /// Why the agent cannot spool reports right now (disk full), if so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spool_error: Option<String>,
 }
 
 /// The collector's answer to a heartbeat.
@@ -104,10 +120,52 @@ pub struct Report {
     pub agent_id: String,
     /// Monotonically increasing per agent, starting at 1.
     pub sequence: u64,
-    /// When the report was assembled, by the agent's clock.
+    /// When the report was assembled, by the agent's clock. Never used for ordering: the
+    /// sequence number says which report is newer.
     pub created_at: DateTime<Utc>,
+    /// The check that produced the observations (`encryption`, `ehr`, ...), when one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<String>,
+    /// `true` when `observations` is the check's complete set of subjects: a subject the
+    /// collector holds for this check that is not in it is gone (a USB stick unplugged) and
+    /// its findings resolve. `false` for partial reports (a probe's state change).
+    #[serde(default)]
+    pub complete: bool,
+    /// Hash chain over the agent's reports: the `hash` of the report with the previous
+    /// sequence (the chain seed for the first report after enrollment).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prev_hash: Option<String>,
+    /// SHA-256 (hex) over `prev_hash` and this report's content, see [`chain_hash`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash: Option<String>,
+    /// Reports the agent had to drop from its spool (full disk, too old) before sending this
+    /// one: the collector records the gap as explained rather than unexplained.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dropped: Vec<DroppedRange>,
     /// What the checks saw.
     pub observations: Vec<Observation>,
+}
+
+/// A range of sequence numbers the agent dropped without sending, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DroppedRange {
+    /// First sequence number dropped.
+    pub first: u64,
+    /// Last sequence number dropped (inclusive).
+    pub last: u64,
+    /// Why: `spool_full`, `too_old`, `unwritable`.
+    pub reason: String,
+}
+
+/// The chain hash of a report: SHA-256 (hex) over the previous hash and the report's
+/// canonical content (its JSON with `hash` left out). Computed by the agent when the report
+/// is spooled, checked by the collector when it is stored. The hashing itself is done by the
+/// caller (this crate depends on serde only); this function gives the exact bytes to hash.
+pub fn chain_input(report: &Report) -> Vec<u8> {
+    let mut content = report.clone();
+    content.hash = None;
+    // Serializing a plain data struct cannot fail.
+    serde_json::to_vec(&content).unwrap_or_default()
 }
 
 /// The collector's answer to a report, sent only after the report is committed.
@@ -117,25 +175,50 @@ pub struct ReportAck {
     pub sequence: u64,
     /// `false` when this sequence number had already been stored (a resend).
     pub stored: bool,
+    /// The next sequence number the collector expects from this agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_expected: Option<u64>,
 }
 
-/// The agent's effective configuration, as served by the collector.
+/// Several reports of one agent, in sequence order: how an agent that is behind catches up.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReportBatch {
+    pub protocol: u32,
+    /// Agent id; must match the credentials the request is sent with.
+    pub agent_id: String,
+    pub reports: Vec<Report>,
+}
+
+/// The collector's answer to a batch, sent only after every report in it is committed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchAck {
+    /// One acknowledgement per report, in the batch's order.
+    pub acks: Vec<ReportAck>,
+    /// The next sequence number the collector expects from this agent.
+    pub next_expected: u64,
+}
+
+/// The body of a `409 Conflict` answer to a report whose sequence number the collector already
+/// holds with other content: the agent's sequence file went back in time (restored from an old
+/// backup). The agent renumbers what it has not delivered from `next_expected` on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SequenceConflict {
+    pub error: String,
+    pub next_expected: u64,
+}
+
+/// The agent's effective configuration, as served by the collector: the same TOML an agent's
+/// local file holds (one format, validated by the same code on both sides), merged from the
+/// practice's and the site's settings. An empty `toml` means "every default".
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AgentConfig {
     pub protocol: u32,
-    /// Seconds between heartbeats.
-    pub heartbeat_interval_secs: u64,
-    /// Checks to run and when.
-    pub checks: Vec<CheckSchedule>,
-}
-
-/// One check and its schedule.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CheckSchedule {
-    /// Check name, e.g. `inventory`.
-    pub check: String,
-    /// Cron expression with seconds, e.g. `0 */15 * * * *`.
-    pub schedule: String,
+    /// Version of this configuration; the same string as the `ETag` it is served with.
+    pub version: String,
+    /// Where it comes from, for people: `default`, `practice Smith`, `site Main Street`.
+    pub origin: String,
+    /// The configuration, in the agent configuration file's TOML format.
+    pub toml: String,
 }
 
 /// The JSON body of every error answer from the collector's API.

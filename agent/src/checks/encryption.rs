@@ -765,6 +765,7 @@ mod tests {
         let h = Host {
             root: dir.path().to_path_buf(),
             live: false,
+            state_dir: None,
             ..Host::system()
         };
         let obs = collect(&h, Platform::Linux);

@@ -407,6 +407,7 @@ mod tests {
         let host = Host {
             root: crate::checks::testutil::fixture("inventory-net"),
             live: false,
+            state_dir: None,
             ..Host::system()
         };
         let inv = collect(&host);
@@ -437,6 +438,7 @@ mod tests {
         let host = Host {
             root: dir.path().to_path_buf(),
             live: false,
+            state_dir: None,
             ..Host::system()
         };
         let inv = collect(&host);

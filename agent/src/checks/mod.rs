@@ -71,6 +71,9 @@ pub struct Host {
     pub now: DateTime<Utc>,
     /// Read live system state through sysinfo (`false` in fixture tests, where only `root` is read).
     pub live: bool,
+    /// The agent's state dir, for checks that keep state between runs (what a watched log held
+    /// at the last look); `None` when there is none (a one-off `check` without `--state-dir`).
+    pub state_dir: Option<PathBuf>,
 }
 
 impl Host {
@@ -81,6 +84,7 @@ impl Host {
             runner: Arc::new(SystemRunner),
             now: Utc::now(),
             live: true,
+            state_dir: None,
         }
     }
 
@@ -211,10 +215,23 @@ pub trait Check: Send + Sync + std::fmt::Debug {
     }
     /// Observes the host.
     fn run(&self, host: &Host) -> Vec<Observation>;
+    /// Host paths whose changes should re-run the check at once (a backup folder, a watched
+    /// log), besides its schedule; the run loop watches them. Default: none.
+    fn watch_paths(&self, host: &Host) -> Vec<PathBuf> {
+        let _ = host;
+        Vec::new()
+    }
 }
 
-/// Every check this build has.
+/// Every check this build has, with the default configuration.
 pub fn all() -> Vec<Arc<dyn Check>> {
+    build(&rounds_agent_config::AgentConfig::default())
+}
+
+/// Every check this build has, in the order of [`rounds_agent_config::CHECKS`], each set up from
+/// `config` (backup sources, watched logs). Whether a check runs and when is for the caller.
+pub fn build(config: &rounds_agent_config::AgentConfig) -> Vec<Arc<dyn Check>> {
+    let _ = config;
     vec![
         Arc::new(inventory::InventoryCheck),
         Arc::new(encryption::EncryptionCheck),
@@ -363,6 +380,12 @@ mod tests {
         assert!(why("time_sync").contains("timed out"));
         assert!(why("firewall").contains("crashed"));
         assert!(obs.iter().any(|o| o.kind == "accounts"));
+    }
+
+    #[test]
+    fn the_shared_configuration_knows_every_check_by_name() {
+        let names: Vec<&str> = all().iter().map(|c| c.name()).collect();
+        assert_eq!(names, rounds_agent_config::CHECKS);
     }
 
     #[test]

@@ -34,6 +34,7 @@ pub fn host(name: &str, runner: FakeRunner, now: &str) -> Host {
         runner: Arc::new(runner),
         now: at(now),
         live: false,
+        state_dir: None,
     }
 }
 

@@ -75,6 +75,7 @@ async fn case(c: Case<'_>) -> (Vec<Observation>, Finding) {
         runner: Arc::new(NoCommands),
         now: at(now),
         live: false,
+        state_dir: None,
     };
     let check = checks::by_name(check).unwrap_or_else(|| panic!("no check named {check}"));
     let obs = checks::run_all(&[Arc::clone(&check)], &host).await;

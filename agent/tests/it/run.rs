@@ -19,6 +19,7 @@ fn settings(heartbeat_ms: u64, schedule: &str) -> AgentSettings {
             check: checks::by_name("inventory").unwrap(),
             schedule: cron::Schedule::from_str(schedule).unwrap(),
         }],
+        ..AgentSettings::default()
     }
 }
 

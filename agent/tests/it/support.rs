@@ -124,7 +124,12 @@ pub fn healthy(req: &Recorded) -> (u16, String) {
             let sequence = req.json()["sequence"].as_u64().unwrap();
             (
                 200,
-                serde_json::to_string(&ReportAck { sequence, stored: true }).unwrap(),
+                serde_json::to_string(&ReportAck {
+                    sequence,
+                    stored: true,
+                    next_expected: None,
+                })
+                .unwrap(),
             )
         }
         _ => (404, r#"{"error":"no such path"}"#.into()),

@@ -12,6 +12,10 @@ fn heartbeat() -> Heartbeat {
         sent_at: chrono::Utc::now(),
         agent_version: "0.0.0".into(),
         agent_uptime_secs: 1,
+        config_version: None,
+        config_error: None,
+        spool_depth: None,
+        spool_error: None,
     }
 }
 
@@ -91,6 +95,11 @@ async fn collector_errors_are_classified() {
         agent_id: "agt_1".into(),
         sequence: 1,
         created_at: chrono::Utc::now(),
+        check: None,
+        complete: false,
+        prev_hash: None,
+        hash: None,
+        dropped: vec![],
         observations: vec![],
     };
     let err = client.report(&report).await.unwrap_err();

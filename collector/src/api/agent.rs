@@ -5,8 +5,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use rounds_protocol::{
-    AgentConfig, CheckSchedule, EnrollRequest, EnrollResponse, Heartbeat, HeartbeatAck, PROTOCOL_MAJOR, Report,
-    ReportAck,
+    AgentConfig, EnrollRequest, EnrollResponse, Heartbeat, HeartbeatAck, PROTOCOL_MAJOR, Report, ReportAck,
 };
 
 use super::{AgentJson, AuthedAgent};
@@ -166,6 +165,7 @@ pub async fn report(
     Ok(Json(ReportAck {
         sequence: report.sequence,
         stored,
+        next_expected: None,
     }))
 }
 
@@ -179,17 +179,17 @@ pub struct ServedConfig {
 
 impl ServedConfig {
     pub fn new(settings: &crate::config::Settings) -> Self {
+        // Until configuration is set per practice and site, every agent gets every default
+        // (every check, default schedules) with the collector's heartbeat interval.
+        let toml = format!("heartbeat_interval_secs = {}\n", settings.heartbeat_interval.as_secs());
+        let version = format!("\"{}\"", &secrets::hash_secret(&toml)[..16]);
         let config = AgentConfig {
             protocol: PROTOCOL_MAJOR,
-            heartbeat_interval_secs: settings.heartbeat_interval.as_secs(),
-            checks: vec![CheckSchedule {
-                check: "inventory".into(),
-                schedule: "0 0 * * * *".into(),
-            }],
+            version: version.clone(),
+            origin: "default".into(),
+            toml,
         };
-        let body = serde_json::to_string(&config).unwrap_or_default();
-        let etag = format!("\"{}\"", &secrets::hash_secret(&body)[..16]);
-        ServedConfig { config, etag }
+        ServedConfig { config, etag: version }
     }
 }
 

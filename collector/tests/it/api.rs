@@ -131,7 +131,8 @@ async fn report_is_stored_once_and_acknowledged_again() {
             ack,
             ReportAck {
                 sequence: 1,
-                stored: expect_stored
+                stored: expect_stored,
+                next_expected: None,
             }
         );
     }
@@ -354,7 +355,8 @@ async fn config_has_an_etag_and_answers_not_modified() {
     assert_eq!(resp.status(), StatusCode::OK);
     let etag = resp.headers()[header::ETAG].to_str().unwrap().to_string();
     let cfg: Value = serde_json::from_str(&body_text(resp).await).unwrap();
-    assert_eq!(cfg["heartbeat_interval_secs"], 30);
+    assert_eq!(cfg["toml"], "heartbeat_interval_secs = 30\n");
+    assert_eq!(cfg["version"], etag.as_str());
     let resp = app
         .send(req().header(header::IF_NONE_MATCH, &etag).body(Body::empty()).unwrap())
         .await;
