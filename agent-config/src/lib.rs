@@ -69,6 +69,7 @@ pub const CHECKS: &[&str] = &[
     "passwords",
     "accounts",
     "disk_space",
+    "audit_log",
 ];
 
 /// The configuration file as written.

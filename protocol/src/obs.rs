@@ -289,12 +289,13 @@ pub struct EhrProbe {
     pub failure: Option<String>,
 }
 
-/// Integrity of one watched log (subject: its path or name).
+/// Integrity of one watched log (subject: its path as the host sees it; for Windows event logs
+/// `eventlog:Security`, `eventlog:System`). Only metadata and hashes: never a log line.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct AuditLog {
     pub path: String,
     pub present: bool,
-    /// Content seen before is unchanged and the file only grew.
+    /// Content seen before is unchanged and the file only grew (or rotated normally).
     pub append_only: Option<bool>,
     pub truncated: Option<bool>,
     pub rewritten: Option<bool>,
@@ -304,6 +305,109 @@ pub struct AuditLog {
     pub longest_gap_secs: Option<u64>,
     /// The log was cleared (e.g. Windows event 1102).
     pub cleared: Option<bool>,
+    /// What changed since the last look: `new` (first look), `unchanged`, `appended`,
+    /// `rotated`, `rewritten`, `truncated`, `deleted`, `replaced`, `cleared`.
+    #[serde(default)]
+    pub change: Option<String>,
+    /// The file was removed (and not rotated away).
+    #[serde(default)]
+    pub deleted: Option<bool>,
+    /// The file was replaced by another file (new inode) without a rotation.
+    #[serde(default)]
+    pub replaced: Option<bool>,
+    /// Writable by its group (mode g+w).
+    #[serde(default)]
+    pub group_writable: Option<bool>,
+    /// The owner (uid or gid) differs from the last look.
+    #[serde(default)]
+    pub owner_changed: Option<bool>,
+    /// The mode gained write permission for group or others since the last look.
+    #[serde(default)]
+    pub mode_widened: Option<bool>,
+    /// A normal rotation was seen since the last look: `rename` or `copytruncate`.
+    #[serde(default)]
+    pub rotation: Option<String>,
+    /// Where the content seen went in a rotation (`/var/log/app.log.1`).
+    #[serde(default)]
+    pub rotated_to: Option<String>,
+    /// Size now, and at the last look, in bytes.
+    #[serde(default)]
+    pub size_bytes: Option<u64>,
+    #[serde(default)]
+    pub old_size_bytes: Option<u64>,
+    /// Inode now, and at the last look.
+    #[serde(default)]
+    pub inode: Option<u64>,
+    #[serde(default)]
+    pub old_inode: Option<u64>,
+    #[serde(default)]
+    pub owner_uid: Option<u32>,
+    #[serde(default)]
+    pub owner_gid: Option<u32>,
+    /// Permission bits in octal, e.g. `0640`.
+    #[serde(default)]
+    pub mode: Option<String>,
+    /// SHA-256 over the checkpoint hashes of the content seen (hex): it names the content
+    /// without revealing it.
+    #[serde(default)]
+    pub content_hash: Option<String>,
+    /// Bytes whose hash was checked against the checkpoints in this run (0: appended bytes only).
+    #[serde(default)]
+    pub verified_bytes: Option<u64>,
+    /// The tamper found in this run, if any.
+    #[serde(default)]
+    pub tamper: Option<TamperEvent>,
+    /// The newest tamper ever found on this path (kept in the agent's state), so a collector
+    /// keeps its finding open until a person acknowledges that event id.
+    #[serde(default)]
+    pub last_tamper: Option<TamperEvent>,
+    /// Audit-record serial numbers missing within one boot (auditd's log).
+    #[serde(default)]
+    pub serial_gaps: Option<u64>,
+    /// Records missing in those gaps.
+    #[serde(default)]
+    pub missing_records: Option<u64>,
+    /// Records whose time runs backwards within one boot.
+    #[serde(default)]
+    pub time_backwards: Option<u64>,
+    /// Events of interest read from an event log (Windows 1102, 104, 1101, 4719).
+    #[serde(default)]
+    pub events: Vec<LogEvent>,
+}
+
+/// One tamper event on a watched log: stable, so the collector can keep and acknowledge it.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct TamperEvent {
+    /// Stable id: the same event carries the same id in every later observation.
+    pub id: String,
+    /// `rewritten`, `truncated`, `deleted`, `replaced`, `owner_changed`, `mode_widened`.
+    pub kind: String,
+    pub detected_at: DateTime<Utc>,
+    /// First changed byte and the end of the changed range (exclusive), located to the
+    /// checkpoint granularity; for a truncation, the new size and the old size.
+    pub range_start: Option<u64>,
+    pub range_end: Option<u64>,
+    pub old_size_bytes: Option<u64>,
+    pub new_size_bytes: Option<u64>,
+    pub old_inode: Option<u64>,
+    pub new_inode: Option<u64>,
+}
+
+/// One event read from an event log.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct LogEvent {
+    /// Event log name, e.g. `Security`.
+    pub log: String,
+    pub event_id: u32,
+    /// `log_cleared` (1102, 104), `events_dropped` (1101), `audit_policy_changed` (4719).
+    pub what: String,
+    pub at: Option<DateTime<Utc>>,
+    /// The account that did it, when the event names one (a staff account, never patient data).
+    #[serde(default)]
+    pub account: Option<String>,
+    /// Record id in the event log.
+    #[serde(default)]
+    pub record_id: Option<u64>,
 }
 
 /// An audit-logging service (subject: `auditd`, `journald`, `eventlog`, `unified-log`).
@@ -315,4 +419,41 @@ pub struct AuditService {
     pub enabled: Option<bool>,
     /// Logs persist across reboots (journald `Storage=persistent`, auditd log file).
     pub persistent: Option<bool>,
+    /// auditd: rules in /etc/audit/rules.d (`-a`/`-w` lines), and rules loaded in the kernel
+    /// (`auditctl -l`, needs root).
+    #[serde(default)]
+    pub rules_configured: Option<u32>,
+    #[serde(default)]
+    pub rules_loaded: Option<u32>,
+    /// auditd: the rules end with `-e 2` (immutable until reboot), and the kernel says so
+    /// (`auditctl -s`: `enabled 2`).
+    #[serde(default)]
+    pub immutable_configured: Option<bool>,
+    #[serde(default)]
+    pub immutable: Option<bool>,
+    /// auditd.conf settings as written (lowercase).
+    #[serde(default)]
+    pub max_log_file_action: Option<String>,
+    #[serde(default)]
+    pub space_left_action: Option<String>,
+    #[serde(default)]
+    pub admin_space_left_action: Option<String>,
+    #[serde(default)]
+    pub disk_full_action: Option<String>,
+    /// Kernel command line has `audit=1` (processes started before auditd are audited too).
+    #[serde(default)]
+    pub kernel_audit: Option<bool>,
+    /// journald: `Storage=` and `Seal=` as effective (after drop-ins).
+    #[serde(default)]
+    pub storage: Option<String>,
+    #[serde(default)]
+    pub seal: Option<bool>,
+    /// journald: forward-secure sealing keys are set up (`/var/log/journal/<id>/fss`).
+    #[serde(default)]
+    pub sealing_keys: Option<bool>,
+    /// journald: `journalctl --verify` found every journal file intact; files that failed.
+    #[serde(default)]
+    pub verify_passed: Option<bool>,
+    #[serde(default)]
+    pub verify_failures: Vec<String>,
 }

@@ -15,6 +15,7 @@
 //! - Checks read metadata only, never patient data.
 
 pub mod accounts;
+pub mod audit;
 pub mod disk_space;
 pub mod encryption;
 pub mod firewall;
@@ -231,7 +232,6 @@ pub fn all() -> Vec<Arc<dyn Check>> {
 /// Every check this build has, in the order of [`rounds_agent_config::CHECKS`], each set up from
 /// `config` (backup sources, watched logs). Whether a check runs and when is for the caller.
 pub fn build(config: &rounds_agent_config::AgentConfig) -> Vec<Arc<dyn Check>> {
-    let _ = config;
     vec![
         Arc::new(inventory::InventoryCheck),
         Arc::new(encryption::EncryptionCheck),
@@ -243,6 +243,7 @@ pub fn build(config: &rounds_agent_config::AgentConfig) -> Vec<Arc<dyn Check>> {
         Arc::new(passwords::PasswordsCheck),
         Arc::new(accounts::AccountsCheck),
         Arc::new(disk_space::DiskSpaceCheck),
+        Arc::new(audit::AuditCheck::new(config.audit_logs.clone())),
     ]
 }
 

@@ -113,15 +113,22 @@ pub fn healthy_server() -> Vec<rounds_protocol::Observation> {
         ok(
             "audit.log",
             "/var/log/audit/audit.log",
-            json!({"path": "/var/log/audit/audit.log", "present": true,
-            "append_only": true, "truncated": false, "rewritten": false, "world_writable": false, "last_entry_at": null,
-            "longest_gap_secs": null, "cleared": false}),
+            // Every field the agent sends, defaults (null) where this test does not care.
+            with(
+                &serde_json::to_value(rounds_protocol::obs::AuditLog::default()).unwrap(),
+                json!({"path": "/var/log/audit/audit.log", "present": true, "change": "appended",
+                "append_only": true, "truncated": false, "rewritten": false, "world_writable": false,
+                "cleared": false}),
+            ),
         ),
         ok(
             "audit.service",
             "auditd",
-            json!({"service": "auditd", "installed": true, "running": true, "enabled": true,
-            "persistent": true}),
+            with(
+                &serde_json::to_value(rounds_protocol::obs::AuditService::default()).unwrap(),
+                json!({"service": "auditd", "installed": true, "running": true, "enabled": true,
+                "persistent": true, "rules_configured": 12, "max_log_file_action": "keep_logs"}),
+            ),
         ),
     ]
 }

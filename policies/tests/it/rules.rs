@@ -246,7 +246,11 @@ fn transmission_certificate() {
 }
 
 fn service() -> Value {
-    json!({"service": "auditd", "installed": true, "running": true, "enabled": true, "persistent": true})
+    json!({"service": "auditd", "installed": true, "running": true, "enabled": true, "persistent": true,
+           "rules_configured": 12, "rules_loaded": null, "immutable_configured": false, "immutable": null,
+           "max_log_file_action": "keep_logs", "space_left_action": "email", "admin_space_left_action": "single",
+           "disk_full_action": "suspend", "kernel_audit": false, "storage": null, "seal": null,
+           "sealing_keys": null, "verify_passed": null, "verify_failures": []})
 }
 
 #[test]
@@ -257,6 +261,46 @@ fn audit_logging_enabled() {
         vec![
             ("auditd on", vec![s("auditd", json!({}))], "", Pass),
             ("auditd stopped", vec![s("auditd", json!({"running": false}))], "", Fail),
+            ("auditd rotates old logs away", vec![s("auditd", json!({"max_log_file_action": "rotate"}))], "", Fail),
+            (
+                "auditd rotating allowed",
+                vec![s("auditd", json!({"max_log_file_action": "rotate"}))],
+                "require_keep_logs = false",
+                Pass,
+            ),
+            ("auditd ignores a full disk", vec![s("auditd", json!({"disk_full_action": "ignore"}))], "", Fail),
+            ("auditd without rules", vec![s("auditd", json!({"rules_configured": 0}))], "", Fail),
+            (
+                "immutable asked, rules mutable",
+                vec![s("auditd", json!({"immutable_configured": false}))],
+                "require_immutable = true",
+                Fail,
+            ),
+            (
+                "immutable asked and set",
+                vec![s("auditd", json!({"immutable_configured": true, "immutable": true}))],
+                "require_immutable = true",
+                Pass,
+            ),
+            (
+                "kernel audit=1 asked",
+                vec![s("auditd", json!({"kernel_audit": false}))],
+                "require_kernel_audit = true",
+                Fail,
+            ),
+            (
+                "journald seal asked, not set",
+                vec![s("journald", json!({"service": "journald", "seal": false}))],
+                "require_seal = true",
+                Fail,
+            ),
+            (
+                "journald verify failed",
+                vec![s("journald", json!({"service": "journald", "seal": true, "verify_passed": false,
+                                           "verify_failures": ["/var/log/journal/x/system.journal"]}))],
+                "",
+                Fail,
+            ),
             (
                 "not installed",
                 vec![s(
@@ -307,7 +351,9 @@ fn audit_logging_enabled() {
 fn log() -> Value {
     json!({"path": "/var/log/audit/audit.log", "present": true, "append_only": true, "truncated": false,
            "rewritten": false, "world_writable": false, "last_entry_at": ago(Duration::minutes(5)),
-           "longest_gap_secs": 120, "cleared": false})
+           "longest_gap_secs": 120, "cleared": false, "change": "appended", "deleted": false,
+           "replaced": false, "group_writable": false, "owner_changed": false, "mode_widened": false,
+           "rotation": null, "missing_records": null, "events": []})
 }
 
 #[test]
@@ -326,10 +372,49 @@ fn audit_log_integrity() {
             ("rewritten", vec![l(json!({"rewritten": true}))], "", Fail),
             ("cleared", vec![l(json!({"cleared": true}))], "", Fail),
             ("world writable", vec![l(json!({"world_writable": true}))], "", Fail),
+            ("deleted", vec![l(json!({"present": false, "deleted": true, "change": "deleted"}))], "", Fail),
+            ("replaced without rotation", vec![l(json!({"replaced": true, "append_only": false}))], "", Fail),
+            ("owner changed", vec![l(json!({"owner_changed": true}))], "", Fail),
+            ("mode widened to group", vec![l(json!({"mode_widened": true, "group_writable": true}))], "", Fail),
+            ("group writable allowed by default", vec![l(json!({"group_writable": true}))], "", Pass),
+            (
+                "group writable forbidden",
+                vec![l(json!({"group_writable": true}))],
+                "forbid_group_writable = true",
+                Fail,
+            ),
+            ("rotated by rename", vec![l(json!({"rotation": "rename", "change": "rotated"}))], "", Pass),
+            (
+                "rotated away, new file not there yet",
+                vec![l(json!({"present": false, "rotation": "rename", "change": "rotated"}))],
+                "",
+                Pass,
+            ),
+            ("first look: a baseline", vec![l(json!({"change": "new", "append_only": null, "truncated": null, "rewritten": null}))], "", Pass),
+            ("audit records missing", vec![l(json!({"missing_records": 3}))], "", Fail),
+            ("audit records missing within the allowance", vec![l(json!({"missing_records": 3}))], "max_missing_records = 5", Pass),
+            (
+                "Windows audit events dropped",
+                vec![l(json!({"events": [{"log": "Security", "event_id": 1101, "what": "events_dropped", "at": null}]}))],
+                "",
+                Fail,
+            ),
+            (
+                "Windows audit policy changed: allowed by default",
+                vec![l(json!({"events": [{"log": "Security", "event_id": 4719, "what": "audit_policy_changed", "at": null}]}))],
+                "",
+                Pass,
+            ),
+            (
+                "Windows audit policy changed: forbidden",
+                vec![l(json!({"events": [{"log": "Security", "event_id": 4719, "what": "audit_policy_changed", "at": null}]}))],
+                "fail_on_audit_policy_change = true",
+                Fail,
+            ),
             ("missing", vec![l(json!({"present": false}))], "", Fail),
             (
-                "first sighting: nothing to compare yet",
-                vec![l(json!({"append_only": null, "truncated": null, "rewritten": null}))],
+                "nothing to compare yet",
+                vec![l(json!({"change": null, "append_only": null, "truncated": null, "rewritten": null, "cleared": null}))],
                 "",
                 Error,
             ),

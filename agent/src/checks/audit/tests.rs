@@ -1,0 +1,1 @@
+//! Tests of the audit check on fixture trees and recorded outputs.
