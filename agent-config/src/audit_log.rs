@@ -161,8 +161,17 @@ mod tests {
             "[[audit_log]]\npath = \"/var/*/app.log\"\n\n[[audit_log]]\npath = \"/var/log/a.log\"\nrotated = [\"old/*\"]\n\n[[audit_log]]\npath = \"/var/log/[ab].log\"\n",
         );
         assert_eq!(p.len(), 3, "{p:?}");
-        assert!(p[0].starts_with("2: `audit_log.path`") && p[0].contains("not in a directory"), "{p:?}");
-        assert!(p[1].starts_with("6: `audit_log.rotated`") && p[1].contains("absolute"), "{p:?}");
-        assert!(p[2].starts_with("9: `audit_log.path`") && p[2].contains("only `*` and `?`"), "{p:?}");
+        assert!(
+            p[0].starts_with("2: `audit_log.path`") && p[0].contains("not in a directory"),
+            "{p:?}"
+        );
+        assert!(
+            p[1].starts_with("6: `audit_log.rotated`") && p[1].contains("absolute"),
+            "{p:?}"
+        );
+        assert!(
+            p[2].starts_with("9: `audit_log.path`") && p[2].contains("only `*` and `?`"),
+            "{p:?}"
+        );
     }
 }

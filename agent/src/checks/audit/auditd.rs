@@ -88,7 +88,11 @@ pub fn parse_auditctl_status(text: &str) -> Result<u8, String> {
 
 /// Whether the kernel command line turns auditing on from boot (`audit=1`).
 pub fn kernel_audit(cmdline: &str) -> bool {
-    cmdline.split_whitespace().filter_map(|w| w.strip_prefix("audit=")).last() == Some("1")
+    cmdline
+        .split_whitespace()
+        .filter_map(|w| w.strip_prefix("audit="))
+        .last()
+        == Some("1")
 }
 
 /// Where a scan of audit.log stands between looks (kept in the state dir; no log content).
@@ -134,7 +138,9 @@ pub fn scan_records(text: &[u8], scan: &mut RecordScan) -> RecordGaps {
     let complete = text.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
     for line in text[..complete].split(|b| *b == b'\n') {
         let Ok(line) = std::str::from_utf8(line) else { continue };
-        let Some((time, serial)) = record_header(line) else { continue };
+        let Some((time, serial)) = record_header(line) else {
+            continue;
+        };
         let new_boot = scan.last_serial.is_some_and(|last| serial + 1000 < last)
             || line.starts_with("type=DAEMON_START") && scan.last_serial.is_some_and(|last| serial < last);
         if let (Some(last), false) = (scan.last_serial, new_boot) {
@@ -153,7 +159,10 @@ pub fn scan_records(text: &[u8], scan: &mut RecordScan) -> RecordGaps {
         if new_boot || scan.last_serial.is_none_or(|last| serial >= last) {
             scan.last_serial = Some(serial);
         }
-        scan.last_time_ms = Some(scan.last_time_ms.map_or(time, |t| if new_boot { time } else { t.max(time) }));
+        scan.last_time_ms = Some(
+            scan.last_time_ms
+                .map_or(time, |t| if new_boot { time } else { t.max(time) }),
+        );
         gaps.last_time_ms = scan.last_time_ms;
     }
     scan.offset += complete as u64;
@@ -168,14 +177,26 @@ mod tests {
     fn record_headers_are_read_and_nothing_else() {
         let line = "type=SYSCALL msg=audit(1764590400.123:4242): arch=c000003e syscall=257 name=\"/home/x\"";
         assert_eq!(record_header(line), Some((1_764_590_400_123, 4242)));
-        assert_eq!(record_header("type=X msg=audit(1764590400.5:7): a"), Some((1_764_590_400_500, 7)));
+        assert_eq!(
+            record_header("type=X msg=audit(1764590400.5:7): a"),
+            Some((1_764_590_400_500, 7))
+        );
         assert_eq!(record_header("no header"), None);
     }
 
     #[test]
     fn rules_count_and_the_last_e_decides_immutability() {
-        let r = parse_rules(["-D\n-b 8192\n-w /etc/passwd -p wa -k identity\n-a always,exit -F arch=b64 -S open\n", "-e 2\n"]);
-        assert_eq!(r, RulesFiles { rules: 2, immutable: true });
+        let r = parse_rules([
+            "-D\n-b 8192\n-w /etc/passwd -p wa -k identity\n-a always,exit -F arch=b64 -S open\n",
+            "-e 2\n",
+        ]);
+        assert_eq!(
+            r,
+            RulesFiles {
+                rules: 2,
+                immutable: true
+            }
+        );
         assert!(!parse_rules(["-e 2\n", "-e 1\n"]).immutable);
         assert_eq!(count_loaded_rules("No rules\n"), 0);
         assert_eq!(parse_auditctl_status("enabled 2\nfailure 1\npid 612\n"), Ok(2));

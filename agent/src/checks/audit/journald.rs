@@ -51,7 +51,10 @@ mod tests {
     fn drop_ins_override_the_main_file() {
         let main = "[Journal]\n#Storage=auto\nStorage=volatile\nSeal=no\n";
         let drop = "[Journal]\nStorage=persistent\nSeal=yes\n";
-        assert_eq!(parse_journald_conf([main, drop]), (Some("persistent".into()), Some(true)));
+        assert_eq!(
+            parse_journald_conf([main, drop]),
+            (Some("persistent".into()), Some(true))
+        );
         assert_eq!(parse_journald_conf(["[Other]\nStorage=none\n"]), (None, None));
     }
 
@@ -61,7 +64,10 @@ mod tests {
                    000a10: Tag failed verification\n\
                    File corruption detected at /var/log/journal/ab/user-1000.journal:000a10 (of 8388608 bytes, 0%).\n\
                    FAIL: /var/log/journal/ab/user-1000.journal (Bad message)\n";
-        assert_eq!(parse_verify(out), (vec!["/var/log/journal/ab/user-1000.journal".to_string()], true));
+        assert_eq!(
+            parse_verify(out),
+            (vec!["/var/log/journal/ab/user-1000.journal".to_string()], true)
+        );
         assert_eq!(parse_verify("PASS: /x.journal\n"), (vec![], true));
     }
 }

@@ -332,10 +332,18 @@ fn to_payload(host_path: &str, o: &Outcome) -> AuditLog {
         owner_uid: o.meta.and_then(|m| m.uid),
         owner_gid: o.meta.and_then(|m| m.gid),
         mode: mode.map(|m| format!("{m:04o}")),
-        content_hash: o.state.as_ref().filter(|_| o.meta.is_some()).map(FileState::content_hash),
+        content_hash: o
+            .state
+            .as_ref()
+            .filter(|_| o.meta.is_some())
+            .map(FileState::content_hash),
         verified_bytes: Some(o.verified),
         tamper: o.tamper.clone(),
-        last_tamper: o.state.as_ref().and_then(|s| s.last_tamper.clone()).or_else(|| o.tamper.clone()),
+        last_tamper: o
+            .state
+            .as_ref()
+            .and_then(|s| s.last_tamper.clone())
+            .or_else(|| o.tamper.clone()),
         serial_gaps: None,
         missing_records: None,
         time_backwards: None,

@@ -48,6 +48,10 @@ pub struct FileState {
     pub gid: Option<u32>,
     pub mode: Option<u32>,
     pub mtime_ns: i128,
+    /// Birth time, where the file system keeps one: a file recreated with a reused inode
+    /// number is still told apart.
+    #[serde(default)]
+    pub created_ns: Option<i128>,
     /// Hex of the truncated SHA-256 of each full checkpoint, concatenated.
     pub chunks: String,
     /// Hex of the truncated SHA-256 of the last, partial checkpoint (empty when none).
@@ -89,10 +93,16 @@ pub struct Meta {
     pub gid: Option<u32>,
     pub mode: Option<u32>,
     pub mtime_ns: i128,
+    pub created_ns: Option<i128>,
 }
 
 impl Meta {
     pub fn of(m: &std::fs::Metadata) -> Self {
+        let created_ns = m
+            .created()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_nanos() as i128);
         #[cfg(unix)]
         {
             use std::os::unix::fs::MetadataExt;
@@ -104,6 +114,7 @@ impl Meta {
                 gid: Some(m.gid()),
                 mode: Some(m.mode() & 0o7777),
                 mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+                created_ns,
             }
         }
         #[cfg(not(unix))]
@@ -121,6 +132,7 @@ impl Meta {
                 gid: None,
                 mode: None,
                 mtime_ns,
+                created_ns,
             }
         }
     }
@@ -238,7 +250,9 @@ pub fn expand(glob: &Path) -> Vec<PathBuf> {
     let (Some(dir), Some(pat)) = (glob.parent(), glob.file_name().and_then(|n| n.to_str())) else {
         return Vec::new();
     };
-    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
     let mut out: Vec<PathBuf> = entries
         .filter_map(Result::ok)
         .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
@@ -311,6 +325,7 @@ fn old_meta(s: &FileState) -> Meta {
         gid: s.gid,
         mode: s.mode,
         mtime_ns: s.mtime_ns,
+        created_ns: s.created_ns,
     }
 }
 
@@ -326,7 +341,13 @@ fn tamper_id(path: &str, kind: &str, at: DateTime<Utc>) -> String {
 }
 
 /// The hashes and metadata of `file` as it is now, compared with `seen` from checkpoint `from`.
-fn baseline(file: &mut File, meta: Meta, seen: Option<&FileState>, from: u64, now: DateTime<Utc>) -> std::io::Result<(FileState, Scan)> {
+fn baseline(
+    file: &mut File,
+    meta: Meta,
+    seen: Option<&FileState>,
+    from: u64,
+    now: DateTime<Utc>,
+) -> std::io::Result<(FileState, Scan)> {
     let s = scan(file, meta.size, seen, from)?;
     let state = FileState {
         dev: meta.dev,
@@ -336,6 +357,7 @@ fn baseline(file: &mut File, meta: Meta, seen: Option<&FileState>, from: u64, no
         gid: meta.gid,
         mode: meta.mode,
         mtime_ns: meta.mtime_ns,
+        created_ns: meta.created_ns,
         chunks: s.chunks.clone(),
         tail: s.tail.clone(),
         verified_at: now,
@@ -390,7 +412,7 @@ pub fn look(
         let same_inode = candidates.iter().find(|c| {
             std::fs::metadata(c).is_ok_and(|m| {
                 let m = Meta::of(&m);
-                m.inode == old.inode && m.dev == old.dev && old.inode != 0
+                m.inode == old.inode && m.dev == old.dev && old.inode != 0 && m.created_ns == old.created_ns
             })
         });
         same_inode
@@ -436,7 +458,9 @@ pub fn look(
         .last_tamper
         .as_ref()
         .is_some_and(|t| t.kind == "deleted" && t.old_inode == Some(old.inode));
-    let same_file = meta.inode == old.inode && meta.dev == old.dev;
+    let same_file = meta.inode == old.inode
+        && meta.dev == old.dev
+        && (meta.created_ns.is_none() || old.created_ns.is_none() || meta.created_ns == old.created_ns);
     let (state, tamper) = if !same_file && was_deleted {
         out.change = "new";
         let (state, s) = baseline(&mut file, meta, None, 0, now).map_err(read_err)?;
@@ -466,7 +490,10 @@ pub fn look(
             (state, None)
         } else {
             out.change = "truncated";
-            (state, Some(event("truncated", Some((meta.size, old.size)), old, Some(meta))))
+            (
+                state,
+                Some(event("truncated", Some((meta.size, old.size)), old, Some(meta))),
+            )
         }
     } else {
         let from = match depth {

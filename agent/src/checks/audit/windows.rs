@@ -14,10 +14,7 @@ use rounds_protocol::obs::LogEvent;
 
 /// The query for each log: its name and the XPath of its events of interest.
 pub const QUERIES: &[(&str, &str)] = &[
-    (
-        "Security",
-        "*[System[(EventID=1102 or EventID=1101 or EventID=4719)]]",
-    ),
+    ("Security", "*[System[(EventID=1102 or EventID=1101 or EventID=4719)]]"),
     ("System", "*[System[(EventID=104)]]"),
 ];
 
@@ -76,7 +73,9 @@ pub fn parse_wevtutil_xml(text: &str) -> Result<Vec<LogEvent>, String> {
             .map(|t| t.with_timezone(&Utc));
         let account = element(ev, "SubjectUserName")
             .or_else(|| {
-                let i = ev.find("Name='SubjectUserName'").or_else(|| ev.find("Name=\"SubjectUserName\""))?;
+                let i = ev
+                    .find("Name='SubjectUserName'")
+                    .or_else(|| ev.find("Name=\"SubjectUserName\""))?;
                 let rest = &ev[i..];
                 rest.get(rest.find('>')? + 1..rest.find("</Data>")?)
             })
