@@ -143,6 +143,10 @@ pub fn scan_records(text: &[u8], scan: &mut RecordScan) -> RecordGaps {
         };
         let new_boot = scan.last_serial.is_some_and(|last| serial + 1000 < last)
             || line.starts_with("type=DAEMON_START") && scan.last_serial.is_some_and(|last| serial < last);
+        // The other records of the event just seen.
+        if scan.last_serial == Some(serial) {
+            continue;
+        }
         if let (Some(last), false) = (scan.last_serial, new_boot) {
             if serial > last + 1 {
                 gaps.serial_gaps += 1;
