@@ -365,3 +365,38 @@ fn the_state_file_holds_hashes_and_metadata_never_log_lines() {
     let sent = serde_json::to_string(&obs).unwrap();
     assert!(!sent.contains("login ok") && !sent.contains("user1"), "{sent}");
 }
+
+/// `rounds-agent check --state-dir DIR --config FILE` keeps the state between runs: an edit
+/// between two runs (processes) is found by the second.
+#[test]
+fn check_with_a_state_dir_compares_two_runs() {
+    let rig = Rig::new();
+    let config = rig.state.path().join("agent.toml");
+    std::fs::write(&config, format!("[[audit_log]]\npath = \"{LOG}\"\n")).unwrap();
+    let state = rig.state.path().join("state");
+    let run = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_rounds-agent"))
+            .args(["check", "--format", "json", "--root"])
+            .arg(rig.root.path())
+            .arg("--state-dir")
+            .arg(&state)
+            .arg("--config")
+            .arg(&config)
+            .env_remove("ROUNDS_AGENT_STATE_DIR")
+            .output()
+            .unwrap();
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+        let obs: Vec<Observation> = serde_json::from_value(report["observations"].clone()).unwrap();
+        log_of(&obs)
+    };
+    assert_eq!(run().change.as_deref(), Some("new"));
+    assert_eq!(run().change.as_deref(), Some("unchanged"));
+    flip_byte(&rig.path(), 5000);
+    let log = run();
+    assert_eq!(log.rewritten, Some(true), "{log:#?}");
+    assert_eq!(
+        log.tamper.map(|t| (t.range_start, t.range_end)),
+        Some((Some(4096), Some(8192)))
+    );
+}
