@@ -69,6 +69,13 @@ pub const CHECKS: &[&str] = &[
     "passwords",
     "accounts",
     "disk_space",
+    "mfa",
+    "usb_storage",
+    "admin_accounts",
+    "account_activity",
+    "log_forwarding",
+    "os_release",
+    "remote_access",
 ];
 
 /// The configuration file as written.
