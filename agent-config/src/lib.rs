@@ -70,6 +70,13 @@ pub const CHECKS: &[&str] = &[
     "accounts",
     "disk_space",
     "audit_log",
+    "mfa",
+    "usb_storage",
+    "admin_accounts",
+    "account_activity",
+    "log_forwarding",
+    "os_release",
+    "remote_access",
 ];
 
 /// The configuration file as written.

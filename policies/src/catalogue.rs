@@ -30,6 +30,25 @@ fn write_markdown(pack: &Pack, out: &mut String) -> std::fmt::Result {
         pack.title, pack.name, pack.version
     )?;
     writeln!(out, "{}\n", pack.description.trim())?;
+    writeln!(
+        out,
+        "Designations: `required` and `addressable` as Appendix A to Subpart C marks the \
+         implementation specification (a standard without implementation specifications is \
+         `required`); `standard` for a standard that has implementation specifications, which \
+         Appendix A leaves unmarked and 164.306(c) makes mandatory. A `partial` citation: the \
+         rule gives evidence for part of the section only.\n"
+    )?;
+    if let Some(s) = &pack.sections {
+        writeln!(
+            out,
+            "Citations are checked against {} current sections ({}) and {} sections of the 2025 \
+             proposed rule ({}).\n",
+            s.current.len(),
+            s.source.trim(),
+            s.proposed_2025.len(),
+            s.proposed_2025_source.trim()
+        )?;
+    }
     writeln!(out, "## Rules\n")?;
     writeln!(out, "| rule | severity | citations | applies to |")?;
     writeln!(out, "| --- | --- | --- | --- |")?;
@@ -37,7 +56,13 @@ fn write_markdown(pack: &Pack, out: &mut String) -> std::fmt::Result {
         let cites: Vec<String> = r
             .citations
             .iter()
-            .map(|c| format!("{} ({})", c.reference, c.requirement))
+            .map(|c| {
+                if c.partial {
+                    format!("{} ({}, partial)", c.reference, c.requirement)
+                } else {
+                    format!("{} ({})", c.reference, c.requirement)
+                }
+            })
             .collect();
         let os: Vec<&str> = r.applies_to.os.iter().map(|o| o.as_str()).collect();
         let roles: Vec<&str> = r.applies_to.role.iter().map(|o| o.as_str()).collect();
@@ -86,18 +111,26 @@ fn write_markdown(pack: &Pack, out: &mut String) -> std::fmt::Result {
             out,
             "With several subjects: {aggregate}. With no observation of its kinds: {missing}.\n"
         )?;
-        writeln!(out, "| citation | | rationale |")?;
-        writeln!(out, "| --- | --- | --- |")?;
+        writeln!(out, "| citation | designation | fit | rationale |")?;
+        writeln!(out, "| --- | --- | --- | --- |")?;
         for c in &r.citations {
-            writeln!(out, "| {} | {} | {} |", c.reference, c.requirement, cell(&c.rationale))?;
+            let fit = if c.partial { "partial" } else { "full" };
+            writeln!(
+                out,
+                "| {} | {} | {fit} | {} |",
+                c.reference,
+                c.requirement,
+                cell(&c.rationale)
+            )?;
         }
         writeln!(out)?;
         if !r.proposed_2025.is_empty() {
             writeln!(out, "2025 proposed rule:\n")?;
             for p in &r.proposed_2025 {
-                match &p.reference {
-                    Some(r) => writeln!(out, "- {r}: {}", p.note.trim())?,
-                    None => writeln!(out, "- {}", p.note.trim())?,
+                match (&p.reference, &p.no_ref_reason) {
+                    (Some(r), _) => writeln!(out, "- {r}: {}", p.note.trim())?,
+                    (None, Some(why)) => writeln!(out, "- (no section: {}) {}", why.trim(), p.note.trim())?,
+                    (None, None) => writeln!(out, "- {}", p.note.trim())?,
                 }
             }
             writeln!(out)?;
@@ -142,6 +175,19 @@ fn write_markdown(pack: &Pack, out: &mut String) -> std::fmt::Result {
             if let Some(text) = r.remediation.for_os(os) {
                 writeln!(out, "- {os}: {}", text.trim())?;
             }
+        }
+        writeln!(out)?;
+    }
+    if let Some(eol) = &pack.end_of_life {
+        writeln!(out, "## End-of-life table\n")?;
+        writeln!(out, "{} (checked {}).\n", eol.source.trim(), eol.checked)?;
+        writeln!(out, "| os | version | last day of support |")?;
+        writeln!(out, "| --- | --- | --- |")?;
+        for r in &eol.releases {
+            let end = r
+                .end_of_support
+                .map_or_else(|| "none announced".to_string(), |d| d.to_string());
+            writeln!(out, "| {} | {} | {end} |", r.os, r.version)?;
         }
         writeln!(out)?;
     }

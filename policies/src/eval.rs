@@ -97,6 +97,9 @@ pub struct Finding {
     pub severity: Severity,
     /// Canonical Security Rule references, e.g. `164.308(a)(7)(ii)(A)`.
     pub citations: Vec<String>,
+    /// The citations for which the rule gives evidence for part of the section only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub partial_citations: Vec<String>,
     /// The observed values the verdict was decided on, and the parameters used.
     pub evidence: Json,
     /// One line for a person: what failed, why it could not be checked, or what passed.
@@ -140,6 +143,7 @@ pub fn evaluate(observations: &[Observation], policy: &Policy, ctx: &EvalContext
     root.add_variable_from_value("now", cel::Value::Timestamp(ctx.now.fixed_offset()));
     root.add_variable_from_value("os", ctx.os.as_str());
     root.add_variable_from_value("role", ctx.role.map_or(cel::Value::Null, |r| r.as_str().into()));
+    root.add_variable_from_value("end_of_life", policy.end_of_life.clone());
     policy
         .rules
         .iter()
@@ -234,6 +238,12 @@ fn evaluate_rule(
             status,
             severity: er.severity,
             citations: rule.citation_refs(),
+            partial_citations: rule
+                .citations
+                .iter()
+                .filter(|c| c.partial)
+                .map(|c| c.reference.clone())
+                .collect(),
             evidence,
             message,
             remediation: (status == Status::Fail)
@@ -422,7 +432,12 @@ fn judge(rule: &Rule, c: &cel::Context<'_, '_>) -> Result<Option<Option<bool>>, 
 
 /// Runs a rule on an all-unknown observation of `kind` with its default parameters, to catch
 /// at load time what would be an error at run time.
-pub(crate) fn dry_run(env: &Arc<cel::Env>, rule: &Rule, kind: &str) -> Result<(), (&'static str, String)> {
+pub(crate) fn dry_run(
+    env: &Arc<cel::Env>,
+    rule: &Rule,
+    kind: &str,
+    end_of_life: &cel::Value,
+) -> Result<(), (&'static str, String)> {
     let payload = &kinds::empty_payload(kind).unwrap_or(Json::Null);
     let mut c = cel::Context::with_env(Arc::clone(env));
     let now = Utc
@@ -437,6 +452,7 @@ pub(crate) fn dry_run(env: &Arc<cel::Env>, rule: &Rule, kind: &str) -> Result<()
     c.add_variable_from_value("now", cel::Value::Timestamp(now.fixed_offset()));
     c.add_variable_from_value("os", "linux");
     c.add_variable_from_value("role", cel::Value::Null);
+    c.add_variable_from_value("end_of_life", end_of_life.clone());
     c.add_variable_from_value("params", params_to_cel(&params));
     c.add_variable_as_val("data", json_to_val(payload));
     c.add_variable_from_value("subject", "dry-run");

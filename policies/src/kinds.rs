@@ -28,6 +28,13 @@ pub fn empty_payload(kind: &str) -> Option<Value> {
         obs::EhrProbe::KIND => v::<obs::EhrProbe>(),
         obs::AuditLog::KIND => v::<obs::AuditLog>(),
         obs::AuditService::KIND => v::<obs::AuditService>(),
+        obs::Mfa::KIND => v::<obs::Mfa>(),
+        obs::UsbStorage::KIND => v::<obs::UsbStorage>(),
+        obs::AdminAccounts::KIND => v::<obs::AdminAccounts>(),
+        obs::AccountActivity::KIND => v::<obs::AccountActivity>(),
+        obs::LogForwarding::KIND => v::<obs::LogForwarding>(),
+        obs::OsRelease::KIND => v::<obs::OsRelease>(),
+        obs::RemoteAccess::KIND => v::<obs::RemoteAccess>(),
         _ => return None,
     };
     Some(value)

@@ -24,7 +24,8 @@ mod raw;
 pub use error::{LoadError, LoadErrors, Location};
 pub use eval::{CheckReport, EvalContext, Finding, Status, evaluate};
 pub use pack::{
-    Aggregate, AppliesTo, BUILTIN_FILES, Citation, IfMissing, MANIFEST, Os, Pack, Param, ParamType, ParamValue,
-    Profile, ProposedCitation, Remediation, Requirement, Role, Rule, Severity, VARIABLES, is_canonical_citation,
+    Aggregate, AppliesTo, BUILTIN_FILES, Citation, EndOfLife, IfMissing, MANIFEST, Os, Pack, Param, ParamType,
+    ParamValue, Profile, ProposedCitation, Release, Remediation, Requirement, Role, Rule, Sections, Severity,
+    VARIABLES, is_canonical_citation,
 };
 pub use policy::{EffectiveRule, Exception, Overrides, Policy};

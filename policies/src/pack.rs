@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use crate::error::{LoadError, LoadErrors, Location, Source};
-use crate::raw::{RawPackFile, RawParamSets, RawRule, RawRuleFile};
+use crate::raw::{RawEndOfLife, RawPackFile, RawParamSets, RawRule, RawRuleFile, RawSections};
 use crate::{duration, eval, kinds};
 
 /// How much a failure matters.
@@ -43,20 +43,34 @@ impl fmt::Display for Severity {
     }
 }
 
-/// Whether a Security Rule implementation specification is required or addressable.
+/// The designation of a cited Security Rule section, as Appendix A to Subpart C gives it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Requirement {
+    /// A required implementation specification, or a standard without implementation
+    /// specifications (Appendix A marks those "R"), or a general requirement of 164.306(a).
     Required,
+    /// An addressable implementation specification (Appendix A: "A").
     Addressable,
+    /// A standard that has implementation specifications: Appendix A gives it no R/A mark, and
+    /// every standard is mandatory under 164.306(c).
+    Standard,
+}
+
+impl Requirement {
+    /// The lowercase name used in files, the catalogue and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Requirement::Required => "required",
+            Requirement::Addressable => "addressable",
+            Requirement::Standard => "standard",
+        }
+    }
 }
 
 impl fmt::Display for Requirement {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Requirement::Required => "required",
-            Requirement::Addressable => "addressable",
-        })
+        f.write_str(self.as_str())
     }
 }
 
@@ -263,6 +277,8 @@ pub struct Citation {
     /// Canonical form, e.g. `164.312(a)(2)(iv)`.
     pub reference: String,
     pub requirement: Requirement,
+    /// The rule gives evidence for part of the section only (the catalogue and findings say so).
+    pub partial: bool,
     /// Why the rule's observation is evidence for this section.
     pub rationale: String,
 }
@@ -270,9 +286,66 @@ pub struct Citation {
 /// A section of the January 2025 proposed update of the Security Rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProposedCitation {
-    /// The proposed section, when known.
+    /// The proposed section, when one applies.
     pub reference: Option<String>,
     pub note: String,
+    /// Why no proposed section applies, when `reference` is `None`.
+    pub no_ref_reason: Option<String>,
+}
+
+/// The list of real section ids the pack's citations are checked against, with its source.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Sections {
+    /// Where the current list comes from.
+    pub source: String,
+    /// Current Security Rule sections and their designation.
+    pub current: BTreeMap<String, Requirement>,
+    /// Where the proposed list comes from.
+    pub proposed_2025_source: String,
+    /// Sections of the January 2025 proposed rule's regulatory text.
+    pub proposed_2025: BTreeSet<String>,
+}
+
+/// One release in the end-of-life table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Release {
+    /// `os_id` as the `os_release` observation reports it, e.g. `debian`, `windows`.
+    pub os: String,
+    /// `version` as the observation reports it, e.g. `12`, `11 23H2`.
+    pub version: String,
+    /// Last day of the vendor's support; `None` while none is announced.
+    pub end_of_support: Option<chrono::NaiveDate>,
+}
+
+/// Operating-system releases and the end of their vendor's support, with the table's source.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EndOfLife {
+    /// Where the dates come from.
+    pub source: String,
+    /// When the table was last checked against its source.
+    pub checked: String,
+    pub releases: Vec<Release>,
+}
+
+impl EndOfLife {
+    /// The table as CEL sees it: `"os version"` to the end-of-support date as an RFC 3339
+    /// timestamp string (the start of the day after the last supported day, UTC), or `null`.
+    pub(crate) fn to_cel(&self) -> cel::Value {
+        let map: std::collections::HashMap<String, cel::Value> = self
+            .releases
+            .iter()
+            .map(|r| {
+                let value = r
+                    .end_of_support
+                    .and_then(|d| d.succ_opt())
+                    .map_or(cel::Value::Null, |d| {
+                        cel::Value::String(Arc::new(format!("{}T00:00:00Z", d.format("%Y-%m-%d"))))
+                    });
+                (format!("{} {}", r.os, r.version), value)
+            })
+            .collect();
+        cel::Value::from(map)
+    }
 }
 
 /// Which machines a rule judges.
@@ -369,6 +442,10 @@ pub struct Pack {
     pub description: String,
     pub rules: Vec<Arc<Rule>>,
     pub profiles: Vec<Profile>,
+    /// The real section ids citations were checked against, when the manifest has them.
+    pub sections: Option<Sections>,
+    /// The end-of-life table conditions read as `end_of_life`, when the manifest has one.
+    pub end_of_life: Option<EndOfLife>,
     pub(crate) env: CelEnv,
 }
 
@@ -466,6 +543,36 @@ impl Pack {
     pub fn from_sources(manifest: (&str, &str), rule_files: &[(&str, &str)]) -> Result<Pack, LoadErrors> {
         let env = Arc::new(cel::Env::stdlib());
         let mut errors = Vec::new();
+        let (manifest_name, manifest_text) = manifest;
+        let msrc = Source {
+            name: manifest_name,
+            text: manifest_text,
+        };
+        let raw_manifest = match toml::from_str::<RawPackFile>(manifest_text) {
+            Ok(raw) => Some(raw),
+            Err(e) => {
+                errors.push(msrc.toml_error(&e));
+                None
+            }
+        };
+        let (sections, end_of_life, rest) = match raw_manifest {
+            Some(raw) => {
+                let RawPackFile {
+                    pack,
+                    profile,
+                    sections,
+                    end_of_life,
+                } = raw;
+                let sections = sections.map(|s| compile_sections(msrc, s, &mut errors));
+                let end_of_life = end_of_life.map(|e| compile_end_of_life(msrc, e, &mut errors));
+                (sections, end_of_life, Some((pack, profile)))
+            }
+            None => (None, None, None),
+        };
+        let eol_cel = end_of_life
+            .as_ref()
+            .map_or_else(|| EndOfLife::default().to_cel(), EndOfLife::to_cel);
+
         let mut rules: Vec<Arc<Rule>> = Vec::new();
         let mut seen: HashMap<String, Location> = HashMap::new();
         for &(name, text) in rule_files {
@@ -488,51 +595,46 @@ impl Pack {
                     continue;
                 }
                 seen.insert(id, at);
-                if let Some(rule) = compile_rule(&env, src, raw, &mut errors) {
+                let known = Known {
+                    sections: sections.as_ref(),
+                    end_of_life: &eol_cel,
+                };
+                if let Some(rule) = compile_rule(&env, src, raw, known, &mut errors) {
                     rules.push(Arc::new(rule));
                 }
             }
         }
 
-        let (manifest_name, manifest_text) = manifest;
-        let msrc = Source {
-            name: manifest_name,
-            text: manifest_text,
-        };
         let mut meta = None;
         let mut profiles = Vec::new();
-        match toml::from_str::<RawPackFile>(manifest_text) {
-            Err(e) => errors.push(msrc.toml_error(&e)),
-            Ok(raw) => {
-                let RawPackFile { pack, profile } = raw;
-                let mut names = BTreeSet::new();
-                for p in profile {
-                    let name = p.name.get_ref().clone();
-                    if !names.insert(name.clone()) {
-                        errors.push(LoadError::Invalid {
-                            at: msrc.at(p.name.span().start, None),
-                            message: format!("duplicate profile `{name}`"),
-                        });
-                        continue;
-                    }
-                    let params = resolve_param_sets(msrc, &pack.name, &rules, p.params, &mut errors);
-                    let mut severity = BTreeMap::new();
-                    for (rule, sev) in p.severity {
-                        if find_rule(&rules, rule.get_ref()).is_none() {
-                            errors.push(unknown_rule(msrc, &rule, &pack.name));
-                        } else {
-                            severity.insert(rule.into_inner(), sev);
-                        }
-                    }
-                    profiles.push(Profile {
-                        name,
-                        description: p.description,
-                        params,
-                        severity,
+        if let Some((pack, profile)) = rest {
+            let mut names = BTreeSet::new();
+            for p in profile {
+                let name = p.name.get_ref().clone();
+                if !names.insert(name.clone()) {
+                    errors.push(LoadError::Invalid {
+                        at: msrc.at(p.name.span().start, None),
+                        message: format!("duplicate profile `{name}`"),
                     });
+                    continue;
                 }
-                meta = Some(pack);
+                let params = resolve_param_sets(msrc, &pack.name, &rules, p.params, &mut errors);
+                let mut severity = BTreeMap::new();
+                for (rule, sev) in p.severity {
+                    if find_rule(&rules, rule.get_ref()).is_none() {
+                        errors.push(unknown_rule(msrc, &rule, &pack.name));
+                    } else {
+                        severity.insert(rule.into_inner(), sev);
+                    }
+                }
+                profiles.push(Profile {
+                    name,
+                    description: p.description,
+                    params,
+                    severity,
+                });
             }
+            meta = Some(pack);
         }
         match meta {
             Some(meta) if errors.is_empty() => Ok(Pack {
@@ -542,6 +644,8 @@ impl Pack {
                 description: meta.description,
                 rules,
                 profiles,
+                sections,
+                end_of_life,
                 env: CelEnv(env),
             }),
             _ => Err(LoadErrors(errors)),
@@ -664,10 +768,127 @@ fn is_rule_id(id: &str) -> bool {
 }
 
 /// Names a CEL expression can use besides its parameters' fields.
-pub const VARIABLES: &[&str] = &["data", "subject", "kind", "observed_at", "params", "now", "os", "role"];
+pub const VARIABLES: &[&str] = &[
+    "data",
+    "subject",
+    "kind",
+    "observed_at",
+    "params",
+    "now",
+    "os",
+    "role",
+    "end_of_life",
+];
+
+/// What the manifest tells rule validation: the real section ids and the end-of-life table.
+#[derive(Clone, Copy)]
+struct Known<'a> {
+    sections: Option<&'a Sections>,
+    end_of_life: &'a cel::Value,
+}
+
+/// A TOML date (no time, no offset) as a calendar date.
+fn toml_date(value: &toml::value::Datetime) -> Option<chrono::NaiveDate> {
+    match value {
+        toml::value::Datetime {
+            date: Some(d),
+            time: None,
+            offset: None,
+        } => chrono::NaiveDate::from_ymd_opt(i32::from(d.year), u32::from(d.month), u32::from(d.day)),
+        _ => None,
+    }
+}
+
+fn compile_sections(src: Source<'_>, raw: RawSections, errors: &mut Vec<LoadError>) -> Sections {
+    let RawSections {
+        source,
+        current,
+        proposed_2025_source,
+        proposed_2025,
+    } = raw;
+    let mut out = Sections {
+        source,
+        proposed_2025_source,
+        ..Sections::default()
+    };
+    for (id, requirement) in current {
+        if !is_canonical_citation(id.get_ref()) {
+            errors.push(LoadError::Invalid {
+                at: src.at(id.span().start, None),
+                message: format!("section `{}` in [sections] is not in canonical form", id.get_ref()),
+            });
+        }
+        out.current.insert(id.into_inner(), requirement);
+    }
+    for id in proposed_2025 {
+        if !is_canonical_citation(id.get_ref()) {
+            errors.push(LoadError::Invalid {
+                at: src.at(id.span().start, None),
+                message: format!(
+                    "section `{}` in [sections] proposed_2025 is not in canonical form",
+                    id.get_ref()
+                ),
+            });
+        }
+        out.proposed_2025.insert(id.into_inner());
+    }
+    out
+}
+
+fn compile_end_of_life(src: Source<'_>, raw: RawEndOfLife, errors: &mut Vec<LoadError>) -> EndOfLife {
+    let RawEndOfLife {
+        source,
+        checked,
+        release,
+    } = raw;
+    let mut releases = Vec::new();
+    let mut keys = BTreeSet::new();
+    for r in release {
+        let at = src.at(r.os.span().start, None);
+        if !keys.insert(format!("{} {}", r.os.get_ref(), r.version)) {
+            errors.push(LoadError::Invalid {
+                at: at.clone(),
+                message: format!(
+                    "release `{} {}` is listed twice in [end_of_life]",
+                    r.os.get_ref(),
+                    r.version
+                ),
+            });
+        }
+        let end_of_support = match &r.end_of_support {
+            None => None,
+            Some(d) => match toml_date(d.get_ref()) {
+                Some(date) => Some(date),
+                None => {
+                    errors.push(LoadError::Invalid {
+                        at: src.at(d.span().start, None),
+                        message: "`end_of_support` must be a date, e.g. 2026-08-31".into(),
+                    });
+                    None
+                }
+            },
+        };
+        releases.push(Release {
+            os: r.os.into_inner(),
+            version: r.version,
+            end_of_support,
+        });
+    }
+    EndOfLife {
+        source,
+        checked: checked.to_string(),
+        releases,
+    }
+}
 
 /// Validates one raw rule; pushes every problem found and returns the rule if there were none.
-fn compile_rule(env: &Arc<cel::Env>, src: Source<'_>, raw: RawRule, errors: &mut Vec<LoadError>) -> Option<Rule> {
+fn compile_rule(
+    env: &Arc<cel::Env>,
+    src: Source<'_>,
+    raw: RawRule,
+    known: Known<'_>,
+    errors: &mut Vec<LoadError>,
+) -> Option<Rule> {
     let RawRule {
         id,
         title,
@@ -789,28 +1010,75 @@ fn compile_rule(env: &Arc<cel::Env>, src: Source<'_>, raw: RawRule, errors: &mut
                 "each citation needs a one-line rationale".into(),
             ));
         }
+        if let Some(sections) = known.sections {
+            match sections.current.get(c.reference.get_ref()) {
+                None => errors.push(invalid(
+                    c.reference.span().start,
+                    format!(
+                        "citation `{}` is not a section of the Security Rule (the pack's [sections] list, from {})",
+                        c.reference.get_ref(),
+                        sections.source.trim()
+                    ),
+                )),
+                Some(designation) if *designation != c.requirement => errors.push(invalid(
+                    c.reference.span().start,
+                    format!(
+                        "citation `{}` is marked `{}`, but the Security Rule designates it `{designation}`",
+                        c.reference.get_ref(),
+                        c.requirement
+                    ),
+                )),
+                Some(_) => {}
+            }
+        }
         cites.push(Citation {
             reference: c.reference.into_inner(),
             requirement: c.requirement,
+            partial: c.partial,
             rationale: c.rationale,
         });
     }
     let mut proposed = Vec::new();
     for p in proposed_2025 {
-        if let Some(r) = &p.reference
-            && !is_canonical_citation(r.get_ref())
-        {
-            errors.push(invalid(
-                r.span().start,
-                format!("proposed_2025 reference `{}` is not in canonical form", r.get_ref()),
-            ));
+        if let Some(r) = &p.reference {
+            if !is_canonical_citation(r.get_ref()) {
+                errors.push(invalid(
+                    r.span().start,
+                    format!("proposed_2025 reference `{}` is not in canonical form", r.get_ref()),
+                ));
+            } else if let Some(sections) = known.sections
+                && !sections.proposed_2025.contains(r.get_ref())
+            {
+                errors.push(invalid(
+                    r.span().start,
+                    format!(
+                        "proposed_2025 reference `{}` is not a section of the proposed rule (the pack's [sections] list, from {})",
+                        r.get_ref(),
+                        sections.proposed_2025_source.trim()
+                    ),
+                ));
+            }
         }
         if p.note.trim().is_empty() {
             errors.push(invalid(id.span().start, "each proposed_2025 entry needs a note".into()));
         }
+        let reason = p.no_ref_reason.filter(|r| !r.trim().is_empty());
+        match (&p.reference, &reason) {
+            (None, None) => errors.push(invalid(
+                id.span().start,
+                "each proposed_2025 entry needs a `ref` or a `no_ref_reason` saying why no proposed section applies"
+                    .into(),
+            )),
+            (Some(r), Some(_)) => errors.push(invalid(
+                r.span().start,
+                "a proposed_2025 entry with a `ref` takes no `no_ref_reason`".into(),
+            )),
+            _ => {}
+        }
         proposed.push(ProposedCitation {
             reference: p.reference.map(Spanned::into_inner),
             note: p.note,
+            no_ref_reason: reason,
         });
     }
     if applies_to.os.is_empty() || applies_to.role.is_empty() {
@@ -933,7 +1201,7 @@ fn compile_rule(env: &Arc<cel::Env>, src: Source<'_>, raw: RawRule, errors: &mut
     };
     // Dry run: every kind's all-unknown payload must give a verdict (bool or null), not an error.
     for kind in &rule.kinds {
-        if let Err((field, message)) = eval::dry_run(env, &rule, kind) {
+        if let Err((field, message)) = eval::dry_run(env, &rule, kind, known.end_of_life) {
             let offset = match field {
                 "select" => select.as_ref().map_or(condition.span().start, |s| s.span().start),
                 _ => condition.span().start,

@@ -151,6 +151,8 @@ pub struct Policy {
     pub profile: Option<String>,
     pub rules: Vec<EffectiveRule>,
     pub(crate) env: CelEnv,
+    /// The pack's end-of-life table as CEL reads it.
+    pub(crate) end_of_life: cel::Value,
 }
 
 impl Policy {
@@ -215,6 +217,10 @@ impl Policy {
             profile: profile.map(|p| p.name.clone()),
             rules,
             env: pack.env.clone(),
+            end_of_life: pack.end_of_life.as_ref().map_or_else(
+                || crate::pack::EndOfLife::default().to_cel(),
+                crate::pack::EndOfLife::to_cel,
+            ),
         })
     }
 

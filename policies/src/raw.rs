@@ -21,6 +21,54 @@ pub struct RawPackFile {
     /// Opt-in profiles that change parameters and severities of the pack's rules.
     #[serde(default)]
     pub profile: Vec<RawProfile>,
+    /// The real section ids citations are checked against; without it, citations are only
+    /// checked for their canonical form.
+    #[serde(default)]
+    pub sections: Option<RawSections>,
+    /// Operating-system releases and their end of support, read by conditions as `end_of_life`.
+    #[serde(default)]
+    pub end_of_life: Option<RawEndOfLife>,
+}
+
+/// `[sections]`: the real section ids of the Security Rule and of the 2025 proposed rule.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSections {
+    /// Where the current list comes from (the regulation text and its date).
+    pub source: String,
+    /// `"164.312(b)" = "required"`: every current section a rule may cite, with its designation.
+    pub current: BTreeMap<Spanned<String>, Requirement>,
+    /// Where the proposed list comes from (the notice, its pages).
+    pub proposed_2025_source: String,
+    /// Every section of the proposed regulatory text a `proposed_2025` entry may name.
+    pub proposed_2025: Vec<Spanned<String>>,
+}
+
+/// `[end_of_life]`: operating-system releases and the end of their vendor's support.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEndOfLife {
+    /// Where the dates come from.
+    pub source: String,
+    /// The date the table was last checked against its source, e.g. `2026-12-01`.
+    pub checked: toml::value::Datetime,
+    /// The releases.
+    #[serde(default)]
+    pub release: Vec<RawRelease>,
+}
+
+/// `[[end_of_life.release]]`: one release.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRelease {
+    /// `os_id` as the `os_release` observation reports it: `debian`, `ubuntu`, `rhel`,
+    /// `windows`, `windows_server`, `macos`, ...
+    pub os: Spanned<String>,
+    /// `version` as the observation reports it: `12`, `22.04`, `11 23H2`, `2019`, `14`.
+    pub version: String,
+    /// Last day of support (a TOML date); absent while the vendor has announced none.
+    #[serde(default)]
+    pub end_of_support: Option<Spanned<toml::value::Datetime>>,
 }
 
 /// `[pack]`: the pack's identity.
@@ -126,8 +174,14 @@ pub struct RawCitation {
     /// Canonical form, e.g. `164.312(a)(2)(iv)`.
     #[serde(rename = "ref")]
     pub reference: Spanned<String>,
-    /// `required` or `addressable` (standards without implementation specifications are `required`).
+    /// `required` or `addressable` as Appendix A marks the implementation specification
+    /// (standards without implementation specifications are `required`); `standard` for a
+    /// standard that has implementation specifications (no Appendix A mark; mandatory under
+    /// 164.306(c)).
     pub requirement: Requirement,
+    /// The rule gives evidence for part of the section only.
+    #[serde(default)]
+    pub partial: bool,
     /// One line: why this observation is evidence for this section.
     pub rationale: String,
 }
@@ -136,11 +190,14 @@ pub struct RawCitation {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawProposed {
-    /// Section of the proposed rule, e.g. `164.308(a)(1)`, when it is known for sure.
+    /// Section of the proposed rule's regulatory text, e.g. `164.312(i)(2)(i)`.
     #[serde(default, rename = "ref")]
     pub reference: Option<Spanned<String>>,
     /// What the proposal would change for this rule.
     pub note: String,
+    /// Why no proposed section applies; required when `ref` is absent, refused with one.
+    #[serde(default)]
+    pub no_ref_reason: Option<String>,
 }
 
 /// `[rule.applies_to]`: which machines a rule judges.

@@ -41,6 +41,13 @@ kinds! {
     EhrProbe => "ehr.probe",
     AuditLog => "audit.log",
     AuditService => "audit.service",
+    Mfa => "mfa",
+    UsbStorage => "usb_storage",
+    AdminAccounts => "accounts.admin",
+    AccountActivity => "accounts.activity",
+    LogForwarding => "log_forwarding",
+    OsRelease => "os_release",
+    RemoteAccess => "remote_access",
 }
 
 /// Asset inventory of the machine (subject `host`).
@@ -170,6 +177,19 @@ pub struct Updates {
     pub reboot_required: Option<bool>,
     /// Last time updates were successfully installed or checked.
     pub last_run: Option<DateTime<Utc>>,
+    /// The platform said the severity of every pending security update (Windows MSRC severity,
+    /// Debian/Ubuntu security-tracker priority, macOS critical updates); the two fields below
+    /// are then meaningful. `None` or `false`: severity unknown.
+    #[serde(default)]
+    pub severity_known: Option<bool>,
+    /// Age in days of the oldest pending critical update; `None`: none pending (when
+    /// `severity_known`).
+    #[serde(default)]
+    pub oldest_pending_critical_days: Option<u32>,
+    /// Age in days of the oldest pending high-severity update; `None`: none pending (when
+    /// `severity_known`).
+    #[serde(default)]
+    pub oldest_pending_high_days: Option<u32>,
 }
 
 /// Automatic screen lock / session inactivity timeout (subject `host`).
@@ -456,4 +476,103 @@ pub struct AuditService {
     pub verify_passed: Option<bool>,
     #[serde(default)]
     pub verify_failures: Vec<String>,
+}
+
+/// Multi-factor authentication on log-in (subject `host`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Mfa {
+    /// Interactive log-in at the machine asks for a second factor (a PAM module in the local
+    /// stack, a credential provider, smart-card enforcement); `None`: cannot tell.
+    pub local: Option<bool>,
+    /// Remote log-in (SSH, RDP) asks for a second factor; `None`: no remote log-in service, or
+    /// cannot tell.
+    pub remote: Option<bool>,
+    /// The mechanisms found, e.g. `pam_u2f`, `duo`, `windows-hello-for-business`, `smart-card`.
+    pub methods: Vec<String>,
+    /// Where it was read from, e.g. `/etc/pam.d`, `registry`, `com.apple.security.smartcard`.
+    pub source: String,
+}
+
+/// Whether USB mass storage is blocked or controlled (subject `host`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct UsbStorage {
+    /// The machine has USB host controllers at all (`false` on most virtual machines).
+    pub usb_present: Option<bool>,
+    /// Mass storage cannot be used at all (module disabled, USBSTOR disabled, deny policy).
+    pub blocked: Option<bool>,
+    /// Mass storage is allowed only under control (usbguard, read-only or write-protected
+    /// unless encrypted, authentication required).
+    pub controlled: Option<bool>,
+    /// The mechanisms found, e.g. `modprobe-install-false`, `usbguard`, `usbstor-disabled`.
+    pub mechanisms: Vec<String>,
+}
+
+/// Members of the administrators' group who log in interactively (subject `host`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct AdminAccounts {
+    /// The group read: `sudo`, `wheel`, `admin`, `Administrators`.
+    pub groups: Vec<String>,
+    /// Every member of those groups.
+    pub admins: Vec<String>,
+    /// Members that log in interactively (a login shell; on Windows every member but the
+    /// built-in Administrator, which `accounts` judges); `None`: cannot tell.
+    pub interactive_admins: Option<Vec<String>>,
+}
+
+/// When each interactive account last logged in (subject `host`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct AccountActivity {
+    pub accounts: Vec<AccountLogin>,
+    /// Where it was read from, e.g. `lastlog`, `Get-LocalUser`, `last`.
+    pub source: String,
+}
+
+/// One account's last log-in.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct AccountLogin {
+    pub name: String,
+    /// The account can log in (not locked or disabled); `None`: cannot tell.
+    pub enabled: Option<bool>,
+    /// The last recorded log-in; `None`: never, as far as the record goes.
+    pub last_login_at: Option<DateTime<Utc>>,
+}
+
+/// Whether logs are forwarded off the host (subject `host`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct LogForwarding {
+    /// At least one forwarding mechanism is configured or running; `None`: cannot tell.
+    pub forwarded: Option<bool>,
+    /// The mechanisms found, e.g. `rsyslog`, `journal-upload`, `windows-event-forwarding`,
+    /// `filebeat`.
+    pub mechanisms: Vec<String>,
+    /// Destinations where the configuration names them (host or URL, no credentials).
+    pub destinations: Vec<String>,
+}
+
+/// The operating-system release, as the end-of-life table keys it (subject `host`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct OsRelease {
+    /// `debian`, `ubuntu`, `rhel`, `rocky`, `almalinux`, `centos`, `windows`,
+    /// `windows_server`, `macos`, or the os-release ID of another distribution.
+    pub os_id: String,
+    /// The release as the table keys it: `12`, `22.04`, `11 23H2`, `2019`, `14`.
+    pub version: String,
+    /// Human name, e.g. `Debian GNU/Linux 12 (bookworm)`, `Windows 11 Pro`.
+    pub name: String,
+}
+
+/// Hardening of remote access services (subject `host`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct RemoteAccess {
+    /// An RDP server accepts connections (Windows Remote Desktop, xrdp).
+    pub rdp_enabled: Option<bool>,
+    /// RDP requires Network Level Authentication.
+    pub rdp_nla_required: Option<bool>,
+    /// The SMB server requires signing; `None`: no SMB server.
+    pub smb_signing_required: Option<bool>,
+    /// An SSH server is installed and enabled.
+    pub ssh_enabled: Option<bool>,
+    /// SSH lets root log in with a password (PermitRootLogin yes with password
+    /// authentication on).
+    pub ssh_root_password_login: Option<bool>,
 }

@@ -106,6 +106,8 @@ fn windows(host: &Host) -> Result<Accounts, String> {
 pub struct PasswdEntry {
     pub name: String,
     pub uid: u32,
+    /// Primary group id, when it is a number.
+    pub gid: Option<u32>,
     pub shell: String,
 }
 
@@ -121,6 +123,7 @@ pub fn parse_passwd(text: &str) -> Vec<PasswdEntry> {
             Some(PasswdEntry {
                 name: f[0].to_string(),
                 uid: f[2].parse().ok()?,
+                gid: f[3].parse().ok(),
                 shell: f[6].trim().to_string(),
             })
         })
@@ -140,7 +143,8 @@ pub fn empty_hashes(shadow: &str) -> Vec<String> {
         .collect()
 }
 
-fn interactive(shell: &str) -> bool {
+/// Whether a login shell lets the account log in interactively.
+pub(crate) fn interactive(shell: &str) -> bool {
     !(shell.is_empty()
         || shell.ends_with("/nologin")
         || shell.ends_with("/false")

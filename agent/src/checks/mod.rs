@@ -14,19 +14,27 @@
 //!   timeout, concurrently, so one slow check never delays the others past its timeout.
 //! - Checks read metadata only, never patient data.
 
+pub mod account_activity;
 pub mod accounts;
+pub mod admin_accounts;
 pub mod audit;
 pub mod disk_space;
 pub mod encryption;
 pub mod firewall;
+pub mod hostcfg;
 pub mod inventory;
+pub mod log_forwarding;
 pub mod malware;
+pub mod mfa;
+pub mod os_support;
 pub mod passwords;
+pub mod remote_access;
 pub mod screen_lock;
 #[cfg(test)]
 mod testutil;
 pub mod time_sync;
 pub mod updates;
+pub mod usb_storage;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -244,6 +252,13 @@ pub fn build(config: &rounds_agent_config::AgentConfig) -> Vec<Arc<dyn Check>> {
         Arc::new(accounts::AccountsCheck),
         Arc::new(disk_space::DiskSpaceCheck),
         Arc::new(audit::AuditCheck::new(config.audit_logs.clone())),
+        Arc::new(mfa::MfaCheck),
+        Arc::new(usb_storage::UsbStorageCheck),
+        Arc::new(admin_accounts::AdminAccountsCheck),
+        Arc::new(account_activity::AccountActivityCheck),
+        Arc::new(log_forwarding::LogForwardingCheck),
+        Arc::new(os_support::OsReleaseCheck),
+        Arc::new(remote_access::RemoteAccessCheck),
     ]
 }
 

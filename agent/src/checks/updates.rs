@@ -100,6 +100,9 @@ fn windows(host: &Host) -> Result<Updates, String> {
         auto_security_updates: auto,
         reboot_required: reboot,
         last_run: None,
+        severity_known: None,
+        oldest_pending_critical_days: None,
+        oldest_pending_high_days: None,
     })
 }
 
@@ -350,6 +353,9 @@ fn apt(host: &Host) -> Result<Updates, String> {
         auto_security_updates: Some(auto),
         reboot_required: Some(host.exists("/run/reboot-required") || host.exists("/var/run/reboot-required")),
         last_run,
+        severity_known: None,
+        oldest_pending_critical_days: None,
+        oldest_pending_high_days: None,
     })
 }
 
@@ -386,6 +392,9 @@ fn dnf(host: &Host) -> Result<Updates, String> {
         auto_security_updates: Some(install_timer || (plain_timer && apply)),
         reboot_required: None,
         last_run: None,
+        severity_known: None,
+        oldest_pending_critical_days: None,
+        oldest_pending_high_days: None,
     })
 }
 

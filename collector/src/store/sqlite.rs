@@ -737,6 +737,8 @@ impl Store for SqliteStore {
                         status,
                         severity,
                         citations,
+                        // Partial marks are the pack's: reports read them from the rule by id.
+                        partial_citations: _,
                         evidence,
                         message,
                         remediation,

@@ -824,6 +824,7 @@ async fn accepted_risks_show_as_exceptions_never_as_passes() {
         status,
         severity: Severity::Critical,
         citations: vec!["164.312(a)(2)(iv)".into()],
+        partial_citations: Vec::new(),
         evidence: serde_json::json!({}),
         message: format!("message of {rule}"),
         remediation: (status == Status::Fail).then(|| "turn it on".to_string()),

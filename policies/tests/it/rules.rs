@@ -11,10 +11,10 @@ use crate::support::*;
 
 use Status::{Error, Fail, NotApplicable as NA, Pass};
 
-type Case = (&'static str, Vec<Observation>, &'static str, Status);
+pub(crate) type Case = (&'static str, Vec<Observation>, &'static str, Status);
 
 #[track_caller]
-fn run(rule: &str, cases: Vec<Case>) {
+pub(crate) fn run(rule: &str, cases: Vec<Case>) {
     for (name, observations, params, expect) in cases {
         let f = finding_with(
             rule,

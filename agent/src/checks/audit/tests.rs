@@ -62,6 +62,10 @@ fn auditctl_is_asked_on_a_live_host() {
 
 #[test]
 fn serial_and_time_gaps_within_one_boot_are_counted() {
+    // Git keeps no file modes but the executable bit: give the fixture auditd's own mode.
+    let log = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/auditd-debian-default/var/log/audit/audit.log");
+    std::fs::set_permissions(&log, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let obs = run("auditd-debian-default");
     let log: AuditLog = payload(&obs, "/var/log/audit/audit.log");
     assert_eq!((log.serial_gaps, log.missing_records), (Some(1), Some(3)), "{log:#?}");
