@@ -69,6 +69,7 @@ pub const CHECKS: &[&str] = &[
     "passwords",
     "accounts",
     "disk_space",
+    "backup",
 ];
 
 /// The configuration file as written.

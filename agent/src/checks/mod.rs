@@ -15,6 +15,7 @@
 //! - Checks read metadata only, never patient data.
 
 pub mod accounts;
+pub mod backup;
 pub mod disk_space;
 pub mod encryption;
 pub mod firewall;
@@ -51,6 +52,8 @@ pub struct Invocation<'a> {
     pub env: Vec<(String, String)>,
     /// The child and its process group are killed when this passes.
     pub timeout: Duration,
+    /// Working directory of the child; the agent's when `None`.
+    pub cwd: Option<&'a Path>,
 }
 
 impl<'a> Invocation<'a> {
@@ -61,7 +64,14 @@ impl<'a> Invocation<'a> {
             args,
             env: Vec::new(),
             timeout: DEFAULT_COMMAND_TIMEOUT,
+            cwd: None,
         }
+    }
+
+    /// Runs the child in `dir`.
+    pub fn cwd(mut self, dir: &'a Path) -> Self {
+        self.cwd = Some(dir);
+        self
     }
 
     /// Adds `name=value` to the child's environment.
@@ -167,6 +177,9 @@ fn run_process(cmd: &Invocation<'_>) -> Result<String, CommandError> {
         .stderr(Stdio::piped());
     for (k, v) in &cmd.env {
         command.env(k, v);
+    }
+    if let Some(dir) = cmd.cwd {
+        command.current_dir(dir);
     }
     #[cfg(unix)]
     {
@@ -436,7 +449,6 @@ pub fn all() -> Vec<Arc<dyn Check>> {
 /// Every check this build has, in the order of [`rounds_agent_config::CHECKS`], each set up from
 /// `config` (backup sources, watched logs). Whether a check runs and when is for the caller.
 pub fn build(config: &rounds_agent_config::AgentConfig) -> Vec<Arc<dyn Check>> {
-    let _ = config;
     vec![
         Arc::new(inventory::InventoryCheck),
         Arc::new(encryption::EncryptionCheck),
@@ -448,6 +460,7 @@ pub fn build(config: &rounds_agent_config::AgentConfig) -> Vec<Arc<dyn Check>> {
         Arc::new(passwords::PasswordsCheck),
         Arc::new(accounts::AccountsCheck),
         Arc::new(disk_space::DiskSpaceCheck),
+        Arc::new(backup::BackupCheck::new(config.backups.clone())),
     ]
 }
 

@@ -1,0 +1,119 @@
+//! Discovery: backup tools installed on the machine that no `[[backup]]` source watches, so the
+//! technician sees "Veeam Agent installed, not watched by Rounds".
+//!
+//! - Linux: `restic` and `borg` programs in /usr/bin, /usr/local/bin, /bin, and repositories in
+//!   common places (/srv, /var/backups, /backup, /mnt/*, /media/*/*, one level down): a restic
+//!   repository has `config`, `keys/` and `data/`; a borg repository a `README` that says so.
+//! - Windows: the Veeam Agent service (`sc query VeeamEndpointBackupSvc`) and Windows Server
+//!   Backup policies (`wbadmin get versions` lists some).
+//! - macOS: Time Machine destinations (`tmutil destinationinfo`).
+//!
+//! Everything is metadata: program and folder names.
+
+use rounds_agent_config::backup::{BackupKind, BackupSource};
+use rounds_protocol::obs::BackupDiscovered;
+
+use crate::checks::{Host, Invocation, Platform};
+
+fn found(tool: &str, location: &str, note: String) -> (String, BackupDiscovered) {
+    (
+        format!("{tool}:{location}"),
+        BackupDiscovered {
+            tool: tool.into(),
+            location: location.into(),
+            watched: false,
+            note,
+        },
+    )
+}
+
+/// What a folder holds: `restic`, `borg` or neither.
+pub fn repository_kind(host: &Host, dir: &str) -> Option<&'static str> {
+    if host.exists(format!("{dir}/config")) && host.path(format!("{dir}/keys")).is_dir() && host.path(format!("{dir}/data")).is_dir() {
+        return Some("restic");
+    }
+    let readme = host.read(format!("{dir}/README")).ok()?;
+    readme.starts_with("This is a Borg Backup repository").then_some("borg")
+}
+
+/// Tools and repositories found and not configured, as `(subject, payload)`.
+pub fn discover(host: &Host, platform: Platform, sources: &[BackupSource]) -> Vec<(String, BackupDiscovered)> {
+    let has = |k: BackupKind| sources.iter().any(|s| s.kind == k);
+    let mut out = Vec::new();
+    match platform {
+        Platform::Linux => {
+            let mut candidates = Vec::new();
+            for base in ["/srv", "/var/backups", "/backup", "/backups"] {
+                candidates.push(base.to_string());
+                candidates.extend(host.list_dir(base).unwrap_or_default().into_iter().map(|n| format!("{base}/{n}")));
+            }
+            for mnt in host.list_dir("/mnt").unwrap_or_default() {
+                let base = format!("/mnt/{mnt}");
+                candidates.push(base.clone());
+                candidates.extend(host.list_dir(&base).unwrap_or_default().into_iter().map(|n| format!("{base}/{n}")));
+            }
+            for user in host.list_dir("/media").unwrap_or_default() {
+                for disk in host.list_dir(format!("/media/{user}")).unwrap_or_default() {
+                    let base = format!("/media/{user}/{disk}");
+                    candidates.push(base.clone());
+                    candidates.extend(host.list_dir(&base).unwrap_or_default().into_iter().map(|n| format!("{base}/{n}")));
+                }
+            }
+            let mut repos_seen = false;
+            for dir in candidates {
+                let Some(kind) = repository_kind(host, &dir) else { continue };
+                repos_seen = true;
+                let watched = sources.iter().any(|s| s.repository.as_deref().map(|r| r.trim_end_matches('/')) == Some(dir.as_str()));
+                if !watched {
+                    out.push(found(kind, &dir, format!("{kind} repository at {dir}, not watched by Rounds")));
+                }
+            }
+            if !repos_seen {
+                for (tool, kind) in [("restic", BackupKind::Restic), ("borg", BackupKind::Borg)] {
+                    if has(kind) {
+                        continue;
+                    }
+                    if let Some(bin) = ["/usr/bin", "/usr/local/bin", "/bin"]
+                        .iter()
+                        .map(|d| format!("{d}/{tool}"))
+                        .find(|p| host.exists(p))
+                    {
+                        out.push(found(tool, &bin, format!("{tool} installed ({bin}), not watched by Rounds")));
+                    }
+                }
+            }
+        }
+        Platform::Windows => {
+            if !has(BackupKind::Veeam)
+                && host
+                    .runner
+                    .run_with(&Invocation::new("sc", &["query", "VeeamEndpointBackupSvc"]))
+                    .is_ok_and(|o| o.contains("SERVICE_NAME"))
+            {
+                out.push(found("veeam", "VeeamEndpointBackupSvc", "Veeam Agent installed, not watched by Rounds".into()));
+            }
+            if !has(BackupKind::WindowsServerBackup)
+                && host
+                    .runner
+                    .run_with(&Invocation::new("wbadmin", &["get", "versions"]))
+                    .is_ok_and(|o| o.contains("Version identifier"))
+            {
+                out.push(found(
+                    "windows-server-backup",
+                    "wbadmin",
+                    "Windows Server Backup has backups, not watched by Rounds".into(),
+                ));
+            }
+        }
+        Platform::MacOs => {
+            if !has(BackupKind::TimeMachine)
+                && let Ok(text) = host.runner.run_with(&Invocation::new("tmutil", &["destinationinfo"]))
+            {
+                for (name, _) in super::time_machine::parse_destinations(&text) {
+                    out.push(found("time-machine", &name, format!("Time Machine destination {name}, not watched by Rounds")));
+                }
+            }
+        }
+    }
+    out
+}
