@@ -244,7 +244,12 @@ pub struct BackupSource {
     pub status: Option<StatusFileSpec>,
 }
 
-fn compile(pattern: Option<Spanned<String>>, key: &str, text: &str, problems: &mut Vec<Problem>) -> Option<regex::Regex> {
+fn compile(
+    pattern: Option<Spanned<String>>,
+    key: &str,
+    text: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<regex::Regex> {
     let p = pattern?;
     match regex::Regex::new(p.get_ref()) {
         Ok(re) if re.captures_len() >= 2 => Some(re),
@@ -397,7 +402,12 @@ pub(crate) fn validate(raw: Vec<Spanned<RawBackup>>, text: &str, problems: &mut 
         ] {
             only(field, span(v), &[StatusFile], problems);
         }
-        only("success_values", success_values.as_ref().map(|_| at), &[StatusFile], problems);
+        only(
+            "success_values",
+            success_values.as_ref().map(|_| at),
+            &[StatusFile],
+            problems,
+        );
 
         let password = match (password_file, password_env) {
             (Some(_), Some(e)) => {

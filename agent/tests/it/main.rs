@@ -2,6 +2,8 @@
 
 // The check tests read Linux fixture trees: which OS's collection runs is chosen at compile
 // time (`checks::platform`), so on other platforms the checks do not read them.
+#[cfg(unix)]
+mod backup;
 #[cfg(target_os = "linux")]
 mod check;
 mod cli;

@@ -68,7 +68,8 @@ pub fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
 
 /// Parses `borg list --json`.
 pub fn parse_list(json: &str) -> Result<Listing, String> {
-    let list: List = serde_json::from_str(json.trim()).map_err(|e| format!("unrecognised output of borg list --json: {e}"))?;
+    let list: List =
+        serde_json::from_str(json.trim()).map_err(|e| format!("unrecognised output of borg list --json: {e}"))?;
     let mut archives: Vec<(DateTime<Utc>, String)> = list
         .archives
         .iter()
@@ -86,10 +87,13 @@ pub fn parse_list(json: &str) -> Result<Listing, String> {
 
 /// Parses `borg info --json`: the archives' `(start, original size, files)`, oldest first.
 pub fn parse_info(json: &str) -> Result<Vec<(DateTime<Utc>, u64, u64)>, String> {
-    let list: List = serde_json::from_str(json.trim()).map_err(|e| format!("unrecognised output of borg info --json: {e}"))?;
+    let list: List =
+        serde_json::from_str(json.trim()).map_err(|e| format!("unrecognised output of borg info --json: {e}"))?;
     let mut out = Vec::new();
     for a in list.archives {
-        let s = a.stats.ok_or_else(|| format!("borg info --json: archive {} has no stats", a.name))?;
+        let s = a
+            .stats
+            .ok_or_else(|| format!("borg info --json: archive {} has no stats", a.name))?;
         out.push((parse_time(&a.start)?, s.original_size, s.nfiles));
     }
     out.sort_by_key(|(t, _, _)| *t);
@@ -102,14 +106,27 @@ pub fn explain(repository: &str, what: &str, e: &CommandError) -> String {
         return format!("{what}: {e}");
     };
     let lower = stderr.to_lowercase();
-    if lower.contains("passphrase supplied") && lower.contains("incorrect") || lower.contains("passphrase is incorrect") {
-        format!("wrong passphrase for borg repository {repository} (borg: {})", first_lines(stderr))
+    if lower.contains("passphrase supplied") && lower.contains("incorrect") || lower.contains("passphrase is incorrect")
+    {
+        format!(
+            "wrong passphrase for borg repository {repository} (borg: {})",
+            first_lines(stderr)
+        )
     } else if lower.contains("does not exist") || lower.contains("is not a valid repository") {
-        format!("borg repository {repository} is missing: no repository at that location (borg: {})", first_lines(stderr))
+        format!(
+            "borg repository {repository} is missing: no repository at that location (borg: {})",
+            first_lines(stderr)
+        )
     } else if lower.contains("failed to create/acquire the lock") || lower.contains("lock.exclusive") {
-        format!("borg repository {repository} is locked by another process (borg: {})", first_lines(stderr))
+        format!(
+            "borg repository {repository} is locked by another process (borg: {})",
+            first_lines(stderr)
+        )
     } else if lower.contains("enter passphrase") {
-        format!("no passphrase for borg repository {repository}: set password_file or password_env (borg: {})", first_lines(stderr))
+        format!(
+            "no passphrase for borg repository {repository}: set password_file or password_env (borg: {})",
+            first_lines(stderr)
+        )
     } else {
         format!("{what} failed: {e}")
     }
@@ -142,7 +159,9 @@ pub fn collect(source: &BackupSource, host: &Host) -> Result<Backup, String> {
         last_success_at: newest,
         last_attempt_at: newest,
         last_result: if newest.is_some() { "success" } else { "unknown" }.into(),
-        last_error: newest.is_none().then(|| "no archive in the repository matches the configured filters".into()),
+        last_error: newest
+            .is_none()
+            .then(|| "no archive in the repository matches the configured filters".into()),
         encrypted: listing.encrypted,
         backup_count: Some(listing.times.len() as u64),
         ..Backup::default()
@@ -190,11 +209,21 @@ mod tests {
             stderr: stderr.into(),
             stdout: String::new(),
         };
-        let e = explain("/r", "borg list", &failed("passphrase supplied in BORG_PASSPHRASE, by BORG_PASSCOMMAND or via BORG_PASSPHRASE_FD is incorrect."));
+        let e = explain(
+            "/r",
+            "borg list",
+            &failed(
+                "passphrase supplied in BORG_PASSPHRASE, by BORG_PASSCOMMAND or via BORG_PASSPHRASE_FD is incorrect.",
+            ),
+        );
         assert!(e.starts_with("wrong passphrase for borg repository /r"), "{e}");
         let e = explain("/r", "borg list", &failed("Repository /r does not exist."));
         assert!(e.starts_with("borg repository /r is missing"), "{e}");
-        let e = explain("/r", "borg list", &failed("Failed to create/acquire the lock /r/lock.exclusive (timeout)."));
+        let e = explain(
+            "/r",
+            "borg list",
+            &failed("Failed to create/acquire the lock /r/lock.exclusive (timeout)."),
+        );
         assert!(e.starts_with("borg repository /r is locked"), "{e}");
     }
 }

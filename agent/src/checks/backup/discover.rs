@@ -29,7 +29,10 @@ fn found(tool: &str, location: &str, note: String) -> (String, BackupDiscovered)
 
 /// What a folder holds: `restic`, `borg` or neither.
 pub fn repository_kind(host: &Host, dir: &str) -> Option<&'static str> {
-    if host.exists(format!("{dir}/config")) && host.path(format!("{dir}/keys")).is_dir() && host.path(format!("{dir}/data")).is_dir() {
+    if host.exists(format!("{dir}/config"))
+        && host.path(format!("{dir}/keys")).is_dir()
+        && host.path(format!("{dir}/data")).is_dir()
+    {
         return Some("restic");
     }
     let readme = host.read(format!("{dir}/README")).ok()?;
@@ -45,27 +48,50 @@ pub fn discover(host: &Host, platform: Platform, sources: &[BackupSource]) -> Ve
             let mut candidates = Vec::new();
             for base in ["/srv", "/var/backups", "/backup", "/backups"] {
                 candidates.push(base.to_string());
-                candidates.extend(host.list_dir(base).unwrap_or_default().into_iter().map(|n| format!("{base}/{n}")));
+                candidates.extend(
+                    host.list_dir(base)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|n| format!("{base}/{n}")),
+                );
             }
             for mnt in host.list_dir("/mnt").unwrap_or_default() {
                 let base = format!("/mnt/{mnt}");
                 candidates.push(base.clone());
-                candidates.extend(host.list_dir(&base).unwrap_or_default().into_iter().map(|n| format!("{base}/{n}")));
+                candidates.extend(
+                    host.list_dir(&base)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|n| format!("{base}/{n}")),
+                );
             }
             for user in host.list_dir("/media").unwrap_or_default() {
                 for disk in host.list_dir(format!("/media/{user}")).unwrap_or_default() {
                     let base = format!("/media/{user}/{disk}");
                     candidates.push(base.clone());
-                    candidates.extend(host.list_dir(&base).unwrap_or_default().into_iter().map(|n| format!("{base}/{n}")));
+                    candidates.extend(
+                        host.list_dir(&base)
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|n| format!("{base}/{n}")),
+                    );
                 }
             }
             let mut repos_seen = false;
             for dir in candidates {
-                let Some(kind) = repository_kind(host, &dir) else { continue };
+                let Some(kind) = repository_kind(host, &dir) else {
+                    continue;
+                };
                 repos_seen = true;
-                let watched = sources.iter().any(|s| s.repository.as_deref().map(|r| r.trim_end_matches('/')) == Some(dir.as_str()));
+                let watched = sources
+                    .iter()
+                    .any(|s| s.repository.as_deref().map(|r| r.trim_end_matches('/')) == Some(dir.as_str()));
                 if !watched {
-                    out.push(found(kind, &dir, format!("{kind} repository at {dir}, not watched by Rounds")));
+                    out.push(found(
+                        kind,
+                        &dir,
+                        format!("{kind} repository at {dir}, not watched by Rounds"),
+                    ));
                 }
             }
             if !repos_seen {
@@ -78,7 +104,11 @@ pub fn discover(host: &Host, platform: Platform, sources: &[BackupSource]) -> Ve
                         .map(|d| format!("{d}/{tool}"))
                         .find(|p| host.exists(p))
                     {
-                        out.push(found(tool, &bin, format!("{tool} installed ({bin}), not watched by Rounds")));
+                        out.push(found(
+                            tool,
+                            &bin,
+                            format!("{tool} installed ({bin}), not watched by Rounds"),
+                        ));
                     }
                 }
             }
@@ -90,7 +120,11 @@ pub fn discover(host: &Host, platform: Platform, sources: &[BackupSource]) -> Ve
                     .run_with(&Invocation::new("sc", &["query", "VeeamEndpointBackupSvc"]))
                     .is_ok_and(|o| o.contains("SERVICE_NAME"))
             {
-                out.push(found("veeam", "VeeamEndpointBackupSvc", "Veeam Agent installed, not watched by Rounds".into()));
+                out.push(found(
+                    "veeam",
+                    "VeeamEndpointBackupSvc",
+                    "Veeam Agent installed, not watched by Rounds".into(),
+                ));
             }
             if !has(BackupKind::WindowsServerBackup)
                 && host
@@ -110,7 +144,11 @@ pub fn discover(host: &Host, platform: Platform, sources: &[BackupSource]) -> Ve
                 && let Ok(text) = host.runner.run_with(&Invocation::new("tmutil", &["destinationinfo"]))
             {
                 for (name, _) in super::time_machine::parse_destinations(&text) {
-                    out.push(found("time-machine", &name, format!("Time Machine destination {name}, not watched by Rounds")));
+                    out.push(found(
+                        "time-machine",
+                        &name,
+                        format!("Time Machine destination {name}, not watched by Rounds"),
+                    ));
                 }
             }
         }

@@ -265,7 +265,10 @@ pub fn infer_destination(source: &BackupSource, host: &Host) -> Option<Destinati
     destination_from_mounts(&mounts, &location, |dev| {
         let name = dev.trim_start_matches("/dev/");
         let disk: String = name.trim_end_matches(|c: char| c.is_ascii_digit()).to_string();
-        let disk = disk.strip_suffix('p').filter(|d| d.starts_with("nvme")).unwrap_or(&disk);
+        let disk = disk
+            .strip_suffix('p')
+            .filter(|d| d.starts_with("nvme"))
+            .unwrap_or(&disk);
         host.read(format!("/sys/block/{disk}/removable"))
             .is_ok_and(|v| v.trim() == "1")
     })
@@ -286,15 +289,17 @@ pub fn destination_from_mounts(mounts: &str, path: &str, removable: impl Fn(&str
         })
         .max_by_key(|(_, at, _)| at.len())?;
     let (device, at, fs) = mount;
-    Some(if matches!(fs, "nfs" | "nfs4" | "cifs" | "smb3" | "smbfs" | "fuse.sshfs" | "9p") {
-        Destination::Nas
-    } else if removable(device) {
-        Destination::Usb
-    } else if at == "/" {
-        Destination::SameDisk
-    } else {
-        Destination::OtherDisk
-    })
+    Some(
+        if matches!(fs, "nfs" | "nfs4" | "cifs" | "smb3" | "smbfs" | "fuse.sshfs" | "9p") {
+            Destination::Nas
+        } else if removable(device) {
+            Destination::Usb
+        } else if at == "/" {
+            Destination::SameDisk
+        } else {
+            Destination::OtherDisk
+        },
+    )
 }
 
 #[cfg(test)]

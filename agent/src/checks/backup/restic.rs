@@ -57,16 +57,28 @@ pub fn explain(repository: &str, what: &str, e: &CommandError) -> String {
     };
     let lower = stderr.to_lowercase();
     if lower.contains("wrong password") {
-        format!("wrong password for restic repository {repository} (restic: {})", first_lines(stderr))
+        format!(
+            "wrong password for restic repository {repository} (restic: {})",
+            first_lines(stderr)
+        )
     } else if lower.contains("is there a repository at the following location")
         || lower.contains("unable to open config file")
         || lower.contains("repository does not exist")
     {
-        format!("restic repository {repository} is missing: no repository at that location (restic: {})", first_lines(stderr))
+        format!(
+            "restic repository {repository} is missing: no repository at that location (restic: {})",
+            first_lines(stderr)
+        )
     } else if lower.contains("already locked") || lower.contains("unable to create lock") {
-        format!("restic repository {repository} is locked by another process (restic: {})", first_lines(stderr))
+        format!(
+            "restic repository {repository} is locked by another process (restic: {})",
+            first_lines(stderr)
+        )
     } else if lower.contains("empty password") || lower.contains("reading password") {
-        format!("no password for restic repository {repository}: set password_file or password_env (restic: {})", first_lines(stderr))
+        format!(
+            "no password for restic repository {repository}: set password_file or password_env (restic: {})",
+            first_lines(stderr)
+        )
     } else {
         format!("{what} failed: {e}")
     }
@@ -119,7 +131,9 @@ pub fn collect(source: &BackupSource, host: &Host) -> Result<Backup, String> {
         last_success_at: newest.map(|s| s.time),
         last_attempt_at: newest.map(|s| s.time),
         last_result: if newest.is_some() { "success" } else { "unknown" }.into(),
-        last_error: newest.is_none().then(|| "no snapshot in the repository matches the configured filters".into()),
+        last_error: newest
+            .is_none()
+            .then(|| "no snapshot in the repository matches the configured filters".into()),
         encrypted: Some(true),
         backup_count: Some(list.len() as u64),
         ..Backup::default()
@@ -188,21 +202,35 @@ mod tests {
             stderr: stderr.into(),
             stdout: String::new(),
         };
-        let e = explain("/r", "restic snapshots", &failed("Fatal: wrong password or no key found"));
+        let e = explain(
+            "/r",
+            "restic snapshots",
+            &failed("Fatal: wrong password or no key found"),
+        );
         assert!(e.starts_with("wrong password for restic repository /r"), "{e}");
         let e = explain(
             "/r",
             "restic snapshots",
-            &failed("Fatal: unable to open config file: stat /r/config: no such file or directory\nIs there a repository at the following location?\n/r"),
+            &failed(
+                "Fatal: unable to open config file: stat /r/config: no such file or directory\nIs there a repository at the following location?\n/r",
+            ),
         );
         assert!(e.starts_with("restic repository /r is missing"), "{e}");
         let e = explain(
             "/r",
             "restic check",
-            &failed("unable to create lock in backend: repository is already locked exclusively by PID 11 on srv by root (UID 0, GID 0)"),
+            &failed(
+                "unable to create lock in backend: repository is already locked exclusively by PID 11 on srv by root (UID 0, GID 0)",
+            ),
         );
         assert!(e.starts_with("restic repository /r is locked"), "{e}");
-        let e = explain("/r", "restic snapshots", &CommandError::NotFound { program: "restic".into() });
+        let e = explain(
+            "/r",
+            "restic snapshots",
+            &CommandError::NotFound {
+                program: "restic".into(),
+            },
+        );
         assert_eq!(e, "restic snapshots: restic is not installed (not found on PATH)");
     }
 }

@@ -112,8 +112,7 @@ pub fn compare(dir: &Path, files: &[Recorded]) -> Result<u64, String> {
     let mut bytes = 0;
     for f in files {
         let restored = dir.join(f.path.trim_start_matches('/'));
-        let meta = std::fs::symlink_metadata(&restored)
-            .map_err(|e| format!("{} was not restored: {e}", f.path))?;
+        let meta = std::fs::symlink_metadata(&restored).map_err(|e| format!("{} was not restored: {e}", f.path))?;
         if meta.len() != f.size {
             return Err(format!(
                 "{} was restored with {} bytes, the backup records {}",
@@ -154,7 +153,10 @@ pub fn run(source: &BackupSource, host: &Host) -> Result<RestoreTest, RestoreErr
         (Ok((files, bytes)), Err(e)) => (
             files,
             bytes,
-            Some(format!("the restored files could not be removed from {}: {e}", dir.display())),
+            Some(format!(
+                "the restored files could not be removed from {}: {e}",
+                dir.display()
+            )),
         ),
         (Err(e), _) => (0, 0, Some(e)),
     };
@@ -167,7 +169,9 @@ pub fn run(source: &BackupSource, host: &Host) -> Result<RestoreTest, RestoreErr
     let path = SourceState::path(&state_dir, &source.name);
     let mut state = SourceState::load(&path);
     state.record_restore_test(outcome.clone());
-    state.save(&path).map_err(|source| RestoreError::Record { path, source })?;
+    state
+        .save(&path)
+        .map_err(|source| RestoreError::Record { path, source })?;
     tracing::info!(source = %source.name, result = %outcome.result, duration_secs = duration, files, "restore test recorded");
     Ok(RestoreTest { outcome, files, bytes })
 }

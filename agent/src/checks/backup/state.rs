@@ -43,7 +43,13 @@ impl SourceState {
     pub fn path(dir: &Path, name: &str) -> PathBuf {
         let safe: String = name
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect();
         dir.join("backup").join(format!("{safe}.json"))
     }
@@ -106,7 +112,12 @@ impl SourceState {
         if b.integrity_checked_at.is_some() {
             self.integrity = Some(Outcome {
                 at: b.integrity_checked_at,
-                result: if b.integrity_ok == Some(true) { "success" } else { "failed" }.into(),
+                result: if b.integrity_ok == Some(true) {
+                    "success"
+                } else {
+                    "failed"
+                }
+                .into(),
                 duration_secs: None,
                 error: b.integrity_error.clone(),
             });

@@ -65,13 +65,12 @@ pub fn parse(text: &str, spec: &StatusFileSpec) -> Result<LastRun, String> {
         }
         StatusFormat::Text { time, result, error } => {
             let group = |re: &regex::Regex, name: &str| {
-                re.captures_iter(text).last().and_then(|c| {
-                    c.name(name)
-                        .or_else(|| c.get(1))
-                        .map(|m| m.as_str().trim().to_string())
-                })
+                re.captures_iter(text)
+                    .last()
+                    .and_then(|c| c.name(name).or_else(|| c.get(1)).map(|m| m.as_str().trim().to_string()))
             };
-            let raw = group(time, "time").ok_or_else(|| format!("no line of the status file matches time_pattern `{time}`"))?;
+            let raw = group(time, "time")
+                .ok_or_else(|| format!("no line of the status file matches time_pattern `{time}`"))?;
             let at = parse_time(&raw).ok_or_else(|| format!("the time in the status file is not a time: {raw:?}"))?;
             Ok(LastRun {
                 at,
@@ -96,9 +95,10 @@ pub fn to_backup(run: &LastRun, spec: &StatusFileSpec, path: &str) -> Backup {
         last_success_at: (result == "success").then_some(run.at),
         last_attempt_at: Some(run.at),
         last_result: result.into(),
-        last_error: run.error.clone().or_else(|| {
-            (result == "failed").then(|| format!("result {:?}", run.result.clone().unwrap_or_default()))
-        }),
+        last_error: run
+            .error
+            .clone()
+            .or_else(|| (result == "failed").then(|| format!("result {:?}", run.result.clone().unwrap_or_default()))),
         ..Backup::default()
     }
 }
@@ -110,9 +110,12 @@ pub fn collect(source: &BackupSource, host: &Host) -> Result<Backup, String> {
         .status
         .as_ref()
         .ok_or_else(|| "status file layout missing".to_string())?;
-    let text = host
-        .read_opt(&path)?
-        .ok_or_else(|| format!("status file {} does not exist (has the backup tool ever run?)", path.display()))?;
+    let text = host.read_opt(&path)?.ok_or_else(|| {
+        format!(
+            "status file {} does not exist (has the backup tool ever run?)",
+            path.display()
+        )
+    })?;
     let run = parse(&text, spec).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(to_backup(&run, spec, &path.display().to_string()))
 }
@@ -129,7 +132,10 @@ mod tests {
 
     #[test]
     fn json_with_dotted_keys() {
-        let s = spec("time_field = \"last.finished\"\nresult_field = \"last.status\"\nerror_field = \"last.message\"\n", "/x/status.json");
+        let s = spec(
+            "time_field = \"last.finished\"\nresult_field = \"last.status\"\nerror_field = \"last.message\"\n",
+            "/x/status.json",
+        );
         let run = parse(r#"{"last": {"finished": "2026-11-23T02:10:00Z", "status": "FAILED", "message": "rsync: connection refused"}}"#, &s).unwrap();
         let b = to_backup(&run, &s, "/x/status.json");
         assert_eq!((b.last_result.as_str(), b.last_success_at), ("failed", None));

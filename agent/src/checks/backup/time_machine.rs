@@ -20,8 +20,12 @@ pub fn parse_latestbackup(text: &str) -> Result<DateTime<Utc>, String> {
         .unwrap_or("")
         .trim_end_matches(".backup")
         .trim_end_matches(".inProgress");
-    let naive = NaiveDateTime::parse_from_str(name, "%Y-%m-%d-%H%M%S")
-        .map_err(|_| format!("unrecognised tmutil latestbackup output: {}", if line.is_empty() { "empty output" } else { line }))?;
+    let naive = NaiveDateTime::parse_from_str(name, "%Y-%m-%d-%H%M%S").map_err(|_| {
+        format!(
+            "unrecognised tmutil latestbackup output: {}",
+            if line.is_empty() { "empty output" } else { line }
+        )
+    })?;
     Local
         .from_local_datetime(&naive)
         .earliest()
@@ -81,7 +85,11 @@ pub fn collect(source: &BackupSource, host: &Host) -> Result<Backup, String> {
     };
     Ok(Backup {
         tool: "time-machine".into(),
-        repository: destinations.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", "),
+        repository: destinations
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
         last_success_at,
         last_attempt_at: last_success_at,
         last_result: if running {

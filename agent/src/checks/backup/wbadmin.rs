@@ -22,7 +22,11 @@ pub fn parse_ps_time(v: &Value) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&Utc))
         .ok()
-        .or_else(|| NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f").ok().map(|n| n.and_utc()))
+        .or_else(|| {
+            NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
+                .ok()
+                .map(|n| n.and_utc())
+        })
         .filter(|t| t.timestamp() > 0)
 }
 
@@ -36,7 +40,11 @@ pub fn parse_summary(json: &str) -> Result<Backup, String> {
     let detailed = v.get("LastBackupResultDetailedHR").and_then(Value::as_i64).unwrap_or(0);
     let last_attempt_at = parse_ps_time(&v["LastBackupTime"]);
     let last_success_at = parse_ps_time(&v["LastSuccessfulBackupTime"]);
-    let message = v.get("DetailedMessage").and_then(Value::as_str).map(str::trim).filter(|s| !s.is_empty());
+    let message = v
+        .get("DetailedMessage")
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|s| !s.is_empty());
     let result = if last_attempt_at.is_none() {
         "unknown"
     } else if hr == 0 && detailed == 0 {
@@ -47,7 +55,11 @@ pub fn parse_summary(json: &str) -> Result<Backup, String> {
     } else {
         "failed"
     };
-    let target = v.get("LastBackupTarget").and_then(Value::as_str).unwrap_or("").to_string();
+    let target = v
+        .get("LastBackupTarget")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     Ok(Backup {
         tool: "windows-server-backup".into(),
         repository: target.clone(),
@@ -55,7 +67,11 @@ pub fn parse_summary(json: &str) -> Result<Backup, String> {
         last_attempt_at,
         last_result: result.into(),
         last_error: (result != "success")
-            .then(|| message.map(str::to_string).unwrap_or_else(|| format!("result code 0x{:08X}", hr as u32)))
+            .then(|| {
+                message
+                    .map(str::to_string)
+                    .unwrap_or_else(|| format!("result code 0x{:08X}", hr as u32))
+            })
             .filter(|_| result != "unknown"),
         backup_count: v.get("NumberOfVersions").and_then(Value::as_u64),
         destination: destination_of(&target).map(|d| d.as_str().to_string()),
@@ -102,8 +118,11 @@ pub fn collect(source: &BackupSource, host: &Host) -> Result<Backup, String> {
     let summary = host
         .runner
         .run_with(
-            &Invocation::new("powershell", &["-NoProfile", "-Command", "Get-WBSummary | ConvertTo-Json"])
-                .timeout(source.timeout),
+            &Invocation::new(
+                "powershell",
+                &["-NoProfile", "-Command", "Get-WBSummary | ConvertTo-Json"],
+            )
+            .timeout(source.timeout),
         )
         .map_err(|e| format!("Get-WBSummary: {e}"))?;
     let mut b = parse_summary(&summary)?;
