@@ -425,3 +425,59 @@ fn passwords_appear_in_no_log_observation_finding_or_state_file() {
         assert!(!h.contains(BORG_PASSWORD), "borg password leaked: {h}");
     }
 }
+
+/// `rounds-agent backup restore-test NAME` records a pass that `rounds-agent check --config`
+/// then reports, with every other check, and the restic password is in neither output.
+#[test]
+fn the_restore_test_command_records_what_check_then_reports() {
+    let scene = Scene::new();
+    let repo = scene.restic_repo(&[None]);
+    let config = scene.path("agent.toml");
+    std::fs::write(&config, restic_source(&repo, &scene.path("restic.pass"))).unwrap();
+    let bin = env!("CARGO_BIN_EXE_rounds-agent");
+    let state = scene.s("state");
+    let out = Command::new(bin)
+        .args(["backup", "restore-test", "nightly", "--config"])
+        .arg(&config)
+        .args(["--state-dir", &state])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.starts_with("restore test of nightly: success, 5 files"),
+        "{stdout}"
+    );
+    let out = Command::new(bin)
+        .args(["backup", "restore-test", "weekly", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no [[backup]] named `weekly` (defined: nightly)"));
+
+    let out = Command::new(bin)
+        .args(["check", "--format", "json", "--config"])
+        .arg(&config)
+        .args(["--state-dir", &state])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!stdout.contains(RESTIC_PASSWORD));
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let obs: Vec<Observation> = serde_json::from_value(report["observations"].clone()).unwrap();
+    let b = backup_of(&obs, "nightly");
+    assert_eq!(b.last_restore_test_result.as_deref(), Some("success"));
+    assert!(b.last_restore_test_duration_secs.is_some());
+    let f = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["rule"] == "hipaa.backup.restore_tested")
+        .unwrap();
+    assert_ne!(f["status"], "error", "{f:#}");
+}
