@@ -327,7 +327,7 @@ async fn a_new_file_in_a_backup_folder_shows_up_through_the_watcher_within_two_s
     let before = backup_of(&check.run(&host), "usb");
     assert_eq!((before.file_count, before.size_bytes), (Some(1), Some(100)));
     let paths = check.watch_paths(&host);
-    assert_eq!(paths, [folder.clone()]);
+    assert_eq!(paths, std::slice::from_ref(&folder));
     let mut watcher = rounds_agent::watch::Watcher::new(&paths, Duration::from_millis(100)).unwrap();
     let start = std::time::Instant::now();
     std::fs::write(folder.join("tuesday.tar"), vec![2u8; 300]).unwrap();
