@@ -155,3 +155,59 @@ pub fn discover(host: &Host, platform: Platform, sources: &[BackupSource]) -> Ve
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unwatched_repository_is_reported_and_a_watched_one_is_not() {
+        let root = tempfile::tempdir().unwrap();
+        let repo = root.path().join("srv/restic-repo");
+        std::fs::create_dir_all(repo.join("keys")).unwrap();
+        std::fs::create_dir_all(repo.join("data")).unwrap();
+        std::fs::write(repo.join("config"), b"x").unwrap();
+        let borg = root.path().join("mnt/usb/borg");
+        std::fs::create_dir_all(&borg).unwrap();
+        std::fs::write(
+            borg.join("README"),
+            "This is a Borg Backup repository.\nSee https://borgbackup.readthedocs.io/\n",
+        )
+        .unwrap();
+        let host = Host {
+            root: root.path().to_path_buf(),
+            ..Host::system()
+        };
+        let found = discover(&host, Platform::Linux, &[]);
+        let subjects: Vec<&str> = found.iter().map(|(s, _)| s.as_str()).collect();
+        assert_eq!(subjects, ["restic:/srv/restic-repo", "borg:/mnt/usb/borg"]);
+        assert_eq!(
+            found[0].1.note,
+            "restic repository at /srv/restic-repo, not watched by Rounds"
+        );
+        let watched = rounds_agent_config::parse(
+            "[[backup]]\nname = \"n\"\nkind = \"restic\"\nrepository = \"/srv/restic-repo\"\n",
+            std::path::Path::new("a.toml"),
+        )
+        .unwrap()
+        .backups;
+        let found = discover(&host, Platform::Linux, &watched);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].1.tool, "borg");
+    }
+
+    #[test]
+    fn an_installed_veeam_agent_is_named_on_windows() {
+        let runner = crate::checks::testutil::FakeRunner::default().with(
+            "sc query VeeamEndpointBackupSvc",
+            Ok("SERVICE_NAME: VeeamEndpointBackupSvc\n        TYPE               : 10  WIN32_OWN_PROCESS\n        STATE              : 4  RUNNING\n"),
+        );
+        let host = Host {
+            runner: std::sync::Arc::new(runner),
+            ..Host::system()
+        };
+        let found = discover(&host, Platform::Windows, &[]);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].1.note, "Veeam Agent installed, not watched by Rounds");
+    }
+}

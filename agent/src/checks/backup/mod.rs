@@ -319,6 +319,58 @@ mod tests {
         assert_eq!(d("/mnt/nasty"), Some(Destination::SameDisk), "a prefix is not a mount");
     }
 
+    /// The Windows and macOS collectors go through the runner, so they run here with a fake one.
+    #[test]
+    fn windows_and_macos_collection_goes_through_the_runner() {
+        use crate::checks::testutil::FakeRunner;
+        let source = |kind: &str| {
+            rounds_agent_config::parse(
+                &format!("[[backup]]\nname = \"x\"\nkind = \"{kind}\"\n"),
+                std::path::Path::new("a.toml"),
+            )
+            .unwrap()
+            .backups
+            .remove(0)
+        };
+        let host = |runner: FakeRunner| Host {
+            runner: std::sync::Arc::new(runner),
+            ..Host::system()
+        };
+        let summary = r#"{"NumberOfVersions": 3, "LastSuccessfulBackupTime": "/Date(1795399200000)/", "LastBackupTime": "/Date(1795399200000)/", "LastBackupTarget": "Network Share", "DetailedMessage": "", "LastBackupResultHR": 0, "LastBackupResultDetailedHR": 0}"#;
+        let h = host(FakeRunner::default().with(
+            "powershell -NoProfile -Command Get-WBSummary | ConvertTo-Json",
+            Ok(summary),
+        ));
+        let b = wbadmin::collect(&source("windows_server_backup"), &h).unwrap();
+        assert_eq!(
+            (b.last_result.as_str(), b.destination.as_deref()),
+            ("success", Some("nas"))
+        );
+
+        let events =
+            r#"{"TimeCreated": "/Date(1795399200000)/", "Message": "Veeam Agent 'Job' finished with Failed."}"#;
+        let h = host(FakeRunner::default().with(
+            &format!("powershell -NoProfile -Command {}", veeam::SESSIONS),
+            Ok(events),
+        ));
+        assert_eq!(veeam::collect(&source("veeam"), &h).unwrap().last_result, "failed");
+
+        let h = host(
+            FakeRunner::default()
+                .with(
+                    "tmutil destinationinfo",
+                    Ok("Name          : NAS\nKind          : Network\n"),
+                )
+                .with("tmutil status", Ok("Backup session status:\n{\n    Running = 0;\n}\n"))
+                .with("tmutil latestbackup", Err("No machine directory found for host.")),
+        );
+        let b = time_machine::collect(&source("time_machine"), &h).unwrap();
+        assert_eq!((b.last_result.as_str(), b.last_success_at), ("unknown", None));
+        assert!(b.last_error.unwrap().contains("No machine directory found"));
+        let e = time_machine::collect(&source("time_machine"), &host(FakeRunner::default())).unwrap_err();
+        assert!(e.contains("tmutil destinationinfo"), "{e}");
+    }
+
     #[test]
     fn shrinking_by_more_than_half_is_flagged() {
         let src = rounds_agent_config::parse(

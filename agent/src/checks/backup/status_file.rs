@@ -148,20 +148,9 @@ mod tests {
     #[test]
     fn text_with_patterns_takes_the_last_match() {
         let s = spec(
-            "time_pattern = '^finished: (.+)$'\nresult_pattern = '(?m)^result: (\\w+)'\n",
+            "time_pattern = '(?m)^finished: (.+)$'\nresult_pattern = '(?m)^result: (\\w+)'\n",
             "/x/status.txt",
         );
-        let s = StatusFileSpec {
-            format: match s.format {
-                StatusFormat::Text { result, error, .. } => StatusFormat::Text {
-                    time: regex::Regex::new("(?m)^finished: (.+)$").unwrap(),
-                    result,
-                    error,
-                },
-                other => other,
-            },
-            ..s
-        };
         let text = "finished: 2026-11-22 02:00:00\nresult: failed\nfinished: 2026-11-23 02:00:00\nresult: success\n";
         let run = parse(text, &s).unwrap();
         assert_eq!(run.at.to_rfc3339(), "2026-11-23T02:00:00+00:00");

@@ -105,3 +105,51 @@ pub fn collect(source: &BackupSource, host: &Host) -> Result<Backup, String> {
         ..Backup::default()
     })
 }
+
+/// Inputs written by us in the documented shapes of tmutil's output (no macOS machine to
+/// record on here): they test the parsing, not Apple's exact wording.
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_latest_backup_time_is_its_folder_name() {
+        let hfs = "/Volumes/TM/Backups.backupdb/reception-imac/2026-11-23-020512\n";
+        let apfs = "/Volumes/.timemachine/ABC/2026-11-23-020512.backup/2026-11-23-020512.backup\n";
+        let want = Local
+            .from_local_datetime(&NaiveDateTime::parse_from_str("2026-11-23-020512", "%Y-%m-%d-%H%M%S").unwrap())
+            .earliest()
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(parse_latestbackup(hfs).unwrap(), want);
+        assert_eq!(parse_latestbackup(apfs).unwrap(), want);
+        // A failed lookup (destination unplugged) is an error that quotes tmutil.
+        let e =
+            parse_latestbackup("Failed to mount backup destination, error: Error Domain=TMBackupErrorDomain Code=18\n")
+                .unwrap_err();
+        assert!(e.contains("Failed to mount backup destination"), "{e}");
+        assert!(parse_latestbackup("").unwrap_err().contains("empty output"));
+    }
+
+    #[test]
+    fn status_says_whether_a_backup_runs_and_its_phase() {
+        let idle = "Backup session status:\n{\n    ClientID = \"com.apple.backupd\";\n    Percent = \"-1\";\n    Running = 0;\n}\n";
+        assert_eq!(parse_status(idle).unwrap(), (false, None));
+        let copying = "Backup session status:\n{\n    BackupPhase = Copying;\n    ClientID = \"com.apple.backupd\";\n    Running = 1;\n}\n";
+        assert_eq!(parse_status(copying).unwrap(), (true, Some("Copying".into())));
+        assert!(parse_status("tmutil: status requires Full Disk Access").is_err());
+    }
+
+    #[test]
+    fn destinations_are_local_or_network() {
+        let text = "====================================================\nName          : Reception USB\nKind          : Local\nMount Point   : /Volumes/Reception USB\nID            : 1A2B\n====================================================\nName          : NAS\nKind          : Network\nURL           : smb://backup@nas._smb._tcp.local./TimeMachine\nID            : 3C4D\n";
+        assert_eq!(
+            parse_destinations(text),
+            [
+                ("Reception USB".to_string(), "Local".to_string()),
+                ("NAS".to_string(), "Network".to_string())
+            ]
+        );
+        assert!(parse_destinations("tmutil: No destinations configured.\n").is_empty());
+    }
+}

@@ -84,3 +84,53 @@ pub fn collect(source: &BackupSource, host: &Host) -> Result<Backup, String> {
         .map_err(|e| format!("reading the Veeam Agent event log: {e}"))?;
     Ok(to_backup(&parse_sessions(&out)?))
 }
+
+/// Inputs written by us in the shape `Get-WinEvent | Select-Object TimeCreated, Message |
+/// ConvertTo-Json` prints (no Veeam Agent to record on here): success, warning (partial) and
+/// failed sessions.
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(ms: i64, message: &str) -> serde_json::Value {
+        serde_json::json!({"TimeCreated": format!("/Date({ms})/"), "Message": message})
+    }
+
+    #[test]
+    fn the_newest_session_decides_and_the_last_success_is_kept() {
+        let json = serde_json::json!([
+            event(1_795_485_600_000, "Veeam Agent 'Backup Job SRV1' finished with Failed. Error: Unable to access the backup repository \\\\nas\\veeam."),
+            event(1_795_399_200_000, "Veeam Agent 'Backup Job SRV1' finished with Success."),
+            event(1_795_312_800_000, "Veeam Agent 'Backup Job SRV1' finished with Warning. Processed with warnings: 3 files skipped."),
+        ])
+        .to_string();
+        let s = parse_sessions(&json).unwrap();
+        assert_eq!(
+            s.iter().map(|s| s.result).collect::<Vec<_>>(),
+            ["partial", "success", "failed"]
+        );
+        let b = to_backup(&s);
+        assert_eq!(b.last_result, "failed");
+        assert_eq!(b.last_success_at, DateTime::from_timestamp_millis(1_795_399_200_000));
+        assert!(b.last_error.unwrap().contains("Unable to access the backup repository"));
+    }
+
+    #[test]
+    fn one_session_is_an_object_and_a_warning_is_partial() {
+        let json = event(
+            1_795_312_800_000,
+            "Veeam Agent 'Backup Job SRV1' finished with Warning.",
+        )
+        .to_string();
+        let b = to_backup(&parse_sessions(&json).unwrap());
+        assert_eq!((b.last_result.as_str(), b.last_success_at), ("partial", None));
+        let none = to_backup(&parse_sessions("").unwrap());
+        assert_eq!((none.last_result.as_str(), none.backup_count), ("unknown", Some(0)));
+        assert!(
+            parse_sessions(
+                "Get-WinEvent : There is not an event log on the localhost computer that matches \"Veeam Agent\"."
+            )
+            .is_err()
+        );
+    }
+}

@@ -140,3 +140,88 @@ pub fn collect(source: &BackupSource, host: &Host) -> Result<Backup, String> {
     }
     Ok(b)
 }
+
+/// Inputs written by us in the documented shapes of Get-WBSummary's properties and wbadmin's
+/// output (no Windows Server to record on here), including failed and partial runs.
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(hr: i64, detailed: i64, last: &str, success: &str, message: &str) -> String {
+        serde_json::json!({
+            "NextBackupTime": "/Date(1795572000000)/",
+            "NumberOfVersions": 14,
+            "LastSuccessfulBackupTime": success,
+            "LastSuccessfulBackupTargetPath": "\\\\?\\Volume{5d3c}",
+            "LastSuccessfulBackupTargetLabel": "Backup(E:)",
+            "LastBackupTime": last,
+            "LastBackupTarget": "1394/USB Disk labeled Backup(E:)",
+            "DetailedMessage": message,
+            "LastBackupResultHR": hr,
+            "LastBackupResultDetailedHR": detailed,
+            "CurrentOperationStatus": 0
+        })
+        .to_string()
+    }
+
+    #[test]
+    fn a_successful_run() {
+        let b = parse_summary(&summary(0, 0, "/Date(1795399200000)/", "/Date(1795399200000)/", "")).unwrap();
+        assert_eq!(b.last_result, "success");
+        assert_eq!(b.last_success_at, DateTime::from_timestamp_millis(1_795_399_200_000));
+        assert_eq!(
+            (b.backup_count, b.destination.as_deref(), b.last_error),
+            (Some(14), Some("usb"), None)
+        );
+    }
+
+    #[test]
+    fn a_failed_run_keeps_the_earlier_success_and_says_why() {
+        let b = parse_summary(&summary(
+            -2147024784,
+            0,
+            "/Date(1795485600000)/",
+            "/Date(1795399200000)/",
+            "There is not enough disk space to create the volume shadow copy on the storage location.",
+        ))
+        .unwrap();
+        assert_eq!(b.last_result, "failed");
+        assert!(b.last_attempt_at > b.last_success_at);
+        assert!(b.last_error.unwrap().contains("not enough disk space"));
+        let b = parse_summary(&summary(
+            -2147024784,
+            0,
+            "2026-11-24T02:00:00",
+            "2026-11-23T02:00:00",
+            "",
+        ))
+        .unwrap();
+        assert_eq!(b.last_error.as_deref(), Some("result code 0x80070070"));
+    }
+
+    #[test]
+    fn a_partial_run_and_a_server_that_never_backed_up() {
+        let b = parse_summary(&summary(
+            0,
+            -2147467259,
+            "/Date(1795485600000)/",
+            "/Date(1795399200000)/",
+            "Some files were skipped.",
+        ))
+        .unwrap();
+        assert_eq!(b.last_result, "partial");
+        let never = parse_summary(&summary(0, 0, "/Date(-62135596800000)/", "/Date(-62135596800000)/", "")).unwrap();
+        assert_eq!((never.last_result.as_str(), never.last_success_at), ("unknown", None));
+        assert!(parse_summary("Get-WBSummary : The term is not recognized").is_err());
+    }
+
+    #[test]
+    fn versions_give_their_utc_identifier_and_target() {
+        let text = "wbadmin 1.0 - Backup command-line tool\n(C) Copyright Microsoft Corporation. All rights reserved.\n\nBackup time: 11/22/2026 2:00 AM\nBackup target: Network Share labeled \\\\nas\\wsb\nVersion identifier: 11/22/2026-07:00\nCan recover: Volume(s), File(s), Application(s), Bare Metal Recovery, System State\nSnapshot ID: {a1b2}\n\nBackup time: 11/23/2026 2:00 AM\nBackup target: 1394/USB Disk labeled Backup(E:)\nVersion identifier: 11/23/2026-07:00\nCan recover: Volume(s), File(s)\nSnapshot ID: {c3d4}\n";
+        let v = parse_versions(text);
+        assert_eq!(v.len(), 2);
+        assert_eq!(v[1].0.to_rfc3339(), "2026-11-23T07:00:00+00:00");
+        assert_eq!(destination_of(&v[0].1), Some(Destination::Nas));
+        assert_eq!(destination_of(&v[1].1), Some(Destination::Usb));
+    }
+}
