@@ -265,17 +265,7 @@ fn a_restore_test_passes_on_a_sound_repository_and_fails_on_a_corrupted_pack() {
     );
 
     // Flip bytes in the middle of every data pack file.
-    let mut packs = Vec::new();
-    let mut stack = vec![PathBuf::from(&repo).join("data")];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(d).unwrap().flatten() {
-            if e.path().is_dir() {
-                stack.push(e.path());
-            } else {
-                packs.push(e.path());
-            }
-        }
-    }
+    let packs = files_under(&PathBuf::from(&repo).join("data"));
     assert!(!packs.is_empty());
     for p in packs {
         let mut bytes = std::fs::read(&p).unwrap();

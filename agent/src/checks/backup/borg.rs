@@ -12,7 +12,7 @@ use rounds_agent_config::backup::BackupSource;
 use rounds_protocol::obs::Backup;
 use serde::Deserialize;
 
-use super::{first_lines, password_env, run_tool};
+use super::{Cause, explain_with, password_env, run_tool};
 use crate::checks::{CommandError, Host};
 
 #[derive(Debug, Deserialize)]
@@ -102,34 +102,25 @@ pub fn parse_info(json: &str) -> Result<Vec<(DateTime<Utc>, u64, u64)>, String> 
 
 /// What a failed borg command means, in words that name the cause.
 pub fn explain(repository: &str, what: &str, e: &CommandError) -> String {
-    let CommandError::Failed { stderr, .. } = e else {
-        return format!("{what}: {e}");
-    };
-    let lower = stderr.to_lowercase();
-    if lower.contains("passphrase supplied") && lower.contains("incorrect") || lower.contains("passphrase is incorrect")
-    {
-        format!(
-            "wrong passphrase for borg repository {repository} (borg: {})",
-            first_lines(stderr)
-        )
-    } else if lower.contains("does not exist") || lower.contains("is not a valid repository") {
-        format!(
-            "borg repository {repository} is missing: no repository at that location (borg: {})",
-            first_lines(stderr)
-        )
-    } else if lower.contains("failed to create/acquire the lock") || lower.contains("lock.exclusive") {
-        format!(
-            "borg repository {repository} is locked by another process (borg: {})",
-            first_lines(stderr)
-        )
-    } else if lower.contains("enter passphrase") {
-        format!(
-            "no passphrase for borg repository {repository}: set password_file or password_env (borg: {})",
-            first_lines(stderr)
-        )
-    } else {
-        format!("{what} failed: {e}")
-    }
+    const CAUSES: &[Cause] = &[
+        (
+            &["is incorrect", "passphrase is incorrect"],
+            "wrong passphrase for borg repository {repo}",
+        ),
+        (
+            &["does not exist", "is not a valid repository"],
+            "borg repository {repo} is missing: no repository at that location",
+        ),
+        (
+            &["failed to create/acquire the lock", "lock.exclusive"],
+            "borg repository {repo} is locked by another process",
+        ),
+        (
+            &["enter passphrase"],
+            "no passphrase for borg repository {repo}: set password_file or password_env",
+        ),
+    ];
+    explain_with("borg", CAUSES, repository, what, e)
 }
 
 /// Runs `borg ARGS... REPO` for `source`.

@@ -45,36 +45,21 @@ pub fn discover(host: &Host, platform: Platform, sources: &[BackupSource]) -> Ve
     let mut out = Vec::new();
     match platform {
         Platform::Linux => {
-            let mut candidates = Vec::new();
+            // A folder and its children, each a candidate repository.
+            let with_children = |base: String| {
+                let children = host.list_dir(&base).unwrap_or_default();
+                std::iter::once(base.clone()).chain(children.into_iter().map(move |n| format!("{base}/{n}")))
+            };
+            let mut candidates: Vec<String> = Vec::new();
             for base in ["/srv", "/var/backups", "/backup", "/backups"] {
-                candidates.push(base.to_string());
-                candidates.extend(
-                    host.list_dir(base)
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|n| format!("{base}/{n}")),
-                );
+                candidates.extend(with_children(base.to_string()));
             }
             for mnt in host.list_dir("/mnt").unwrap_or_default() {
-                let base = format!("/mnt/{mnt}");
-                candidates.push(base.clone());
-                candidates.extend(
-                    host.list_dir(&base)
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|n| format!("{base}/{n}")),
-                );
+                candidates.extend(with_children(format!("/mnt/{mnt}")));
             }
             for user in host.list_dir("/media").unwrap_or_default() {
                 for disk in host.list_dir(format!("/media/{user}")).unwrap_or_default() {
-                    let base = format!("/media/{user}/{disk}");
-                    candidates.push(base.clone());
-                    candidates.extend(
-                        host.list_dir(&base)
-                            .unwrap_or_default()
-                            .into_iter()
-                            .map(|n| format!("{base}/{n}")),
-                    );
+                    candidates.extend(with_children(format!("/media/{user}/{disk}")));
                 }
             }
             let mut repos_seen = false;
@@ -114,29 +99,36 @@ pub fn discover(host: &Host, platform: Platform, sources: &[BackupSource]) -> Ve
             }
         }
         Platform::Windows => {
-            if !has(BackupKind::Veeam)
-                && host
-                    .runner
-                    .run_with(&Invocation::new("sc", &["query", "VeeamEndpointBackupSvc"]))
-                    .is_ok_and(|o| o.contains("SERVICE_NAME"))
-            {
-                out.push(found(
-                    "veeam",
-                    "VeeamEndpointBackupSvc",
-                    "Veeam Agent installed, not watched by Rounds".into(),
-                ));
-            }
-            if !has(BackupKind::WindowsServerBackup)
-                && host
-                    .runner
-                    .run_with(&Invocation::new("wbadmin", &["get", "versions"]))
-                    .is_ok_and(|o| o.contains("Version identifier"))
-            {
-                out.push(found(
-                    "windows-server-backup",
+            // (kind, probe, what its output shows when the tool is there, subject, note)
+            let probes: [(BackupKind, &str, &[&str], &str, &str, &str); 2] = [
+                (
+                    BackupKind::Veeam,
+                    "sc",
+                    &["query", "VeeamEndpointBackupSvc"],
+                    "SERVICE_NAME",
+                    "veeam:VeeamEndpointBackupSvc",
+                    "Veeam Agent installed, not watched by Rounds",
+                ),
+                (
+                    BackupKind::WindowsServerBackup,
                     "wbadmin",
-                    "Windows Server Backup has backups, not watched by Rounds".into(),
-                ));
+                    &["get", "versions"],
+                    "Version identifier",
+                    "windows-server-backup:wbadmin",
+                    "Windows Server Backup has backups, not watched by Rounds",
+                ),
+            ];
+            for (kind, program, args, needle, subject, note) in probes {
+                if has(kind)
+                    || !host
+                        .runner
+                        .run_with(&Invocation::new(program, args))
+                        .is_ok_and(|o| o.contains(needle))
+                {
+                    continue;
+                }
+                let (tool, location) = subject.split_once(':').unwrap_or((subject, ""));
+                out.push(found(tool, location, note.to_string()));
             }
         }
         Platform::MacOs => {

@@ -233,6 +233,30 @@ pub(crate) fn run_tool(
     host.runner.run_with(&cmd)
 }
 
+/// Phrases a tool prints for one cause (matched case-insensitively), and the message naming
+/// that cause (`{repo}` stands for the repository).
+pub(crate) type Cause = (&'static [&'static str], &'static str);
+
+/// The message for a failed command of `tool`: the first of `causes` whose phrase its stderr
+/// holds, with the tool's own words; else what failed and how.
+pub(crate) fn explain_with(tool: &str, causes: &[Cause], repository: &str, what: &str, e: &CommandError) -> String {
+    let CommandError::Failed { stderr, .. } = e else {
+        return format!("{what}: {e}");
+    };
+    let lower = stderr.to_lowercase();
+    match causes
+        .iter()
+        .find(|(phrases, _)| phrases.iter().any(|p| lower.contains(p)))
+    {
+        Some((_, message)) => format!(
+            "{} ({tool}: {})",
+            message.replace("{repo}", repository),
+            first_lines(stderr)
+        ),
+        None => format!("{what} failed: {e}"),
+    }
+}
+
 /// The first lines of a tool's complaint, for messages.
 pub(crate) fn first_lines(text: &str) -> String {
     let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).take(3).collect();

@@ -13,7 +13,7 @@ use rounds_agent_config::backup::BackupSource;
 use rounds_protocol::obs::Backup;
 use serde::Deserialize;
 
-use super::{first_lines, password_env, run_tool, state};
+use super::{Cause, explain_with, password_env, run_tool, state};
 use crate::checks::{CommandError, Host};
 
 /// One snapshot as `restic snapshots --json` lists it.
@@ -52,36 +52,26 @@ pub fn parse_stats(json: &str) -> Result<Stats, String> {
 
 /// What a failed restic command means, in words that name the cause.
 pub fn explain(repository: &str, what: &str, e: &CommandError) -> String {
-    let CommandError::Failed { stderr, .. } = e else {
-        return format!("{what}: {e}");
-    };
-    let lower = stderr.to_lowercase();
-    if lower.contains("wrong password") {
-        format!(
-            "wrong password for restic repository {repository} (restic: {})",
-            first_lines(stderr)
-        )
-    } else if lower.contains("is there a repository at the following location")
-        || lower.contains("unable to open config file")
-        || lower.contains("repository does not exist")
-    {
-        format!(
-            "restic repository {repository} is missing: no repository at that location (restic: {})",
-            first_lines(stderr)
-        )
-    } else if lower.contains("already locked") || lower.contains("unable to create lock") {
-        format!(
-            "restic repository {repository} is locked by another process (restic: {})",
-            first_lines(stderr)
-        )
-    } else if lower.contains("empty password") || lower.contains("reading password") {
-        format!(
-            "no password for restic repository {repository}: set password_file or password_env (restic: {})",
-            first_lines(stderr)
-        )
-    } else {
-        format!("{what} failed: {e}")
-    }
+    const CAUSES: &[Cause] = &[
+        (&["wrong password"], "wrong password for restic repository {repo}"),
+        (
+            &[
+                "is there a repository at the following location",
+                "unable to open config file",
+                "repository does not exist",
+            ],
+            "restic repository {repo} is missing: no repository at that location",
+        ),
+        (
+            &["already locked", "unable to create lock"],
+            "restic repository {repo} is locked by another process",
+        ),
+        (
+            &["empty password", "reading password"],
+            "no password for restic repository {repo}: set password_file or password_env",
+        ),
+    ];
+    explain_with("restic", CAUSES, repository, what, e)
 }
 
 /// The repository argument and the password environment of `source`.
