@@ -15,6 +15,17 @@ use rounds_protocol::obs::BackupDiscovered;
 
 use crate::checks::{Host, Invocation, Platform};
 
+/// A Windows probe: the kind it stands for, the command, what its output shows when the tool
+/// is there, the subject (`tool:location`) and the note.
+struct Probe(
+    BackupKind,
+    &'static str,
+    &'static [&'static str],
+    &'static str,
+    &'static str,
+    &'static str,
+);
+
 fn found(tool: &str, location: &str, note: String) -> (String, BackupDiscovered) {
     (
         format!("{tool}:{location}"),
@@ -99,9 +110,8 @@ pub fn discover(host: &Host, platform: Platform, sources: &[BackupSource]) -> Ve
             }
         }
         Platform::Windows => {
-            // (kind, probe, what its output shows when the tool is there, subject, note)
-            let probes: [(BackupKind, &str, &[&str], &str, &str, &str); 2] = [
-                (
+            let probes: [Probe; 2] = [
+                Probe(
                     BackupKind::Veeam,
                     "sc",
                     &["query", "VeeamEndpointBackupSvc"],
@@ -109,7 +119,7 @@ pub fn discover(host: &Host, platform: Platform, sources: &[BackupSource]) -> Ve
                     "veeam:VeeamEndpointBackupSvc",
                     "Veeam Agent installed, not watched by Rounds",
                 ),
-                (
+                Probe(
                     BackupKind::WindowsServerBackup,
                     "wbadmin",
                     &["get", "versions"],
@@ -118,7 +128,7 @@ pub fn discover(host: &Host, platform: Platform, sources: &[BackupSource]) -> Ve
                     "Windows Server Backup has backups, not watched by Rounds",
                 ),
             ];
-            for (kind, program, args, needle, subject, note) in probes {
+            for Probe(kind, program, args, needle, subject, note) in probes {
                 if has(kind)
                     || !host
                         .runner
