@@ -275,6 +275,7 @@ pub struct Backup {
     /// Size of the newest backup, bytes (what it would restore).
     pub size_bytes: Option<u64>,
     pub encrypted: Option<bool>,
+    /// The last successful restore test (a failed test since is `last_restore_test_result`).
     pub last_restore_test_at: Option<DateTime<Utc>>,
     /// No backup source is configured on this machine.
     #[serde(default)]
