@@ -77,6 +77,7 @@ pub const CHECKS: &[&str] = &[
     "log_forwarding",
     "os_release",
     "remote_access",
+    "backup",
 ];
 
 /// The configuration file as written.

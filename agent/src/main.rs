@@ -37,6 +37,28 @@ enum Command {
     /// Exit code 0: all pass or not applicable; 1: a failure or a check that could not run;
     /// 2: the run itself failed (bad configuration, broken pack).
     Check(CheckArgs),
+    /// Backup sources: `backup restore-test NAME` restores a sample and records the result.
+    #[command(subcommand)]
+    Backup(BackupCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum BackupCommand {
+    /// Restore a sample of files of backup source NAME to a private folder in the state dir,
+    /// compare them with the repository's record, delete them, and record the result and its
+    /// duration (reported with the next backup observation). Exit code 0 pass, 1 fail.
+    RestoreTest(RestoreTestArgs),
+}
+
+#[derive(Debug, Args)]
+struct RestoreTestArgs {
+    /// Name of the `[[backup]]` source.
+    name: String,
+    /// Agent configuration file that defines the source.
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+    #[command(flatten)]
+    state: StateDirArg,
 }
 
 #[derive(Debug, Args)]
@@ -192,6 +214,47 @@ async fn dispatch(command: Command) -> Result<ExitCode, Failure> {
         Command::Status(args) => status(args),
         Command::Validate(args) => validate(args),
         Command::Check(args) => check(args).await,
+        Command::Backup(BackupCommand::RestoreTest(args)) => restore_test(args).await,
+    }
+}
+
+async fn restore_test(args: RestoreTestArgs) -> Result<ExitCode, Failure> {
+    let RestoreTestArgs { name, config, state } = args;
+    let dir = state_dir(state)?;
+    let agent_config = rounds_agent_config::load(&config).map_err(Failure::config)?;
+    let Some(source) = agent_config.backups.iter().find(|b| b.name == name).cloned() else {
+        let known: Vec<&str> = agent_config.backups.iter().map(|b| b.name.as_str()).collect();
+        return Err(Failure::config(anyhow::anyhow!(
+            "{} defines no [[backup]] named `{name}` (defined: {})",
+            config.display(),
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            }
+        )));
+    };
+    let host = rounds_agent::checks::Host {
+        state_dir: Some(dir),
+        ..rounds_agent::checks::Host::system()
+    };
+    let test = tokio::task::spawn_blocking(move || rounds_agent::checks::backup::restore::run(&source, &host))
+        .await
+        .map_err(|e| Failure::runtime(anyhow::anyhow!("the restore test crashed: {e}")))?
+        .map_err(Failure::runtime)?;
+    let duration = test.outcome.duration_secs.unwrap_or_default();
+    match &test.outcome.error {
+        None => {
+            println!(
+                "restore test of {name}: success, {} files ({} bytes) restored and verified in {duration:.1}s",
+                test.files, test.bytes
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(e) => {
+            println!("restore test of {name}: failed after {duration:.1}s: {e}");
+            Ok(ExitCode::from(EXIT_FAILURE))
+        }
     }
 }
 

@@ -25,6 +25,7 @@ pub fn empty_payload(kind: &str) -> Option<Value> {
         obs::LoginMonitoring::KIND => v::<obs::LoginMonitoring>(),
         obs::DiskSpace::KIND => v::<obs::DiskSpace>(),
         obs::Backup::KIND => v::<obs::Backup>(),
+        obs::BackupDiscovered::KIND => v::<obs::BackupDiscovered>(),
         obs::EhrProbe::KIND => v::<obs::EhrProbe>(),
         obs::AuditLog::KIND => v::<obs::AuditLog>(),
         obs::AuditService::KIND => v::<obs::AuditService>(),

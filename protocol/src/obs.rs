@@ -38,6 +38,7 @@ kinds! {
     LoginMonitoring => "login_monitoring",
     DiskSpace => "disk_space",
     Backup => "backup",
+    BackupDiscovered => "backup.discovered",
     EhrProbe => "ehr.probe",
     AuditLog => "audit.log",
     AuditService => "audit.service",
@@ -277,18 +278,87 @@ pub struct DiskSpace {
 }
 
 /// State of one backup job or repository (subject: its name or repository).
+///
+/// A server with no backup source configured reports one observation with subject `host`,
+/// `tool` `none`, `not_configured` true and `last_error` "no backup is configured for this
+/// server".
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Backup {
-    /// `restic`, `borg`, `folder`, `status-file`, `time-machine`, `windows-server-backup`, `veeam`.
+    /// `restic`, `borg`, `folder`, `status-file`, `time-machine`, `windows-server-backup`, `veeam`,
+    /// or `none` (nothing configured).
     pub tool: String,
     pub repository: String,
     pub last_success_at: Option<DateTime<Utc>>,
-    /// `success`, `failed`, `running`, `unknown`.
+    /// `success`, `failed`, `partial`, `running`, `unknown`; `none` when nothing is configured.
     pub last_result: String,
     pub last_attempt_at: Option<DateTime<Utc>>,
+    /// Size of the newest backup, bytes (what it would restore).
     pub size_bytes: Option<u64>,
     pub encrypted: Option<bool>,
+    /// The last successful restore test (a failed test since is `last_restore_test_result`).
     pub last_restore_test_at: Option<DateTime<Utc>>,
+    /// No backup source is configured on this machine.
+    #[serde(default)]
+    pub not_configured: bool,
+    /// What the last attempt (or the attempt to read the backup's state) reported when it
+    /// did not succeed.
+    #[serde(default)]
+    pub last_error: Option<String>,
+    /// Size of the backup before the newest one, bytes.
+    #[serde(default)]
+    pub previous_size_bytes: Option<u64>,
+    /// `size_bytes - previous_size_bytes`.
+    #[serde(default)]
+    pub size_change_bytes: Option<i64>,
+    /// The newest backup is less than half the size of the one before: suspicious (data
+    /// deleted or encrypted away, a source folder not mounted).
+    #[serde(default)]
+    pub shrank_by_half: Option<bool>,
+    /// Backups (snapshots, archives, versions) the destination holds.
+    #[serde(default)]
+    pub backup_count: Option<u64>,
+    /// Files the newest backup holds (folder: files in the folder).
+    #[serde(default)]
+    pub file_count: Option<u64>,
+    /// `same_disk`, `usb`, `nas`, `cloud`, `other_disk`; `null` when unknown. A copy on the
+    /// same disk as the data is not a backup.
+    #[serde(default)]
+    pub destination: Option<String>,
+    /// When the repository's integrity was last verified (`restic check`).
+    #[serde(default)]
+    pub integrity_checked_at: Option<DateTime<Utc>>,
+    /// Whether that verification found the repository intact.
+    #[serde(default)]
+    pub integrity_ok: Option<bool>,
+    #[serde(default)]
+    pub integrity_error: Option<String>,
+    /// `success` or `failed`: the last restore test's result (its time is
+    /// `last_restore_test_at`).
+    #[serde(default)]
+    pub last_restore_test_result: Option<String>,
+    /// How long the last restore test took, seconds (evidence for a restore-time objective).
+    #[serde(default)]
+    pub last_restore_test_duration_secs: Option<f64>,
+    #[serde(default)]
+    pub last_restore_test_error: Option<String>,
+    /// The last successful restore test (a failed one does not count).
+    #[serde(default)]
+    pub last_successful_restore_test_at: Option<DateTime<Utc>>,
+}
+
+/// A backup tool found installed on the machine but not configured as a `[[backup]]` source
+/// (subject: the tool and where, e.g. `veeam`, `restic:/srv/restic-repo`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct BackupDiscovered {
+    /// `restic`, `borg`, `veeam`, `windows-server-backup`, `time-machine`.
+    pub tool: String,
+    /// What was found: a program path, a repository folder, a destination or policy name.
+    pub location: String,
+    /// Whether a configured source watches it (always false for now: watched ones are not
+    /// reported).
+    pub watched: bool,
+    /// For the technician, e.g. "Veeam Agent installed, not watched by Rounds".
+    pub note: String,
 }
 
 /// One probe of an EHR endpoint (subject: the endpoint's name).

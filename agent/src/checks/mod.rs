@@ -18,6 +18,7 @@ pub mod account_activity;
 pub mod accounts;
 pub mod admin_accounts;
 pub mod audit;
+pub mod backup;
 pub mod disk_space;
 pub mod encryption;
 pub mod firewall;
@@ -43,30 +44,247 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use rounds_protocol::Observation;
 
-/// Runs an external command and returns its standard output, or why it could not.
-pub trait CommandRunner: Send + Sync + std::fmt::Debug {
-    /// Runs `program` with `args`; `Err` says why (not found, exit status and stderr).
-    fn run(&self, program: &str, args: &[&str]) -> Result<String, String>;
+/// How long a command may run when its caller does not say ([`CommandRunner::run`]).
+pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One command to run: program, arguments, extra environment for the child only, and a
+/// timeout after which it is killed.
+///
+/// Secrets (repository passwords) go in [`env`](Self::env), never in `args`: arguments are
+/// visible to every user in `ps` and end up in error messages, the environment of the child is
+/// not. `Debug` shows the names of the variables, never their values.
+#[derive(Clone)]
+pub struct Invocation<'a> {
+    pub program: &'a str,
+    pub args: &'a [&'a str],
+    /// Variables added to the child's environment (its only copy of a password).
+    pub env: Vec<(String, String)>,
+    /// The child and its process group are killed when this passes.
+    pub timeout: Duration,
+    /// Working directory of the child; the agent's when `None`.
+    pub cwd: Option<&'a Path>,
 }
 
-/// Runs real commands on this machine.
+impl<'a> Invocation<'a> {
+    /// `program` with `args`, no extra environment, the default timeout.
+    pub fn new(program: &'a str, args: &'a [&'a str]) -> Self {
+        Invocation {
+            program,
+            args,
+            env: Vec::new(),
+            timeout: DEFAULT_COMMAND_TIMEOUT,
+            cwd: None,
+        }
+    }
+
+    /// Runs the child in `dir`.
+    pub fn cwd(mut self, dir: &'a Path) -> Self {
+        self.cwd = Some(dir);
+        self
+    }
+
+    /// Adds `name=value` to the child's environment.
+    pub fn env(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.env.push((name.to_string(), value.into()));
+        self
+    }
+
+    /// Sets the timeout.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// `program arg arg`, for messages (arguments never hold secrets).
+    pub fn command_line(&self) -> String {
+        std::iter::once(self.program)
+            .chain(self.args.iter().copied())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+impl std::fmt::Debug for Invocation<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.env.iter().map(|(k, _)| k.as_str()).collect();
+        f.debug_struct("Invocation")
+            .field("program", &self.program)
+            .field("args", &self.args)
+            .field("env", &names)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+/// Why a command gave no output.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    /// The program is not installed (not found on `PATH`).
+    #[error("{program} is not installed (not found on PATH)")]
+    NotFound { program: String },
+    /// It could not be started for another reason (permission denied).
+    #[error("cannot run {program}: {reason}")]
+    Spawn { program: String, reason: String },
+    /// It ran past its timeout and was killed with its process group.
+    #[error("{program} did not finish within {}s and was killed", .timeout.as_secs_f64())]
+    TimedOut { program: String, timeout: Duration },
+    /// It exited unsuccessfully; `stderr` is what it said (trimmed).
+    #[error("{program} exited with {status}: {stderr}")]
+    Failed {
+        program: String,
+        status: String,
+        stderr: String,
+        stdout: String,
+    },
+    /// A runner that does not start processes (a fake) refused it.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Runs an external command and returns its standard output, or why it could not.
+pub trait CommandRunner: Send + Sync + std::fmt::Debug {
+    /// Runs `program` with `args` under [`DEFAULT_COMMAND_TIMEOUT`]; `Err` says why (not
+    /// found, exit status and stderr, timed out).
+    fn run(&self, program: &str, args: &[&str]) -> Result<String, String>;
+
+    /// Runs `cmd` with its environment and timeout. Runners that start no process (fakes
+    /// answering recorded outputs) may keep this default, which answers from program and
+    /// arguments alone.
+    fn run_with(&self, cmd: &Invocation<'_>) -> Result<String, CommandError> {
+        self.run(cmd.program, cmd.args).map_err(CommandError::Other)
+    }
+}
+
+/// Runs real commands on this machine, each killed (with its process group on Unix) when its
+/// timeout passes: a hung tool never outlives its check.
 #[derive(Debug, Default)]
 pub struct SystemRunner;
 
 impl CommandRunner for SystemRunner {
     fn run(&self, program: &str, args: &[&str]) -> Result<String, String> {
-        let out = std::process::Command::new(program)
-            .args(args)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .map_err(|e| format!("cannot run {program}: {e}"))?;
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        } else {
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            Err(format!("{program} exited with {}: {}", out.status, stderr.trim()))
-        }
+        self.run_with(&Invocation::new(program, args))
+            .map_err(|e| e.to_string())
     }
+
+    fn run_with(&self, cmd: &Invocation<'_>) -> Result<String, CommandError> {
+        run_process(cmd)
+    }
+}
+
+/// Starts `cmd` in its own process group, reads its output on two threads (so a full pipe
+/// never blocks it), and waits for it up to its timeout; then kills the group and reaps it.
+fn run_process(cmd: &Invocation<'_>) -> Result<String, CommandError> {
+    use std::io::Read as _;
+    use std::process::{Command, Stdio};
+
+    let program = cmd.program.to_string();
+    let mut command = Command::new(cmd.program);
+    command
+        .args(cmd.args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in &cmd.env {
+        command.env(k, v);
+    }
+    if let Some(dir) = cmd.cwd {
+        command.current_dir(dir);
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt as _;
+        command.process_group(0);
+    }
+    let mut child = command.spawn().map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => CommandError::NotFound {
+            program: program.clone(),
+        },
+        _ => CommandError::Spawn {
+            program: program.clone(),
+            reason: e.to_string(),
+        },
+    })?;
+    let reader = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let out = reader(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+    );
+    let err = reader(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+    );
+    let deadline = std::time::Instant::now() + cmd.timeout;
+    let mut pause = Duration::from_millis(1);
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Ok(status),
+            Ok(None) if std::time::Instant::now() >= deadline => break Err(()),
+            Ok(None) => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            Err(e) => {
+                kill_tree(&mut child);
+                return Err(CommandError::Spawn {
+                    program,
+                    reason: format!("cannot wait for it: {e}"),
+                });
+            }
+        }
+    };
+    let Ok(status) = status else {
+        kill_tree(&mut child);
+        // The readers end once every holder of the pipes (the group) is gone.
+        let _ = (out.join(), err.join());
+        return Err(CommandError::TimedOut {
+            program,
+            timeout: cmd.timeout,
+        });
+    };
+    // A grandchild that outlives its parent keeps the pipes open: end the group first.
+    #[cfg(unix)]
+    kill_group(&child);
+    let stdout = String::from_utf8_lossy(&out.join().unwrap_or_default()).into_owned();
+    let stderr = String::from_utf8_lossy(&err.join().unwrap_or_default())
+        .trim()
+        .to_string();
+    if status.success() {
+        Ok(stdout)
+    } else {
+        Err(CommandError::Failed {
+            program,
+            status: status.to_string(),
+            stderr,
+            stdout,
+        })
+    }
+}
+
+/// Kills `child` and its process group and reaps it.
+fn kill_tree(child: &mut std::process::Child) {
+    #[cfg(unix)]
+    kill_group(child);
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Sends SIGKILL to the process group `child` leads (it was started with `process_group(0)`).
+#[cfg(unix)]
+fn kill_group(child: &std::process::Child) {
+    let pid = rustix::process::Pid::from_child(child);
+    let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
 }
 
 /// What a check may read of the host.
@@ -259,6 +477,7 @@ pub fn build(config: &rounds_agent_config::AgentConfig) -> Vec<Arc<dyn Check>> {
         Arc::new(log_forwarding::LogForwardingCheck),
         Arc::new(os_support::OsReleaseCheck),
         Arc::new(remote_access::RemoteAccessCheck),
+        Arc::new(backup::BackupCheck::new(config.backups.clone())),
     ]
 }
 
@@ -396,6 +615,81 @@ mod tests {
         assert!(why("time_sync").contains("timed out"));
         assert!(why("firewall").contains("crashed"));
         assert!(obs.iter().any(|o| o.kind == "accounts"));
+    }
+
+    /// Whether process `pid` is gone (or only a zombie waiting for a reaper that is not us).
+    #[cfg(target_os = "linux")]
+    fn gone(pid: u32) -> bool {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => true,
+            Ok(stat) => stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z')),
+        }
+    }
+
+    /// A command that never ends is killed at its timeout, with the children it started: the
+    /// runner neither waits for it nor leaves it running.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_command_that_never_ends_is_killed_with_its_children_at_the_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let pids = dir.path().join("pids");
+        let script = format!("echo $$ > {0}; sleep 1000 & echo $! >> {0}; wait", pids.display());
+        let start = std::time::Instant::now();
+        let err = SystemRunner
+            .run_with(&Invocation::new("sh", &["-c", &script]).timeout(Duration::from_millis(300)))
+            .unwrap_err();
+        assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
+        assert!(matches!(err, CommandError::TimedOut { .. }), "{err}");
+        assert!(
+            err.to_string().contains("sh did not finish within 0.3s and was killed"),
+            "{err}"
+        );
+        let pids: Vec<u32> = std::fs::read_to_string(&pids)
+            .unwrap()
+            .lines()
+            .map(|l| l.trim().parse().unwrap())
+            .collect();
+        assert_eq!(pids.len(), 2, "shell and sleep");
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while !pids.iter().all(|p| gone(*p)) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for pid in pids {
+            assert!(gone(pid), "process {pid} still runs after the timeout");
+        }
+    }
+
+    /// The environment reaches the child only: not the arguments, not `Debug`.
+    #[test]
+    fn environment_goes_to_the_child_and_never_into_debug_output() {
+        let cmd = Invocation::new("sh", &["-c", "printf %s \"$ROUNDS_TEST_SECRET\""])
+            .env("ROUNDS_TEST_SECRET", "hunter2-xyz");
+        assert_eq!(SystemRunner.run_with(&cmd).unwrap(), "hunter2-xyz");
+        let shown = format!("{cmd:?}");
+        assert!(
+            shown.contains("ROUNDS_TEST_SECRET") && !shown.contains("hunter2-xyz"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn a_missing_program_and_a_failing_one_say_which() {
+        let e = SystemRunner
+            .run_with(&Invocation::new("rounds-no-such-tool", &[]))
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "rounds-no-such-tool is not installed (not found on PATH)"
+        );
+        let e = SystemRunner
+            .run_with(&Invocation::new("sh", &["-c", "echo out; echo broken >&2; exit 3"]))
+            .unwrap_err();
+        let CommandError::Failed { stderr, stdout, .. } = &e else {
+            panic!("{e:?}")
+        };
+        assert_eq!((stderr.as_str(), stdout.as_str()), ("broken", "out\n"));
+        assert!(e.to_string().contains("exit status: 3"), "{e}");
+        assert_eq!(SystemRunner.run("sh", &["-c", "echo ok"]).unwrap(), "ok\n");
     }
 
     #[test]

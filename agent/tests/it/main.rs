@@ -4,6 +4,7 @@
 // time (`checks::platform`), so on other platforms the checks do not read them.
 #[cfg(unix)]
 mod audit;
+mod backup;
 #[cfg(target_os = "linux")]
 mod check;
 mod cli;

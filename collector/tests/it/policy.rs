@@ -78,6 +78,7 @@ fn backup(last_success_at: DateTime<Utc>, at: DateTime<Utc>) -> Observation {
         size_bytes: None,
         encrypted: Some(true),
         last_restore_test_at: Some(last_success_at),
+        ..obs::Backup::default()
     };
     Observation::ok("nightly", at, &b)
 }
