@@ -353,7 +353,7 @@ async fn a_backlog_goes_in_batches_and_a_collector_without_the_batch_path_gets_s
     tokio::time::sleep(Duration::from_secs(20)).await;
     up.store(true, std::sync::atomic::Ordering::SeqCst);
     collector
-        .wait_for("the backlog delivered", |c| c.on(paths::REPORT_BATCH).len() >= 1)
+        .wait_for("the backlog delivered", |c| !c.on(paths::REPORT_BATCH).is_empty())
         .await;
     collector
         .wait_for("twenty reports", |c| {
