@@ -2,9 +2,10 @@
 //!
 //! When one report waits it goes to `POST /api/v1/agent/reports`; when the agent is behind, up
 //! to [`MAX_BATCH_REPORTS`] (and [`MAX_BATCH_BYTES`]) go together to
-//! `POST /api/v1/agent/reports/batch`. A collector that answers 404 for the batch path does not
-//! have it yet: the sender falls back to one report per request and tries the batch path again
-//! after [`BATCH_RETRY_AFTER`].
+//! `POST /api/v1/agent/reports/batch`. The first batch after a start or a failure holds at most
+//! [`FIRST_BATCH_REPORTS`], and a failed batch is followed by one report on its own. A collector
+//! that answers 404 for the batch path does not have it yet: the sender falls back to one report
+//! per request and tries the batch path again after [`BATCH_RETRY_AFTER`].
 //!
 //! Only an acknowledgement removes a report from the spool. What happens on other answers:
 //! - network trouble, timeouts, 5xx, 401, 404, 408, an answer that cannot be read or that does
@@ -35,6 +36,9 @@ pub const MAX_BATCH_REPORTS: usize = 100;
 pub const MAX_BATCH_BYTES: u64 = 768 * 1024;
 /// How long to send singly after a collector said it has no batch path.
 pub const BATCH_RETRY_AFTER: Duration = Duration::from_secs(3600);
+/// Most reports in the first batch after a start or a failure: small enough to be written
+/// whole before a collector without the batch path answers 404 and closes the connection.
+pub const FIRST_BATCH_REPORTS: usize = 8;
 
 /// What happened, for the caller to record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,6 +164,7 @@ pub async fn deliver<F, Fut>(
     let mut backoff = Backoff::new(retry);
     let mut batch_again_at: Option<tokio::time::Instant> = None;
     let mut singly_once = false;
+    let mut batch_limit = FIRST_BATCH_REPORTS;
     let mut failures: u64 = 0;
     loop {
         tokio::select! {
@@ -168,7 +173,7 @@ pub async fn deliver<F, Fut>(
         }
         let use_batch = !singly_once && batch_again_at.is_none_or(|t| tokio::time::Instant::now() >= t);
         singly_once = false;
-        let max = if use_batch { MAX_BATCH_REPORTS } else { 1 };
+        let max = if use_batch { batch_limit } else { 1 };
         let pending = match on_spool(spool, move |s| {
             s.expire()?;
             s.pending(max, MAX_BATCH_BYTES)
@@ -189,6 +194,7 @@ pub async fn deliver<F, Fut>(
             }
         };
         let first = pending[0].report.sequence;
+        let batched = pending.len() > 1;
         let outcome = tokio::select! {
             _ = stop.cancelled() => break,
             o = send(client, agent_id, pending) => o,
@@ -201,6 +207,9 @@ pub async fn deliver<F, Fut>(
                     warn!(error = %e, "cannot record the acknowledgement in the spool");
                 }
                 backoff.reset();
+                if batched {
+                    batch_limit = MAX_BATCH_REPORTS;
+                }
                 if failures > 0 {
                     info!(failures, "report delivery works again");
                 }
@@ -260,6 +269,13 @@ pub async fn deliver<F, Fut>(
                     },
                 };
                 failures += 1;
+                if batched {
+                    // Start small again, and try one report on its own first: a failure that
+                    // is about the batch (a collector that closed the connection on it) does
+                    // not hold up delivery.
+                    batch_limit = FIRST_BATCH_REPORTS;
+                    singly_once = true;
+                }
                 let delay = match e.retry_after() {
                     Some(after) => backoff.after(after),
                     None => backoff.next_delay(),
