@@ -6,7 +6,7 @@
 //! | --- | --- | --- |
 //! | `identity.json` | the enrollment: collector URL, agent id, secret, practice, site | JSON, mode 0600 |
 //! | `ca.pem` | the CA certificate the collector's server certificate must chain to | PEM, mode 0600 |
-//! | `sequence` | the next report sequence number to hand out | decimal number and a newline |
+//! | `sequence` | the next sequence of an agent from before the spool, read once to start the spool | decimal number and a newline |
 //! | `status.json` | last heartbeat and delivery, configuration in use, last errors, for `rounds-agent status` | JSON padded to 4 KiB |
 //! | `spool.jsonl` | undelivered reports, the sequence and the hash chain (`crate::spool`) | JSON lines, mode 0600 |
 //! | `central-config.json` | the last good configuration from the collector (`crate::central`) | JSON, mode 0600 |
@@ -339,39 +339,6 @@ impl StateDir {
                 in_place.map_err(|_| first)
             }
         }
-    }
-}
-
-/// Hands out report sequence numbers, each recorded durably before it is returned, so a restart
-/// (or a crash right after) never hands one out twice.
-#[derive(Debug)]
-pub struct SequenceAllocator {
-    state: StateDir,
-    next: u64,
-}
-
-impl SequenceAllocator {
-    /// Starts from the number recorded in the state dir.
-    pub fn load(state: StateDir) -> Result<Self, StateError> {
-        let next = state.load_next_sequence()?;
-        Ok(SequenceAllocator { state, next })
-    }
-
-    /// The number the next call to [`allocate`](Self::allocate) returns.
-    pub fn peek(&self) -> u64 {
-        self.next
-    }
-
-    /// Returns the next sequence number after durably recording its successor.
-    pub fn allocate(&mut self) -> Result<u64, StateError> {
-        let n = self.next;
-        let successor = n.checked_add(1).ok_or_else(|| StateError::Corrupt {
-            path: self.state.sequence_path(),
-            detail: "sequence numbers exhausted".into(),
-        })?;
-        self.state.store_next_sequence(successor)?;
-        self.next = successor;
-        Ok(n)
     }
 }
 

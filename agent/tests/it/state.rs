@@ -5,7 +5,7 @@ use std::os::unix::fs::PermissionsExt;
 use chrono::Utc;
 use rounds_agent::clock::SystemClock;
 use rounds_agent::spool::{Priority, Spool, SpoolOptions};
-use rounds_agent::state::{Identity, RunStatus, SequenceAllocator, StateDir};
+use rounds_agent::state::{Identity, RunStatus, StateDir};
 use rounds_agent::{AgentStatus, status};
 
 fn identity() -> Identity {
@@ -67,40 +67,56 @@ fn debug_never_shows_the_secret() {
     assert!(shown.contains("agt_9") && shown.contains("redacted"), "{shown}");
 }
 
-#[test]
-fn sequence_numbers_survive_reloads_and_are_never_reused() {
-    let tmp = tempfile::tempdir().unwrap();
-    let state = StateDir::new(tmp.path());
-    let mut seq = SequenceAllocator::load(state.clone()).unwrap();
-    assert_eq!(seq.peek(), 1);
-    assert_eq!(
-        (
-            seq.allocate().unwrap(),
-            seq.allocate().unwrap(),
-            seq.allocate().unwrap()
-        ),
-        (1, 2, 3)
-    );
-    // A restart (a new allocator from the same dir) continues after the last one handed out.
-    let mut again = SequenceAllocator::load(state.clone()).unwrap();
-    assert_eq!(again.allocate().unwrap(), 4);
-    // An allocator that was not told about the newer ones still cannot go back: the file is the truth.
-    drop(seq);
-    let mut third = SequenceAllocator::load(state.clone()).unwrap();
-    assert_eq!(third.allocate().unwrap(), 5);
-    assert_eq!(std::fs::read_to_string(state.sequence_path()).unwrap(), "6\n");
-    assert_eq!(mode(&state.sequence_path()), 0o600);
+fn spool_in(dir: &std::path::Path, first_sequence: u64) -> Spool {
+    Spool::open(
+        SpoolOptions {
+            dir: dir.to_path_buf(),
+            agent_id: "agt_9".into(),
+            settings: Default::default(),
+            first_sequence,
+            fail_writes_while: None,
+        },
+        std::sync::Arc::new(SystemClock),
+    )
+    .unwrap()
 }
 
 #[test]
-fn a_failed_sequence_write_hands_out_nothing() {
+fn sequence_numbers_continue_an_old_sequence_file_survive_reopening_and_are_never_reused() {
     let tmp = tempfile::tempdir().unwrap();
-    let gone = tmp.path().join("gone");
-    let mut seq = SequenceAllocator::load(StateDir::new(&gone)).unwrap();
-    // The directory does not exist, so the durable write fails and no number is returned.
-    let err = seq.allocate().unwrap_err().to_string();
-    assert!(err.contains("gone"), "{err}");
-    assert_eq!(seq.peek(), 1);
+    let state = StateDir::new(tmp.path());
+    // An agent upgraded from one without a spool continues where its sequence file left off.
+    state.store_next_sequence(5).unwrap();
+    let spool = spool_in(tmp.path(), state.load_next_sequence().unwrap());
+    let mut handed_out = vec![];
+    for _ in 0..3 {
+        handed_out.push(spool.append(None, true, Priority::Routine, vec![]).unwrap());
+    }
+    assert_eq!(handed_out, vec![5, 6, 7]);
+    spool.ack_through(7).unwrap();
+    drop(spool);
+    // Reopened (a restart), even with everything acknowledged, the spool continues after 7.
+    let spool = spool_in(tmp.path(), 1);
+    assert_eq!(spool.append(None, true, Priority::Routine, vec![]).unwrap(), 8);
+    assert_eq!(mode(&tmp.path().join(rounds_agent::spool::SPOOL_FILE)), 0o600);
+}
+
+#[test]
+fn re_enrolling_forgets_the_old_spool() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = StateDir::new(tmp.path());
+    state.save_enrollment(&identity(), b"ca").unwrap();
+    let spool = spool_in(tmp.path(), 1);
+    spool.append(None, true, Priority::Routine, vec![]).unwrap();
+    drop(spool);
+    state.save_enrollment(&identity(), b"ca").unwrap();
+    assert!(!tmp.path().join(rounds_agent::spool::SPOOL_FILE).exists());
+    assert_eq!(
+        spool_in(tmp.path(), 1)
+            .append(None, true, Priority::Routine, vec![])
+            .unwrap(),
+        1
+    );
 }
 
 #[test]
@@ -139,17 +155,7 @@ fn status_shows_identity_last_contact_spool_configuration_and_errors_but_no_secr
     };
     assert_eq!((e.next_sequence, e.spool.depth), (8, 0));
 
-    let spool = Spool::open(
-        SpoolOptions {
-            dir: tmp.path().to_path_buf(),
-            agent_id: "agt_9".into(),
-            settings: Default::default(),
-            first_sequence: 8,
-            fail_writes_while: None,
-        },
-        std::sync::Arc::new(SystemClock),
-    )
-    .unwrap();
+    let spool = spool_in(tmp.path(), 8);
     for _ in 0..3 {
         spool
             .append(Some("inventory"), true, Priority::Routine, vec![])
