@@ -621,29 +621,31 @@ impl Spool {
             if !out.is_empty() && total + e.len > max_bytes {
                 break;
             }
-            let mut line = vec![0u8; e.len as usize];
-            let read = inner
-                .file
-                .seek(SeekFrom::Start(e.offset))
-                .and_then(|_| inner.file.read_exact(&mut line));
-            read.map_err(|err| SpoolError::Read {
+            let (_, report) = self.read_entry(&mut inner, &e)?;
+            total += e.len;
+            out.push(Pending { report, bytes: e.len });
+        }
+        Ok(out)
+    }
+
+    /// Reads the report record of index entry `e` from the file.
+    fn read_entry(&self, inner: &mut Inner, e: &Entry) -> Result<(Priority, Report), SpoolError> {
+        let mut line = vec![0u8; e.len as usize];
+        inner
+            .file
+            .seek(SeekFrom::Start(e.offset))
+            .and_then(|_| inner.file.read_exact(&mut line))
+            .map_err(|err| SpoolError::Read {
                 path: self.path.clone(),
                 detail: err.to_string(),
             })?;
-            match serde_json::from_slice::<Record>(&line) {
-                Ok(Record::Report { report, .. }) if report.sequence == e.sequence => {
-                    total += e.len;
-                    out.push(Pending { report, bytes: e.len });
-                }
-                _ => {
-                    return Err(SpoolError::Corrupt {
-                        path: self.path.clone(),
-                        detail: format!("report {} is not where the index says", e.sequence),
-                    });
-                }
-            }
+        match serde_json::from_slice::<Record>(&line) {
+            Ok(Record::Report { priority, report }) if report.sequence == e.sequence => Ok((priority, report)),
+            _ => Err(SpoolError::Corrupt {
+                path: self.path.clone(),
+                detail: format!("report {} is not where the index says", e.sequence),
+            }),
         }
-        Ok(out)
     }
 
     /// Removes every report up to `through`: the collector acknowledged them.
@@ -742,19 +744,8 @@ impl Spool {
         let mut out = Vec::new();
         let entries: Vec<Entry> = inner.entries.iter().cloned().collect();
         for e in entries {
-            let mut line = vec![0u8; e.len as usize];
-            inner
-                .file
-                .seek(SeekFrom::Start(e.offset))
-                .and_then(|_| inner.file.read_exact(&mut line))
-                .map_err(|err| SpoolError::Read {
-                    path: self.path.clone(),
-                    detail: err.to_string(),
-                })?;
-            out.push(serde_json::from_slice(&line).map_err(|err| SpoolError::Corrupt {
-                path: self.path.clone(),
-                detail: err.to_string(),
-            })?);
+            let (priority, report) = self.read_entry(inner, &e)?;
+            out.push(Record::Report { priority, report });
         }
         Ok(out)
     }

@@ -12,6 +12,30 @@ use tokio_util::sync::CancellationToken;
 
 use crate::support::{AGENT_ID, AGENT_SECRET, Ca, FakeCollector, Recorded, base64, enroll_into, healthy};
 
+/// A fake collector answering through `handler`, and an agent enrolled with it.
+struct Enrolled {
+    ca: Ca,
+    collector: FakeCollector,
+    tmp: tempfile::TempDir,
+    state_dir: std::path::PathBuf,
+    identity: rounds_agent::Identity,
+}
+
+async fn enrolled(handler: impl Fn(&Recorded) -> (u16, String) + Send + Sync + 'static) -> Enrolled {
+    let ca = Ca::new("Rounds CA");
+    let collector = FakeCollector::start(&ca, handler).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let state_dir = tmp.path().join("state");
+    let identity = enroll_into(&collector, &ca, &state_dir).await;
+    Enrolled {
+        ca,
+        collector,
+        tmp,
+        state_dir,
+        identity,
+    }
+}
+
 fn settings(heartbeat_ms: u64, schedule: &str) -> AgentSettings {
     AgentSettings {
         heartbeat_interval: Duration::from_millis(heartbeat_ms),
@@ -59,13 +83,10 @@ const EVERY_SECOND: &str = "* * * * * *";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heartbeats_and_a_report_arrive_at_start_and_are_recorded() {
-    let ca = Ca::new("Rounds CA");
-    let collector = FakeCollector::start(&ca, healthy).await;
-    let tmp = tempfile::tempdir().unwrap();
-    let state_dir = tmp.path().join("state");
-    enroll_into(&collector, &ca, &state_dir).await;
+    let e = enrolled(healthy).await;
+    let (collector, state_dir) = (&e.collector, &e.state_dir);
 
-    let (shutdown, handle) = start(fast(&state_dir, settings(100, HOURLY)));
+    let (shutdown, handle) = start(fast(state_dir, settings(100, HOURLY)));
     collector
         .wait_for("two heartbeats and a report", |c| {
             c.on(paths::HEARTBEAT).len() >= 2 && !c.on(paths::REPORTS).is_empty()
@@ -74,7 +95,7 @@ async fn heartbeats_and_a_report_arrive_at_start_and_are_recorded() {
     // The report is recorded after it is acknowledged; give the status write a moment.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        if let AgentStatus::Enrolled(s) = status(&state_dir).unwrap()
+        if let AgentStatus::Enrolled(s) = status(state_dir).unwrap()
             && s.last_report_sequence == Some(1)
             && s.last_heartbeat_at.is_some()
         {
@@ -85,7 +106,7 @@ async fn heartbeats_and_a_report_arrive_at_start_and_are_recorded() {
         assert!(
             tokio::time::Instant::now() < deadline,
             "status never recorded: {:?}",
-            status(&state_dir)
+            status(state_dir)
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -112,7 +133,7 @@ async fn heartbeats_and_a_report_arrive_at_start_and_are_recorded() {
     );
 
     // A second run continues the sequence.
-    let (shutdown, handle) = start(fast(&state_dir, settings(60_000, HOURLY)));
+    let (shutdown, handle) = start(fast(state_dir, settings(60_000, HOURLY)));
     collector
         .wait_for("a second report", |c| c.on(paths::REPORTS).len() >= 2)
         .await;
@@ -122,8 +143,7 @@ async fn heartbeats_and_a_report_arrive_at_start_and_are_recorded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rejected_report_is_dropped_not_retried() {
-    let ca = Ca::new("Rounds CA");
-    let collector = FakeCollector::start(&ca, |req| {
+    let e = enrolled(|req| {
         if req.path == paths::REPORTS && req.json()["sequence"] == 1 {
             (422, r#"{"error":"report too large"}"#.into())
         } else {
@@ -131,11 +151,9 @@ async fn a_rejected_report_is_dropped_not_retried() {
         }
     })
     .await;
-    let tmp = tempfile::tempdir().unwrap();
-    let state_dir = tmp.path().join("state");
-    enroll_into(&collector, &ca, &state_dir).await;
+    let (collector, state_dir) = (&e.collector, &e.state_dir);
 
-    let (shutdown, handle) = start(fast(&state_dir, settings(60_000, EVERY_SECOND)));
+    let (shutdown, handle) = start(fast(state_dir, settings(60_000, EVERY_SECOND)));
 
     collector
         .wait_for("the gap marker", |c| {
@@ -156,7 +174,7 @@ async fn a_rejected_report_is_dropped_not_retried() {
         marker["dropped"],
         serde_json::json!([{"first": 1, "last": 1, "reason": "rejected"}])
     );
-    let AgentStatus::Enrolled(s) = status(&state_dir).unwrap() else {
+    let AgentStatus::Enrolled(s) = status(state_dir).unwrap() else {
         panic!("enrolled")
     };
     let last_error = s.last_error.unwrap_or_default();
@@ -168,12 +186,11 @@ async fn a_rejected_report_is_dropped_not_retried() {
 
 #[tokio::test(start_paused = true)]
 async fn a_failed_report_is_retried_until_acknowledged_waiting_for_retry_after() {
-    let ca = Ca::new("Rounds CA");
     let failures = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let f = failures.clone();
     let attempts = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let a = attempts.clone();
-    let collector = FakeCollector::start(&ca, move |req| {
+    let e = enrolled(move |req| {
         if req.path == paths::REPORTS {
             a.lock().unwrap().push(tokio::time::Instant::now());
         }
@@ -185,16 +202,14 @@ async fn a_failed_report_is_retried_until_acknowledged_waiting_for_retry_after()
         }
     })
     .await;
-    let tmp = tempfile::tempdir().unwrap();
-    let state_dir = tmp.path().join("state");
-    enroll_into(&collector, &ca, &state_dir).await;
+    let (collector, state_dir) = (&e.collector, &e.state_dir);
 
-    let (shutdown, handle) = start(fast(&state_dir, settings(60_000, HOURLY)));
+    let (shutdown, handle) = start(fast(state_dir, settings(60_000, HOURLY)));
     collector
         .wait_for("four attempts", |c| c.on(paths::REPORTS).len() >= 4)
         .await;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !matches!(status(&state_dir).unwrap(), AgentStatus::Enrolled(ref s) if s.last_report_sequence == Some(1)) {
+    while !matches!(status(state_dir).unwrap(), AgentStatus::Enrolled(ref s) if s.last_report_sequence == Some(1)) {
         assert!(
             std::time::Instant::now() < deadline,
             "report 1 never recorded as delivered"
@@ -219,8 +234,7 @@ async fn a_failed_report_is_retried_until_acknowledged_waiting_for_retry_after()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_credentials_keep_the_report_and_keep_trying() {
-    let ca = Ca::new("Rounds CA");
-    let collector = FakeCollector::start(&ca, |req| {
+    let e = enrolled(|req| {
         if req.path == paths::ENROLL {
             healthy(req)
         } else {
@@ -228,17 +242,15 @@ async fn bad_credentials_keep_the_report_and_keep_trying() {
         }
     })
     .await;
-    let tmp = tempfile::tempdir().unwrap();
-    let state_dir = tmp.path().join("state");
-    enroll_into(&collector, &ca, &state_dir).await;
+    let (collector, state_dir) = (&e.collector, &e.state_dir);
 
-    let (shutdown, handle) = start(fast(&state_dir, settings(50, HOURLY)));
+    let (shutdown, handle) = start(fast(state_dir, settings(50, HOURLY)));
     collector
         .wait_for("three report attempts", |c| c.on(paths::REPORTS).len() >= 3)
         .await;
     stop(shutdown, handle).await;
     assert!(collector.report_sequences().iter().all(|&s| s == 1));
-    let AgentStatus::Enrolled(s) = status(&state_dir).unwrap() else {
+    let AgentStatus::Enrolled(s) = status(state_dir).unwrap() else {
         panic!("enrolled")
     };
     assert_eq!(
@@ -266,11 +278,12 @@ async fn run_without_enrollment_says_so() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelling_while_the_collector_is_down_stops_promptly() {
-    let ca = Ca::new("Rounds CA");
-    let collector = FakeCollector::start(&ca, healthy).await;
-    let tmp = tempfile::tempdir().unwrap();
-    let state_dir = tmp.path().join("state");
-    enroll_into(&collector, &ca, &state_dir).await;
+    let Enrolled {
+        collector,
+        state_dir,
+        tmp: _tmp,
+        ..
+    } = enrolled(healthy).await;
     drop(collector);
 
     let mut opts = RunOptions::new(&state_dir, settings(100, HOURLY));
@@ -307,13 +320,11 @@ fn assert_chained(reports: &[serde_json::Value]) {
 
 #[tokio::test(start_paused = true)]
 async fn a_schedule_fires_every_second_of_tokio_time_and_reports_arrive_in_order_chained() {
-    let ca = Ca::new("Rounds CA");
-    let collector = FakeCollector::start(&ca, healthy).await;
-    let tmp = tempfile::tempdir().unwrap();
-    let state_dir = tmp.path().join("state");
-    let identity = enroll_into(&collector, &ca, &state_dir).await;
+    let e = enrolled(healthy).await;
+    let (collector, state_dir) = (&e.collector, &e.state_dir);
+    let identity = &e.identity;
 
-    let (shutdown, handle) = start(fast(&state_dir, settings(3_600_000, EVERY_SECOND)));
+    let (shutdown, handle) = start(fast(state_dir, settings(3_600_000, EVERY_SECOND)));
     collector
         .wait_for("ten reports", |c| c.report_sequences().len() >= 10)
         .await;
@@ -334,10 +345,9 @@ async fn a_schedule_fires_every_second_of_tokio_time_and_reports_arrive_in_order
 
 #[tokio::test(start_paused = true)]
 async fn a_backlog_goes_in_batches_and_a_collector_without_the_batch_path_gets_singles() {
-    let ca = Ca::new("Rounds CA");
     let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let u = up.clone();
-    let collector = FakeCollector::start(&ca, move |req| {
+    let e = enrolled(move |req| {
         if req.path != paths::ENROLL && !u.load(std::sync::atomic::Ordering::SeqCst) {
             (503, r#"{"error":"starting"}"#.into())
         } else {
@@ -345,10 +355,8 @@ async fn a_backlog_goes_in_batches_and_a_collector_without_the_batch_path_gets_s
         }
     })
     .await;
-    let tmp = tempfile::tempdir().unwrap();
-    let state_dir = tmp.path().join("state");
-    enroll_into(&collector, &ca, &state_dir).await;
-    let (shutdown, handle) = start(fast(&state_dir, settings(3_600_000, EVERY_SECOND)));
+    let (collector, state_dir) = (&e.collector, &e.state_dir);
+    let (shutdown, handle) = start(fast(state_dir, settings(3_600_000, EVERY_SECOND)));
     // A backlog builds up while the collector answers 503.
     tokio::time::sleep(Duration::from_secs(20)).await;
     up.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -371,10 +379,9 @@ async fn a_backlog_goes_in_batches_and_a_collector_without_the_batch_path_gets_s
     assert!(sizes[1] > 8, "then bigger ones: {sizes:?}");
 
     // A collector without the batch path: the same backlog, one report per request.
-    let ca = Ca::new("Rounds CA");
     let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let u = up.clone();
-    let old = FakeCollector::start(&ca, move |req| {
+    let old = FakeCollector::start(&e.ca, move |req| {
         if req.path == paths::REPORT_BATCH {
             (404, r#"{"error":"no such path"}"#.into())
         } else if req.path != paths::ENROLL && !u.load(std::sync::atomic::Ordering::SeqCst) {
@@ -384,8 +391,8 @@ async fn a_backlog_goes_in_batches_and_a_collector_without_the_batch_path_gets_s
         }
     })
     .await;
-    let state_dir = tmp.path().join("state2");
-    enroll_into(&old, &ca, &state_dir).await;
+    let state_dir = e.tmp.path().join("state2");
+    enroll_into(&old, &e.ca, &state_dir).await;
     let (shutdown, handle) = start(fast(&state_dir, settings(3_600_000, EVERY_SECOND)));
     tokio::time::sleep(Duration::from_secs(10)).await;
     up.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -417,8 +424,7 @@ async fn a_backlog_goes_in_batches_and_a_collector_without_the_batch_path_gets_s
 
 #[tokio::test(start_paused = true)]
 async fn a_sequence_conflict_renumbers_from_what_the_collector_expects() {
-    let ca = Ca::new("Rounds CA");
-    let collector = FakeCollector::start(&ca, |req| {
+    let e = enrolled(|req| {
         let seq = req.json()["sequence"].as_u64();
         let first_in_batch = req.json()["reports"][0]["sequence"].as_u64();
         match seq.or(first_in_batch) {
@@ -430,10 +436,8 @@ async fn a_sequence_conflict_renumbers_from_what_the_collector_expects() {
         }
     })
     .await;
-    let tmp = tempfile::tempdir().unwrap();
-    let state_dir = tmp.path().join("state");
-    enroll_into(&collector, &ca, &state_dir).await;
-    let (shutdown, handle) = start(fast(&state_dir, settings(3_600_000, EVERY_SECOND)));
+    let (collector, state_dir) = (&e.collector, &e.state_dir);
+    let (shutdown, handle) = start(fast(state_dir, settings(3_600_000, EVERY_SECOND)));
     collector
         .wait_for("reports 50 to 53", |c| {
             let s = c.report_sequences();
@@ -449,7 +453,7 @@ async fn a_sequence_conflict_renumbers_from_what_the_collector_expects() {
     let seqs: Vec<u64> = accepted.iter().map(|r| r["sequence"].as_u64().unwrap()).collect();
     assert_eq!(seqs, (50..50 + seqs.len() as u64).collect::<Vec<_>>());
     assert_chained(&accepted);
-    let AgentStatus::Enrolled(s) = status(&state_dir).unwrap() else {
+    let AgentStatus::Enrolled(s) = status(state_dir).unwrap() else {
         panic!("enrolled")
     };
     assert!(s.next_sequence > 53);
@@ -457,10 +461,9 @@ async fn a_sequence_conflict_renumbers_from_what_the_collector_expects() {
 
 #[tokio::test(start_paused = true)]
 async fn a_malformed_acknowledgement_keeps_the_report() {
-    let ca = Ca::new("Rounds CA");
     let n = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let n2 = n.clone();
-    let collector = FakeCollector::start(&ca, move |req| {
+    let e = enrolled(move |req| {
         if req.path == paths::REPORTS && n2.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 2 {
             (200, "{\"sequ".into())
         } else {
@@ -468,10 +471,8 @@ async fn a_malformed_acknowledgement_keeps_the_report() {
         }
     })
     .await;
-    let tmp = tempfile::tempdir().unwrap();
-    let state_dir = tmp.path().join("state");
-    enroll_into(&collector, &ca, &state_dir).await;
-    let (shutdown, handle) = start(fast(&state_dir, settings(3_600_000, HOURLY)));
+    let (collector, state_dir) = (&e.collector, &e.state_dir);
+    let (shutdown, handle) = start(fast(state_dir, settings(3_600_000, HOURLY)));
     collector
         .wait_for("three attempts", |c| c.on(paths::REPORTS).len() >= 3)
         .await;
@@ -506,20 +507,14 @@ fn serving(version: &'static str, toml: &'static str) -> impl Fn(&Recorded) -> (
 
 #[tokio::test(start_paused = true)]
 async fn central_configuration_is_applied_cached_and_a_bad_one_refused_with_the_reason() {
-    let ca = Ca::new("Rounds CA");
     // The central configuration switches inventory to every second and the heartbeat to 5 s.
-    let collector = FakeCollector::start(
-        &ca,
-        serving(
-            "\"v1\"",
-            "heartbeat_interval_secs = 5\n[checks.inventory]\nschedule = \"* * * * * *\"\n",
-        ),
-    )
+    let e = enrolled(serving(
+        "\"v1\"",
+        "heartbeat_interval_secs = 5\n[checks.inventory]\nschedule = \"* * * * * *\"\n",
+    ))
     .await;
-    let tmp = tempfile::tempdir().unwrap();
-    let state_dir = tmp.path().join("state");
-    enroll_into(&collector, &ca, &state_dir).await;
-    let (shutdown, handle) = start(fast(&state_dir, settings(3_600_000, HOURLY)));
+    let (collector, state_dir) = (&e.collector, &e.state_dir);
+    let (shutdown, handle) = start(fast(state_dir, settings(3_600_000, HOURLY)));
     collector
         .wait_for("reports every second and heartbeats every 5 s", |c| {
             c.report_sequences().len() >= 5 && c.on(paths::HEARTBEAT).len() >= 3
@@ -528,7 +523,7 @@ async fn central_configuration_is_applied_cached_and_a_bad_one_refused_with_the_
     stop(shutdown, handle).await;
     let hb = collector.on(paths::HEARTBEAT).last().unwrap().json();
     assert_eq!(hb["config_version"], "\"v1\"");
-    let AgentStatus::Enrolled(s) = status(&state_dir).unwrap() else {
+    let AgentStatus::Enrolled(s) = status(state_dir).unwrap() else {
         panic!("enrolled")
     };
     assert_eq!(s.config_version.as_deref(), Some("\"v1\""));
@@ -537,7 +532,7 @@ async fn central_configuration_is_applied_cached_and_a_bad_one_refused_with_the_
     // Next start: the collector serves an invalid configuration. The agent starts from the
     // cached one, refuses the new one and says why in its heartbeats.
     let bad = FakeCollector::start(
-        &ca,
+        &e.ca,
         serving("\"v2\"", "[checks.inventory]\nschedule = \"every tuesday\"\n"),
     )
     .await;
@@ -545,7 +540,7 @@ async fn central_configuration_is_applied_cached_and_a_bad_one_refused_with_the_
         serde_json::from_slice(&std::fs::read(state_dir.join("identity.json")).unwrap()).unwrap();
     identity["collector"] = bad.url.clone().into();
     std::fs::write(state_dir.join("identity.json"), identity.to_string()).unwrap();
-    let (shutdown, handle) = start(fast(&state_dir, settings(3_600_000, HOURLY)));
+    let (shutdown, handle) = start(fast(state_dir, settings(3_600_000, HOURLY)));
     bad.wait_for("a heartbeat with the refusal", |c| {
         c.on(paths::HEARTBEAT)
             .iter()
@@ -598,17 +593,14 @@ impl checks::Check for FolderCheck {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_in_a_watched_path_runs_the_check_at_once() {
-    let ca = Ca::new("Rounds CA");
-    let collector = FakeCollector::start(&ca, healthy).await;
-    let tmp = tempfile::tempdir().unwrap();
-    let state_dir = tmp.path().join("state");
-    enroll_into(&collector, &ca, &state_dir).await;
-    let root = tmp.path().join("root");
+    let e = enrolled(healthy).await;
+    let (collector, state_dir) = (&e.collector, &e.state_dir);
+    let root = e.tmp.path().join("root");
     std::fs::create_dir_all(root.join("backups")).unwrap();
 
     let mut settings = settings(3_600_000, HOURLY);
     settings.checks[0].check = std::sync::Arc::new(FolderCheck);
-    let mut opts = RunOptions::new(&state_dir, settings);
+    let mut opts = RunOptions::new(state_dir, settings);
     let host_root = root.clone();
     opts.host = std::sync::Arc::new(move |now| checks::Host {
         root: host_root.clone(),
