@@ -170,7 +170,7 @@ async fn enroll_status_run_and_stop_on_sigterm() {
         .unwrap();
     collector
         .wait_for("a heartbeat and a report", |c| {
-            !c.on(paths::HEARTBEAT).is_empty() && !c.on(paths::REPORTS).is_empty()
+            !c.on(paths::HEARTBEAT).is_empty() && !c.reports().is_empty()
         })
         .await;
     let pid = child.id().unwrap().to_string();
