@@ -132,10 +132,11 @@ pub struct Report {
     #[serde(default)]
     pub complete: bool,
     /// Hash chain over the agent's reports: the `hash` of the report with the previous
-    /// sequence (the chain seed for the first report after enrollment).
+    /// sequence (the chain seed `hex(sha256("rounds-chain-seed:" + agent_id))` for the first
+    /// report after enrollment), also when that report was dropped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prev_hash: Option<String>,
-    /// SHA-256 (hex) over `prev_hash` and this report's content, see [`chain_hash`].
+    /// SHA-256 (hex) over `prev_hash` and this report's content, see [`chain_input`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hash: Option<String>,
     /// Reports the agent had to drop from its spool (full disk, too old) before sending this
@@ -153,7 +154,8 @@ pub struct DroppedRange {
     pub first: u64,
     /// Last sequence number dropped (inclusive).
     pub last: u64,
-    /// Why: `spool_full`, `too_old`, `unwritable`.
+    /// Why: `spool_full`, `too_old`, `rejected` (refused by the collector for good: 400, 413
+    /// or 422), `unwritable`.
     pub reason: String,
 }
 

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod delivery;
 mod demo;
 mod enrollment;
 mod footprint;

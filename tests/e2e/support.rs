@@ -141,12 +141,27 @@ pub struct Collector {
 
 impl Collector {
     pub fn start() -> Self {
-        let data_dir = tempfile::tempdir().unwrap();
+        Self::start_in(tempfile::tempdir().unwrap(), 0)
+    }
+
+    /// Stops the process (SIGTERM) and starts it again on the same port and data dir.
+    pub fn restart_after(self, pause: Duration) -> Self {
+        let Collector {
+            mut process,
+            data_dir,
+            port,
+        } = self;
+        let status = process.terminate();
+        assert!(status.success(), "collector exits cleanly on SIGTERM: {status:?}");
+        drop(process);
+        std::thread::sleep(pause);
+        Self::start_in(data_dir, port)
+    }
+
+    fn start_in(data_dir: tempfile::TempDir, port: u16) -> Self {
         let dd = data_dir.path().to_str().unwrap().to_string();
-        let mut process = Running::start(
-            "rounds-collector",
-            &["serve", "--data-dir", &dd, "--listen", "127.0.0.1:0"],
-        );
+        let listen = format!("127.0.0.1:{port}");
+        let mut process = Running::start("rounds-collector", &["serve", "--data-dir", &dd, "--listen", &listen]);
         let line = process.wait_for_line("serving on https://", Duration::from_secs(30));
         let port = line.rsplit(':').next().unwrap().trim().parse().unwrap();
         Collector {

@@ -170,7 +170,7 @@ async fn enroll_status_run_and_stop_on_sigterm() {
         .unwrap();
     collector
         .wait_for("a heartbeat and a report", |c| {
-            !c.on(paths::HEARTBEAT).is_empty() && !c.on(paths::REPORTS).is_empty()
+            !c.on(paths::HEARTBEAT).is_empty() && !c.reports().is_empty()
         })
         .await;
     let pid = child.id().unwrap().to_string();
@@ -186,7 +186,7 @@ async fn enroll_status_run_and_stop_on_sigterm() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(
-        err.contains("report delivered") && err.contains("agent stopped"),
+        err.contains("reports delivered") && err.contains("agent stopped"),
         "{err}"
     );
     assert!(!err.contains(AGENT_SECRET), "the secret is never logged");

@@ -3,7 +3,9 @@
 use std::os::unix::fs::PermissionsExt;
 
 use chrono::Utc;
-use rounds_agent::state::{Identity, RunStatus, SequenceAllocator, StateDir};
+use rounds_agent::clock::SystemClock;
+use rounds_agent::spool::{Priority, Spool, SpoolOptions};
+use rounds_agent::state::{Identity, RunStatus, StateDir};
 use rounds_agent::{AgentStatus, status};
 
 fn identity() -> Identity {
@@ -65,40 +67,56 @@ fn debug_never_shows_the_secret() {
     assert!(shown.contains("agt_9") && shown.contains("redacted"), "{shown}");
 }
 
-#[test]
-fn sequence_numbers_survive_reloads_and_are_never_reused() {
-    let tmp = tempfile::tempdir().unwrap();
-    let state = StateDir::new(tmp.path());
-    let mut seq = SequenceAllocator::load(state.clone()).unwrap();
-    assert_eq!(seq.peek(), 1);
-    assert_eq!(
-        (
-            seq.allocate().unwrap(),
-            seq.allocate().unwrap(),
-            seq.allocate().unwrap()
-        ),
-        (1, 2, 3)
-    );
-    // A restart (a new allocator from the same dir) continues after the last one handed out.
-    let mut again = SequenceAllocator::load(state.clone()).unwrap();
-    assert_eq!(again.allocate().unwrap(), 4);
-    // An allocator that was not told about the newer ones still cannot go back: the file is the truth.
-    drop(seq);
-    let mut third = SequenceAllocator::load(state.clone()).unwrap();
-    assert_eq!(third.allocate().unwrap(), 5);
-    assert_eq!(std::fs::read_to_string(state.sequence_path()).unwrap(), "6\n");
-    assert_eq!(mode(&state.sequence_path()), 0o600);
+fn spool_in(dir: &std::path::Path, first_sequence: u64) -> Spool {
+    Spool::open(
+        SpoolOptions {
+            dir: dir.to_path_buf(),
+            agent_id: "agt_9".into(),
+            settings: Default::default(),
+            first_sequence,
+            fail_writes_while: None,
+        },
+        std::sync::Arc::new(SystemClock),
+    )
+    .unwrap()
 }
 
 #[test]
-fn a_failed_sequence_write_hands_out_nothing() {
+fn sequence_numbers_continue_an_old_sequence_file_survive_reopening_and_are_never_reused() {
     let tmp = tempfile::tempdir().unwrap();
-    let gone = tmp.path().join("gone");
-    let mut seq = SequenceAllocator::load(StateDir::new(&gone)).unwrap();
-    // The directory does not exist, so the durable write fails and no number is returned.
-    let err = seq.allocate().unwrap_err().to_string();
-    assert!(err.contains("gone"), "{err}");
-    assert_eq!(seq.peek(), 1);
+    let state = StateDir::new(tmp.path());
+    // An agent upgraded from one without a spool continues where its sequence file left off.
+    state.store_next_sequence(5).unwrap();
+    let spool = spool_in(tmp.path(), state.load_next_sequence().unwrap());
+    let mut handed_out = vec![];
+    for _ in 0..3 {
+        handed_out.push(spool.append(None, true, Priority::Routine, vec![]).unwrap());
+    }
+    assert_eq!(handed_out, vec![5, 6, 7]);
+    spool.ack_through(7).unwrap();
+    drop(spool);
+    // Reopened (a restart), even with everything acknowledged, the spool continues after 7.
+    let spool = spool_in(tmp.path(), 1);
+    assert_eq!(spool.append(None, true, Priority::Routine, vec![]).unwrap(), 8);
+    assert_eq!(mode(&tmp.path().join(rounds_agent::spool::SPOOL_FILE)), 0o600);
+}
+
+#[test]
+fn re_enrolling_forgets_the_old_spool() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = StateDir::new(tmp.path());
+    state.save_enrollment(&identity(), b"ca").unwrap();
+    let spool = spool_in(tmp.path(), 1);
+    spool.append(None, true, Priority::Routine, vec![]).unwrap();
+    drop(spool);
+    state.save_enrollment(&identity(), b"ca").unwrap();
+    assert!(!tmp.path().join(rounds_agent::spool::SPOOL_FILE).exists());
+    assert_eq!(
+        spool_in(tmp.path(), 1)
+            .append(None, true, Priority::Routine, vec![])
+            .unwrap(),
+        1
+    );
 }
 
 #[test]
@@ -110,7 +128,7 @@ fn status_of_an_empty_dir_is_not_enrolled() {
 }
 
 #[test]
-fn status_shows_identity_and_last_contact_but_no_secret() {
+fn status_shows_identity_last_contact_spool_configuration_and_errors_but_no_secret() {
     let tmp = tempfile::tempdir().unwrap();
     let state = StateDir::new(tmp.path());
     state.save_enrollment(&identity(), b"ca").unwrap();
@@ -123,22 +141,46 @@ fn status_shows_identity_and_last_contact_but_no_secret() {
             last_heartbeat_at: Some(at),
             last_report_at: Some(at),
             last_report_sequence: Some(7),
+            last_error: Some("collector at https://c failed (503): busy".into()),
+            last_error_at: Some(at),
+            spool_error: Some("cannot write the spool /x/spool.jsonl: No space left on device".into()),
+            config_version: Some("\"v3\"".into()),
+            config_origin: Some("collector: practice Oak Dental".into()),
+            config_error: Some("central configuration (practice Oak Dental):2: `checks.x`: unknown check".into()),
         })
         .unwrap();
+    // Before the spool exists, the old sequence file says what comes next.
+    let AgentStatus::Enrolled(e) = status(tmp.path()).unwrap() else {
+        panic!("enrolled")
+    };
+    assert_eq!((e.next_sequence, e.spool.depth), (8, 0));
+
+    let spool = spool_in(tmp.path(), 8);
+    for _ in 0..3 {
+        spool
+            .append(Some("inventory"), true, Priority::Routine, vec![])
+            .unwrap();
+    }
+    spool.ack_through(8).unwrap();
     let s = status(tmp.path()).unwrap();
     let AgentStatus::Enrolled(e) = &s else {
         panic!("enrolled")
     };
-    assert_eq!(e.next_sequence, 8);
+    assert_eq!((e.next_sequence, e.spool.depth), (11, 2));
     let text = s.to_string();
     for want in [
         "agt_9",
         "Oak Dental",
         "Annex",
         "https://collector.example:8443",
-        "2026-11-24T10:00:00Z",
-        "sequence 7",
-        "next sequence:   8",
+        "last heartbeat:  2026-11-24T10:00:00Z",
+        "last delivery:   2026-11-24T10:00:00Z (sequence 7)",
+        "next sequence:   11",
+        "spool:           2 undelivered",
+        "spool error:     cannot write the spool /x/spool.jsonl: No space left on device",
+        "configuration:   collector: practice Oak Dental (version \"v3\")",
+        "config refused:  central configuration (practice Oak Dental):2",
+        "last error:      2026-11-24T10:00:00Z collector at https://c failed (503): busy",
     ] {
         assert!(text.contains(want), "missing {want}: {text}");
     }
