@@ -288,10 +288,10 @@ fn scan_auditd(real: &Path, outcome: &Outcome, scan: &mut RecordScan) -> Option<
         total.last_time_ms = g.last_time_ms.or(total.last_time_ms);
     };
     if scan.inode != meta.inode || scan.offset > meta.size {
-        if let (Some(to), true) = (&outcome.rotated_to, scan.inode != 0) {
-            if let Some(g) = read_from(to, scan.offset, scan) {
-                add(g);
-            }
+        if let (Some(to), true) = (&outcome.rotated_to, scan.inode != 0)
+            && let Some(g) = read_from(to, scan.offset, scan)
+        {
+            add(g);
         }
         scan.inode = meta.inode;
         scan.offset = 0;
