@@ -10,7 +10,9 @@
 //!   auditd's log is also scanned for record serial and time gaps (record headers only).
 //! - Linux services ([`auditd`], [`journald`]): auditd running, its rules (rules.d, and
 //!   `auditctl -l`/`-s` as root), immutability, log-file and disk-space actions, kernel
-//!   `audit=1`; journald `Storage=`, `Seal=`, sealing keys, `journalctl --verify`.
+//!   `audit=1`; journald `Storage=`, `Seal=`, sealing keys, `journalctl --verify` (at most
+//!   hourly, [`VERIFY_EVERY`]). Service observations are re-read at most every
+//!   [`HEALTH_EVERY`]; runs woken by the watcher in between repeat the last ones.
 //! - Windows ([`windows`]): Security and System log clears, dropped audit events and audit
 //!   policy changes from `wevtutil`; the EventLog service from `sc`.
 //! - macOS: the unified log's persistent store (/var/db/diagnostics/Persist) and `logd`.
@@ -26,7 +28,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use chrono::DateTime;
+use chrono::{DateTime, Utc};
 use rounds_agent_config::audit_log::AuditLogSpec;
 use rounds_protocol::Observation;
 use rounds_protocol::obs::{AuditLog, AuditService, LogEvent, Payload};
@@ -44,6 +46,11 @@ pub const AUDITD_LOG: &str = "/var/log/audit/audit.log";
 pub const STATE_FILE: &str = "audit-logs.json";
 /// Most bytes of auditd's log scanned for record gaps in one run.
 const MAX_SCAN_BYTES: u64 = 64 << 20;
+/// Service health observations are re-read at most this often; runs woken by the watcher in
+/// between repeat the last ones (a busy log wakes the check many times a minute).
+pub const HEALTH_EVERY: chrono::Duration = chrono::Duration::seconds(60);
+/// `journalctl --verify` reads every journal file: it runs at most this often.
+pub const VERIFY_EVERY: chrono::Duration = chrono::Duration::hours(1);
 /// Without a record of the last look, Windows events this recent count as new.
 const WINDOWS_LOOKBACK: chrono::Duration = chrono::Duration::days(1);
 
@@ -105,6 +112,10 @@ pub struct AuditCheck {
     memory: Mutex<Option<Store>>,
     /// Paths whose every byte was re-hashed by this process.
     verified: Mutex<HashSet<String>>,
+    /// The last service observations (Linux, macOS) and when they were read.
+    health: Mutex<Option<(DateTime<Utc>, Vec<Observation>)>>,
+    /// The last `journalctl --verify` result and when it ran.
+    verified_journal: Mutex<Option<(DateTime<Utc>, Option<bool>, Vec<String>)>>,
 }
 
 impl AuditCheck {
@@ -114,6 +125,8 @@ impl AuditCheck {
             logs,
             memory: Mutex::new(None),
             verified: Mutex::new(HashSet::new()),
+            health: Mutex::new(None),
+            verified_journal: Mutex::new(None),
         }
     }
 
@@ -424,8 +437,8 @@ pub fn auditd_service(host: &Host) -> Result<AuditService, String> {
     Ok(s)
 }
 
-/// journald's health.
-pub fn journald_service(host: &Host) -> Result<AuditService, String> {
+/// journald's health; `verify`: run `journalctl --verify` where sealing is set up.
+pub fn journald_service(host: &Host, verify: bool) -> Result<AuditService, String> {
     let main = host.read_opt("/etc/systemd/journald.conf")?;
     let installed = main.is_some()
         || host.exists("/usr/lib/systemd/systemd-journald")
@@ -458,7 +471,7 @@ pub fn journald_service(host: &Host) -> Result<AuditService, String> {
         .iter()
         .any(|d| host.exists(format!("/var/log/journal/{d}/fss")));
     s.sealing_keys = Some(keys);
-    if keys && s.seal == Some(true) && host.live {
+    if verify && keys && s.seal == Some(true) && host.live {
         let text = match host.runner.run("timeout", &["60", "journalctl", "--verify"]) {
             Ok(t) | Err(t) => t,
         };
@@ -562,11 +575,7 @@ impl AuditCheck {
         let before = store.clone();
         let mut out = self.watched(host, &mut store);
         match platform {
-            Platform::Linux => {
-                out.push(Observation::from_result("auditd", host.now, auditd_service(host)));
-                out.push(Observation::from_result("journald", host.now, journald_service(host)));
-            }
-            Platform::MacOs => out.push(Observation::ok("unified-log", host.now, &unified_log_service(host))),
+            Platform::Linux | Platform::MacOs => out.extend(self.health(host, platform)),
             Platform::Windows => out.extend(windows_logs(host, &mut store)),
         }
         let changed = store != before;
@@ -575,6 +584,42 @@ impl AuditCheck {
             out.push(Observation::error(AuditLog::KIND, "state", host.now, e));
         }
         out
+    }
+}
+
+impl AuditCheck {
+    /// The service observations: read again when the last are older than [`HEALTH_EVERY`].
+    fn health(&self, host: &Host, platform: Platform) -> Vec<Observation> {
+        let mut cache = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, obs)) = &*cache
+            && host.now >= *at
+            && host.now - *at < HEALTH_EVERY
+        {
+            return obs.clone();
+        }
+        let obs = if platform == Platform::MacOs {
+            vec![Observation::ok("unified-log", host.now, &unified_log_service(host))]
+        } else {
+            let mut last = self.verified_journal.lock().unwrap_or_else(|p| p.into_inner());
+            let due = last
+                .as_ref()
+                .is_none_or(|(at, _, _)| host.now - *at >= VERIFY_EVERY || host.now < *at);
+            let journald = journald_service(host, due).map(|mut j| {
+                if due {
+                    *last = Some((host.now, j.verify_passed, j.verify_failures.clone()));
+                } else if let Some((_, passed, failures)) = &*last {
+                    j.verify_passed = *passed;
+                    j.verify_failures = failures.clone();
+                }
+                j
+            });
+            vec![
+                Observation::from_result("auditd", host.now, auditd_service(host)),
+                Observation::from_result("journald", host.now, journald),
+            ]
+        };
+        *cache = Some((host.now, obs.clone()));
+        obs
     }
 }
 
