@@ -104,6 +104,9 @@ struct Target {
     auditd: bool,
 }
 
+/// When `journalctl --verify` last ran, whether it passed, and the files that failed.
+type JournalVerify = (DateTime<Utc>, Option<bool>, Vec<String>);
+
 /// Observes audit-log integrity and audit services.
 #[derive(Debug)]
 pub struct AuditCheck {
@@ -115,7 +118,7 @@ pub struct AuditCheck {
     /// The last service observations (Linux, macOS) and when they were read.
     health: Mutex<Option<(DateTime<Utc>, Vec<Observation>)>>,
     /// The last `journalctl --verify` result and when it ran.
-    verified_journal: Mutex<Option<(DateTime<Utc>, Option<bool>, Vec<String>)>>,
+    verified_journal: Mutex<Option<JournalVerify>>,
 }
 
 impl AuditCheck {
