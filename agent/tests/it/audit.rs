@@ -352,10 +352,14 @@ fn a_rewrite_hidden_behind_an_append_is_found_by_the_next_full_look() {
     later.now = Utc::now() + rounds_agent::checks::audit::FULL_VERIFY_EVERY;
     append(&rig.path(), "more\n");
     let full = log_of(&check.run(&later));
-    assert!(
-        quick.rewritten == Some(true) || full.rewritten == Some(true),
-        "{quick:#?} {full:#?}"
+    assert_eq!(
+        (quick.change.as_deref(), quick.rewritten),
+        (Some("appended"), Some(false)),
+        "{quick:#?}"
     );
+    assert_eq!(full.rewritten, Some(true), "{full:#?}");
+    let t = full.tamper.unwrap();
+    assert_eq!((t.range_start, t.range_end), (Some(0), Some(4096)));
     assert_eq!(full.verified_bytes.map(|b| b > 0), Some(true));
 }
 

@@ -49,6 +49,10 @@ const MAX_SCAN_BYTES: u64 = 64 << 20;
 /// Service health observations are re-read at most this often; runs woken by the watcher in
 /// between repeat the last ones (a busy log wakes the check many times a minute).
 pub const HEALTH_EVERY: chrono::Duration = chrono::Duration::seconds(60);
+/// While logs only grow, the state is written at most this often (a change of any other kind
+/// is written at once). After a crash the agent compares with a state at most this old: bytes
+/// appended since are then taken as new, and everything seen before is still checked.
+pub const SAVE_EVERY: chrono::Duration = chrono::Duration::seconds(30);
 /// `journalctl --verify` reads every journal file: it runs at most this often.
 pub const VERIFY_EVERY: chrono::Duration = chrono::Duration::hours(1);
 /// Without a record of the last look, Windows events this recent count as new.
@@ -119,6 +123,8 @@ pub struct AuditCheck {
     health: Mutex<Option<(DateTime<Utc>, Vec<Observation>)>>,
     /// The last `journalctl --verify` result and when it ran.
     verified_journal: Mutex<Option<JournalVerify>>,
+    /// When this process last wrote the state.
+    saved_at: Mutex<Option<DateTime<Utc>>>,
 }
 
 impl AuditCheck {
@@ -130,6 +136,7 @@ impl AuditCheck {
             verified: Mutex::new(HashSet::new()),
             health: Mutex::new(None),
             verified_journal: Mutex::new(None),
+            saved_at: Mutex::new(None),
         }
     }
 
@@ -203,9 +210,19 @@ impl AuditCheck {
         }
     }
 
-    fn keep(&self, host: &Host, store: Store, changed: bool) -> Option<String> {
-        let error = match (&host.state_dir, changed) {
-            (Some(dir), true) => store.save(dir).err(),
+    /// Keeps `store` in memory, and in the state dir when it `changed` in a way that must be
+    /// written now (`urgent`) or the last write is [`SAVE_EVERY`] old.
+    fn keep(&self, host: &Host, store: Store, changed: bool, urgent: bool) -> Option<String> {
+        let mut saved_at = self.saved_at.lock().unwrap_or_else(|p| p.into_inner());
+        let due = urgent || saved_at.is_none_or(|at| host.now - at >= SAVE_EVERY || host.now < at);
+        let error = match (&host.state_dir, changed && due) {
+            (Some(dir), true) => {
+                let e = store.save(dir).err();
+                if e.is_none() {
+                    *saved_at = Some(host.now);
+                }
+                e
+            }
             _ => None,
         };
         *self.memory.lock().unwrap_or_else(|p| p.into_inner()) = Some(store);
@@ -582,7 +599,31 @@ impl AuditCheck {
             Platform::Windows => out.extend(windows_logs(host, &mut store)),
         }
         let changed = store != before;
-        if let Some(e) = self.keep(host, store, changed) {
+        let urgent = store.windows_seen != before.windows_seen
+            || store.records.keys().ne(before.records.keys())
+            || store.files.keys().ne(before.files.keys())
+            || store.files.iter().any(|(path, now)| {
+                before.files.get(path).is_none_or(|was| {
+                    (
+                        was.dev,
+                        was.inode,
+                        was.created_ns,
+                        was.uid,
+                        was.gid,
+                        was.mode,
+                        &was.last_tamper,
+                    ) != (
+                        now.dev,
+                        now.inode,
+                        now.created_ns,
+                        now.uid,
+                        now.gid,
+                        now.mode,
+                        &now.last_tamper,
+                    ) || now.size < was.size
+                })
+            });
+        if let Some(e) = self.keep(host, store, changed, urgent) {
             tracing::warn!(check = "audit_log", error = %e, "cannot keep audit-log state");
             out.push(Observation::error(AuditLog::KIND, "state", host.now, e));
         }
