@@ -477,34 +477,28 @@ pub fn look(
         let (state, s) = baseline(&mut file, meta, None, 0, now).map_err(read_err)?;
         out.verified = s.verified;
         (state, None)
-    } else if !same_file {
+    } else if !same_file || meta.size < old.size {
+        // Another file at the path, or this one shorter: fine only if the content seen went to
+        // a rotated name.
         let (mut state, s) = baseline(&mut file, meta, None, 0, now).map_err(read_err)?;
         out.verified = s.verified;
         state.last_tamper = old.last_tamper.clone();
-        if let Some(to) = renamed(old) {
-            out.change = "rotated";
-            out.rotation = Some("rename");
-            out.rotated_to = Some(to);
-            (state, None)
+        let (rotation, found, kind, range) = if same_file {
+            ("copytruncate", copied(old), "truncated", Some((meta.size, old.size)))
         } else {
-            out.change = "replaced";
-            (state, Some(event("replaced", None, old, Some(meta))))
-        }
-    } else if meta.size < old.size {
-        let (mut state, s) = baseline(&mut file, meta, None, 0, now).map_err(read_err)?;
-        out.verified = s.verified;
-        state.last_tamper = old.last_tamper.clone();
-        if let Some(to) = copied(old) {
-            out.change = "rotated";
-            out.rotation = Some("copytruncate");
-            out.rotated_to = Some(to);
-            (state, None)
-        } else {
-            out.change = "truncated";
-            (
-                state,
-                Some(event("truncated", Some((meta.size, old.size)), old, Some(meta))),
-            )
+            ("rename", renamed(old), "replaced", None)
+        };
+        match found {
+            Some(to) => {
+                out.change = "rotated";
+                out.rotation = Some(rotation);
+                out.rotated_to = Some(to);
+                (state, None)
+            }
+            None => {
+                out.change = kind;
+                (state, Some(event(kind, range, old, Some(meta))))
+            }
         }
     } else {
         let from = match depth {
