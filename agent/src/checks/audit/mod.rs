@@ -123,8 +123,25 @@ pub struct AuditCheck {
     health: Mutex<Option<(DateTime<Utc>, Vec<Observation>)>>,
     /// The last `journalctl --verify` result and when it ran.
     verified_journal: Mutex<Option<JournalVerify>>,
-    /// When this process last wrote the state.
+    /// When this process last wrote the state, and whether it changed since.
     saved_at: Mutex<Option<DateTime<Utc>>>,
+    dirty: Mutex<bool>,
+    /// One run at a time: a watcher-woken run and a scheduled one never interleave.
+    running: Mutex<()>,
+}
+
+/// How a run changed the state: at all, or in a way that is written at once.
+#[derive(Debug, Default, Clone, Copy)]
+struct Changes {
+    any: bool,
+    urgent: bool,
+}
+
+impl Changes {
+    fn note(&mut self, any: bool, urgent: bool) {
+        self.any |= any || urgent;
+        self.urgent |= urgent;
+    }
 }
 
 impl AuditCheck {
@@ -137,6 +154,8 @@ impl AuditCheck {
             health: Mutex::new(None),
             verified_journal: Mutex::new(None),
             saved_at: Mutex::new(None),
+            dirty: Mutex::new(false),
+            running: Mutex::new(()),
         }
     }
 
@@ -201,10 +220,12 @@ impl AuditCheck {
         out
     }
 
+    /// The state: this process's (taken out of memory for the run, put back by [`keep`]), else
+    /// the state dir's.
     fn load(&self, host: &Host) -> Result<Store, String> {
-        let memory = self.memory.lock().unwrap_or_else(|p| p.into_inner());
-        match (&*memory, &host.state_dir) {
-            (Some(store), _) => Ok(store.clone()),
+        let memory = self.memory.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match (memory, &host.state_dir) {
+            (Some(store), _) => Ok(store),
             (None, Some(dir)) => Store::load(dir),
             (None, None) => Ok(Store::default()),
         }
@@ -212,14 +233,17 @@ impl AuditCheck {
 
     /// Keeps `store` in memory, and in the state dir when it `changed` in a way that must be
     /// written now (`urgent`) or the last write is [`SAVE_EVERY`] old.
-    fn keep(&self, host: &Host, store: Store, changed: bool, urgent: bool) -> Option<String> {
+    fn keep(&self, host: &Host, store: Store, changes: Changes) -> Option<String> {
         let mut saved_at = self.saved_at.lock().unwrap_or_else(|p| p.into_inner());
-        let due = urgent || saved_at.is_none_or(|at| host.now - at >= SAVE_EVERY || host.now < at);
-        let error = match (&host.state_dir, changed && due) {
+        let mut dirty = self.dirty.lock().unwrap_or_else(|p| p.into_inner());
+        *dirty |= changes.any;
+        let due = changes.urgent || saved_at.is_none_or(|at| host.now - at >= SAVE_EVERY || host.now < at);
+        let error = match (&host.state_dir, *dirty && due) {
             (Some(dir), true) => {
                 let e = store.save(dir).err();
                 if e.is_none() {
                     *saved_at = Some(host.now);
+                    *dirty = false;
                 }
                 e
             }
@@ -230,10 +254,10 @@ impl AuditCheck {
     }
 
     /// Looks at every watched log; updates `store`.
-    fn watched(&self, host: &Host, store: &mut Store) -> Vec<Observation> {
+    fn watched(&self, host: &Host, store: &mut Store, changes: &mut Changes) -> Vec<Observation> {
         let mut out = Vec::new();
         for target in self.targets(host, store) {
-            let obs = self.look_at(host, store, &target);
+            let obs = self.look_at(host, store, &target, changes);
             if let Some(o) = obs {
                 out.push(o);
             }
@@ -258,15 +282,40 @@ impl AuditCheck {
         }
     }
 
-    fn look_at(&self, host: &Host, store: &mut Store, target: &Target) -> Option<Observation> {
+    fn look_at(&self, host: &Host, store: &mut Store, target: &Target, changes: &mut Changes) -> Option<Observation> {
         let real = host.path(&target.host_path);
-        let seen = store.files.get(&target.host_path).cloned();
-        let depth = self.depth(host, target, seen.as_ref());
+        let seen = store.files.get(&target.host_path);
+        let depth = self.depth(host, target, seen);
         let rotated: Vec<PathBuf> = target.rotated.iter().map(|g| host.path(g)).collect();
-        let outcome = match tracker::look(&real, &target.host_path, seen.as_ref(), depth, &rotated, host.now) {
+        let outcome = match tracker::look(&real, &target.host_path, seen, depth, &rotated, host.now) {
             Ok(o) => o,
             Err(e) => return Some(Observation::error(AuditLog::KIND, &target.host_path, host.now, e)),
         };
+        // Growth is written lazily; anything else at once.
+        let urgent = match (seen, &outcome.state) {
+            (Some(was), Some(now)) => {
+                (
+                    was.dev,
+                    was.inode,
+                    was.created_ns,
+                    was.uid,
+                    was.gid,
+                    was.mode,
+                    &was.last_tamper,
+                ) != (
+                    now.dev,
+                    now.inode,
+                    now.created_ns,
+                    now.uid,
+                    now.gid,
+                    now.mode,
+                    &now.last_tamper,
+                ) || now.size < was.size
+            }
+            (None, None) => false,
+            _ => true,
+        };
+        changes.note(seen != outcome.state.as_ref(), urgent);
         if outcome.change == "missing" && !target.required {
             store.files.remove(&target.host_path);
             return None;
@@ -280,7 +329,9 @@ impl AuditCheck {
         let mut log = to_payload(&target.host_path, &outcome);
         if target.auditd && outcome.meta.is_some() {
             let scan = store.records.entry(target.host_path.clone()).or_default();
+            let before = scan.clone();
             let gaps = scan_auditd(&real, &outcome, scan);
+            changes.note(*scan != before, before.inode != scan.inode);
             if let Some(g) = gaps {
                 log.serial_gaps = Some(g.serial_gaps);
                 log.missing_records = Some(g.missing_records);
@@ -586,44 +637,24 @@ fn windows_logs(host: &Host, store: &mut Store) -> Vec<Observation> {
 impl AuditCheck {
     /// Runs the check as on `platform`.
     pub fn collect(&self, host: &Host, platform: Platform) -> Vec<Observation> {
+        let _one_at_a_time = self.running.lock().unwrap_or_else(|p| p.into_inner());
         let mut store = match self.load(host) {
             Ok(s) => s,
             Err(e) => {
                 return vec![Observation::error(AuditLog::KIND, "state", host.now, e)];
             }
         };
-        let before = store.clone();
-        let mut out = self.watched(host, &mut store);
+        let mut changes = Changes::default();
+        let mut out = self.watched(host, &mut store, &mut changes);
         match platform {
             Platform::Linux | Platform::MacOs => out.extend(self.health(host, platform)),
-            Platform::Windows => out.extend(windows_logs(host, &mut store)),
+            Platform::Windows => {
+                let before = store.windows_seen.clone();
+                out.extend(windows_logs(host, &mut store));
+                changes.note(false, store.windows_seen != before);
+            }
         }
-        let changed = store != before;
-        let urgent = store.windows_seen != before.windows_seen
-            || store.records.keys().ne(before.records.keys())
-            || store.files.keys().ne(before.files.keys())
-            || store.files.iter().any(|(path, now)| {
-                before.files.get(path).is_none_or(|was| {
-                    (
-                        was.dev,
-                        was.inode,
-                        was.created_ns,
-                        was.uid,
-                        was.gid,
-                        was.mode,
-                        &was.last_tamper,
-                    ) != (
-                        now.dev,
-                        now.inode,
-                        now.created_ns,
-                        now.uid,
-                        now.gid,
-                        now.mode,
-                        &now.last_tamper,
-                    ) || now.size < was.size
-                })
-            });
-        if let Some(e) = self.keep(host, store, changed, urgent) {
+        if let Some(e) = self.keep(host, store, changes) {
             tracing::warn!(check = "audit_log", error = %e, "cannot keep audit-log state");
             out.push(Observation::error(AuditLog::KIND, "state", host.now, e));
         }
@@ -687,9 +718,21 @@ impl Check for AuditCheck {
     /// Every watched file (its directory is watched too, so rotation and recreation are seen),
     /// and the directory of every glob.
     fn watch_paths(&self, host: &Host) -> Vec<PathBuf> {
-        let store = self.load(host).unwrap_or_default();
+        let memory = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+        let loaded;
+        let store = match &*memory {
+            Some(store) => store,
+            None => {
+                loaded = host
+                    .state_dir
+                    .as_ref()
+                    .and_then(|d| Store::load(d).ok())
+                    .unwrap_or_default();
+                &loaded
+            }
+        };
         let mut out: Vec<PathBuf> = Vec::new();
-        for t in self.targets(host, &store) {
+        for t in self.targets(host, store) {
             out.push(host.path(&t.host_path));
         }
         for spec in self.logs.iter().filter(|s| s.is_glob()) {
