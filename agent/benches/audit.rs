@@ -4,7 +4,9 @@
 //! after each burst, as the run loop does. Target: under 2% of one core for watching and
 //! checking (the writer thread's own time is measured and left out).
 //!
-//! Run: `cargo bench -p rounds-agent --bench audit` (add `-- --secs N`, default 30).
+//! Run: `cargo bench -p rounds-agent --bench audit` (add `-- --secs N`, default 30;
+//! `-- --min-interval-ms N` to keep N ms between runs as a run loop may; `-- --per-run` for the
+//! time of one run alone).
 
 use std::io::Write;
 use std::sync::Arc;
@@ -48,6 +50,13 @@ fn main() {
         .position(|a| a == "--secs")
         .and_then(|i| args.get(i + 1)?.parse().ok())
         .unwrap_or(30);
+    // The shortest time between two runs, as a run loop may keep (0: after every burst).
+    let min_interval = Duration::from_millis(
+        args.iter()
+            .position(|a| a == "--min-interval-ms")
+            .and_then(|i| args.get(i + 1)?.parse().ok())
+            .unwrap_or(0),
+    );
     let root = tempfile::tempdir().expect("temp dir");
     let state = tempfile::tempdir().expect("temp dir");
     std::fs::create_dir_all(root.path().join("var/log/ehr")).unwrap();
@@ -68,6 +77,35 @@ fn main() {
     let check = AuditCheck::new(specs);
     check.run(&host(Utc::now()));
 
+    if args.iter().any(|a| a == "--per-run") {
+        // Time one check run after two lines were appended to every file, without the watcher.
+        let mut times = Vec::new();
+        for n in 0..200 {
+            for i in 0..FILES {
+                let p = root.path().join(format!("var/log/ehr/app{i:02}.log"));
+                let mut f = std::fs::OpenOptions::new().append(true).open(p).unwrap();
+                writeln!(
+                    f,
+                    "2026-12-01T10:00:00.{n:06}Z INFO request handled in 12 ms by worker 3 status=200"
+                )
+                .unwrap();
+                writeln!(
+                    f,
+                    "2026-12-01T10:00:00.{n:06}Z INFO request handled in 12 ms by worker 4 status=200"
+                )
+                .unwrap();
+            }
+            let start = Instant::now();
+            std::hint::black_box(check.run(&host(Utc::now())));
+            times.push(start.elapsed().as_nanos() as u64);
+        }
+        times.sort_unstable();
+        println!(
+            "one check run over {FILES} grown files: median {:.2} ms wall",
+            times[100] as f64 / 1e6
+        );
+        return;
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -111,8 +149,10 @@ fn main() {
         let mut runs = 0u32;
         while start.elapsed() < Duration::from_secs(secs) {
             if tokio::time::timeout(Duration::from_secs(1), w.changed()).await.is_ok() {
+                let run = Instant::now();
                 std::hint::black_box(check.run(&host(Utc::now())));
                 runs += 1;
+                tokio::time::sleep(min_interval.saturating_sub(run.elapsed())).await;
             }
         }
         (runs, process_cpu_ns() - cpu0, start.elapsed())

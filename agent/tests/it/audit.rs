@@ -291,6 +291,37 @@ async fn g_truncation_with_a_copy_that_differs_is_still_tamper() {
     assert_eq!(verdict(&obs), Status::Fail);
 }
 
+#[test]
+fn a_copy_put_aside_does_not_excuse_a_replaced_log() {
+    let rig = Rig::new();
+    let check = rig.check();
+    check.run(&rig.host());
+    let p = rig.path();
+    std::fs::copy(&p, p.with_extension("log.1")).unwrap();
+    let mut edited = std::fs::read(&p).unwrap();
+    edited[100] = b'#';
+    let tmp = p.with_extension("tmp");
+    std::fs::write(&tmp, edited).unwrap();
+    std::fs::rename(&tmp, &p).unwrap();
+    let obs = check.run(&rig.host());
+    assert_eq!(log_of(&obs).replaced, Some(true), "{:#?}", log_of(&obs));
+    assert_eq!(verdict(&obs), Status::Fail);
+}
+
+#[test]
+fn a_deleted_log_is_one_tamper_event_not_one_per_look() {
+    let rig = Rig::new();
+    let check = rig.check();
+    check.run(&rig.host());
+    std::fs::remove_file(rig.path()).unwrap();
+    let first = log_of(&check.run(&rig.host()));
+    assert_eq!((first.deleted, first.present), (Some(true), false));
+    let id = first.tamper.unwrap().id;
+    let again = log_of(&check.run(&rig.host()));
+    assert_eq!((again.change.as_deref(), again.tamper), (Some("missing"), None));
+    assert_eq!(again.last_tamper.map(|t| t.id), Some(id));
+}
+
 #[tokio::test]
 async fn h_chmod_o_plus_w_fails() {
     let rig = Rig::new();
@@ -321,10 +352,14 @@ fn a_rewrite_hidden_behind_an_append_is_found_by_the_next_full_look() {
     later.now = Utc::now() + rounds_agent::checks::audit::FULL_VERIFY_EVERY;
     append(&rig.path(), "more\n");
     let full = log_of(&check.run(&later));
-    assert!(
-        quick.rewritten == Some(true) || full.rewritten == Some(true),
-        "{quick:#?} {full:#?}"
+    assert_eq!(
+        (quick.change.as_deref(), quick.rewritten),
+        (Some("appended"), Some(false)),
+        "{quick:#?}"
     );
+    assert_eq!(full.rewritten, Some(true), "{full:#?}");
+    let t = full.tamper.unwrap();
+    assert_eq!((t.range_start, t.range_end), (Some(0), Some(4096)));
     assert_eq!(full.verified_bytes.map(|b| b > 0), Some(true));
 }
 

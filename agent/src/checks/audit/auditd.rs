@@ -91,7 +91,7 @@ pub fn kernel_audit(cmdline: &str) -> bool {
     cmdline
         .split_whitespace()
         .filter_map(|w| w.strip_prefix("audit="))
-        .last()
+        .next_back()
         == Some("1")
 }
 

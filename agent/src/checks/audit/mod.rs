@@ -10,7 +10,9 @@
 //!   auditd's log is also scanned for record serial and time gaps (record headers only).
 //! - Linux services ([`auditd`], [`journald`]): auditd running, its rules (rules.d, and
 //!   `auditctl -l`/`-s` as root), immutability, log-file and disk-space actions, kernel
-//!   `audit=1`; journald `Storage=`, `Seal=`, sealing keys, `journalctl --verify`.
+//!   `audit=1`; journald `Storage=`, `Seal=`, sealing keys, `journalctl --verify` (at most
+//!   hourly, [`VERIFY_EVERY`]). Service observations are re-read at most every
+//!   [`HEALTH_EVERY`]; runs woken by the watcher in between repeat the last ones.
 //! - Windows ([`windows`]): Security and System log clears, dropped audit events and audit
 //!   policy changes from `wevtutil`; the EventLog service from `sc`.
 //! - macOS: the unified log's persistent store (/var/db/diagnostics/Persist) and `logd`.
@@ -26,7 +28,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use chrono::DateTime;
+use chrono::{DateTime, Utc};
 use rounds_agent_config::audit_log::AuditLogSpec;
 use rounds_protocol::Observation;
 use rounds_protocol::obs::{AuditLog, AuditService, LogEvent, Payload};
@@ -44,6 +46,15 @@ pub const AUDITD_LOG: &str = "/var/log/audit/audit.log";
 pub const STATE_FILE: &str = "audit-logs.json";
 /// Most bytes of auditd's log scanned for record gaps in one run.
 const MAX_SCAN_BYTES: u64 = 64 << 20;
+/// Service health observations are re-read at most this often; runs woken by the watcher in
+/// between repeat the last ones (a busy log wakes the check many times a minute).
+pub const HEALTH_EVERY: chrono::Duration = chrono::Duration::seconds(60);
+/// While logs only grow, the state is written at most this often (a change of any other kind
+/// is written at once). After a crash the agent compares with a state at most this old: bytes
+/// appended since are then taken as new, and everything seen before is still checked.
+pub const SAVE_EVERY: chrono::Duration = chrono::Duration::seconds(30);
+/// `journalctl --verify` reads every journal file: it runs at most this often.
+pub const VERIFY_EVERY: chrono::Duration = chrono::Duration::hours(1);
 /// Without a record of the last look, Windows events this recent count as new.
 const WINDOWS_LOOKBACK: chrono::Duration = chrono::Duration::days(1);
 
@@ -97,6 +108,9 @@ struct Target {
     auditd: bool,
 }
 
+/// When `journalctl --verify` last ran, whether it passed, and the files that failed.
+type JournalVerify = (DateTime<Utc>, Option<bool>, Vec<String>);
+
 /// Observes audit-log integrity and audit services.
 #[derive(Debug)]
 pub struct AuditCheck {
@@ -105,6 +119,29 @@ pub struct AuditCheck {
     memory: Mutex<Option<Store>>,
     /// Paths whose every byte was re-hashed by this process.
     verified: Mutex<HashSet<String>>,
+    /// The last service observations (Linux, macOS) and when they were read.
+    health: Mutex<Option<(DateTime<Utc>, Vec<Observation>)>>,
+    /// The last `journalctl --verify` result and when it ran.
+    verified_journal: Mutex<Option<JournalVerify>>,
+    /// When this process last wrote the state, and whether it changed since.
+    saved_at: Mutex<Option<DateTime<Utc>>>,
+    dirty: Mutex<bool>,
+    /// One run at a time: a watcher-woken run and a scheduled one never interleave.
+    running: Mutex<()>,
+}
+
+/// How a run changed the state: at all, or in a way that is written at once.
+#[derive(Debug, Default, Clone, Copy)]
+struct Changes {
+    any: bool,
+    urgent: bool,
+}
+
+impl Changes {
+    fn note(&mut self, any: bool, urgent: bool) {
+        self.any |= any || urgent;
+        self.urgent |= urgent;
+    }
 }
 
 impl AuditCheck {
@@ -114,6 +151,11 @@ impl AuditCheck {
             logs,
             memory: Mutex::new(None),
             verified: Mutex::new(HashSet::new()),
+            health: Mutex::new(None),
+            verified_journal: Mutex::new(None),
+            saved_at: Mutex::new(None),
+            dirty: Mutex::new(false),
+            running: Mutex::new(()),
         }
     }
 
@@ -178,18 +220,33 @@ impl AuditCheck {
         out
     }
 
+    /// The state: this process's (taken out of memory for the run, put back by [`keep`]), else
+    /// the state dir's.
     fn load(&self, host: &Host) -> Result<Store, String> {
-        let memory = self.memory.lock().unwrap_or_else(|p| p.into_inner());
-        match (&*memory, &host.state_dir) {
-            (Some(store), _) => Ok(store.clone()),
+        let memory = self.memory.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match (memory, &host.state_dir) {
+            (Some(store), _) => Ok(store),
             (None, Some(dir)) => Store::load(dir),
             (None, None) => Ok(Store::default()),
         }
     }
 
-    fn keep(&self, host: &Host, store: Store, changed: bool) -> Option<String> {
-        let error = match (&host.state_dir, changed) {
-            (Some(dir), true) => store.save(dir).err(),
+    /// Keeps `store` in memory, and in the state dir when it `changed` in a way that must be
+    /// written now (`urgent`) or the last write is [`SAVE_EVERY`] old.
+    fn keep(&self, host: &Host, store: Store, changes: Changes) -> Option<String> {
+        let mut saved_at = self.saved_at.lock().unwrap_or_else(|p| p.into_inner());
+        let mut dirty = self.dirty.lock().unwrap_or_else(|p| p.into_inner());
+        *dirty |= changes.any;
+        let due = changes.urgent || saved_at.is_none_or(|at| host.now - at >= SAVE_EVERY || host.now < at);
+        let error = match (&host.state_dir, *dirty && due) {
+            (Some(dir), true) => {
+                let e = store.save(dir).err();
+                if e.is_none() {
+                    *saved_at = Some(host.now);
+                    *dirty = false;
+                }
+                e
+            }
             _ => None,
         };
         *self.memory.lock().unwrap_or_else(|p| p.into_inner()) = Some(store);
@@ -197,10 +254,10 @@ impl AuditCheck {
     }
 
     /// Looks at every watched log; updates `store`.
-    fn watched(&self, host: &Host, store: &mut Store) -> Vec<Observation> {
+    fn watched(&self, host: &Host, store: &mut Store, changes: &mut Changes) -> Vec<Observation> {
         let mut out = Vec::new();
         for target in self.targets(host, store) {
-            let obs = self.look_at(host, store, &target);
+            let obs = self.look_at(host, store, &target, changes);
             if let Some(o) = obs {
                 out.push(o);
             }
@@ -225,15 +282,40 @@ impl AuditCheck {
         }
     }
 
-    fn look_at(&self, host: &Host, store: &mut Store, target: &Target) -> Option<Observation> {
+    fn look_at(&self, host: &Host, store: &mut Store, target: &Target, changes: &mut Changes) -> Option<Observation> {
         let real = host.path(&target.host_path);
-        let seen = store.files.get(&target.host_path).cloned();
-        let depth = self.depth(host, target, seen.as_ref());
+        let seen = store.files.get(&target.host_path);
+        let depth = self.depth(host, target, seen);
         let rotated: Vec<PathBuf> = target.rotated.iter().map(|g| host.path(g)).collect();
-        let outcome = match tracker::look(&real, &target.host_path, seen.as_ref(), depth, &rotated, host.now) {
+        let outcome = match tracker::look(&real, &target.host_path, seen, depth, &rotated, host.now) {
             Ok(o) => o,
             Err(e) => return Some(Observation::error(AuditLog::KIND, &target.host_path, host.now, e)),
         };
+        // Growth is written lazily; anything else at once.
+        let urgent = match (seen, &outcome.state) {
+            (Some(was), Some(now)) => {
+                (
+                    was.dev,
+                    was.inode,
+                    was.created_ns,
+                    was.uid,
+                    was.gid,
+                    was.mode,
+                    &was.last_tamper,
+                ) != (
+                    now.dev,
+                    now.inode,
+                    now.created_ns,
+                    now.uid,
+                    now.gid,
+                    now.mode,
+                    &now.last_tamper,
+                ) || now.size < was.size
+            }
+            (None, None) => false,
+            _ => true,
+        };
+        changes.note(seen != outcome.state.as_ref(), urgent);
         if outcome.change == "missing" && !target.required {
             store.files.remove(&target.host_path);
             return None;
@@ -247,7 +329,9 @@ impl AuditCheck {
         let mut log = to_payload(&target.host_path, &outcome);
         if target.auditd && outcome.meta.is_some() {
             let scan = store.records.entry(target.host_path.clone()).or_default();
+            let before = scan.clone();
             let gaps = scan_auditd(&real, &outcome, scan);
+            changes.note(*scan != before, before.inode != scan.inode);
             if let Some(g) = gaps {
                 log.serial_gaps = Some(g.serial_gaps);
                 log.missing_records = Some(g.missing_records);
@@ -288,10 +372,10 @@ fn scan_auditd(real: &Path, outcome: &Outcome, scan: &mut RecordScan) -> Option<
         total.last_time_ms = g.last_time_ms.or(total.last_time_ms);
     };
     if scan.inode != meta.inode || scan.offset > meta.size {
-        if let (Some(to), true) = (&outcome.rotated_to, scan.inode != 0) {
-            if let Some(g) = read_from(to, scan.offset, scan) {
-                add(g);
-            }
+        if let (Some(to), true) = (&outcome.rotated_to, scan.inode != 0)
+            && let Some(g) = read_from(to, scan.offset, scan)
+        {
+            add(g);
         }
         scan.inode = meta.inode;
         scan.offset = 0;
@@ -424,8 +508,8 @@ pub fn auditd_service(host: &Host) -> Result<AuditService, String> {
     Ok(s)
 }
 
-/// journald's health.
-pub fn journald_service(host: &Host) -> Result<AuditService, String> {
+/// journald's health; `verify`: run `journalctl --verify` where sealing is set up.
+pub fn journald_service(host: &Host, verify: bool) -> Result<AuditService, String> {
     let main = host.read_opt("/etc/systemd/journald.conf")?;
     let installed = main.is_some()
         || host.exists("/usr/lib/systemd/systemd-journald")
@@ -458,7 +542,7 @@ pub fn journald_service(host: &Host) -> Result<AuditService, String> {
         .iter()
         .any(|d| host.exists(format!("/var/log/journal/{d}/fss")));
     s.sealing_keys = Some(keys);
-    if keys && s.seal == Some(true) && host.live {
+    if verify && keys && s.seal == Some(true) && host.live {
         let text = match host.runner.run("timeout", &["60", "journalctl", "--verify"]) {
             Ok(t) | Err(t) => t,
         };
@@ -553,28 +637,64 @@ fn windows_logs(host: &Host, store: &mut Store) -> Vec<Observation> {
 impl AuditCheck {
     /// Runs the check as on `platform`.
     pub fn collect(&self, host: &Host, platform: Platform) -> Vec<Observation> {
+        let _one_at_a_time = self.running.lock().unwrap_or_else(|p| p.into_inner());
         let mut store = match self.load(host) {
             Ok(s) => s,
             Err(e) => {
                 return vec![Observation::error(AuditLog::KIND, "state", host.now, e)];
             }
         };
-        let before = store.clone();
-        let mut out = self.watched(host, &mut store);
+        let mut changes = Changes::default();
+        let mut out = self.watched(host, &mut store, &mut changes);
         match platform {
-            Platform::Linux => {
-                out.push(Observation::from_result("auditd", host.now, auditd_service(host)));
-                out.push(Observation::from_result("journald", host.now, journald_service(host)));
+            Platform::Linux | Platform::MacOs => out.extend(self.health(host, platform)),
+            Platform::Windows => {
+                let before = store.windows_seen.clone();
+                out.extend(windows_logs(host, &mut store));
+                changes.note(false, store.windows_seen != before);
             }
-            Platform::MacOs => out.push(Observation::ok("unified-log", host.now, &unified_log_service(host))),
-            Platform::Windows => out.extend(windows_logs(host, &mut store)),
         }
-        let changed = store != before;
-        if let Some(e) = self.keep(host, store, changed) {
+        if let Some(e) = self.keep(host, store, changes) {
             tracing::warn!(check = "audit_log", error = %e, "cannot keep audit-log state");
             out.push(Observation::error(AuditLog::KIND, "state", host.now, e));
         }
         out
+    }
+}
+
+impl AuditCheck {
+    /// The service observations: read again when the last are older than [`HEALTH_EVERY`].
+    fn health(&self, host: &Host, platform: Platform) -> Vec<Observation> {
+        let mut cache = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, obs)) = &*cache
+            && host.now >= *at
+            && host.now - *at < HEALTH_EVERY
+        {
+            return obs.clone();
+        }
+        let obs = if platform == Platform::MacOs {
+            vec![Observation::ok("unified-log", host.now, &unified_log_service(host))]
+        } else {
+            let mut last = self.verified_journal.lock().unwrap_or_else(|p| p.into_inner());
+            let due = last
+                .as_ref()
+                .is_none_or(|(at, _, _)| host.now - *at >= VERIFY_EVERY || host.now < *at);
+            let journald = journald_service(host, due).map(|mut j| {
+                if due {
+                    *last = Some((host.now, j.verify_passed, j.verify_failures.clone()));
+                } else if let Some((_, passed, failures)) = &*last {
+                    j.verify_passed = *passed;
+                    j.verify_failures = failures.clone();
+                }
+                j
+            });
+            vec![
+                Observation::from_result("auditd", host.now, auditd_service(host)),
+                Observation::from_result("journald", host.now, journald),
+            ]
+        };
+        *cache = Some((host.now, obs.clone()));
+        obs
     }
 }
 
@@ -598,9 +718,21 @@ impl Check for AuditCheck {
     /// Every watched file (its directory is watched too, so rotation and recreation are seen),
     /// and the directory of every glob.
     fn watch_paths(&self, host: &Host) -> Vec<PathBuf> {
-        let store = self.load(host).unwrap_or_default();
+        let memory = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+        let loaded;
+        let store = match &*memory {
+            Some(store) => store,
+            None => {
+                loaded = host
+                    .state_dir
+                    .as_ref()
+                    .and_then(|d| Store::load(d).ok())
+                    .unwrap_or_default();
+                &loaded
+            }
+        };
         let mut out: Vec<PathBuf> = Vec::new();
-        for t in self.targets(host, &store) {
+        for t in self.targets(host, store) {
             out.push(host.path(&t.host_path));
         }
         for spec in self.logs.iter().filter(|s| s.is_glob()) {

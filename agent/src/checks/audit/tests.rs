@@ -170,3 +170,39 @@ fn the_unified_log_is_persistent_when_its_store_holds_files() {
     let s = unified_log_service(&host("empty", FakeRunner::default(), "2026-11-30T18:00:00Z"));
     assert!(!s.installed);
 }
+
+#[test]
+fn journalctl_verify_runs_where_sealing_is_set_up_and_at_most_hourly() {
+    let root = tempfile::tempdir().unwrap();
+    let put = |p: &str, text: &str| {
+        let path = root.path().join(p);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    };
+    put("etc/systemd/journald.conf", "[Journal]\nStorage=persistent\nSeal=yes\n");
+    put("var/log/journal/0123abcd/fss", "");
+    put("proc/1/comm", "systemd\n");
+    put("proc/300/comm", "systemd-journal\n");
+    let runner = FakeRunner::default().with(
+        "timeout 60 journalctl --verify",
+        Err("PASS: /var/log/journal/0123abcd/system.journal\nFAIL: /var/log/journal/0123abcd/user-1000.journal (Bad message)"),
+    );
+    let mut h = host("empty", runner, "2026-11-30T18:00:00Z");
+    h.root = root.path().to_path_buf();
+    h.live = true;
+    let check = AuditCheck::new(Vec::new());
+    let j: AuditService = payload(&check.collect(&h, Platform::Linux), "journald");
+    assert_eq!(
+        (j.storage.as_deref(), j.seal, j.sealing_keys, j.persistent),
+        (Some("persistent"), Some(true), Some(true), Some(true))
+    );
+    assert_eq!(j.running, Some(true));
+    assert_eq!(j.verify_passed, Some(false));
+    assert_eq!(j.verify_failures, ["/var/log/journal/0123abcd/user-1000.journal"]);
+    // Two minutes later the health is read again, but the verification result is the last one.
+    let mut later = h.clone();
+    later.now += chrono::Duration::minutes(2);
+    later.runner = std::sync::Arc::new(FakeRunner::default());
+    let j: AuditService = payload(&check.collect(&later, Platform::Linux), "journald");
+    assert_eq!(j.verify_passed, Some(false));
+}

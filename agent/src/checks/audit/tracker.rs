@@ -405,26 +405,37 @@ pub fn look(
         old_inode: Some(old.inode),
         new_inode: new.map(|m| m.inode),
     };
-    // Where the content seen went, if it was rotated away: the old inode under a rotated name
-    // first (rename), then any rotated copy that starts with it (copy).
-    let rotated_away = |old: &FileState| -> Option<PathBuf> {
-        let candidates = rotated_candidates(path, rotated);
-        let same_inode = candidates.iter().find(|c| {
+    // Where the content seen went, if it was rotated away. When the file at the path is gone or
+    // another one, only the old inode itself under a rotated name counts (a rename): a copy
+    // would let anyone copy the log aside and put an edited one in its place. When the file was
+    // truncated in place, a rotated copy that starts with the content seen counts
+    // (copytruncate).
+    let renamed = |old: &FileState| -> Option<PathBuf> {
+        rotated_candidates(path, rotated).into_iter().find(|c| {
             std::fs::metadata(c).is_ok_and(|m| {
                 let m = Meta::of(&m);
                 m.inode == old.inode && m.dev == old.dev && old.inode != 0 && m.created_ns == old.created_ns
-            })
-        });
-        same_inode
-            .filter(|c| starts_with_seen(c, old))
-            .cloned()
-            .or_else(|| candidates.into_iter().find(|c| starts_with_seen(c, old)))
+            }) && starts_with_seen(c, old)
+        })
+    };
+    let copied = |old: &FileState| -> Option<PathBuf> {
+        rotated_candidates(path, rotated)
+            .into_iter()
+            .find(|c| starts_with_seen(c, old))
     };
 
     let Some(mut file) = opened else {
         out.change = "missing";
-        if let Some(old) = seen {
-            if let Some(to) = rotated_away(old) {
+        let already = seen.is_some_and(|old| {
+            old.last_tamper
+                .as_ref()
+                .is_some_and(|t| t.kind == "deleted" && t.old_inode == Some(old.inode))
+        });
+        if let (Some(old), true) = (seen, already) {
+            // The deletion was reported at an earlier look.
+            out.state = Some(old.clone());
+        } else if let Some(old) = seen {
+            if let Some(to) = renamed(old) {
                 out.change = "rotated";
                 out.rotation = Some("rename");
                 out.rotated_to = Some(to);
@@ -466,34 +477,28 @@ pub fn look(
         let (state, s) = baseline(&mut file, meta, None, 0, now).map_err(read_err)?;
         out.verified = s.verified;
         (state, None)
-    } else if !same_file {
+    } else if !same_file || meta.size < old.size {
+        // Another file at the path, or this one shorter: fine only if the content seen went to
+        // a rotated name.
         let (mut state, s) = baseline(&mut file, meta, None, 0, now).map_err(read_err)?;
         out.verified = s.verified;
         state.last_tamper = old.last_tamper.clone();
-        if let Some(to) = rotated_away(old) {
-            out.change = "rotated";
-            out.rotation = Some("rename");
-            out.rotated_to = Some(to);
-            (state, None)
+        let (rotation, found, kind, range) = if same_file {
+            ("copytruncate", copied(old), "truncated", Some((meta.size, old.size)))
         } else {
-            out.change = "replaced";
-            (state, Some(event("replaced", None, old, Some(meta))))
-        }
-    } else if meta.size < old.size {
-        let (mut state, s) = baseline(&mut file, meta, None, 0, now).map_err(read_err)?;
-        out.verified = s.verified;
-        state.last_tamper = old.last_tamper.clone();
-        if let Some(to) = rotated_away(old) {
-            out.change = "rotated";
-            out.rotation = Some("copytruncate");
-            out.rotated_to = Some(to);
-            (state, None)
-        } else {
-            out.change = "truncated";
-            (
-                state,
-                Some(event("truncated", Some((meta.size, old.size)), old, Some(meta))),
-            )
+            ("rename", renamed(old), "replaced", None)
+        };
+        match found {
+            Some(to) => {
+                out.change = "rotated";
+                out.rotation = Some(rotation);
+                out.rotated_to = Some(to);
+                (state, None)
+            }
+            None => {
+                out.change = kind;
+                (state, Some(event(kind, range, old, Some(meta))))
+            }
         }
     } else {
         let from = match depth {
