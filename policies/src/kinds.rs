@@ -26,6 +26,8 @@ pub fn empty_payload(kind: &str) -> Option<Value> {
         obs::DiskSpace::KIND => v::<obs::DiskSpace>(),
         obs::Backup::KIND => v::<obs::Backup>(),
         obs::EhrProbe::KIND => v::<obs::EhrProbe>(),
+        obs::NetworkBaseline::KIND => v::<obs::NetworkBaseline>(),
+        obs::ProbeSummary::KIND => v::<obs::ProbeSummary>(),
         obs::AuditLog::KIND => v::<obs::AuditLog>(),
         obs::AuditService::KIND => v::<obs::AuditService>(),
         _ => return None,
