@@ -4,7 +4,9 @@
 //! - a heartbeat task: one heartbeat at start, then one every `heartbeat_interval`;
 //! - one task per scheduled check: runs the check at start and then on its cron schedule, takes
 //!   the next sequence number (recorded durably first) and queues the report;
-//! - the sender task ([`crate::sender`]), which delivers queued reports in order.
+//! - the sender task ([`crate::sender`]), which delivers queued reports in order;
+//! - the probe task ([`spawn_probes`]): the EHR probes and network baseline
+//!   ([`crate::probes::run`]), whose state changes and summaries become `ehr` reports.
 //!
 //! Cancelling the `shutdown` token stops every task and `run` returns once they have all
 //! finished. A task that ends on its own (a bug, a panic) stops the others and makes `run` fail,
@@ -25,6 +27,7 @@ use crate::backoff::RetryPolicy;
 use crate::checks::{self, Host};
 use crate::client::{ClientError, CollectorClient, Credentials, RequestError};
 use crate::config::{AgentSettings, ScheduledCheck};
+use crate::probes::{self, ProbeSink};
 use crate::sender::{self, Delivered, Outbox};
 use crate::state::{Identity, RunStatus, SequenceAllocator, StateDir, StateError};
 
@@ -83,7 +86,7 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Ru
     let AgentSettings {
         heartbeat_interval,
         checks: scheduled,
-        config: _,
+        config,
     } = settings;
     if heartbeat_interval.is_zero() {
         return Err(RunError::Settings(
@@ -177,6 +180,21 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Ru
             format!("check {name}"),
             Box::pin(task.instrument(info_span!("check", check = name))),
         );
+    }
+    {
+        let collector = probes::baseline::Reference {
+            url: agent.identity.collector.clone(),
+            ca_file: Some(state.ca_path()),
+        };
+        let task = spawn_probes(
+            agent.clone(),
+            sequences.clone(),
+            outbox.clone(),
+            &config,
+            collector,
+            stop.clone(),
+        );
+        supervise("probes".into(), Box::pin(task.instrument(info_span!("probes"))));
     }
     tracker.close();
 
@@ -344,6 +362,86 @@ async fn next_sequence(sequences: &Arc<Mutex<SequenceAllocator>>) -> Result<u64,
                 detail: e.to_string(),
             })
         })
+}
+
+/// Submissions of the probe engine waiting to become reports; more are dropped (and logged).
+const PROBE_QUEUE: usize = 64;
+
+/// The probe engine's sink here: a bounded queue to the task that turns submissions into
+/// reports.
+struct QueueSink(tokio::sync::mpsc::Sender<Vec<rounds_protocol::Observation>>);
+
+impl ProbeSink for QueueSink {
+    fn submit(&self, observations: Vec<rounds_protocol::Observation>, urgent: bool) {
+        // The in-memory outbox sends every report as soon as it can, urgent or not.
+        if let Err(e) = self.0.try_send(observations) {
+            warn!(urgent, error = %e, "probe queue full, observations dropped");
+        }
+    }
+}
+
+/// Probe wiring (a stand-in until the on-disk spool replaces the outbox: connect the sink to
+/// the spool's producer instead). Runs the probe engine over the configured endpoints and the
+/// network baseline (the collector as reference), and turns each submission into a report
+/// with the next sequence number on the outbox: `check = "ehr"`, `complete = false`.
+fn spawn_probes(
+    agent: Arc<Agent>,
+    sequences: Arc<Mutex<SequenceAllocator>>,
+    outbox: Arc<Outbox>,
+    config: &rounds_agent_config::AgentConfig,
+    collector: probes::baseline::Reference,
+    stop: CancellationToken,
+) -> impl Future<Output = ()> + Send + 'static {
+    let root = std::path::Path::new("/");
+    let ctx = Arc::new(probes::ProbeContext::load(root));
+    let targets = probes::baseline::targets(config, Some(collector), &ctx, root);
+    let settings = probes::EngineSettings::from_settings(&config.probes);
+    let (tx, mut rx) = tokio::sync::mpsc::channel(PROBE_QUEUE);
+    let sink: Arc<dyn ProbeSink> = Arc::new(QueueSink(tx));
+    let engine = probes::run(
+        targets,
+        settings,
+        ctx,
+        sink,
+        Arc::new(probes::SystemClock),
+        stop.clone(),
+    );
+    let forward = async move {
+        loop {
+            let observations = tokio::select! {
+                _ = stop.cancelled() => return,
+                o = rx.recv() => match o { Some(o) => o, None => return },
+            };
+            match next_sequence(&sequences).await {
+                Ok(sequence) => {
+                    let report = Report {
+                        protocol: PROTOCOL_MAJOR,
+                        agent_id: agent.identity.agent_id.clone(),
+                        sequence,
+                        created_at: Utc::now(),
+                        check: Some(probes::CHECK_NAME.to_string()),
+                        complete: false,
+                        prev_hash: None,
+                        hash: None,
+                        dropped: vec![],
+                        observations,
+                    };
+                    debug!(
+                        sequence,
+                        observations = report.observations.len(),
+                        "probe report queued"
+                    );
+                    if let Some(dropped) = outbox.push(report) {
+                        warn!(sequence = dropped.sequence, "outbox full, oldest report dropped");
+                    }
+                }
+                Err(e) => error!(error = %e, "cannot take a sequence number, probe report skipped"),
+            }
+        }
+    };
+    async move {
+        tokio::join!(engine, forward);
+    }
 }
 
 /// Keeps `status.json` up to date for `rounds-agent status`. Failing to write it is logged, never fatal.

@@ -698,3 +698,77 @@ async fn an_unreadable_ca_file_is_reported_on_the_probe() {
         "{r:?}"
     );
 }
+
+#[tokio::test]
+async fn rounds_agent_check_probes_every_endpoint_once_and_judges_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, ca) = valid_server(TLS12, http_response("text/plain", "ok")).await;
+    let closed = closed_port().await;
+    let mut text: String = rounds_agent_config::CHECKS
+        .iter()
+        .map(|c| format!("[checks.{c}]\nenabled = false\n"))
+        .collect();
+    text.push_str(&format!(
+        "[[endpoint]]\nname = \"EHR\"\nkind = \"https\"\nurl = \"https://127.0.0.1:{}/\"\nca_file = \"{}\"\n\n\
+         [[endpoint]]\nname = \"EHR database\"\nkind = \"tcp\"\ntarget = \"{closed}\"\n",
+        server.addr.port(),
+        ca.pem_file(&dir).display()
+    ));
+    let config = dir.path().join("agent.toml");
+    std::fs::write(&config, text).unwrap();
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_rounds-agent"))
+            .args(["check", "--format", "json", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "warn")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the closed port fails: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let probes: Vec<&serde_json::Value> = report["observations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["kind"] == "ehr.probe")
+        .collect();
+    assert_eq!(probes.len(), 2, "{probes:?}");
+    assert_eq!(
+        (probes[0]["subject"].as_str(), probes[0]["data"]["up"].as_bool()),
+        (Some("EHR"), Some(true))
+    );
+    assert_eq!(probes[0]["data"]["tls_version"], "TLSv1.2");
+    assert_eq!(probes[1]["data"]["reason"], "tcp_refused");
+    assert_eq!(probes[1]["data"]["attempts"], 2, "retried once before counting as down");
+    let status = |rule: &str| {
+        report["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["rule"] == rule)
+            .map(|f| {
+                (
+                    f["status"].as_str().unwrap().to_string(),
+                    f["message"].as_str().unwrap().to_string(),
+                )
+            })
+            .unwrap()
+    };
+    let (s, message) = status("hipaa.availability.ehr_reachable");
+    assert_eq!(s, "fail");
+    assert!(
+        message.contains("EHR database") && message.contains("tcp_refused"),
+        "{message}"
+    );
+    assert_eq!(status("hipaa.transmission.tls_version").0, "pass");
+    assert_eq!(status("hipaa.transmission.certificate").0, "pass");
+}
