@@ -6,3 +6,4 @@ mod support;
 mod demo;
 mod enrollment;
 mod footprint;
+mod probes;
