@@ -25,7 +25,6 @@ fn settings(heartbeat_ms: u64, schedule: &str) -> AgentSettings {
             c.probes.baseline = false;
             c
         }),
-        ..AgentSettings::default()
     }
 }
 
