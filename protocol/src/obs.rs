@@ -377,6 +377,7 @@ pub struct ProbeSummary {
     pub down: u64,
     /// `100 * up / probes`; `None` when no probe ran.
     pub up_percent: Option<f64>,
+    /// Latency of the probes that were up (nearest-rank percentiles); `None` when none was.
     pub latency_ms_p50: Option<f64>,
     pub latency_ms_p95: Option<f64>,
     pub latency_ms_max: Option<f64>,

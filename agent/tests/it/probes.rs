@@ -194,6 +194,18 @@ async fn probe(ep: Endpoint, ctx: &ProbeContext) -> EhrProbe {
     probes::probe_once(&Prepared::new(ep, ctx), ctx, Utc::now()).await
 }
 
+/// Probes `path` on `server` by its address, with a 5 s timeout.
+async fn probe_at(
+    server: &Server,
+    path: &str,
+    kind: EndpointKind,
+    ca_file: Option<PathBuf>,
+    ctx: &ProbeContext,
+) -> EhrProbe {
+    let url = format!("https://127.0.0.1:{}{path}", server.addr.port());
+    probe(endpoint(kind, &url, ca_file, Duration::from_secs(5)), ctx).await
+}
+
 /// The status of `rule` for `result` under the built-in HIPAA pack.
 fn judge(rule: &str, result: &EhrProbe) -> (Status, String) {
     let pack = Pack::builtin().unwrap();
@@ -224,17 +236,7 @@ async fn a_valid_certificate_from_the_test_ca_passes() {
     let (server, ca) = valid_server(TLS13, http_response("text/html", "<p>EHR login</p>")).await;
     let dir = tempfile::tempdir().unwrap();
     let ctx = context(vec![]);
-    let url = format!("https://127.0.0.1:{}/login", server.addr.port());
-    let r = probe(
-        endpoint(
-            EndpointKind::Https,
-            &url,
-            Some(ca.pem_file(&dir)),
-            Duration::from_secs(5),
-        ),
-        &ctx,
-    )
-    .await;
+    let r = probe_at(&server, "/login", EndpointKind::Https, Some(ca.pem_file(&dir)), &ctx).await;
     assert!(r.up, "{r:?}");
     assert_eq!(r.reason, None);
     assert_eq!(r.http_status, Some(200));
@@ -297,12 +299,7 @@ async fn expired_wrong_host_and_unknown_ca_fail_with_their_reason() {
         (&wrong_host, "cert_hostname"),
         (&unknown_ca, "cert_untrusted"),
     ] {
-        let url = format!("https://127.0.0.1:{}/", server.addr.port());
-        let r = probe(
-            endpoint(EndpointKind::Https, &url, Some(ca_file.clone()), Duration::from_secs(5)),
-            &ctx,
-        )
-        .await;
+        let r = probe_at(server, "/", EndpointKind::Https, Some(ca_file.clone()), &ctx).await;
         assert!(!r.up, "{reason}: {r:?}");
         assert_eq!(r.reason.as_deref(), Some(reason), "{r:?}");
         assert_eq!(r.http_status, None, "no request is sent over an unverified connection");
@@ -318,18 +315,12 @@ async fn expired_wrong_host_and_unknown_ca_fail_with_their_reason() {
         assert_eq!(status, Status::Fail, "{reason}: {message}");
         assert!(message.contains(reason), "the finding names the reason: {message}");
     }
-    let url = format!("https://127.0.0.1:{}/", expired.addr.port());
-    let r = probe(
-        endpoint(EndpointKind::Https, &url, Some(ca_file.clone()), Duration::from_secs(5)),
-        &ctx,
-    )
-    .await;
+    let r = probe_at(&expired, "/", EndpointKind::Https, Some(ca_file.clone()), &ctx).await;
     assert!(matches!(r.leaf_expires_in_days, Some(-36..=-34)), "{r:?}");
 
     // Without a ca_file the system roots are used, and they do not know the test CA.
     let (server, _ca) = valid_server(TLS13, http_response("text/html", "ok")).await;
-    let url = format!("https://127.0.0.1:{}/", server.addr.port());
-    let r = probe(endpoint(EndpointKind::Https, &url, None, Duration::from_secs(5)), &ctx).await;
+    let r = probe_at(&server, "/", EndpointKind::Https, None, &ctx).await;
     assert_eq!(
         (r.reason.as_deref(), r.roots.as_deref()),
         (Some("cert_untrusted"), Some("system")),
@@ -347,17 +338,7 @@ async fn tls_versions_are_reported_as_negotiated() {
     let ctx = context(vec![]);
     for (versions, name, cipher) in [(TLS12, "TLSv1.2", "TLS_ECDHE_"), (TLS13, "TLSv1.3", "TLS13_")] {
         let (server, ca) = valid_server(versions, http_response("text/plain", "ok")).await;
-        let url = format!("https://127.0.0.1:{}/", server.addr.port());
-        let r = probe(
-            endpoint(
-                EndpointKind::Https,
-                &url,
-                Some(ca.pem_file(&dir)),
-                Duration::from_secs(5),
-            ),
-            &ctx,
-        )
-        .await;
+        let r = probe_at(&server, "/", EndpointKind::Https, Some(ca.pem_file(&dir)), &ctx).await;
         assert!(r.up, "{r:?}");
         assert_eq!(r.tls_version.as_deref(), Some(name));
         assert!(r.tls_cipher.as_deref().is_some_and(|c| c.starts_with(cipher)), "{r:?}");
@@ -416,17 +397,7 @@ async fn fhir_needs_a_capability_statement() {
     let capability = r#"{"resourceType":"CapabilityStatement","status":"active","fhirVersion":"4.0.1",
         "software":{"name":"Test EHR","version":"9.1"},"rest":[{"mode":"server","resource":[{"type":"Patient"}]}]}"#;
     let (server, ca) = valid_server(TLS13, http_response("application/fhir+json", capability)).await;
-    let url = format!("https://127.0.0.1:{}/fhir/r4", server.addr.port());
-    let r = probe(
-        endpoint(
-            EndpointKind::Fhir,
-            &url,
-            Some(ca.pem_file(&dir)),
-            Duration::from_secs(5),
-        ),
-        &ctx,
-    )
-    .await;
+    let r = probe_at(&server, "/fhir/r4", EndpointKind::Fhir, Some(ca.pem_file(&dir)), &ctx).await;
     assert!(r.up, "{r:?}");
     assert_eq!(r.fhir_version.as_deref(), Some("4.0.1"));
     assert_eq!(r.fhir_software.as_deref(), Some("Test EHR"));
@@ -437,17 +408,7 @@ async fn fhir_needs_a_capability_statement() {
         http_response("text/html", "<html><body>Please log in</body></html>"),
     )
     .await;
-    let url = format!("https://127.0.0.1:{}/fhir/r4", server.addr.port());
-    let r = probe(
-        endpoint(
-            EndpointKind::Fhir,
-            &url,
-            Some(ca.pem_file(&dir)),
-            Duration::from_secs(5),
-        ),
-        &ctx,
-    )
-    .await;
+    let r = probe_at(&server, "/fhir/r4", EndpointKind::Fhir, Some(ca.pem_file(&dir)), &ctx).await;
     assert_eq!(r.reason.as_deref(), Some("not_fhir"), "{r:?}");
     let (status, message) = judge("hipaa.availability.ehr_reachable", &r);
     assert_eq!(status, Status::Fail);
@@ -491,17 +452,7 @@ async fn a_root_expiring_soon_is_not_counted_but_an_intermediate_is() {
     let (leaf, key) = root.leaf(&["127.0.0.1"], -1, 200);
     // The server also sends the root, as many do: it is still the trust anchor, not counted.
     let server = tls_server(vec![leaf, root.der()], key, TLS13, http_response("text/plain", "ok")).await;
-    let url = format!("https://127.0.0.1:{}/", server.addr.port());
-    let r = probe(
-        endpoint(
-            EndpointKind::Https,
-            &url,
-            Some(root.pem_file(&dir)),
-            Duration::from_secs(5),
-        ),
-        &ctx,
-    )
-    .await;
+    let r = probe_at(&server, "/", EndpointKind::Https, Some(root.pem_file(&dir)), &ctx).await;
     assert!(r.up, "{r:?}");
     assert!(matches!(r.chain_expires_in_days, Some(198..=200)), "{r:?}");
     assert_eq!(judge("hipaa.transmission.certificate", &r).0, Status::Pass);
@@ -510,17 +461,7 @@ async fn a_root_expiring_soon_is_not_counted_but_an_intermediate_is() {
     let inter = root.intermediate("intermediate expiring soon", 10);
     let (leaf, key) = inter.leaf(&["127.0.0.1"], -1, 200);
     let server = tls_server(vec![leaf, inter.der()], key, TLS13, http_response("text/plain", "ok")).await;
-    let url = format!("https://127.0.0.1:{}/", server.addr.port());
-    let r = probe(
-        endpoint(
-            EndpointKind::Https,
-            &url,
-            Some(root.pem_file(&dir)),
-            Duration::from_secs(5),
-        ),
-        &ctx,
-    )
-    .await;
+    let r = probe_at(&server, "/", EndpointKind::Https, Some(root.pem_file(&dir)), &ctx).await;
     assert!(r.up, "{r:?}");
     assert!(matches!(r.chain_expires_in_days, Some(8..=10)), "{r:?}");
     assert!(matches!(r.leaf_expires_in_days, Some(198..=200)), "{r:?}");
@@ -681,14 +622,11 @@ async fn the_engine_sends_state_changes_at_once_and_summaries_on_their_cadence()
 async fn an_unreadable_ca_file_is_reported_on_the_probe() {
     let ctx = context(vec![]);
     let (server, _ca) = valid_server(TLS13, http_response("text/plain", "ok")).await;
-    let url = format!("https://127.0.0.1:{}/", server.addr.port());
-    let r = probe(
-        endpoint(
-            EndpointKind::Https,
-            &url,
-            Some(PathBuf::from("/nonexistent/ca.pem")),
-            Duration::from_secs(5),
-        ),
+    let r = probe_at(
+        &server,
+        "/",
+        EndpointKind::Https,
+        Some(PathBuf::from("/nonexistent/ca.pem")),
         &ctx,
     )
     .await;
