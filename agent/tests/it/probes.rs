@@ -710,3 +710,24 @@ async fn rounds_agent_check_probes_every_endpoint_once_and_judges_it() {
     assert_eq!(status("hipaa.transmission.tls_version").0, "pass");
     assert_eq!(status("hipaa.transmission.certificate").0, "pass");
 }
+
+#[tokio::test]
+async fn a_server_refusing_tls_1_2_and_1_3_fails_transmission_security() {
+    // Answers every ClientHello with a fatal protocol_version alert, as a TLS 1.0/1.1-only
+    // server does.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf).await;
+            let _ = s.write_all(&[0x15, 0x03, 0x01, 0x00, 0x02, 0x02, 0x46]).await;
+        }
+    });
+    let server = Server { addr, task };
+    let r = probe_at(&server, "/", EndpointKind::Https, None, &context(vec![])).await;
+    assert_eq!(r.reason.as_deref(), Some("tls_handshake"), "{r:?}");
+    assert_eq!(r.tls_version.as_deref(), Some("older than TLSv1.2"));
+    let (status, message) = judge("hipaa.transmission.tls_version", &r);
+    assert_eq!(status, Status::Fail, "{message}");
+}
