@@ -231,23 +231,55 @@ fn main() {
         warmup.as_secs()
     );
 
-    let idle_dir = dir.path().join("idle");
+    if std::env::var("ONLY").as_deref() != Ok("blackbox") {
+        agents(
+            &agent_bin,
+            &url,
+            &token_for,
+            &collector_ca,
+            dir.path(),
+            &every_check_off,
+            &endpoints,
+            n,
+            warmup,
+            window,
+        );
+    }
+    blackbox(&runtime, dir.path(), &ca_file, &ports, warmup, window);
+    drop(collector);
+}
+
+/// The idle and the probing agent, measured side by side.
+#[allow(clippy::too_many_arguments)]
+fn agents(
+    agent_bin: &Path,
+    url: &str,
+    token_for: &dyn Fn(&str) -> String,
+    collector_ca: &Path,
+    dir: &Path,
+    every_check_off: &str,
+    endpoints: &str,
+    n: usize,
+    warmup: Duration,
+    window: Duration,
+) {
+    let idle_dir = dir.join("idle");
     std::fs::create_dir_all(&idle_dir).unwrap();
     let idle = agent(
-        &agent_bin,
-        &url,
+        agent_bin,
+        url,
         &token_for("idle"),
-        &collector_ca,
+        collector_ca,
         &idle_dir,
         &format!("{every_check_off}[probes]\nbaseline = false\n"),
     );
-    let busy_dir = dir.path().join("busy");
+    let busy_dir = dir.join("busy");
     std::fs::create_dir_all(&busy_dir).unwrap();
     let busy = agent(
-        &agent_bin,
-        &url,
+        agent_bin,
+        url,
         &token_for("busy"),
-        &collector_ca,
+        collector_ca,
         &busy_dir,
         &format!("{every_check_off}[probes]\nbaseline = false\ninterval_secs = 30\n\n{endpoints}"),
     );
@@ -269,9 +301,20 @@ fn main() {
         (busy_rss as f64 - idle_rss as f64) / 1024.0
     );
     drop((idle, busy));
+}
 
+/// prometheus-blackbox-exporter probing the same endpoints, scraped every 30 s.
+fn blackbox(
+    runtime: &tokio::runtime::Runtime,
+    dir: &Path,
+    ca_file: &Path,
+    ports: &[u16],
+    warmup: Duration,
+    window: Duration,
+) {
+    let n = ports.len();
     let blackbox = std::env::var("BLACKBOX_BIN").unwrap_or_else(|_| "prometheus-blackbox-exporter".into());
-    let bb_config = dir.path().join("blackbox.yml");
+    let bb_config = dir.join("blackbox.yml");
     std::fs::write(
         &bb_config,
         format!(
@@ -300,22 +343,27 @@ fn main() {
     let (_, bb_idle_rss) = usage(bb.0.id());
     // The scraper: every 30 s one /probe request per endpoint, spread over the interval as
     // Prometheus spreads its scrapes.
-    let client = reqwest::Client::new();
     let stop = tokio_util::sync::CancellationToken::new();
     for (i, p) in ports.iter().enumerate() {
-        let (client, stop) = (client.clone(), stop.clone());
-        let url = format!("http://127.0.0.1:{bb_port}/probe?module=https_ca&target=https://127.0.0.1:{p}/");
+        let stop = stop.clone();
+        let request = format!(
+            "GET /probe?module=https_ca&target=https://127.0.0.1:{p}/ HTTP/1.1\r\nHost: 127.0.0.1:{bb_port}\r\nConnection: close\r\n\r\n"
+        );
         let offset = Duration::from_millis(30_000 * i as u64 / n as u64);
         runtime.spawn(async move {
             tokio::time::sleep(offset).await;
             let mut tick = tokio::time::interval(Duration::from_secs(30));
             loop {
                 tokio::select! { _ = stop.cancelled() => return, _ = tick.tick() => {} }
-                if let Ok(r) = client.get(&url).send().await {
-                    let body = r.text().await.unwrap_or_default();
-                    if !body.contains("probe_success 1") {
-                        eprintln!("blackbox probe failed: {url}");
-                    }
+                let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", bb_port)).await else {
+                    continue;
+                };
+                let mut answer = Vec::new();
+                if s.write_all(request.as_bytes()).await.is_ok()
+                    && s.read_to_end(&mut answer).await.is_ok()
+                    && !String::from_utf8_lossy(&answer).contains("probe_success 1")
+                {
+                    eprintln!("blackbox probe failed: {request}");
                 }
             }
         });
@@ -328,5 +376,4 @@ fn main() {
         bb_idle_rss as f64 / 1024.0,
         (bb_rss as f64 - bb_idle_rss as f64) / 1024.0
     );
-    drop(collector);
 }
