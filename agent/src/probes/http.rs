@@ -101,7 +101,8 @@ pub async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     // Raw bytes to read: enough for `body_limit` decoded bytes (chunk framing is small).
     let raw_limit = body_limit + body_limit / 8 + 64;
     let want = length.map_or(raw_limit, |l| l.min(raw_limit));
-    while body.len() < want {
+    // A chunked body is complete at its last chunk, even if the server keeps the connection.
+    while body.len() < want && !(chunked && body.ends_with(b"0\r\n\r\n")) {
         let n = stream.read(&mut chunk).await?;
         if n == 0 {
             break;

@@ -99,7 +99,7 @@ pub async fn probe_once(target: &Prepared, ctx: &ProbeContext, now: DateTime<Utc
     let deadline = tokio::time::Instant::from_std(start + ep.timeout);
     let mut p = EhrProbe {
         probe: ep.kind.as_str().to_string(),
-        target: ep.target.clone(),
+        target: redacted(&ep.target),
         attempts: 1,
         ..EhrProbe::default()
     };
@@ -118,6 +118,18 @@ pub async fn probe_once(target: &Prepared, ctx: &ProbeContext, now: DateTime<Utc
         }
     }
     p
+}
+
+/// `target` without the user name and password a URL may carry: they are never sent.
+pub fn redacted(target: &str) -> String {
+    match reqwest::Url::parse(target) {
+        Ok(mut url) if !url.username().is_empty() || url.password().is_some() => {
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+            url.to_string()
+        }
+        _ => target.to_string(),
+    }
 }
 
 /// Resolves `host` (an IP address, a name in the hosts file, or by asking the resolvers).
@@ -423,4 +435,19 @@ async fn ask<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
         .map_err(|e| Some(down("http_error", e.to_string())))?;
     p.first_byte_ms = Some(ms(r.first_byte.saturating_duration_since(sent)));
     Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_in_urls_are_not_reported() {
+        assert_eq!(
+            redacted("https://svc:hunter2@ehr.example/fhir"),
+            "https://ehr.example/fhir"
+        );
+        assert_eq!(redacted("https://ehr.example/fhir"), "https://ehr.example/fhir");
+        assert_eq!(redacted("ehr.example:5432"), "ehr.example:5432");
+    }
 }

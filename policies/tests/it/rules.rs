@@ -267,6 +267,16 @@ fn transmission_certificate() {
                 "",
                 Error,
             ),
+            (
+                "an observation from before chain checks",
+                vec![ok(
+                    "ehr.probe",
+                    "ehr",
+                    json!({"probe": "https", "target": "https://ehr.example/", "up": true, "tls_version": "TLSv1.3"}),
+                )],
+                "",
+                NA,
+            ),
             ("no EHR endpoint configured", vec![], "", NA),
         ],
     );
