@@ -124,8 +124,12 @@ async fn an_outage_reaches_the_collector_within_seconds_and_summaries_on_their_c
 
     // Go down just before a probe is due (probes come every 5 s), so the time measured is the
     // agent's: the probe, its retry 2 s later, the report, the collector's commit.
-    let last = *accepts.lock().unwrap().last().unwrap();
-    tokio::time::sleep_until((last + Duration::from_millis(4_500)).into()).await;
+    let seen = accepts.lock().unwrap().len();
+    let fresh = eventually("the next probe", Duration::from_secs(10), || async {
+        accepts.lock().unwrap().get(seen).copied()
+    })
+    .await;
+    tokio::time::sleep_until((fresh + Duration::from_millis(4_500)).into()).await;
     server.abort();
     let _ = server.await;
     let went_down = Instant::now();
