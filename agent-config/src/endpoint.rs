@@ -5,15 +5,33 @@
 //! [probes]
 //! interval_secs = 30          # default for every endpoint, 5 to 86400
 //! timeout_secs = 10
-//! summary_interval_secs = 300 # compact summary per endpoint
+//! summary_interval_secs = 300 # compact summary per endpoint, 5 to 86400
 //! baseline = true             # gateway, DNS resolvers, reference endpoints
+//! references = ["https://status.example.net/"]
 //!
 //! [[endpoint]]
 //! name = "EHR"
 //! kind = "fhir"               # https | fhir | tcp | dns
 //! url = "https://ehr.example.com/fhir/r4"
+//! ca_file = "/etc/rounds/ehr-ca.pem"   # trust this CA instead of the system roots
+//!
+//! [[endpoint]]
+//! name = "Portal"
+//! kind = "https"
+//! url = "https://portal.example.com/login"
+//! method = "HEAD"             # GET (default) or HEAD
+//! expect_status = [200, 399]  # inclusive range; default 200 to 399
+//! body_contains = "Sign in"   # GET only: the first 64 KiB must contain this
+//!
+//! [[endpoint]]
+//! name = "EHR DNS"
+//! kind = "dns"
+//! target = "ehr.example.com"
+//! expect_address = "203.0.113.10"
 //! ```
 
+use std::net::IpAddr;
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -30,6 +48,10 @@ pub const MIN_PROBE_INTERVAL_SECS: u64 = 5;
 pub const DEFAULT_PROBE_TIMEOUT_SECS: u64 = 10;
 /// Default seconds between probe summaries.
 pub const DEFAULT_SUMMARY_INTERVAL_SECS: u64 = 300;
+/// Shortest allowed summary interval.
+pub const MIN_SUMMARY_INTERVAL_SECS: u64 = 5;
+/// HTTP statuses that count as up when `expect_status` is not given.
+pub const DEFAULT_EXPECT_STATUS: RangeInclusive<u16> = 200..=399;
 
 /// One endpoint as written.
 #[derive(Debug, Deserialize)]
@@ -54,6 +76,19 @@ pub struct RawEndpoint {
     /// Seconds a probe may take; default `[probes] timeout_secs`.
     #[serde(default)]
     pub timeout_secs: Option<Spanned<i64>>,
+    /// `GET` (default) or `HEAD` (https only).
+    #[serde(default)]
+    pub method: Option<Spanned<String>>,
+    /// Inclusive range of HTTP statuses that count as up, `[min, max]` (https only); default
+    /// `[200, 399]`.
+    #[serde(default)]
+    pub expect_status: Option<Spanned<Vec<i64>>>,
+    /// Text the start of the response body must contain (https with GET only).
+    #[serde(default)]
+    pub body_contains: Option<Spanned<String>>,
+    /// An IP address the name must resolve to (dns only).
+    #[serde(default)]
+    pub expect_address: Option<Spanned<String>>,
 }
 
 /// `[probes]` as written.
@@ -66,7 +101,7 @@ pub struct RawProbes {
     /// Default probe timeout in seconds, 1 to 300; default 10.
     #[serde(default)]
     pub timeout_secs: Option<Spanned<i64>>,
-    /// Seconds between compact summaries per endpoint, 60 to 86400; default 300.
+    /// Seconds between compact summaries per endpoint, 5 to 86400; default 300.
     #[serde(default)]
     pub summary_interval_secs: Option<Spanned<i64>>,
     /// Probe the network baseline (gateway, resolvers, references); default true.
@@ -100,6 +135,22 @@ impl EndpointKind {
     }
 }
 
+/// The HTTP request method of an `https` probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpMethod {
+    Get,
+    Head,
+}
+
+impl HttpMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HttpMethod::Get => "GET",
+            HttpMethod::Head => "HEAD",
+        }
+    }
+}
+
 /// A validated endpoint.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
@@ -110,6 +161,38 @@ pub struct Endpoint {
     pub ca_file: Option<PathBuf>,
     pub interval: Duration,
     pub timeout: Duration,
+    /// Request method (https; fhir always GETs `/metadata`).
+    pub method: HttpMethod,
+    /// Statuses that count as up (https; fhir needs 200).
+    pub expect_status: RangeInclusive<u16>,
+    /// Text the body must contain (https GET).
+    pub body_contains: Option<String>,
+    /// Address the name must resolve to (dns).
+    pub expect_address: Option<IpAddr>,
+}
+
+impl Endpoint {
+    /// An endpoint of `kind` at `target` with the defaults of `settings` (the network baseline
+    /// builds its reference endpoints this way).
+    pub fn new(
+        name: impl Into<String>,
+        kind: EndpointKind,
+        target: impl Into<String>,
+        settings: &ProbeSettings,
+    ) -> Self {
+        Endpoint {
+            name: name.into(),
+            kind,
+            target: target.into(),
+            ca_file: None,
+            interval: settings.interval,
+            timeout: settings.timeout,
+            method: HttpMethod::Get,
+            expect_status: DEFAULT_EXPECT_STATUS,
+            body_contains: None,
+            expect_address: None,
+        }
+    }
 }
 
 /// Validated `[probes]`.
@@ -165,7 +248,13 @@ pub(crate) fn validate_probes(
         s.timeout = d;
     }
     if let Some(v) = summary_interval_secs
-        && let Some(d) = crate::secs_in(&v, 60..=86_400, "probes.summary_interval_secs", text, problems)
+        && let Some(d) = crate::secs_in(
+            &v,
+            MIN_SUMMARY_INTERVAL_SECS..=86_400,
+            "probes.summary_interval_secs",
+            text,
+            problems,
+        )
     {
         s.summary_interval = d;
     }
@@ -212,6 +301,10 @@ pub(crate) fn validate(
             ca_file,
             interval_secs,
             timeout_secs,
+            method,
+            expect_status,
+            body_contains,
+            expect_address,
         } = table.into_inner();
         let before = problems.len();
         if name.get_ref().trim().is_empty() {
@@ -296,6 +389,97 @@ pub(crate) fn validate(
         let timeout = timeout_secs
             .and_then(|v| crate::secs_in(&v, 1..=300, "endpoint.timeout_secs", text, problems))
             .unwrap_or(defaults.timeout);
+        let only = |present: bool, key: &str, allowed: &[EndpointKind], problems: &mut Vec<Problem>| {
+            if present && !allowed.contains(&kind_v) {
+                let names: Vec<&str> = allowed.iter().map(|k| k.as_str()).collect();
+                problems.push(Problem::at(
+                    text,
+                    at,
+                    format!("endpoint.{key}"),
+                    format!("`{key}` applies only to {} endpoints", names.join(", ")),
+                ));
+            }
+        };
+        only(method.is_some(), "method", &[EndpointKind::Https], problems);
+        only(
+            expect_status.is_some(),
+            "expect_status",
+            &[EndpointKind::Https],
+            problems,
+        );
+        only(
+            body_contains.is_some(),
+            "body_contains",
+            &[EndpointKind::Https],
+            problems,
+        );
+        only(
+            expect_address.is_some(),
+            "expect_address",
+            &[EndpointKind::Dns],
+            problems,
+        );
+        only(
+            ca_file.is_some(),
+            "ca_file",
+            &[EndpointKind::Https, EndpointKind::Fhir],
+            problems,
+        );
+        let method = match method {
+            None => HttpMethod::Get,
+            Some(m) => match m.get_ref().to_ascii_uppercase().as_str() {
+                "GET" => HttpMethod::Get,
+                "HEAD" => HttpMethod::Head,
+                other => {
+                    problems.push(Problem::at(
+                        text,
+                        m.span().start,
+                        "endpoint.method",
+                        format!("`{other}` is not GET or HEAD"),
+                    ));
+                    HttpMethod::Get
+                }
+            },
+        };
+        if method == HttpMethod::Head
+            && let Some(b) = &body_contains
+        {
+            problems.push(Problem::at(
+                text,
+                b.span().start,
+                "endpoint.body_contains",
+                "a HEAD request has no body to search; use GET",
+            ));
+        }
+        let expect_status = match expect_status {
+            None => DEFAULT_EXPECT_STATUS,
+            Some(r) => match r.get_ref().as_slice() {
+                [lo, hi] if (100..=599).contains(lo) && (100..=599).contains(hi) && lo <= hi => {
+                    (*lo as u16)..=(*hi as u16)
+                }
+                _ => {
+                    problems.push(Problem::at(
+                        text,
+                        r.span().start,
+                        "endpoint.expect_status",
+                        "must be [min, max] with 100 <= min <= max <= 599",
+                    ));
+                    DEFAULT_EXPECT_STATUS
+                }
+            },
+        };
+        let expect_address = expect_address.and_then(|a| match a.get_ref().parse::<IpAddr>() {
+            Ok(ip) => Some(ip),
+            Err(_) => {
+                problems.push(Problem::at(
+                    text,
+                    a.span().start,
+                    "endpoint.expect_address",
+                    format!("`{}` is not an IP address", a.get_ref()),
+                ));
+                None
+            }
+        });
         if problems.len() == before {
             out.push(Endpoint {
                 name: name.into_inner(),
@@ -304,8 +488,44 @@ pub(crate) fn validate(
                 ca_file: ca_file.map(|f| PathBuf::from(f.into_inner())),
                 interval,
                 timeout,
+                method,
+                expect_status,
+                body_contains: body_contains.map(Spanned::into_inner),
+                expect_address,
             });
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    #[test]
+    fn https_options_are_read() {
+        let text = "[[endpoint]]\nname = \"Portal\"\nkind = \"https\"\nurl = \"https://p.example/\"\nmethod = \"head\"\nexpect_status = [200, 204]\n\n[[endpoint]]\nname = \"N\"\nkind = \"dns\"\ntarget = \"p.example\"\nexpect_address = \"192.0.2.1\"\n";
+        let c = crate::parse(text, Path::new("agent.toml")).unwrap();
+        assert_eq!(c.endpoints[0].method, HttpMethod::Head);
+        assert_eq!(c.endpoints[0].expect_status, 200..=204);
+        assert_eq!(c.endpoints[1].expect_address, Some("192.0.2.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn misplaced_and_bad_options_name_key_and_line() {
+        let text = "[[endpoint]]\nname = \"Db\"\nkind = \"tcp\"\ntarget = \"db:5432\"\nbody_contains = \"x\"\n\n[[endpoint]]\nname = \"P\"\nkind = \"https\"\nurl = \"https://p.example/\"\nexpect_status = [500, 200]\n";
+        let err = crate::parse(text, Path::new("agent.toml")).unwrap_err();
+        let keys: Vec<(Option<&str>, Option<usize>)> =
+            err.problems().iter().map(|p| (p.key.as_deref(), p.line)).collect();
+        assert_eq!(
+            keys,
+            [
+                (Some("endpoint.body_contains"), Some(1)),
+                (Some("endpoint.expect_status"), Some(11))
+            ],
+            "{err}"
+        );
+    }
 }

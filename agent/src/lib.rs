@@ -8,7 +8,7 @@
 //!
 //! Modules: [`checks`] (what is observed), [`config`] (the file and its validated form),
 //! [`state`] (the state dir and its files), [`client`] (TLS and HTTP to the collector),
-//! [`enroll`], [`run`] (the task runtime), [`sender`] (report delivery), [`backoff`], [`status`].
+//! [`enroll`], [`probes`] (EHR connectivity and the network baseline), [`run`] (the task runtime), [`sender`] (report delivery), [`backoff`], [`status`].
 
 pub mod backoff;
 pub mod central;
@@ -18,6 +18,7 @@ pub mod clock;
 pub mod config;
 pub mod enroll;
 pub mod local_check;
+pub mod probes;
 pub mod run;
 pub mod sender;
 pub mod spool;

@@ -1,6 +1,9 @@
 //! `rounds-agent check`: run every check once, evaluate the policy pack locally, and print
 //! the findings as a table or JSON.
 //!
+//! Every configured `[[endpoint]]` is probed once (with the probes' one retry) and judged with
+//! the other observations; the network baseline is not, as it has no rule.
+//!
 //! Nothing is sent anywhere. Exit codes: 0 when every finding is pass or not applicable (or
 //! covered by an accepted risk in force), 1 otherwise (a failure, or a check that could not
 //! run), 2 when the run itself failed (bad configuration, broken pack).
@@ -14,6 +17,7 @@ use rounds_policies::{CheckReport, EvalContext, Finding, LoadErrors, Os, Overrid
 
 use crate::checks::{self, CommandRunner, Host};
 use crate::config::AgentSettings;
+use crate::probes::{self, Clock as _};
 
 /// How to print the result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,7 +119,8 @@ pub async fn check(opts: CheckOptions) -> Result<CheckReport, CheckError> {
         state_dir: opts.state_dir.clone(),
     };
     let selected: Vec<Arc<dyn checks::Check>> = opts.settings.checks.iter().map(|s| Arc::clone(&s.check)).collect();
-    let observations = checks::run_all(&selected, &host).await;
+    let mut observations = checks::run_all(&selected, &host).await;
+    observations.extend(probe_endpoints(&opts.settings, &opts.root).await);
     let ctx = EvalContext::from_inventory(now, &observations).unwrap_or(EvalContext {
         now,
         os: Os::parse(std::env::consts::OS).unwrap_or(Os::Linux),
@@ -123,6 +128,36 @@ pub async fn check(opts: CheckOptions) -> Result<CheckReport, CheckError> {
     });
     let findings = rounds_policies::evaluate(&observations, &policy, &ctx);
     Ok(CheckReport { findings, observations })
+}
+
+/// Probes every configured endpoint once, concurrently; one `ehr.probe` observation each, in
+/// the order of the configuration.
+async fn probe_endpoints(settings: &AgentSettings, root: &Path) -> Vec<rounds_protocol::Observation> {
+    let endpoints = &settings.config.endpoints;
+    if endpoints.is_empty() {
+        return Vec::new();
+    }
+    let ctx = Arc::new(probes::ProbeContext::load(root));
+    let permits = Arc::new(tokio::sync::Semaphore::new(probes::MAX_CONCURRENT));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, e) in endpoints.iter().enumerate() {
+        let target = probes::Target::endpoint(e.clone(), &ctx);
+        let (ctx, permits, stop) = (ctx.clone(), permits.clone(), stop.clone());
+        tasks.spawn(async move {
+            let clock = probes::SystemClock;
+            let r = probes::probe_with_retry(&target, &ctx, &clock, probes::RETRY_DELAY, &permits, &stop).await;
+            (i, r.map(|r| probes::observation(&target, &r, clock.now())))
+        });
+    }
+    let mut out: Vec<(usize, rounds_protocol::Observation)> = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        if let Ok((i, Some(o))) = joined {
+            out.push((i, o));
+        }
+    }
+    out.sort_by_key(|(i, _)| *i);
+    out.into_iter().map(|(_, o)| o).collect()
 }
 
 /// Whether a finding lets `check` exit 0.

@@ -7,9 +7,13 @@
 //! - the configuration task: fetches the central configuration at start and whenever a
 //!   heartbeat answer names another version, validates and combines it ([`crate::central`]),
 //!   and hands the new settings to the reconciler; a refused one is reported in heartbeats;
-//! - the reconciler, which runs one heartbeat task and one task per enabled check and, when
-//!   settings change, restarts only the tasks whose settings changed (the heartbeat when its
-//!   interval changed; a check when its schedule, its configuration or its watched paths did).
+//! - the reconciler, which runs one heartbeat task, one task per enabled check and the probe
+//!   task and, when settings change, restarts only the tasks whose settings changed (the
+//!   heartbeat when its interval changed; a check when its schedule, its configuration or its
+//!   watched paths did; the probes when the endpoints or `[probes]` did);
+//! - the probe task ([`probe_task`]): the EHR probes and the network baseline
+//!   ([`crate::probes::run`]), whose state changes (important) and summaries (routine) are
+//!   appended to the spool as `ehr` reports with `complete = false`.
 //!
 //! A check task runs its check at start, then on its cron schedule (machine local time) and at
 //! once when one of its `watch_paths` changes; each run is appended to the spool. Time comes
@@ -40,6 +44,7 @@ use crate::checks::{self, Host};
 use crate::client::{ClientError, CollectorClient, Credentials, RequestError};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{AgentSettings, ScheduledCheck};
+use crate::probes::{self, ProbeSink};
 use crate::sender::{self, Delivered};
 use crate::spool::{Priority, Spool, SpoolError, SpoolOptions};
 use crate::state::{Identity, RunStatus, StateDir, StateError};
@@ -48,8 +53,12 @@ use crate::watch::Watcher;
 /// How long `run` waits for its tasks to stop after shutdown.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
-/// How long changes to watched paths must settle before the check re-runs.
-pub const WATCH_SETTLE: Duration = Duration::from_secs(2);
+/// How long changes to watched paths must settle before the check re-runs (a steady stream of
+/// changes still re-runs it about once a second: see [`crate::watch`]).
+pub const WATCH_SETTLE: Duration = Duration::from_millis(300);
+
+/// Submissions of the probe engine waiting to be spooled; more are dropped (and logged).
+const PROBE_QUEUE: usize = 64;
 
 /// Makes the [`Host`] a check run looks at, given the time of the run.
 pub type HostFactory = Arc<dyn Fn(DateTime<Utc>) -> Host + Send + Sync>;
@@ -378,6 +387,7 @@ async fn reconcile(
     let etag_tx = Arc::new(etag_tx);
     let mut heartbeat: Option<Running<Duration>> = None;
     let mut checks: BTreeMap<&'static str, Running<String>> = BTreeMap::new();
+    let mut probes_running: Option<Running<String>> = None;
     loop {
         let settings = settings_rx.borrow_and_update().clone();
         let AgentSettings {
@@ -432,6 +442,17 @@ async fn reconcile(
             );
             checks.insert(name, Running { key, token });
         }
+        let probe_key = format!("{:?} | {:?}", config.endpoints, config.probes);
+        if probes_running.as_ref().is_none_or(|r| r.key != probe_key) {
+            if let Some(old) = probes_running.take() {
+                info!("probe settings changed, restarting the probes");
+                old.token.cancel();
+            }
+            let token = stop.child_token();
+            let task = probe_task(agent.clone(), config.clone(), token.clone());
+            tasks.spawn("probes", token.clone(), task.instrument(info_span!("probes")));
+            probes_running = Some(Running { key: probe_key, token });
+        }
         tokio::select! {
             _ = stop.cancelled() => return,
             changed = settings_rx.changed() => if changed.is_err() {
@@ -439,6 +460,71 @@ async fn reconcile(
                 return;
             },
         }
+    }
+}
+
+/// The probe engine's sink: a bounded queue to the task that spools each submission.
+struct QueueSink(tokio::sync::mpsc::Sender<(Vec<rounds_protocol::Observation>, bool)>);
+
+impl ProbeSink for QueueSink {
+    fn submit(&self, observations: Vec<rounds_protocol::Observation>, urgent: bool) {
+        if let Err(e) = self.0.try_send((observations, urgent)) {
+            warn!(urgent, error = %e, "probe queue full, observations dropped");
+        }
+    }
+}
+
+/// Runs the probe engine over the configured endpoints and the network baseline (the collector,
+/// with the enrolled CA, as a reference) and appends each submission to the spool as an `ehr`
+/// report (`complete = false`): state changes as important, summaries as routine.
+fn probe_task(
+    agent: Arc<Agent>,
+    config: Arc<rounds_agent_config::AgentConfig>,
+    stop: CancellationToken,
+) -> impl Future<Output = ()> + Send + 'static {
+    let root = (agent.host)(agent.clock.now()).root;
+    let ctx = Arc::new(probes::ProbeContext::load(&root));
+    let collector = probes::baseline::Reference {
+        url: agent.identity.collector.clone(),
+        ca_file: Some(agent.status.state.ca_path()),
+    };
+    let targets = probes::baseline::targets(&config, Some(collector), &ctx, &root);
+    let settings = probes::EngineSettings::from_settings(&config.probes);
+    let (tx, mut rx) = tokio::sync::mpsc::channel(PROBE_QUEUE);
+    let engine = probes::run(
+        targets,
+        settings,
+        ctx,
+        Arc::new(QueueSink(tx)),
+        Arc::new(probes::SystemClock),
+        stop.clone(),
+    );
+    let forward = async move {
+        loop {
+            let (observations, urgent) = tokio::select! {
+                _ = stop.cancelled() => return,
+                o = rx.recv() => match o { Some(o) => o, None => return },
+            };
+            let priority = if urgent { Priority::Important } else { Priority::Routine };
+            match agent
+                .spool
+                .append_async(Some(probes::CHECK_NAME.to_string()), false, priority, observations)
+                .await
+            {
+                Ok(sequence) => {
+                    debug!(sequence, urgent, "probe report spooled");
+                    agent.status.clear_spool_error().await;
+                }
+                Err(e) => {
+                    error!(error = %e, "cannot spool the probe report, it is lost");
+                    let now = agent.clock.now();
+                    agent.status.spool_failed(e.to_string(), now).await;
+                }
+            }
+        }
+    };
+    async move {
+        tokio::join!(engine, forward);
     }
 }
 

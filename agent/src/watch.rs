@@ -4,13 +4,18 @@
 //! ReadDirectoryChangesW on Windows). A path that does not exist yet is watched through its
 //! parent directory, so a backup file that arrives or a log that is recreated still wakes the
 //! check. Events are coalesced: [`Watcher::changed`] returns once per burst, after `settle` of
-//! quiet, so a backup tool writing a thousand files triggers one re-run, not a thousand.
+//! quiet, so a backup tool writing a thousand files triggers one re-run, not a thousand; under a
+//! stream that never pauses (a busy log) it still returns [`MAX_COALESCE`] after the first
+//! event, so the check neither starves nor runs more than about once a second.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use notify::{RecursiveMode, Watcher as _};
 use tokio::sync::mpsc;
+
+/// Longest a burst is coalesced before [`Watcher::changed`] returns anyway.
+pub const MAX_COALESCE: Duration = Duration::from_secs(1);
 
 /// Why paths cannot be watched.
 #[derive(Debug, thiserror::Error)]
@@ -65,8 +70,15 @@ impl Watcher {
         if self.events.recv().await.is_none() {
             std::future::pending::<()>().await;
         }
-        // Coalesce the rest of the burst.
-        while let Ok(Some(())) = tokio::time::timeout(self.settle, self.events.recv()).await {}
+        // Coalesce the rest of the burst, for at most MAX_COALESCE.
+        let deadline = tokio::time::Instant::now() + MAX_COALESCE;
+        loop {
+            let quiet = (tokio::time::Instant::now() + self.settle).min(deadline);
+            match tokio::time::timeout_at(quiet, self.events.recv()).await {
+                Ok(Some(())) if tokio::time::Instant::now() < deadline => {}
+                _ => return,
+            }
+        }
     }
 }
 
@@ -105,6 +117,30 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(5), w.changed())
             .await
             .expect("woken within 5 s");
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_never_pauses_still_wakes_the_watcher() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("busy.log");
+        std::fs::write(&log, b"").unwrap();
+        let mut w = Watcher::new(std::slice::from_ref(&log), Duration::from_millis(200)).unwrap();
+        let writer = {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                use std::io::Write;
+                let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+                for _ in 0..400 {
+                    writeln!(f, "line").unwrap();
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            })
+        };
+        // Writes every 10 ms never leave 200 ms of quiet: the watcher must still return.
+        tokio::time::timeout(Duration::from_secs(3), w.changed())
+            .await
+            .expect("woken despite the stream");
+        writer.join().unwrap();
     }
 
     #[tokio::test]

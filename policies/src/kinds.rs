@@ -27,6 +27,8 @@ pub fn empty_payload(kind: &str) -> Option<Value> {
         obs::Backup::KIND => v::<obs::Backup>(),
         obs::BackupDiscovered::KIND => v::<obs::BackupDiscovered>(),
         obs::EhrProbe::KIND => v::<obs::EhrProbe>(),
+        obs::NetworkBaseline::KIND => v::<obs::NetworkBaseline>(),
+        obs::ProbeSummary::KIND => v::<obs::ProbeSummary>(),
         obs::AuditLog::KIND => v::<obs::AuditLog>(),
         obs::AuditService::KIND => v::<obs::AuditService>(),
         obs::Mfa::KIND => v::<obs::Mfa>(),

@@ -40,6 +40,8 @@ kinds! {
     Backup => "backup",
     BackupDiscovered => "backup.discovered",
     EhrProbe => "ehr.probe",
+    NetworkBaseline => "network.baseline",
+    ProbeSummary => "ehr.summary",
     AuditLog => "audit.log",
     AuditService => "audit.service",
     Mfa => "mfa",
@@ -361,7 +363,8 @@ pub struct BackupDiscovered {
     pub note: String,
 }
 
-/// One probe of an EHR endpoint (subject: the endpoint's name).
+/// One probe of an EHR endpoint (subject: the endpoint's name). Sent when the endpoint's state
+/// changes (up to down, down to up, another reason) and by `rounds-agent check`.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct EhrProbe {
     /// `https`, `fhir`, `tcp`, `dns`.
@@ -369,14 +372,109 @@ pub struct EhrProbe {
     /// URL, `host:port` or DNS name probed.
     pub target: String,
     pub up: bool,
+    /// Whole probe, from the start of name resolution to the end of the answer.
     pub latency_ms: Option<f64>,
     pub http_status: Option<u16>,
-    /// Negotiated TLS version, e.g. `TLSv1.3`.
+    /// Negotiated TLS version: `TLSv1.2`, `TLSv1.3`.
     pub tls_version: Option<String>,
+    /// Earliest expiry in the verified chain, trust anchor not counted (the leaf's when the
+    /// chain did not verify).
     pub certificate_expires_at: Option<DateTime<Utc>>,
+    /// Chain verified and valid for the host name.
     pub certificate_valid: Option<bool>,
-    /// Why it is down, when it is.
+    /// Why it is down, in words, when it is.
     pub failure: Option<String>,
+    /// Why it is down, typed: `dns_nxdomain`, `dns_timeout`, `tcp_refused`, `tcp_timeout`,
+    /// `tls_handshake`, `cert_expired`, `cert_untrusted`, `cert_hostname`, `http_status`,
+    /// `not_fhir`, `body_mismatch`, `dns_mismatch`, `timeout`, `error`.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// Tries it took: 1, or 2 when the first failed and was retried.
+    #[serde(default)]
+    pub attempts: u32,
+    /// The address connected to (`ip:port`) or, for dns, the first address the name resolved to.
+    #[serde(default)]
+    pub address: Option<String>,
+    /// Name resolution time (0 for an IP address or a name from the hosts file).
+    #[serde(default)]
+    pub dns_ms: Option<f64>,
+    /// TCP connect time.
+    #[serde(default)]
+    pub connect_ms: Option<f64>,
+    /// TLS handshake time.
+    #[serde(default)]
+    pub tls_ms: Option<f64>,
+    /// From the request written to the first byte of the answer.
+    #[serde(default)]
+    pub first_byte_ms: Option<f64>,
+    /// Negotiated cipher suite, e.g. `TLS13_AES_256_GCM_SHA384`.
+    #[serde(default)]
+    pub tls_cipher: Option<String>,
+    /// The chain verifies against the roots in use (system roots or the endpoint's CA file).
+    #[serde(default)]
+    pub chain_verified: Option<bool>,
+    /// `system` or the CA file's path.
+    #[serde(default)]
+    pub roots: Option<String>,
+    /// The leaf certificate is valid for the host name.
+    #[serde(default)]
+    pub hostname_match: Option<bool>,
+    /// Whole days until the leaf certificate expires (negative once expired).
+    #[serde(default)]
+    pub leaf_expires_in_days: Option<i64>,
+    /// Whole days until the earliest expiry in the verified chain, trust anchor not counted.
+    #[serde(default)]
+    pub chain_expires_in_days: Option<i64>,
+    /// fhir: the CapabilityStatement's `fhirVersion`.
+    #[serde(default)]
+    pub fhir_version: Option<String>,
+    /// fhir: the CapabilityStatement's `software.name`.
+    #[serde(default)]
+    pub fhir_software: Option<String>,
+}
+
+/// One probe of the network baseline (subject: `gateway`, `resolver <ip>`, `reference <url>`),
+/// which tells an EHR outage from the practice's own network or internet being down.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct NetworkBaseline {
+    /// `gateway`, `resolver`, `reference` (the collector is always one).
+    pub role: String,
+    /// `tcp`, `dns`, `https`.
+    pub probe: String,
+    pub target: String,
+    pub up: bool,
+    /// As [`EhrProbe::reason`].
+    pub reason: Option<String>,
+    pub failure: Option<String>,
+    pub latency_ms: Option<f64>,
+    pub address: Option<String>,
+    pub attempts: u32,
+}
+
+/// A compact summary of one endpoint's probes over a period (subject: the endpoint's or
+/// baseline target's name), sent every summary interval instead of one report per probe.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ProbeSummary {
+    /// `endpoint` (an `[[endpoint]]`), `gateway`, `resolver`, `reference`.
+    pub role: String,
+    pub probe: String,
+    pub target: String,
+    pub period_start: Option<DateTime<Utc>>,
+    pub period_end: Option<DateTime<Utc>>,
+    /// Probes counted (a retried probe counts once).
+    pub probes: u64,
+    pub up: u64,
+    pub down: u64,
+    /// `100 * up / probes`; `None` when no probe ran.
+    pub up_percent: Option<f64>,
+    /// Latency of the probes that were up (nearest-rank percentiles); `None` when none was.
+    pub latency_ms_p50: Option<f64>,
+    pub latency_ms_p95: Option<f64>,
+    pub latency_ms_max: Option<f64>,
+    /// Every down reason seen in the period, sorted.
+    pub reasons: Vec<String>,
+    /// State at the end of the period.
+    pub up_now: bool,
 }
 
 /// Integrity of one watched log (subject: its path as the host sees it; for Windows event logs

@@ -7,3 +7,4 @@ mod delivery;
 mod demo;
 mod enrollment;
 mod footprint;
+mod probes;

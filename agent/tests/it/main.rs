@@ -12,6 +12,7 @@ mod config;
 mod enroll;
 #[cfg(target_os = "linux")]
 mod findings;
+mod probes;
 mod run;
 mod state;
 mod support;

@@ -43,7 +43,12 @@ fn settings(heartbeat_ms: u64, schedule: &str) -> AgentSettings {
             check: checks::by_name("inventory").unwrap(),
             schedule: cron::Schedule::from_str(schedule).unwrap(),
         }],
-        ..AgentSettings::default()
+        // No network baseline: its probe reports would be counted with the check's.
+        config: std::sync::Arc::new({
+            let mut c = rounds_agent_config::AgentConfig::default();
+            c.probes.baseline = false;
+            c
+        }),
     }
 }
 

@@ -108,7 +108,8 @@ pub fn healthy_server() -> Vec<rounds_protocol::Observation> {
             "ehr-fhir",
             json!({"probe": "fhir", "target": "https://ehr.example/fhir/metadata", "up": true,
             "latency_ms": 180.0, "http_status": 200, "tls_version": "TLSv1.3",
-            "certificate_expires_at": ahead(Duration::days(41)), "certificate_valid": true, "failure": null}),
+            "certificate_expires_at": ahead(Duration::days(41)), "certificate_valid": true, "failure": null,
+            "chain_verified": true, "hostname_match": true, "leaf_expires_in_days": 41, "chain_expires_in_days": 41}),
         ),
         ok(
             "audit.log",

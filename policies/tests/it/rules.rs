@@ -153,7 +153,9 @@ fn encryption_at_rest() {
 fn probe() -> Value {
     json!({"probe": "https", "target": "https://ehr.example/fhir/metadata", "up": true, "latency_ms": 180.0,
            "http_status": 200, "tls_version": "TLSv1.3", "certificate_expires_at": ahead(Duration::days(41)),
-           "certificate_valid": true, "failure": null})
+           "certificate_valid": true, "failure": null, "reason": null, "attempts": 1,
+           "address": "192.0.2.10:443", "tls_cipher": "TLS13_AES_256_GCM_SHA384", "chain_verified": true,
+           "hostname_match": true, "leaf_expires_in_days": 41, "chain_expires_in_days": 41, "roots": "system"})
 }
 
 #[test]
@@ -172,10 +174,18 @@ fn transmission_tls_version() {
                 Fail,
             ),
             (
-                "version unknown",
-                vec![p(json!({"tls_version": null, "up": false}))],
+                "older than 1.2 (handshake refused by the agent)",
+                vec![p(
+                    json!({"tls_version": "older than TLSv1.2", "up": false, "reason": "tls_handshake"}),
+                )],
                 "",
-                Error,
+                Fail,
+            ),
+            (
+                "handshake not reached (down at tcp)",
+                vec![p(json!({"tls_version": null, "up": false, "reason": "tcp_refused"}))],
+                "",
+                NA,
             ),
             (
                 "probe could not run",
@@ -202,37 +212,54 @@ fn transmission_certificate() {
         vec![
             ("41 days left", vec![p(json!({}))], "", Pass),
             (
-                "exactly 14 days left",
-                vec![p(json!({"certificate_expires_at": ahead(Duration::days(14))}))],
+                "exactly 30 days left",
+                vec![p(json!({"chain_expires_in_days": 30}))],
                 "",
                 Pass,
             ),
             (
-                "13 days 23 hours left",
-                vec![p(
-                    json!({"certificate_expires_at": ahead(Duration::days(14) - Duration::hours(1))}),
-                )],
+                "29 days left",
+                vec![p(json!({"chain_expires_in_days": 29, "leaf_expires_in_days": 80}))],
                 "",
                 Fail,
             ),
             (
                 "expired",
-                vec![p(json!({"certificate_expires_at": ago(Duration::days(1))}))],
+                vec![p(
+                    json!({"chain_verified": false, "reason": "cert_expired", "chain_expires_in_days": -1}),
+                )],
                 "",
                 Fail,
             ),
-            ("invalid chain", vec![p(json!({"certificate_valid": false}))], "", Fail),
+            (
+                "untrusted chain",
+                vec![p(json!({"chain_verified": false, "reason": "cert_untrusted"}))],
+                "",
+                Fail,
+            ),
+            (
+                "wrong host name",
+                vec![p(json!({"hostname_match": false, "reason": "cert_hostname"}))],
+                "",
+                Fail,
+            ),
             (
                 "41 days left with a 60 day margin",
                 vec![p(json!({}))],
-                r#"min_remaining = "60d""#,
+                "min_days_left = 60",
                 Fail,
             ),
             (
-                "unknown validity",
-                vec![p(json!({"certificate_valid": null}))],
+                "expiry unknown",
+                vec![p(json!({"chain_expires_in_days": null}))],
                 "",
                 Error,
+            ),
+            (
+                "handshake not reached",
+                vec![p(json!({"chain_verified": null, "hostname_match": null, "up": false}))],
+                "",
+                NA,
             ),
             (
                 "probe could not run",
@@ -240,8 +267,29 @@ fn transmission_certificate() {
                 "",
                 Error,
             ),
+            (
+                "an observation from before chain checks",
+                vec![ok(
+                    "ehr.probe",
+                    "ehr",
+                    json!({"probe": "https", "target": "https://ehr.example/", "up": true, "tls_version": "TLSv1.3"}),
+                )],
+                "",
+                NA,
+            ),
             ("no EHR endpoint configured", vec![], "", NA),
         ],
+    );
+    let f = finding_with(
+        "hipaa.transmission.certificate",
+        &[p(json!({"chain_expires_in_days": 12}))],
+        "",
+        &ctx(Os::Linux, Some(Role::Server)),
+    );
+    assert!(
+        f.message.contains("chain_expires_in_days: 12"),
+        "the days left are named: {}",
+        f.message
     );
 }
 
