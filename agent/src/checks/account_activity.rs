@@ -159,7 +159,10 @@ pub fn parse_local_users(json: &str) -> Result<Vec<AccountLogin>, String> {
         .iter()
         .map(|u| {
             Ok(AccountLogin {
-                name: u["Name"].as_str().ok_or("a Get-LocalUser entry has no Name")?.to_string(),
+                name: u["Name"]
+                    .as_str()
+                    .ok_or("a Get-LocalUser entry has no Name")?
+                    .to_string(),
                 enabled: u["Enabled"].as_bool(),
                 last_login_at: powershell_date(&u["LastLogon"]),
             })
@@ -170,9 +173,10 @@ pub fn parse_local_users(json: &str) -> Result<Vec<AccountLogin>, String> {
 const GET_LOCAL_USER: &str = "Get-LocalUser | Select-Object Name,Enabled,LastLogon | ConvertTo-Json";
 
 fn windows(host: &Host) -> Result<AccountActivity, String> {
-    let out = host
-        .runner
-        .run("powershell", &["-NoProfile", "-NonInteractive", "-Command", GET_LOCAL_USER])?;
+    let out = host.runner.run(
+        "powershell",
+        &["-NoProfile", "-NonInteractive", "-Command", GET_LOCAL_USER],
+    )?;
     Ok(AccountActivity {
         accounts: parse_local_users(&out)?,
         source: "Get-LocalUser".into(),
@@ -249,7 +253,11 @@ mod tests {
             Some(at("2026-11-20T08:00:00Z"))
         );
         assert_eq!(lastlog_record(&bytes, 0, LASTLOG_LAYOUT), None, "zero time: never");
-        assert_eq!(lastlog_record(&bytes, 5000, LASTLOG_LAYOUT), None, "past the end: never");
+        assert_eq!(
+            lastlog_record(&bytes, 5000, LASTLOG_LAYOUT),
+            None,
+            "past the end: never"
+        );
     }
 
     #[test]
@@ -295,7 +303,10 @@ mod tests {
         assert_eq!(users.len(), 5);
         assert_eq!(users[0].name, "Administrator");
         assert_eq!(users[0].enabled, Some(true));
-        assert_eq!(users[0].last_login_at, DateTime::from_timestamp_millis(1_605_771_872_777));
+        assert_eq!(
+            users[0].last_login_at,
+            DateTime::from_timestamp_millis(1_605_771_872_777)
+        );
         assert_eq!((users[1].enabled, users[1].last_login_at), (Some(false), None));
         let h = host(
             "empty",
@@ -308,7 +319,8 @@ mod tests {
         let a: AccountActivity = payload(&collect(&h, Platform::Windows), "host");
         assert_eq!(a.accounts.len(), 5);
         assert!(parse_local_users("not json").unwrap_err().contains("not JSON"));
-        let one = parse_local_users(r#"{"Name": "solo", "Enabled": true, "LastLogon": "2026-11-01T10:00:00Z"}"#).unwrap();
+        let one =
+            parse_local_users(r#"{"Name": "solo", "Enabled": true, "LastLogon": "2026-11-01T10:00:00Z"}"#).unwrap();
         assert_eq!(one[0].last_login_at, Some(at("2026-11-01T10:00:00Z")));
     }
 
@@ -318,7 +330,11 @@ mod tests {
         let last = "alice     console                   Mon Jan  5 08:10   still logged in\n\
                     bob       ttys000                   Sat Dec 20 17:02 - 18:00  (00:58)\n";
         assert_eq!(last_login_in(last, "alice", now), Some(at("2026-01-05T08:10:00Z")));
-        assert_eq!(last_login_in(last, "bob", now), Some(at("2025-12-20T17:02:00Z")), "last year's");
+        assert_eq!(
+            last_login_in(last, "bob", now),
+            Some(at("2025-12-20T17:02:00Z")),
+            "last year's"
+        );
         assert_eq!(last_login_in(last, "carol", now), None);
         let h = host(
             "empty",

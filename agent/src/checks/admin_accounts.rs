@@ -169,7 +169,10 @@ mod tests {
         assert_eq!(a.groups, ["sudo"]);
         assert_eq!(a.admins, ["alice", "deploy", "msp-admin"]);
         // deploy's shell is /usr/sbin/nologin.
-        assert_eq!(a.interactive_admins, Some(vec!["alice".to_string(), "msp-admin".to_string()]));
+        assert_eq!(
+            a.interactive_admins,
+            Some(vec!["alice".to_string(), "msp-admin".to_string()])
+        );
         let h = host("empty", FakeRunner::default(), "2026-11-24T10:00:00Z");
         assert!(error_of(&collect(&h, Platform::Linux), "accounts.admin", "host").contains("/etc/group"));
     }

@@ -199,11 +199,7 @@ pub fn sshd_config(host: &Host) -> Result<Option<String>, String> {
 /// `yes` (the default since OpenSSH 7.0 is `prohibit-password`) and password or
 /// keyboard-interactive authentication on.
 pub fn ssh_root_password_login(settings: &BTreeMap<String, String>) -> bool {
-    let get = |k: &str, default: &str| {
-        settings
-            .get(k)
-            .map_or(default.to_string(), |v| v.to_ascii_lowercase())
-    };
+    let get = |k: &str, default: &str| settings.get(k).map_or(default.to_string(), |v| v.to_ascii_lowercase());
     let permit = get("permitrootlogin", "prohibit-password");
     let password = get("passwordauthentication", "yes") != "no";
     let kbd = get(
@@ -292,7 +288,10 @@ mod tests {
         assert!(ssh_root_password_login(&weak));
         let keys_only = parse_sshd_config("PermitRootLogin yes\nPasswordAuthentication no\n");
         assert!(!ssh_root_password_login(&keys_only));
-        assert!(!ssh_root_password_login(&parse_sshd_config("")), "default prohibit-password");
+        assert!(
+            !ssh_root_password_login(&parse_sshd_config("")),
+            "default prohibit-password"
+        );
         assert!(!ssh_requires_two_methods(&parse_sshd_config(
             "AuthenticationMethods publickey,password publickey"
         )));

@@ -104,7 +104,10 @@ pub fn parse_syslog_forwards(text: &str) -> Vec<String> {
             continue;
         };
         if let Some(host) = action.strip_prefix('@') {
-            let host = host.trim_start_matches('@').trim_start_matches('(').trim_end_matches(')');
+            let host = host
+                .trim_start_matches('@')
+                .trim_start_matches('(')
+                .trim_end_matches(')');
             if !host.is_empty() {
                 out.push(redact(host.split(';').next().unwrap_or(host)));
             }
@@ -277,7 +280,9 @@ mod tests {
             ["logs.example:6514", "10.0.0.9", "siem.example"]
         );
         assert_eq!(
-            parse_syslog_ng_destinations("destination d_net { network(\"10.1.1.1\" port(514) transport(\"tcp\")); };\n"),
+            parse_syslog_ng_destinations(
+                "destination d_net { network(\"10.1.1.1\" port(514) transport(\"tcp\")); };\n"
+            ),
             ["10.1.1.1"]
         );
         assert_eq!(
@@ -325,7 +330,10 @@ mod tests {
                     &format!("reg query {SUBSCRIPTION_MANAGER}"),
                     Ok(&recorded("reg/subscriptionmanager.txt")),
                 )
-                .with("tasklist /fo csv /nh", Ok("\"winlogbeat.exe\",\"4242\",\"Services\",\"0\",\"30,000 K\"\n")),
+                .with(
+                    "tasklist /fo csv /nh",
+                    Ok("\"winlogbeat.exe\",\"4242\",\"Services\",\"0\",\"30,000 K\"\n"),
+                ),
             "2026-11-24T10:00:00Z",
         );
         let f: LogForwarding = payload(&collect(&h, Platform::Windows), "host");
@@ -343,6 +351,9 @@ mod tests {
             "2026-11-24T10:00:00Z",
         );
         let f: LogForwarding = payload(&collect(&h, Platform::MacOs), "host");
-        assert_eq!((f.forwarded, f.mechanisms.as_slice()), (Some(true), &["fluent-bit".to_string()][..]));
+        assert_eq!(
+            (f.forwarded, f.mechanisms.as_slice()),
+            (Some(true), &["fluent-bit".to_string()][..])
+        );
     }
 }

@@ -20,9 +20,7 @@
 use rounds_protocol::Observation;
 use rounds_protocol::obs::{Mfa, Payload};
 
-use super::hostcfg::{
-    PamAuth, pam_auth, parse_sshd_config, reg_dword, reg_key, sshd_config, ssh_requires_two_methods,
-};
+use super::hostcfg::{PamAuth, pam_auth, parse_sshd_config, reg_dword, reg_key, ssh_requires_two_methods, sshd_config};
 use super::{Check, Host, Platform, platform};
 
 /// Observes multi-factor authentication on log-in.
@@ -197,7 +195,11 @@ fn macos(host: &Host) -> Result<Mfa, String> {
         }
     }
     let local = smart_card.unwrap_or(false);
-    let mut methods = if local { vec!["smart-card".to_string()] } else { Vec::new() };
+    let mut methods = if local {
+        vec!["smart-card".to_string()]
+    } else {
+        Vec::new()
+    };
     let remote_login = parse_remote_login(&host.runner.run("systemsetup", &["-getremotelogin"])?)
         .ok_or("unrecognised systemsetup -getremotelogin output")?;
     let remote = if remote_login { ssh(host, &mut methods)? } else { None };

@@ -51,7 +51,10 @@ pub fn parse_os_release(text: &str) -> BTreeMap<String, String> {
         .filter(|l| !l.trim_start().starts_with('#'))
         .filter_map(|l| {
             let (k, v) = l.split_once('=')?;
-            Some((k.trim().to_string(), v.trim().trim_matches('"').trim_matches('\'').to_string()))
+            Some((
+                k.trim().to_string(),
+                v.trim().trim_matches('"').trim_matches('\'').to_string(),
+            ))
         })
         .collect()
 }
@@ -162,7 +165,10 @@ mod tests {
         let h = host("golden-host", FakeRunner::default(), "2026-11-24T10:00:00Z");
         let r: OsRelease = payload(&collect(&h, Platform::Linux), "host");
         assert_eq!((r.os_id.as_str(), r.version.as_str()), ("debian", "12"));
-        let rocky = linux_release(&parse_os_release("ID=\"rocky\"\nVERSION_ID=\"9.4\"\nPRETTY_NAME=\"Rocky Linux 9.4 (Blue Onyx)\"\n")).unwrap();
+        let rocky = linux_release(&parse_os_release(
+            "ID=\"rocky\"\nVERSION_ID=\"9.4\"\nPRETTY_NAME=\"Rocky Linux 9.4 (Blue Onyx)\"\n",
+        ))
+        .unwrap();
         assert_eq!((rocky.os_id.as_str(), rocky.version.as_str()), ("rocky", "9"));
         let ubuntu = linux_release(&parse_os_release("ID=ubuntu\nVERSION_ID=\"24.04\"\n")).unwrap();
         assert_eq!(ubuntu.version, "24.04");
@@ -190,7 +196,10 @@ mod tests {
             ("CurrentBuild", "9600"),
         ]))
         .unwrap();
-        assert_eq!((server.os_id.as_str(), server.version.as_str()), ("windows_server", "2012 R2"));
+        assert_eq!(
+            (server.os_id.as_str(), server.version.as_str()),
+            ("windows_server", "2012 R2")
+        );
         let win10 = windows_release(&v(&[
             ("ProductName", "Windows 10 Enterprise"),
             ("InstallationType", "Client"),

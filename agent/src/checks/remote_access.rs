@@ -16,7 +16,7 @@
 use rounds_protocol::Observation;
 use rounds_protocol::obs::{Payload, RemoteAccess};
 
-use super::hostcfg::{parse_sshd_config, reg_dword, sshd_config, ssh_root_password_login};
+use super::hostcfg::{parse_sshd_config, reg_dword, ssh_root_password_login, sshd_config};
 use super::mfa::{TERMINAL_SERVER, defaults_read, parse_defaults_bool, parse_remote_login};
 use super::{Check, Host, Platform, platform};
 
@@ -159,9 +159,16 @@ mod tests {
         assert_eq!((r.rdp_enabled, r.smb_signing_required), (Some(false), Some(true)));
         let h = host("golden-host", FakeRunner::default(), "2026-11-24T10:00:00Z");
         let r: RemoteAccess = payload(&collect(&h, Platform::Linux), "host");
-        assert_eq!((r.ssh_enabled, r.rdp_enabled, r.smb_signing_required), (Some(false), Some(false), None));
-        assert!(samba_signing_required("[global]\n   server role = active directory domain controller\n"));
-        assert!(!samba_signing_required("[global]\nserver signing = auto\n[share]\nserver signing = mandatory\n"));
+        assert_eq!(
+            (r.ssh_enabled, r.rdp_enabled, r.smb_signing_required),
+            (Some(false), Some(false), None)
+        );
+        assert!(samba_signing_required(
+            "[global]\n   server role = active directory domain controller\n"
+        ));
+        assert!(!samba_signing_required(
+            "[global]\nserver signing = auto\n[share]\nserver signing = mandatory\n"
+        ));
     }
 
     #[test]
@@ -181,10 +188,7 @@ mod tests {
                     &format!("reg query {LANMAN_SERVER} /v RequireSecuritySignature"),
                     Ok(&recorded("reg/requiresecuritysignature-1.txt")),
                 )
-                .with(
-                    "sc query sshd",
-                    Err(&recorded("sc/query-not-installed.txt")),
-                ),
+                .with("sc query sshd", Err(&recorded("sc/query-not-installed.txt"))),
             "2026-11-24T10:00:00Z",
         );
         let r: RemoteAccess = payload(&collect(&h, Platform::Windows), "host");

@@ -56,8 +56,14 @@ pub fn parse_modprobe(text: &str) -> (bool, bool) {
         let is_usb = |w: &str| w.replace('-', "_") == "usb_storage";
         match words.as_slice() {
             ["install", module, cmd, ..] if is_usb(module) => {
-                install |= ["/bin/false", "/bin/true", "/usr/bin/false", "/usr/bin/true", "/sbin/nologin"]
-                    .contains(cmd);
+                install |= [
+                    "/bin/false",
+                    "/bin/true",
+                    "/usr/bin/false",
+                    "/usr/bin/true",
+                    "/sbin/nologin",
+                ]
+                .contains(cmd);
             }
             ["blacklist", module, ..] if is_usb(module) => blacklist = true,
             _ => {}
@@ -77,7 +83,12 @@ pub fn cmdline_blacklists(cmdline: &str) -> bool {
 fn linux(host: &Host) -> Result<UsbStorage, String> {
     let mut install = false;
     let mut blacklist = false;
-    for dir in ["/etc/modprobe.d", "/run/modprobe.d", "/usr/lib/modprobe.d", "/lib/modprobe.d"] {
+    for dir in [
+        "/etc/modprobe.d",
+        "/run/modprobe.d",
+        "/usr/lib/modprobe.d",
+        "/lib/modprobe.d",
+    ] {
         for name in host.list_dir(dir)? {
             if name.ends_with(".conf")
                 && let Some(text) = host.read_opt(format!("{dir}/{name}"))?
@@ -202,11 +213,19 @@ mod tests {
     #[test]
     fn linux_modprobe_and_usbguard() {
         assert_eq!(parse_modprobe("install usb-storage /bin/false\n"), (true, false));
-        assert_eq!(parse_modprobe("blacklist usb_storage\n# install usb-storage /bin/true\n"), (false, true));
-        assert!(cmdline_blacklists("BOOT_IMAGE=/vmlinuz ro modprobe.blacklist=nouveau,usb-storage quiet"));
+        assert_eq!(
+            parse_modprobe("blacklist usb_storage\n# install usb-storage /bin/true\n"),
+            (false, true)
+        );
+        assert!(cmdline_blacklists(
+            "BOOT_IMAGE=/vmlinuz ro modprobe.blacklist=nouveau,usb-storage quiet"
+        ));
         let h = host("access-hardened", FakeRunner::default(), "2026-11-24T10:00:00Z");
         let u: UsbStorage = payload(&collect(&h, Platform::Linux), "host");
-        assert_eq!((u.usb_present, u.blocked, u.controlled), (Some(true), Some(true), Some(true)));
+        assert_eq!(
+            (u.usb_present, u.blocked, u.controlled),
+            (Some(true), Some(true), Some(true))
+        );
         assert_eq!(u.mechanisms, ["modprobe-install-false", "usbguard"]);
         let h = host("golden-host", FakeRunner::default(), "2026-11-24T10:00:00Z");
         let u: UsbStorage = payload(&collect(&h, Platform::Linux), "host");
