@@ -88,6 +88,41 @@ fn observations(now: DateTime<Utc>) -> Vec<Observation> {
             "journald",
             json!({"service": "journald", "installed": true, "running": true, "enabled": true, "persistent": false}),
         ),
+        ok(
+            "mfa",
+            "host",
+            json!({"local": true, "remote": true, "methods": ["pam_u2f"], "source": "/etc/pam.d"}),
+        ),
+        ok(
+            "usb_storage",
+            "host",
+            json!({"usb_present": true, "blocked": true, "controlled": false, "mechanisms": ["modprobe-install-false"]}),
+        ),
+        ok(
+            "accounts.admin",
+            "host",
+            json!({"groups": ["sudo"], "admins": ["deploy"], "interactive_admins": []}),
+        ),
+        ok(
+            "accounts.activity",
+            "host",
+            json!({"accounts": [{"name": "alice", "enabled": true, "last_login_at": ts(Duration::days(2))}, {"name": "bob", "enabled": true, "last_login_at": ts(Duration::days(40))}], "source": "lastlog"}),
+        ),
+        ok(
+            "log_forwarding",
+            "host",
+            json!({"forwarded": true, "mechanisms": ["rsyslog"], "destinations": ["logs.example:6514"]}),
+        ),
+        ok(
+            "os_release",
+            "host",
+            json!({"os_id": "debian", "version": "12", "name": "Debian GNU/Linux 12 (bookworm)"}),
+        ),
+        ok(
+            "remote_access",
+            "host",
+            json!({"rdp_enabled": false, "rdp_nla_required": null, "smb_signing_required": null, "ssh_enabled": true, "ssh_root_password_login": false}),
+        ),
     ];
     for m in ["/", "/srv", "/var", "/home"] {
         v.push(ok("encryption.volume", m, json!({"device": format!("/dev/mapper{m}"), "mount_point": m, "volume_type": "fixed", "encrypted": true, "method": "luks", "state": "on", "device_chain": []})));

@@ -178,6 +178,19 @@ fn write_markdown(pack: &Pack, out: &mut String) -> std::fmt::Result {
         }
         writeln!(out)?;
     }
+    if let Some(sections) = &pack.sections {
+        writeln!(out, "## Section ids\n")?;
+        writeln!(out, "Current rule: {}.\n", sections.source.trim())?;
+        writeln!(out, "| section | designation |")?;
+        writeln!(out, "| --- | --- |")?;
+        for (id, designation) in &sections.current {
+            writeln!(out, "| {id} | {designation} |")?;
+        }
+        writeln!(out)?;
+        writeln!(out, "2025 proposed rule: {}.\n", sections.proposed_2025_source.trim())?;
+        let ids: Vec<&str> = sections.proposed_2025.iter().map(String::as_str).collect();
+        writeln!(out, "{}\n", ids.join(", "))?;
+    }
     if let Some(eol) = &pack.end_of_life {
         writeln!(out, "## End-of-life table\n")?;
         writeln!(out, "{} (checked {}).\n", eol.source.trim(), eol.checked)?;

@@ -12,38 +12,18 @@
 //!   than now is taken as last year's. `enabled` is unknown.
 
 use chrono::{DateTime, Datelike, NaiveDateTime, TimeZone, Utc};
-use rounds_protocol::Observation;
-use rounds_protocol::obs::{AccountActivity, AccountLogin, Payload};
+use rounds_protocol::obs::{AccountActivity, AccountLogin};
 use serde_json::Value;
 
+use super::Host;
 use super::accounts::{interactive, parse_passwd};
-use super::{Check, Host, Platform, platform};
+use super::hostcfg::host_check;
 
-/// Observes the last log-in of every interactive account.
-#[derive(Debug)]
-pub struct AccountActivityCheck;
-
-impl Check for AccountActivityCheck {
-    fn name(&self) -> &'static str {
-        "account_activity"
-    }
-
-    fn kinds(&self) -> &'static [&'static str] {
-        &[AccountActivity::KIND]
-    }
-
-    fn run(&self, host: &Host) -> Vec<Observation> {
-        collect(host, platform())
-    }
-}
-
-fn collect(host: &Host, platform: Platform) -> Vec<Observation> {
-    let result = match platform {
-        Platform::Linux => linux(host),
-        Platform::Windows => windows(host),
-        Platform::MacOs => macos(host),
-    };
-    vec![Observation::from_result("host", host.now, result)]
+host_check! {
+    /// Observes the last log-in of every interactive account.
+    AccountActivityCheck,
+    "account_activity",
+    AccountActivity
 }
 
 /// The size of one /var/log/lastlog record and of its time field: 292 bytes with a 32-bit
@@ -237,6 +217,7 @@ fn macos(host: &Host) -> Result<AccountActivity, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::checks::Platform;
     use crate::checks::testutil::{FakeRunner, at, error_of, host, payload, recorded};
 
     #[test]

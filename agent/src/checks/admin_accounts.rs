@@ -12,37 +12,17 @@
 
 use std::collections::BTreeSet;
 
-use rounds_protocol::Observation;
-use rounds_protocol::obs::{AdminAccounts, Payload};
+use rounds_protocol::obs::AdminAccounts;
 
+use super::Host;
 use super::accounts::{interactive, parse_passwd};
-use super::{Check, Host, Platform, platform};
+use super::hostcfg::host_check;
 
-/// Observes administrators that log in interactively.
-#[derive(Debug)]
-pub struct AdminAccountsCheck;
-
-impl Check for AdminAccountsCheck {
-    fn name(&self) -> &'static str {
-        "admin_accounts"
-    }
-
-    fn kinds(&self) -> &'static [&'static str] {
-        &[AdminAccounts::KIND]
-    }
-
-    fn run(&self, host: &Host) -> Vec<Observation> {
-        collect(host, platform())
-    }
-}
-
-fn collect(host: &Host, platform: Platform) -> Vec<Observation> {
-    let result = match platform {
-        Platform::Linux => linux(host),
-        Platform::Windows => windows(host),
-        Platform::MacOs => macos(host),
-    };
-    vec![Observation::from_result("host", host.now, result)]
+host_check! {
+    /// Observes administrators that log in interactively.
+    AdminAccountsCheck,
+    "admin_accounts",
+    AdminAccounts
 }
 
 /// Groups of Linux that grant administration through sudo or polkit.
@@ -160,6 +140,7 @@ fn macos(host: &Host) -> Result<AdminAccounts, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::checks::Platform;
     use crate::checks::testutil::{FakeRunner, error_of, host, payload, recorded};
 
     #[test]

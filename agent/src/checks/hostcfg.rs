@@ -6,6 +6,42 @@ use std::collections::BTreeMap;
 
 use super::{Host, reg_number, reg_value};
 
+/// Declares a check that makes one observation about the `host` of payload `$payload`, read
+/// by the calling module's `linux`, `windows` and `macos` functions (each
+/// `fn(&Host) -> Result<$payload, String>`; an `Err` becomes an error observation), with a
+/// `collect(host, platform)` that tests call for any platform.
+macro_rules! host_check {
+    ($(#[$doc:meta])* $check:ident, $name:literal, $payload:ty) => {
+        $(#[$doc])*
+        #[derive(Debug)]
+        pub struct $check;
+
+        impl super::Check for $check {
+            fn name(&self) -> &'static str {
+                $name
+            }
+
+            fn kinds(&self) -> &'static [&'static str] {
+                &[<$payload as rounds_protocol::obs::Payload>::KIND]
+            }
+
+            fn run(&self, host: &super::Host) -> Vec<rounds_protocol::Observation> {
+                collect(host, super::platform())
+            }
+        }
+
+        fn collect(host: &super::Host, platform: super::Platform) -> Vec<rounds_protocol::Observation> {
+            let result = match platform {
+                super::Platform::Linux => linux(host),
+                super::Platform::Windows => windows(host),
+                super::Platform::MacOs => macos(host),
+            };
+            vec![rounds_protocol::Observation::from_result("host", host.now, result)]
+        }
+    };
+}
+pub(crate) use host_check;
+
 /// `ERROR: The system was unable to find the specified registry key or value.`
 pub fn reg_missing(error: &str) -> bool {
     error.contains("unable to find")

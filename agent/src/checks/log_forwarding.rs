@@ -15,37 +15,17 @@
 //!
 //! Destinations are host names or URLs only; credentials in URLs are cut off.
 
-use rounds_protocol::Observation;
-use rounds_protocol::obs::{LogForwarding, Payload};
+use rounds_protocol::obs::LogForwarding;
 
+use super::hostcfg::host_check;
 use super::hostcfg::{process_names, reg_key};
-use super::{Check, Host, Platform, platform};
+use super::{Host, Platform};
 
-/// Observes log forwarding.
-#[derive(Debug)]
-pub struct LogForwardingCheck;
-
-impl Check for LogForwardingCheck {
-    fn name(&self) -> &'static str {
-        "log_forwarding"
-    }
-
-    fn kinds(&self) -> &'static [&'static str] {
-        &[LogForwarding::KIND]
-    }
-
-    fn run(&self, host: &Host) -> Vec<Observation> {
-        collect(host, platform())
-    }
-}
-
-fn collect(host: &Host, platform: Platform) -> Vec<Observation> {
-    let result = match platform {
-        Platform::Linux => linux(host),
-        Platform::Windows => windows(host),
-        Platform::MacOs => macos(host),
-    };
-    vec![Observation::from_result("host", host.now, result)]
+host_check! {
+    /// Observes log forwarding.
+    LogForwardingCheck,
+    "log_forwarding",
+    LogForwarding
 }
 
 /// Process names of log shippers (lowercase; Windows names with `.exe`).

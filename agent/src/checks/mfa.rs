@@ -17,37 +17,17 @@
 //!   /Library/Preferences) for local log-in; `systemsetup -getremotelogin` (root) and the same
 //!   sshd_config and PAM reading as Linux for SSH.
 
-use rounds_protocol::Observation;
-use rounds_protocol::obs::{Mfa, Payload};
+use rounds_protocol::obs::Mfa;
 
+use super::Host;
+use super::hostcfg::host_check;
 use super::hostcfg::{PamAuth, pam_auth, parse_sshd_config, reg_dword, reg_key, ssh_requires_two_methods, sshd_config};
-use super::{Check, Host, Platform, platform};
 
-/// Observes multi-factor authentication on log-in.
-#[derive(Debug)]
-pub struct MfaCheck;
-
-impl Check for MfaCheck {
-    fn name(&self) -> &'static str {
-        "mfa"
-    }
-
-    fn kinds(&self) -> &'static [&'static str] {
-        &[Mfa::KIND]
-    }
-
-    fn run(&self, host: &Host) -> Vec<Observation> {
-        collect(host, platform())
-    }
-}
-
-fn collect(host: &Host, platform: Platform) -> Vec<Observation> {
-    let result = match platform {
-        Platform::Linux => linux(host),
-        Platform::Windows => windows(host),
-        Platform::MacOs => macos(host),
-    };
-    vec![Observation::from_result("host", host.now, result)]
+host_check! {
+    /// Observes multi-factor authentication on log-in.
+    MfaCheck,
+    "mfa",
+    Mfa
 }
 
 /// Second-factor modules that must succeed in a PAM stack.
@@ -214,6 +194,7 @@ fn macos(host: &Host) -> Result<Mfa, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::checks::Platform;
     use crate::checks::testutil::{FakeRunner, error_of, host, payload, recorded};
 
     #[test]

@@ -12,37 +12,17 @@
 
 use std::collections::BTreeMap;
 
-use rounds_protocol::Observation;
-use rounds_protocol::obs::{OsRelease, Payload};
+use rounds_protocol::obs::OsRelease;
 
+use super::Host;
+use super::hostcfg::host_check;
 use super::hostcfg::parse_reg_values;
-use super::{Check, Host, Platform, platform};
 
-/// Observes the operating-system release.
-#[derive(Debug)]
-pub struct OsReleaseCheck;
-
-impl Check for OsReleaseCheck {
-    fn name(&self) -> &'static str {
-        "os_release"
-    }
-
-    fn kinds(&self) -> &'static [&'static str] {
-        &[OsRelease::KIND]
-    }
-
-    fn run(&self, host: &Host) -> Vec<Observation> {
-        collect(host, platform())
-    }
-}
-
-fn collect(host: &Host, platform: Platform) -> Vec<Observation> {
-    let result = match platform {
-        Platform::Linux => linux(host),
-        Platform::Windows => windows(host),
-        Platform::MacOs => macos(host),
-    };
-    vec![Observation::from_result("host", host.now, result)]
+host_check! {
+    /// Observes the operating-system release.
+    OsReleaseCheck,
+    "os_release",
+    OsRelease
 }
 
 /// `KEY=value` pairs of os-release, quotes removed.
@@ -158,6 +138,7 @@ fn macos(host: &Host) -> Result<OsRelease, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::checks::Platform;
     use crate::checks::testutil::{FakeRunner, error_of, host, payload, recorded};
 
     #[test]

@@ -13,38 +13,18 @@
 //!   no RDP server; `defaults read /Library/Preferences/SystemConfiguration/com.apple.smb.server
 //!   SigningRequired` for file sharing.
 
-use rounds_protocol::Observation;
-use rounds_protocol::obs::{Payload, RemoteAccess};
+use rounds_protocol::obs::RemoteAccess;
 
+use super::Host;
+use super::hostcfg::host_check;
 use super::hostcfg::{parse_sshd_config, reg_dword, ssh_root_password_login, sshd_config};
 use super::mfa::{TERMINAL_SERVER, defaults_read, parse_defaults_bool, parse_remote_login};
-use super::{Check, Host, Platform, platform};
 
-/// Observes remote-access hardening.
-#[derive(Debug)]
-pub struct RemoteAccessCheck;
-
-impl Check for RemoteAccessCheck {
-    fn name(&self) -> &'static str {
-        "remote_access"
-    }
-
-    fn kinds(&self) -> &'static [&'static str] {
-        &[RemoteAccess::KIND]
-    }
-
-    fn run(&self, host: &Host) -> Vec<Observation> {
-        collect(host, platform())
-    }
-}
-
-fn collect(host: &Host, platform: Platform) -> Vec<Observation> {
-    let result = match platform {
-        Platform::Linux => linux(host),
-        Platform::Windows => windows(host),
-        Platform::MacOs => macos(host),
-    };
-    vec![Observation::from_result("host", host.now, result)]
+host_check! {
+    /// Observes remote-access hardening.
+    RemoteAccessCheck,
+    "remote_access",
+    RemoteAccess
 }
 
 /// Whether Samba requires signing: `server signing = mandatory` (or `required`) in `[global]`,
@@ -149,6 +129,7 @@ fn macos(host: &Host) -> Result<RemoteAccess, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::checks::Platform;
     use crate::checks::testutil::{FakeRunner, error_of, host, payload, recorded};
 
     #[test]

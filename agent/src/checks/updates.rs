@@ -15,7 +15,11 @@
 //!   (`NoAutoUpdate`, `AUOptions` 4 = download and install on a schedule) and the
 //!   ...\WindowsUpdate\Auto Update\RebootRequired key, through `reg query` (no privilege). Without a
 //!   policy Windows decides by itself: automatic installation is then unknown. Pending updates
-//!   need the Windows Update agent API and are not read yet.
+//!   come from the Windows Update agent's last scan (`Microsoft.Update.Session` searcher with
+//!   `Online = $false`, through PowerShell; no network, no privilege): an update with an MSRC
+//!   severity is a security update, `Critical` is critical and `Important` high
+//!   (`severity_known`), its age counted from `LastDeploymentChangeTime`. When the search
+//!   fails, pending updates and severity stay unknown.
 //! - macOS softwareupdate is not read yet (an error observation says so).
 //!
 //! Counting all pending updates on Debian needs a package simulation (`apt-get -s upgrade`,
@@ -80,6 +84,63 @@ pub fn parse_wu_policy(output: &str) -> Option<bool> {
     }
 }
 
+/// The Windows Update agent's cached search for pending software updates, as JSON.
+pub(crate) const WU_SEARCH: &str = "$s = (New-Object -ComObject Microsoft.Update.Session).CreateUpdateSearcher(); \
+$s.Online = $false; \
+@($s.Search(\"IsInstalled=0 and IsHidden=0 and Type='Software'\").Updates | ForEach-Object { \
+[ordered]@{ Title = [string]$_.Title; MsrcSeverity = [string]$_.MsrcSeverity; \
+LastDeploymentChangeTime = $_.LastDeploymentChangeTime.ToUniversalTime().ToString('o') } }) \
+| ConvertTo-Json";
+
+/// Pending Windows updates by MSRC severity; ages in days.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WuPending {
+    pub pending: u32,
+    /// Updates with an MSRC severity (security updates).
+    pub security: u32,
+    pub oldest_security: Option<u32>,
+    pub oldest_critical: Option<u32>,
+    /// `Important` is MSRC's second severity: high.
+    pub oldest_high: Option<u32>,
+}
+
+/// Pending updates from the search's JSON (an array, one object, or nothing when none is
+/// pending).
+pub fn parse_wu_pending(json: &str, now: DateTime<Utc>) -> Result<WuPending, String> {
+    let text = json.trim();
+    let items: Vec<serde_json::Value> = if text.is_empty() {
+        Vec::new()
+    } else {
+        match serde_json::from_str(text).map_err(|e| format!("Windows Update search output is not JSON: {e}"))? {
+            serde_json::Value::Array(items) => items,
+            one => vec![one],
+        }
+    };
+    let age = |u: &serde_json::Value| {
+        let at = u["LastDeploymentChangeTime"].as_str()?;
+        let at = DateTime::parse_from_rfc3339(at).ok()?.with_timezone(&Utc);
+        u32::try_from((now - at).num_days().max(0)).ok()
+    };
+    let oldest = |pred: &dyn Fn(&str) -> bool| {
+        items
+            .iter()
+            .filter(|u| pred(u["MsrcSeverity"].as_str().unwrap_or("")))
+            .filter_map(age)
+            .max()
+    };
+    let security = items
+        .iter()
+        .filter(|u| !u["MsrcSeverity"].as_str().unwrap_or("").is_empty())
+        .count();
+    Ok(WuPending {
+        pending: u32::try_from(items.len()).unwrap_or(u32::MAX),
+        security: u32::try_from(security).unwrap_or(u32::MAX),
+        oldest_security: oldest(&|s| !s.is_empty()),
+        oldest_critical: oldest(&|s| s == "Critical"),
+        oldest_high: oldest(&|s| s == "Important"),
+    })
+}
+
 fn windows(host: &Host) -> Result<Updates, String> {
     let missing = |e: &str| e.contains("unable to find");
     let auto = match host.runner.run("reg", &["query", WU_POLICY]) {
@@ -92,17 +153,41 @@ fn windows(host: &Host) -> Result<Updates, String> {
         Err(e) if missing(&e) => Some(false),
         Err(_) => None,
     };
+    let pending = host
+        .runner
+        .run("powershell", &["-NoProfile", "-NonInteractive", "-Command", WU_SEARCH])
+        .and_then(|out| parse_wu_pending(&out, host.now));
+    let (pending_count, security, oldest, critical, high, known) = match pending {
+        Ok(WuPending {
+            pending,
+            security,
+            oldest_security,
+            oldest_critical,
+            oldest_high,
+        }) => (
+            Some(pending),
+            Some(security),
+            oldest_security,
+            oldest_critical,
+            oldest_high,
+            Some(true),
+        ),
+        Err(error) => {
+            tracing::debug!(%error, "windows update search failed");
+            (None, None, None, None, None, None)
+        }
+    };
     Ok(Updates {
         manager: "windows-update".to_string(),
-        pending_count: None,
-        pending_security_count: None,
-        oldest_pending_security_days: None,
+        pending_count,
+        pending_security_count: security,
+        oldest_pending_security_days: oldest,
         auto_security_updates: auto,
         reboot_required: reboot,
         last_run: None,
-        severity_known: None,
-        oldest_pending_critical_days: None,
-        oldest_pending_high_days: None,
+        severity_known: known,
+        oldest_pending_critical_days: critical,
+        oldest_pending_high_days: high,
     })
 }
 
@@ -432,6 +517,43 @@ mod tests {
         assert_eq!(u.last_run, None);
         assert_eq!(u.reboot_required, Some(false));
         assert_eq!(u.pending_count, None);
+    }
+
+    #[test]
+    fn windows_pending_updates_by_msrc_severity() {
+        let json = recorded("wu-search/pending-three.json");
+        let p = parse_wu_pending(&json, at("2026-11-24T12:00:00Z")).unwrap();
+        assert_eq!((p.pending, p.security), (3, 2));
+        assert_eq!(
+            (p.oldest_security, p.oldest_critical, p.oldest_high),
+            (Some(20), Some(9), Some(20))
+        );
+        let none = parse_wu_pending("", at("2026-11-24T12:00:00Z")).unwrap();
+        assert_eq!((none.pending, none.security, none.oldest_security), (0, 0, None));
+        assert!(parse_wu_pending("<html>", at("2026-11-24T12:00:00Z")).is_err());
+        let h = host(
+            "empty",
+            FakeRunner::default()
+                .with(
+                    &format!("reg query {WU_POLICY}"),
+                    Ok(&recorded("reg/wu-au-option4.txt")),
+                )
+                .with(
+                    &format!("reg query {WU_REBOOT}"),
+                    Err("ERROR: The system was unable to find the specified registry key or value."),
+                )
+                .with(
+                    &format!("powershell -NoProfile -NonInteractive -Command {WU_SEARCH}"),
+                    Ok(&json),
+                ),
+            NOW,
+        );
+        let u: Updates = crate::checks::testutil::payload(&collect(&h, Platform::Windows), "host");
+        assert_eq!(u.severity_known, Some(true));
+        assert_eq!(
+            (u.oldest_pending_critical_days, u.oldest_pending_high_days),
+            (Some(9), Some(20))
+        );
     }
 
     #[test]

@@ -13,38 +13,18 @@
 //!   mount-controls`: `harddisk-external` `deny` or `eject` blocks, `read-only` or
 //!   `authenticate` controls. (macOS 15's disk-management declaration is not read yet.)
 
-use rounds_protocol::Observation;
-use rounds_protocol::obs::{Payload, UsbStorage};
+use rounds_protocol::obs::UsbStorage;
 
+use super::hostcfg::host_check;
 use super::hostcfg::{process_names, reg_dword};
 use super::mfa::defaults_read;
-use super::{Check, Host, Platform, platform};
+use super::{Host, Platform};
 
-/// Observes whether USB mass storage is blocked or controlled.
-#[derive(Debug)]
-pub struct UsbStorageCheck;
-
-impl Check for UsbStorageCheck {
-    fn name(&self) -> &'static str {
-        "usb_storage"
-    }
-
-    fn kinds(&self) -> &'static [&'static str] {
-        &[UsbStorage::KIND]
-    }
-
-    fn run(&self, host: &Host) -> Vec<Observation> {
-        collect(host, platform())
-    }
-}
-
-fn collect(host: &Host, platform: Platform) -> Vec<Observation> {
-    let result = match platform {
-        Platform::Linux => linux(host),
-        Platform::Windows => windows(host),
-        Platform::MacOs => macos(host),
-    };
-    vec![Observation::from_result("host", host.now, result)]
+host_check! {
+    /// Observes whether USB mass storage is blocked or controlled.
+    UsbStorageCheck,
+    "usb_storage",
+    UsbStorage
 }
 
 /// What modprobe configuration says about usb-storage: `(install_false, blacklisted)`.

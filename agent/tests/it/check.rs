@@ -93,7 +93,7 @@ fn copy_tree(from: &Path, to: &Path) {
 }
 
 const FINDING_KEYS: &[&str] = &["rule", "status", "severity", "citations", "evidence", "message"];
-const FINDING_OPTIONAL_KEYS: &[&str] = &["title", "remediation", "exception"];
+const FINDING_OPTIONAL_KEYS: &[&str] = &["title", "partial_citations", "remediation", "exception"];
 const STATUSES: &[&str] = &["pass", "fail", "error", "not_applicable"];
 
 /// `{"findings":[{"rule","status","severity","citations","evidence","message",...}...],
@@ -131,6 +131,13 @@ fn assert_shape(report: &Value) {
             !citations.is_empty() && citations.iter().all(Value::is_string),
             "{rule}: citations"
         );
+        if let Some(partial) = o.get("partial_citations") {
+            let partial = partial.as_array().expect("partial_citations is an array");
+            assert!(
+                !partial.is_empty() && partial.iter().all(|p| citations.contains(p)),
+                "{rule}: partial citations are some of its citations"
+            );
+        }
         assert!(f["evidence"].is_object(), "{rule}: evidence is an object");
         assert!(
             f["message"].as_str().is_some_and(|m| !m.trim().is_empty()),
@@ -523,4 +530,41 @@ fn table_marks_an_accepted_risk() {
         "{}",
         run.stdout
     );
+}
+
+/// The rules added for issue 18, with the check that observes for each.
+const OBSERVABLE_RULES: &[(&str, &str)] = &[
+    ("hipaa.access.mfa", "mfa"),
+    ("hipaa.media.usb_storage", "usb_storage"),
+    ("hipaa.access.admin_separation", "accounts.admin"),
+    ("hipaa.access.dormant_accounts", "accounts.activity"),
+    ("hipaa.audit.logs_forwarded", "log_forwarding"),
+    ("hipaa.updates.os_supported", "os_release"),
+    ("hipaa.access.remote_access_hardened", "remote_access"),
+];
+
+/// `rounds-agent check` on this very machine (root `/`, real commands) evaluates every rule,
+/// the new ones included, without a panic: the run ends with 0 or 1, never 2 or a signal,
+/// and each new rule's observation is there, ok or an error that says why.
+#[test]
+fn check_on_this_machine_evaluates_the_new_rules() {
+    let run = check(&["--format", "json"]);
+    assert!(run.code == 0 || run.code == 1, "exit {}: {}", run.code, run.stderr);
+    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+    let report = run.json();
+    assert_shape(&report);
+    for (rule, kind) in OBSERVABLE_RULES {
+        let f = run.finding(rule);
+        assert!(STATUSES.contains(&f["status"].as_str().unwrap_or("")), "{rule}: {f:#}");
+        let o = report["observations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["kind"] == *kind)
+            .unwrap_or_else(|| panic!("no {kind} observation"));
+        assert!(
+            o["status"] == "ok" || o["error"].as_str().is_some_and(|e| !e.trim().is_empty()),
+            "{kind}: {o:#}"
+        );
+    }
 }
