@@ -35,18 +35,22 @@ fi
 [ -x "$binary" ] || { echo "error: agent binary $binary not found or not executable" >&2; exit 1; }
 
 failed=0
+# judge WHAT BYTES BUDGET_MB DESCRIPTION: prints ok or FAIL and records a failure.
+judge() {
+  local what=$1 bytes=$2 mb=$3 desc=$4 max
+  max=$(awk -v mb="$mb" 'BEGIN { printf "%d", mb * 1000000 }')
+  if [ "$bytes" -gt "$max" ]; then
+    echo "FAIL $what: $desc, above the budget of $mb MB ($max bytes)"; failed=1
+  else
+    echo "ok   $what: $desc, within $mb MB ($max bytes)"
+  fi
+}
 bytes=$(stat -c %s "$binary")
-max_bytes=$(awk -v mb="$max_binary_mb" 'BEGIN { printf "%d", mb * 1000000 }')
-if [ "$bytes" -gt "$max_bytes" ]; then
-  echo "FAIL binary: $binary is $bytes bytes, above the budget of $max_binary_mb MB ($max_bytes bytes)"
-  failed=1
-else
-  echo "ok   binary: $binary is $bytes bytes, within $max_binary_mb MB ($max_bytes bytes)"
-fi
+judge binary "$bytes" "$max_binary_mb" "$binary is $bytes bytes"
 
 state=$(mktemp -d)
 out=$(mktemp)
-trap 'rm -rf "$state" "$out"' EXIT
+trap 'rm -rf "$state" "$out" "$out.rss" "$out.err"' EXIT
 # `check` exits 0 (all pass), 1 (a finding fails: normal on a build machine) or 2 (the run
 # itself failed); only 2 and signals are failures here.
 set +e
@@ -54,18 +58,9 @@ set +e
 code=$?
 set -e
 if [ "$code" -ge 2 ]; then
-  echo "FAIL run: '$binary check' exited $code:"; cat "$out.err"; cat "$out.rss" 2>/dev/null
-  rm -f "$out.rss" "$out.err"
+  echo "FAIL run: '$binary check' exited $code:"; cat "$out.err" "$out.rss" 2>/dev/null
   exit 1
 fi
 rss_kib=$(tail -1 "$out.rss")
-rm -f "$out.rss" "$out.err"
-rss_bytes=$((rss_kib * 1024))
-max_rss_bytes=$(awk -v mb="$max_rss_mb" 'BEGIN { printf "%d", mb * 1000000 }')
-if [ "$rss_bytes" -gt "$max_rss_bytes" ]; then
-  echo "FAIL peak RSS: '$binary check' peaked at $rss_kib KiB ($rss_bytes bytes), above the budget of $max_rss_mb MB ($max_rss_bytes bytes)"
-  failed=1
-else
-  echo "ok   peak RSS: '$binary check' peaked at $rss_kib KiB ($rss_bytes bytes), within $max_rss_mb MB"
-fi
+judge "peak RSS" $((rss_kib * 1024)) "$max_rss_mb" "'$binary check' peaked at $rss_kib KiB ($((rss_kib * 1024)) bytes)"
 exit "$failed"
