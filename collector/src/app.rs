@@ -7,6 +7,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
+
 use rounds_policies::{LoadErrors, Policy};
 
 use crate::config::Settings;
@@ -14,8 +15,7 @@ use crate::evaluation::PolicyCache;
 use crate::store::Store;
 use crate::{api, web};
 
-/// The clock the collector reads; tests pass a fixed one.
-pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+pub use crate::clock::Clock;
 
 /// State shared by every request handler.
 #[derive(Clone)]
@@ -23,7 +23,7 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub settings: Arc<Settings>,
     pub metrics: Arc<Metrics>,
-    pub clock: Clock,
+    pub clock: Arc<dyn Clock>,
     /// The policy reports are evaluated against when their practice and site have no policy
     /// settings, loaded once at start-up.
     pub policy: Arc<Policy>,
@@ -65,7 +65,7 @@ impl AppState {
             agent_config: Arc::new(crate::api::agent::ServedConfig::new(&settings)),
             settings: Arc::new(settings),
             metrics: Arc::new(Metrics::default()),
-            clock: Arc::new(Utc::now),
+            clock: Arc::new(crate::clock::SystemClock),
             policy,
             policies: Arc::new(PolicyCache::default()),
             evaluation_lock: Arc::new(tokio::sync::Mutex::new(())),
@@ -75,7 +75,7 @@ impl AppState {
 
     /// The current time by the collector's clock.
     pub fn now(&self) -> DateTime<Utc> {
-        (self.clock)()
+        self.clock.now()
     }
 
     /// Whether an agent last seen at `last_seen` counts as online now.

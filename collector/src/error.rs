@@ -53,7 +53,7 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound { .. } => ApiError::NotFound(e.to_string()),
             StoreError::Conflict { .. } | StoreError::Invalid(_) => ApiError::BadRequest(e.to_string()),
             StoreError::Token(r) => ApiError::Forbidden(format!("enrollment refused: {r}")),
-            StoreError::Database(_) => ApiError::Internal(e.to_string()),
+            StoreError::Database { .. } => ApiError::Internal(e.to_string()),
         }
     }
 }

@@ -12,7 +12,11 @@ use super::{AgentJson, AuthedAgent};
 use crate::app::{AppState, Metrics};
 use crate::error::ApiError;
 use crate::secrets;
-use crate::store::{Ingested, NewAgent, StoreError};
+use crate::store::{IncomingReport, Ingested, NewAgent, StoreError};
+
+/// How far ahead of the collector's clock an observation may be dated before it is stored
+/// with the receive time instead and flagged.
+pub const MAX_CLOCK_SKEW: chrono::Duration = chrono::Duration::minutes(5);
 
 /// Largest number of observations in one report.
 pub const MAX_OBSERVATIONS_PER_REPORT: usize = 10_000;
@@ -50,19 +54,16 @@ pub async fn enroll(
         os,
         agent_version,
     };
-    match state
-        .store
-        .enroll(&secrets::hash_secret(token.trim()), new, state.now())
-        .await
-    {
+    let now = state.now();
+    // Redeeming the token, creating the agent and its audit entry commit together or not at all.
+    let mut tx = state.store.begin().await?;
+    match tx.enroll(&secrets::hash_secret(token.trim()), new, now).await {
         Ok(e) => {
+            let detail = format!("agent {agent_id} ({hostname}) at {}/{}", e.practice, e.site);
+            tx.audit("enrollment", "agent.enroll", &detail, now).await?;
+            tx.commit().await?;
             Metrics::inc(&state.metrics.enrollments);
             tracing::info!(agent_id = %agent_id, %hostname, practice = %e.practice, site = %e.site, "agent enrolled");
-            let detail = format!("agent {agent_id} ({hostname}) at {}/{}", e.practice, e.site);
-            state
-                .store
-                .audit("enrollment", "agent.enroll", &detail, state.now())
-                .await?;
             Ok(Json(EnrollResponse {
                 protocol: PROTOCOL_MAJOR,
                 agent_id,
@@ -101,7 +102,13 @@ pub async fn heartbeat(
     same_agent(&agent, &hb.agent_id)?;
     short("agent_version", &hb.agent_version, 64)?;
     let now = state.now();
-    state.store.heartbeat(&agent.0, &hb.agent_version, now).await?;
+    // The agent's clock minus ours; request latency counts in, which is far below the skew
+    // that matters (minutes).
+    let skew = hb.sent_at - now;
+    state
+        .store
+        .heartbeat(&agent.0, &hb.agent_version, Some(skew), now)
+        .await?;
     Metrics::inc(&state.metrics.heartbeats);
     tracing::debug!(agent_id = %agent.0, "heartbeat");
     Ok(Json(HeartbeatAck {
@@ -137,16 +144,13 @@ pub async fn report(
             )));
         }
     }
-    let outcome = state
-        .store
-        .ingest_report(
-            &agent.0,
-            report.sequence,
-            report.created_at,
-            &report.observations,
-            state.now(),
-        )
-        .await?;
+    let now = state.now();
+    let incoming = IncomingReport {
+        report: &report,
+        received_at: now,
+        future_after: now + MAX_CLOCK_SKEW,
+    };
+    let outcome = state.store.ingest_report(&agent.0, incoming).await?;
     let stored = outcome == Ingested::Stored;
     if stored {
         Metrics::inc(&state.metrics.reports_stored);

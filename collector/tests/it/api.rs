@@ -87,6 +87,43 @@ async fn enrollment_trades_a_token_once() {
 }
 
 #[tokio::test]
+async fn enrollment_whose_audit_entry_fails_leaves_the_token_unused_and_no_agent() {
+    let app = TestApp::new();
+    let t = token(&app, "P", "Main").await;
+    // Make every audit write fail, under the store, as a full disk or a bug would.
+    let conn = rusqlite::Connection::open(app.db_path()).unwrap();
+    conn.execute_batch(
+        "CREATE TRIGGER fail_audit BEFORE INSERT ON audit_log BEGIN SELECT RAISE(ABORT, 'injected audit failure'); END;",
+    )
+    .unwrap();
+    let resp = app
+        .send(post_json("/api/v1/agent/enroll", &enroll_body(&t, "frontdesk"), None))
+        .await;
+    assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let everyone = rounds_collector::store::Scope {
+        role: Role::Admin,
+        practice_id: None,
+    };
+    assert!(
+        app.store().agents(&everyone).await.unwrap().is_empty(),
+        "no agent stored"
+    );
+
+    conn.execute_batch("DROP TRIGGER fail_audit;").unwrap();
+    let resp = app
+        .send(post_json("/api/v1/agent/enroll", &enroll_body(&t, "frontdesk"), None))
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK, "the token is still unused");
+    assert_eq!(app.store().agents(&everyone).await.unwrap().len(), 1);
+    let audit = app.store().audit_entries(10).await.unwrap();
+    assert_eq!(
+        audit.iter().filter(|e| e.action == "agent.enroll").count(),
+        1,
+        "{audit:?}"
+    );
+}
+
+#[tokio::test]
 async fn unknown_and_expired_tokens_are_refused_and_say_which() {
     let app = TestApp::new();
     let resp = app

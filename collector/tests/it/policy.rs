@@ -275,7 +275,7 @@ async fn the_proposed_profile_tightens_the_backup_age_for_that_practice_only() {
 #[tokio::test]
 async fn bad_settings_are_refused_with_file_line_and_rule_and_nothing_is_stored() {
     let app = TestApp::new();
-    app.store().ensure_site("Smith", "Main").await.unwrap();
+    app.store().ensure_site("Smith", "Main", app.state.now()).await.unwrap();
     let typo = "# practice settings\n[params.\"hipaa.availability.disk_space\"]\nmax_used = 80\n";
     let wrong_type = "[params.\"hipaa.backup.recent\"]\nmax_age = 26\n";
     let no_reason =
