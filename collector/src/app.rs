@@ -173,6 +173,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/agents", get(api::admin::agents))
         .route("/api/v1/agents/{agent_id}/observations", get(api::admin::observations))
         .route("/api/v1/agents/{agent_id}/findings", get(api::admin::findings))
+        .route(
+            "/api/v1/agents/{agent_id}/findings/history",
+            get(api::admin::findings_history),
+        )
         .route("/api/v1/openapi.json", get(api::admin::openapi))
         .route("/healthz", get(api::admin::healthz))
         .route("/metrics", get(api::admin::metrics))

@@ -7,8 +7,8 @@ use chrono::{DateTime, Duration, NaiveDate, Utc};
 use rounds_collector::secrets::hash_secret;
 use rounds_collector::store::sqlite::SqliteStore;
 use rounds_collector::store::{
-    AgentPolicySettings, DbErrorKind, FindingCounts, IncomingReport, Ingested, NewAgent, NewToken, PolicySettingsRow,
-    Role, Scope, Store, StoreError, TokenRefusal,
+    AgentPolicySettings, ChangeQuery, DbErrorKind, FindingChange, FindingCounts, IncomingReport, Ingested, NewAgent,
+    NewToken, PolicySettingsRow, Role, Scope, Store, StoreError, TokenRefusal,
 };
 use rounds_policies::{Exception, Finding, Severity, Status};
 use rounds_protocol::{Observation, Report, obs};
@@ -706,6 +706,197 @@ pub async fn units_of_work_commit_together_or_not_at_all(store: Arc<dyn Store>) 
     assert_eq!(store.audit_entries(10).await.unwrap().len(), 2);
 }
 
+/// (old, new) status of each change, in order.
+fn transitions(changes: &[FindingChange]) -> Vec<(Option<Status>, Option<Status>)> {
+    changes.iter().map(|c| (c.old_status, c.new_status)).collect()
+}
+
+pub async fn finding_history_records_every_change_with_its_time_and_evidence(store: Arc<dyn Store>) {
+    enroll(store.as_ref(), "P", "S", "a1").await;
+    let pass = finding("r.a", Status::Pass);
+    let fail = finding("r.a", Status::Fail);
+    let first = store
+        .replace_findings("a1", std::slice::from_ref(&pass), at(0))
+        .await
+        .unwrap();
+    assert_eq!(transitions(&first), vec![(None, Some(Status::Pass))], "appearance");
+    // Agreeing evaluations record nothing.
+    let same = store
+        .replace_findings("a1", std::slice::from_ref(&pass), at(50))
+        .await
+        .unwrap();
+    assert!(same.is_empty(), "{same:?}");
+    let to_fail = store
+        .replace_findings("a1", std::slice::from_ref(&fail), at(100))
+        .await
+        .unwrap();
+    assert_eq!(transitions(&to_fail), vec![(Some(Status::Pass), Some(Status::Fail))]);
+    let back = store
+        .replace_findings("a1", std::slice::from_ref(&pass), at(200))
+        .await
+        .unwrap();
+    assert_eq!(transitions(&back), vec![(Some(Status::Fail), Some(Status::Pass))]);
+
+    let all = store
+        .finding_changes(
+            &admin(),
+            &ChangeQuery {
+                agent_id: Some("a1".into()),
+                practice_id: None,
+                from: at(0),
+                to: at(1000),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 3, "{all:#?}");
+    let status_changes: Vec<&FindingChange> = all.iter().filter(|c| c.old_status.is_some()).collect();
+    assert_eq!(status_changes.len(), 2, "pass -> fail -> pass is two status changes");
+    assert_eq!(status_changes[0].at, at(100));
+    assert_eq!(status_changes[0].evidence, fail.evidence, "evidence at that moment");
+    assert_eq!(status_changes[0].message, fail.message);
+    assert_eq!(status_changes[1].at, at(200));
+    assert_eq!(status_changes[1].evidence, pass.evidence);
+    assert_eq!(
+        all,
+        [first, to_fail, back].concat(),
+        "replace_findings returns what it recorded"
+    );
+
+    // "Between": from inclusive, to exclusive.
+    let between = store
+        .finding_changes(
+            &admin(),
+            &ChangeQuery {
+                agent_id: Some("a1".into()),
+                practice_id: None,
+                from: at(100),
+                to: at(200),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(transitions(&between), vec![(Some(Status::Pass), Some(Status::Fail))]);
+
+    // "As at": between the changes it was failing, with the evidence of then.
+    let then = store.findings_at(&admin(), "a1", at(150)).await.unwrap();
+    assert_eq!(then.len(), 1);
+    assert_eq!(then[0].status, Status::Fail);
+    assert_eq!(then[0].evidence, fail.evidence);
+    assert_eq!(then[0].status_since, at(100));
+    assert_eq!(
+        store.findings_at(&admin(), "a1", at(99)).await.unwrap()[0].status,
+        Status::Pass
+    );
+    assert_eq!(
+        store.findings_at(&admin(), "a1", at(200)).await.unwrap()[0].status,
+        Status::Pass
+    );
+    assert!(
+        store.findings_at(&admin(), "a1", at(-1)).await.unwrap().is_empty(),
+        "before the first"
+    );
+
+    // An accepted risk that comes or goes is a change even when the status stays.
+    let mut accepted = fail.clone();
+    accepted.exception = Some(Exception {
+        reason: "isolated VLAN".into(),
+        accepted_by: "Dr. Smith".into(),
+        expires: NaiveDate::from_ymd_opt(2099, 1, 1).unwrap(),
+        source: "practice.toml".into(),
+    });
+    store
+        .replace_findings("a1", std::slice::from_ref(&fail), at(300))
+        .await
+        .unwrap();
+    let risk = store
+        .replace_findings("a1", std::slice::from_ref(&accepted), at(400))
+        .await
+        .unwrap();
+    assert_eq!(transitions(&risk), vec![(Some(Status::Fail), Some(Status::Fail))]);
+    assert_eq!(
+        (risk[0].old_exception.clone(), risk[0].exception.clone()),
+        (None, accepted.exception.clone())
+    );
+    assert_eq!(
+        store.findings_at(&admin(), "a1", at(450)).await.unwrap()[0].status_since,
+        at(300),
+        "status_since stays across an exception change"
+    );
+
+    // A rule no longer evaluated is retired, in the history too.
+    let gone = store.replace_findings("a1", &[], at(500)).await.unwrap();
+    assert_eq!(transitions(&gone), vec![(Some(Status::Fail), None)]);
+    assert!(store.findings_at(&admin(), "a1", at(500)).await.unwrap().is_empty());
+    assert_eq!(store.findings_at(&admin(), "a1", at(499)).await.unwrap().len(), 1);
+}
+
+pub async fn finding_history_is_scoped_by_agent_and_practice(store: Arc<dyn Store>) {
+    enroll(store.as_ref(), "Alpha", "S", "a1").await;
+    enroll(store.as_ref(), "Alpha", "S", "a2").await;
+    enroll(store.as_ref(), "Beta", "S", "b1").await;
+    for (id, secs) in [("a1", 0), ("a2", 10), ("b1", 20)] {
+        store
+            .replace_findings(id, &[finding("r.a", Status::Pass)], at(secs))
+            .await
+            .unwrap();
+        store
+            .replace_findings(id, &[finding("r.a", Status::Fail)], at(secs + 100))
+            .await
+            .unwrap();
+    }
+    let alpha = store.ensure_practice("Alpha", at(0)).await.unwrap();
+    let beta = store.ensure_practice("Beta", at(0)).await.unwrap();
+    let query = |agent_id: Option<&str>, practice_id: Option<i64>| ChangeQuery {
+        agent_id: agent_id.map(str::to_string),
+        practice_id,
+        from: at(-1000),
+        to: at(1000),
+    };
+    let agents_of = |changes: Vec<FindingChange>| -> Vec<String> {
+        let mut ids: Vec<String> = changes.into_iter().map(|c| c.agent_id).collect();
+        ids.dedup();
+        ids.sort();
+        ids.dedup();
+        ids
+    };
+    let one = store.finding_changes(&admin(), &query(Some("a1"), None)).await.unwrap();
+    assert_eq!(
+        agents_of(one),
+        vec!["a1"],
+        "another agent's report never appears in this one's history"
+    );
+    let of_alpha = store
+        .finding_changes(&admin(), &query(None, Some(alpha)))
+        .await
+        .unwrap();
+    assert_eq!(agents_of(of_alpha), vec!["a1", "a2"]);
+    let of_beta = store.finding_changes(&admin(), &query(None, Some(beta))).await.unwrap();
+    assert_eq!(agents_of(of_beta), vec!["b1"]);
+    // A practice manager of Alpha sees none of Beta's history, asked for it or not.
+    let pm = Scope {
+        role: Role::PracticeManager,
+        practice_id: Some(alpha),
+    };
+    let everything = store.finding_changes(&pm, &query(None, None)).await.unwrap();
+    assert_eq!(agents_of(everything), vec!["a1", "a2"]);
+    assert!(
+        store
+            .finding_changes(&pm, &query(None, Some(beta)))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(matches!(
+        store.finding_changes(&pm, &query(Some("b1"), None)).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert!(matches!(
+        store.findings_at(&pm, "b1", at(500)).await,
+        Err(StoreError::NotFound { .. })
+    ));
+}
+
 macro_rules! store_suite {
     ($backend:ident, $make:expr) => {
         mod $backend {
@@ -727,6 +918,8 @@ macro_rules! store_suite {
                 policy_settings_are_set_replaced_and_cleared_per_practice_and_site,
                 policy_settings_refuse_unknown_places_and_site_profiles,
                 units_of_work_commit_together_or_not_at_all,
+                finding_history_records_every_change_with_its_time_and_evidence,
+                finding_history_is_scoped_by_agent_and_practice,
             );
         }
     };

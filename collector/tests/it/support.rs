@@ -39,7 +39,9 @@ impl TestApp {
         f(&mut settings);
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("rounds.db")).unwrap());
         let mut state = AppState::with_policy(store, settings, policy());
-        let clock = Arc::new(FakeClock::new(Utc::now()));
+        // Millisecond precision, as the store keeps times.
+        let start = chrono::DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).unwrap();
+        let clock = Arc::new(FakeClock::new(start));
         state.clock = clock.clone();
         TestApp {
             state,
