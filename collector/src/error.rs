@@ -1,7 +1,8 @@
 //! The collector's one API error type.
 //!
 //! Client mistakes come back as JSON `{"error": "..."}` with a 4xx status; internal errors as
-//! a plain 500 whose detail is logged inside the request span and never sent.
+//! a plain 500 whose detail is logged inside the request span and never sent; the body names
+//! the request id ([`crate::request`]) so the log lines can be found.
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -63,7 +64,7 @@ impl IntoResponse for ApiError {
         let status = self.status();
         if let ApiError::Internal(detail) = &self {
             tracing::error!(error = %detail, "request failed");
-            return (status, "internal server error").into_response();
+            return (status, crate::request::internal_error_body()).into_response();
         }
         let mut resp = (
             status,
