@@ -9,14 +9,11 @@ use rounds_protocol::{
 };
 
 use super::{AgentJson, AuthedAgent};
-use crate::app::{AppState, Metrics};
+use crate::app::AppState;
 use crate::error::ApiError;
+use crate::events;
 use crate::secrets;
-use crate::store::{IncomingReport, Ingested, NewAgent, StoreError};
-
-/// How far ahead of the collector's clock an observation may be dated before it is stored
-/// with the receive time instead and flagged.
-pub const MAX_CLOCK_SKEW: chrono::Duration = chrono::Duration::minutes(5);
+use crate::store::{Ingested, NewAgent, StoreError};
 
 /// Largest number of observations in one report.
 pub const MAX_OBSERVATIONS_PER_REPORT: usize = 10_000;
@@ -62,8 +59,7 @@ pub async fn enroll(
             let detail = format!("agent {agent_id} ({hostname}) at {}/{}", e.practice, e.site);
             tx.audit("enrollment", "agent.enroll", &detail, now).await?;
             tx.commit().await?;
-            Metrics::inc(&state.metrics.enrollments);
-            tracing::info!(agent_id = %agent_id, %hostname, practice = %e.practice, site = %e.site, "agent enrolled");
+            events::enrolled(&state.metrics, &agent_id, &hostname, &e.practice, &e.site);
             Ok(Json(EnrollResponse {
                 protocol: PROTOCOL_MAJOR,
                 agent_id,
@@ -74,8 +70,7 @@ pub async fn enroll(
             }))
         }
         Err(StoreError::Token(reason)) => {
-            Metrics::inc(&state.metrics.enrollments_refused);
-            tracing::warn!(%hostname, reason = %reason, "enrollment refused");
+            events::enrollment_refused(&state.metrics, &hostname, &reason);
             Err(ApiError::Forbidden(format!("enrollment refused: {reason}")))
         }
         Err(e) => Err(e.into()),
@@ -101,16 +96,11 @@ pub async fn heartbeat(
 ) -> Result<Json<HeartbeatAck>, ApiError> {
     same_agent(&agent, &hb.agent_id)?;
     short("agent_version", &hb.agent_version, 64)?;
-    let now = state.now();
-    // The agent's clock minus ours; request latency counts in, which is far below the skew
-    // that matters (minutes).
-    let skew = hb.sent_at - now;
     state
-        .store
-        .heartbeat(&agent.0, &hb.agent_version, Some(skew), now)
+        .evaluator
+        .heartbeat(&agent.0, &hb.agent_version, hb.sent_at)
         .await?;
-    Metrics::inc(&state.metrics.heartbeats);
-    tracing::debug!(agent_id = %agent.0, "heartbeat");
+    let now = state.now();
     Ok(Json(HeartbeatAck {
         received_at: now,
         config_etag: Some(state.agent_config.etag.clone()),
@@ -125,7 +115,25 @@ pub async fn report(
     agent: AuthedAgent,
     AgentJson(report): AgentJson<Report>,
 ) -> Result<Json<ReportAck>, ApiError> {
-    same_agent(&agent, &report.agent_id)?;
+    let refuse = |e: ApiError| {
+        events::report_refused(&state.metrics, Some(&agent.0), &e);
+        e
+    };
+    same_agent(&agent, &report.agent_id).map_err(refuse)?;
+    check_report(&report).map_err(refuse)?;
+    // The report is committed before the answer; a failed evaluation is logged and counted,
+    // and the next report evaluates again: the agent must not resend what is already stored.
+    let outcome = state.evaluator.ingest(&agent.0, &report).await?;
+    let stored = outcome.ingested == Ingested::Stored;
+    Ok(Json(ReportAck {
+        sequence: report.sequence,
+        stored,
+        next_expected: None,
+    }))
+}
+
+/// Refuses a report that breaks the protocol's limits.
+fn check_report(report: &Report) -> Result<(), ApiError> {
     if report.sequence == 0 || report.sequence > i64::MAX as u64 {
         return Err(ApiError::Unprocessable(
             "field `sequence` must be between 1 and 2^63-1".into(),
@@ -144,33 +152,7 @@ pub async fn report(
             )));
         }
     }
-    let now = state.now();
-    let incoming = IncomingReport {
-        report: &report,
-        received_at: now,
-        future_after: now + MAX_CLOCK_SKEW,
-    };
-    let outcome = state.store.ingest_report(&agent.0, incoming).await?;
-    let stored = outcome == Ingested::Stored;
-    if stored {
-        Metrics::inc(&state.metrics.reports_stored);
-        state
-            .metrics
-            .observations_stored
-            .fetch_add(report.observations.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        tracing::info!(agent_id = %agent.0, sequence = report.sequence, observations = report.observations.len(), "report stored");
-        // The report is committed: a failed evaluation is logged and counted, and the next
-        // report evaluates again; the agent must not resend what is already stored.
-        let _ = crate::evaluation::evaluate_agent(&state, &agent.0).await;
-    } else {
-        Metrics::inc(&state.metrics.reports_duplicate);
-        tracing::info!(agent_id = %agent.0, sequence = report.sequence, "report already stored");
-    }
-    Ok(Json(ReportAck {
-        sequence: report.sequence,
-        stored,
-        next_expected: None,
-    }))
+    Ok(())
 }
 
 /// The configuration served to agents and its `ETag`, made once from the settings (they do

@@ -100,6 +100,11 @@ async fn enrollment_whose_audit_entry_fails_leaves_the_token_unused_and_no_agent
         .send(post_json("/api/v1/agent/enroll", &enroll_body(&t, "frontdesk"), None))
         .await;
     assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    // The 500 says nothing of the cause, but names the request id its log lines carry.
+    let id = resp.headers()["x-request-id"].to_str().unwrap().to_string();
+    let body = body_text(resp).await;
+    assert_eq!(body, format!("internal server error (request id {id})"));
+    assert!(!body.contains("injected"), "{body}");
     let everyone = rounds_collector::store::Scope {
         role: Role::Admin,
         practice_id: None,

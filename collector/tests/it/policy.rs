@@ -115,7 +115,10 @@ async fn a_practice_threshold_flips_the_disk_finding_and_leaves_other_practices_
             "85% under the default 90"
         );
     }
-    assert!(app.state.policies.is_empty(), "no settings: the shared built-in policy");
+    assert!(
+        app.state.evaluator.policies().is_empty(),
+        "no settings: the shared built-in policy"
+    );
 
     // Smith lowers the threshold to 80%: its next report fails, Lakeside's still passes.
     let lower = "[params.\"hipaa.availability.disk_space\"]\nmax_used_percent = 80\n";
@@ -137,7 +140,7 @@ async fn a_practice_threshold_flips_the_disk_finding_and_leaves_other_practices_
         "{f:#}"
     );
     assert_eq!(status(&app, &key, &lakeside.agent_id, DISK).await["status"], "pass");
-    assert_eq!(app.state.policies.len(), 1, "one built policy, for Smith");
+    assert_eq!(app.state.evaluator.policies().len(), 1, "one built policy, for Smith");
 
     // Raising it to 95% at the site passes again at 92% (site over practice).
     let raise = "[params.\"hipaa.availability.disk_space\"]\nmax_used_percent = 95\n";
@@ -153,7 +156,7 @@ async fn a_practice_threshold_flips_the_disk_finding_and_leaves_other_practices_
     assert_eq!(status(&app, &key, &smith.agent_id, DISK).await["status"], "pass");
     // Reports with the same settings reuse the built policy.
     deliver(&app, &smith, 4, &[disk(92.0, t1)], true).await;
-    assert_eq!(app.state.policies.len(), 2);
+    assert_eq!(app.state.evaluator.policies().len(), 2);
 
     // Clearing the site's overrides brings the practice's 80% back.
     let change = PolicyChange {

@@ -38,11 +38,10 @@ impl TestApp {
         settings.data_dir = dir.path().to_path_buf();
         f(&mut settings);
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("rounds.db")).unwrap());
-        let mut state = AppState::with_policy(store, settings, policy());
         // Millisecond precision, as the store keeps times.
         let start = chrono::DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).unwrap();
         let clock = Arc::new(FakeClock::new(start));
-        state.clock = clock.clone();
+        let state = AppState::with_clock(store, settings, policy(), clock.clone());
         TestApp {
             state,
             clock,

@@ -5,7 +5,6 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{Request, Response, StatusCode, header};
 use rounds_collector::admin;
-use rounds_collector::evaluation::evaluate_agent;
 use rounds_collector::secrets;
 use rounds_collector::store::{NewAgent, NewToken, Role};
 use rounds_policies::{Exception, Finding, Severity, Status};
@@ -668,7 +667,7 @@ async fn report_and_evaluate(app: &TestApp, agent_id: &str, sequence: u64, obser
     crate::store::ingest(app.store(), agent_id, sequence, now, observations, now)
         .await
         .unwrap();
-    evaluate_agent(&app.state, agent_id).await.unwrap();
+    app.state.evaluator.evaluate_agent(agent_id).await.unwrap();
 }
 
 fn hostile_inventory(at: chrono::DateTime<chrono::Utc>) -> Observation {
