@@ -897,6 +897,33 @@ pub async fn finding_history_is_scoped_by_agent_and_practice(store: Arc<dyn Stor
     ));
 }
 
+pub async fn an_unchanged_observation_is_confirmed_not_stored_again(store: Arc<dyn Store>) {
+    enroll(store.as_ref(), "P", "S", "a1").await;
+    for seq in 1..=3 {
+        let t = at(seq * 3600);
+        ingest(
+            store.as_ref(),
+            "a1",
+            seq as u64,
+            t,
+            &[inventory("same", t)],
+            t + Duration::seconds(2),
+        )
+        .await
+        .unwrap();
+    }
+    let latest = store.latest_observations(&admin(), "a1", None).await.unwrap();
+    assert_eq!(latest.len(), 1);
+    assert_eq!(latest[0].sequence, 3, "the newest report is the current state");
+    assert_eq!(latest[0].observation.observed_at, at(3 * 3600));
+    assert_eq!(
+        latest[0].confirmed_at,
+        Some(at(3 * 3600) + Duration::seconds(2)),
+        "last confirmed at"
+    );
+    assert!(!latest[0].future_dated);
+}
+
 macro_rules! store_suite {
     ($backend:ident, $make:expr) => {
         mod $backend {
@@ -920,6 +947,7 @@ macro_rules! store_suite {
                 units_of_work_commit_together_or_not_at_all,
                 finding_history_records_every_change_with_its_time_and_evidence,
                 finding_history_is_scoped_by_agent_and_practice,
+                an_unchanged_observation_is_confirmed_not_stored_again,
             );
         }
     };
@@ -941,6 +969,24 @@ fn sqlite() -> (Arc<dyn Store>, tempfile::TempDir) {
 }
 
 store_suite!(sqlite_backend, sqlite());
+
+#[tokio::test]
+async fn sqlite_writes_an_observation_row_only_when_the_payload_changes() {
+    let (store, dir) = sqlite();
+    enroll(store.as_ref(), "P", "S", "a1").await;
+    let rows = || {
+        let conn = rusqlite::Connection::open(dir.path().join("rounds.db")).unwrap();
+        conn.query_row("SELECT COUNT(*) FROM observations", [], |r| r.get::<_, i64>(0))
+            .unwrap()
+    };
+    for (seq, name) in [(1, "same"), (2, "same"), (3, "same"), (4, "renamed"), (5, "renamed")] {
+        let t = at(seq * 3600);
+        ingest(store.as_ref(), "a1", seq as u64, t, &[inventory(name, t)], t)
+            .await
+            .unwrap();
+    }
+    assert_eq!(rows(), 2, "one row for `same`, one for `renamed`");
+}
 
 #[test]
 fn sqlite_migrates_once_and_refuses_a_newer_schema() {
