@@ -72,14 +72,20 @@ pub fn replace(
             .map_err(db)?;
         rows.collect::<Result<_, _>>().map_err(db)?
     };
-    conn.prepare_cached("DELETE FROM findings WHERE agent_id = ?1")
-        .and_then(|mut s| s.execute([agent_id]))
+    // Rows whose finding is unchanged are not rewritten: one UPDATE moves their evaluated_at.
+    conn.prepare_cached("UPDATE findings SET evaluated_at = ?2 WHERE agent_id = ?1")
+        .and_then(|mut s| s.execute(params![agent_id, ms(now)]))
         .map_err(db)?;
     let mut ins = conn
         .prepare_cached(
             "INSERT INTO findings (agent_id, rule, status, severity, title, citations, evidence, message,
                                    remediation, exception, evaluated_at, status_since)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+             ON CONFLICT (agent_id, rule) DO UPDATE SET
+               status = excluded.status, severity = excluded.severity, title = excluded.title,
+               citations = excluded.citations, evidence = excluded.evidence, message = excluded.message,
+               remediation = excluded.remediation, exception = excluded.exception,
+               evaluated_at = excluded.evaluated_at, status_since = excluded.status_since",
         )
         .map_err(db)?;
     let mut changes = Vec::new();
@@ -102,21 +108,33 @@ pub fn replace(
         };
         let exception_json = exception.as_ref().map(to_json).transpose()?;
         let (citations_json, evidence_json) = (to_json(citations)?, to_json(evidence)?);
-        ins.execute(params![
-            agent_id,
-            rule,
-            status.as_str(),
-            severity.as_str(),
-            title,
-            citations_json,
-            evidence_json,
-            message,
-            remediation,
-            exception_json,
-            ms(now),
-            since
-        ])
-        .map_err(db)?;
+        let same_row = old.as_ref().is_some_and(|o| {
+            o.status == status.as_str()
+                && o.severity == severity.as_str()
+                && o.title == *title
+                && o.citations == citations_json
+                && o.evidence == evidence_json
+                && o.message == *message
+                && o.remediation == *remediation
+                && o.exception == exception_json
+        });
+        if !same_row {
+            ins.execute(params![
+                agent_id,
+                rule,
+                status.as_str(),
+                severity.as_str(),
+                title,
+                citations_json,
+                evidence_json,
+                message,
+                remediation,
+                exception_json,
+                ms(now),
+                since
+            ])
+            .map_err(db)?;
+        }
         let changed = match &old {
             None => true,
             Some(o) => o.status != status.as_str() || o.exception != exception_json,
@@ -152,7 +170,11 @@ pub fn replace(
     }
     let mut retired: Vec<(String, Stored)> = previous.into_iter().collect();
     retired.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut delete = conn
+        .prepare_cached("DELETE FROM findings WHERE agent_id = ?1 AND rule = ?2")
+        .map_err(db)?;
     for (rule, o) in retired {
+        delete.execute(params![agent_id, rule]).map_err(db)?;
         let exception = o.exception.as_deref().map(|e| from_json("exception", e)).transpose()?;
         let change = FindingChange {
             agent_id: agent_id.to_string(),
