@@ -7,13 +7,24 @@ use axum::http::StatusCode;
 use chrono::{DateTime, Duration, Utc};
 use rounds_collector::admin;
 use rounds_collector::ingest::{CLOCK_RULE, Change};
-use rounds_collector::store::{ChangeQuery, Role, Scope};
+use rounds_collector::store::{ChangeQuery, FindingChange, Role, Scope};
 use rounds_policies::Status;
 use rounds_protocol::{EnrollResponse, Observation, obs};
 use serde_json::{Value, json};
 
 use crate::api::{deliver, enrolled, findings, firewall, inventory, metric, post_json, rule};
 use crate::support::{TestApp, body_text};
+
+/// The finding changes of an agent recorded in the second from `from`.
+async fn changes_in_second(app: &TestApp, agent_id: &str, from: DateTime<Utc>) -> Vec<FindingChange> {
+    let query = ChangeQuery {
+        agent_id: Some(agent_id.to_string()),
+        practice_id: None,
+        from,
+        to: from + Duration::seconds(1),
+    };
+    app.store().finding_changes(&everyone(), &query).await.unwrap()
+}
 
 fn everyone() -> Scope {
     Scope {
@@ -145,19 +156,7 @@ async fn changes_are_published_after_commit_and_a_lagging_subscriber_never_block
     let fw = changes.iter().find(|c| c.rule == "hipaa.network.firewall").unwrap();
     assert_eq!((fw.old_status, fw.new_status), (None, Some(Status::Fail)));
     // What was published is what the store recorded.
-    let recorded = app
-        .store()
-        .finding_changes(
-            &everyone(),
-            &ChangeQuery {
-                agent_id: Some(e.agent_id.clone()),
-                practice_id: None,
-                from: t0,
-                to: t0 + Duration::seconds(1),
-            },
-        )
-        .await
-        .unwrap();
+    let recorded = changes_in_second(&app, &e.agent_id, t0).await;
     assert_eq!(&recorded[..], &changes[..]);
 
     // `slow` never reads while many reports are ingested: ingest goes on, and the slow
@@ -263,19 +262,7 @@ async fn an_unplugged_usb_stick_resolves_its_finding_with_the_change_recorded() 
         .map(|o| o.observation.subject)
         .collect();
     assert_eq!(subjects, vec!["/".to_string()]);
-    let history = app
-        .store()
-        .finding_changes(
-            &everyone(),
-            &ChangeQuery {
-                agent_id: Some(e.agent_id.clone()),
-                practice_id: None,
-                from: t2,
-                to: t2 + Duration::seconds(1),
-            },
-        )
-        .await
-        .unwrap();
+    let history = changes_in_second(&app, &e.agent_id, t2).await;
     let change = history
         .iter()
         .find(|c| c.rule == "hipaa.encryption.removable_media")
