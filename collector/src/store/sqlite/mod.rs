@@ -7,8 +7,9 @@
 //! functions over a `&Connection`; this module owns the connection, the migrations
 //! (`migrations/*.sql`, applied in order, `user_version` = how many) and the units of work.
 //!
-//! One connection behind an async mutex, used on the blocking pool: SQLite allows one writer
-//! at a time anyway, and WAL lets readers of other processes (the admin subcommands) work
+//! One writer connection behind an async mutex, used on the blocking pool (SQLite allows one
+//! writer at a time anyway), and a few read-only connections used in turn, so that reads run
+//! beside the writer; WAL also lets readers of other processes (the admin subcommands) work
 //! while the server runs. A [`SqliteTx`] holds the connection from its first write to its
 //! commit (`BEGIN IMMEDIATE`), and rolls back when dropped uncommitted. Times are stored as
 //! integer milliseconds since the epoch (UTC).
@@ -59,9 +60,16 @@ pub enum Durability {
 /// The SQLite store.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
+    /// The one writer; also serves reads that must see a unit of work in progress (none yet).
     conn: Arc<Mutex<Connection>>,
+    /// Read-only connections, used in turn, so reads run beside the writer (WAL).
+    readers: Arc<[Arc<Mutex<Connection>>]>,
+    next_reader: Arc<std::sync::atomic::AtomicUsize>,
     path: PathBuf,
 }
+
+/// How many read connections a store opens.
+const READERS: usize = 2;
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file and brings its schema up to date.
@@ -88,8 +96,23 @@ impl SqliteStore {
         conn.set_prepared_statement_cache_capacity(64);
         let mut conn = conn;
         migrate(&mut conn, path)?;
+        let readers = (0..READERS)
+            .map(|_| {
+                let r = Connection::open_with_flags(
+                    path,
+                    rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )
+                .map_err(|e| codec::db_in(e, context()))?;
+                r.busy_timeout(std::time::Duration::from_secs(10))
+                    .map_err(|e| codec::db_in(e, context()))?;
+                r.set_prepared_statement_cache_capacity(64);
+                Ok(Arc::new(Mutex::new(r)))
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
+            readers: readers.into(),
+            next_reader: Arc::default(),
             path: path.to_path_buf(),
         })
     }
@@ -108,7 +131,19 @@ impl SqliteStore {
         conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(db)
     }
 
-    /// Runs `f` on the connection on the blocking pool, outside any unit of work.
+    /// Runs the read `f` on one of the read connections, on the blocking pool.
+    async fn read<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let i = self.next_reader.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.readers.len();
+        let guard = Arc::clone(&self.readers[i]).lock_owned().await;
+        let (_guard, out) = blocking(guard, f).await?;
+        out
+    }
+
+    /// Runs `f` on the writer connection on the blocking pool, outside any unit of work.
     async fn with<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
@@ -371,23 +406,23 @@ impl Store for SqliteStore {
 
     async fn agent_auth(&self, agent_id: &str) -> StoreResult<Option<AgentAuth>> {
         let agent_id = agent_id.to_string();
-        self.with(move |c| agents::auth(c, &agent_id)).await
+        self.read(move |c| agents::auth(c, &agent_id)).await
     }
 
     async fn practices(&self, scope: &Scope) -> StoreResult<Vec<PracticeRow>> {
         let scope = scope.clone();
-        self.with(move |c| agents::practices(c, &scope)).await
+        self.read(move |c| agents::practices(c, &scope)).await
     }
 
     async fn agents(&self, scope: &Scope) -> StoreResult<Vec<AgentRow>> {
         let scope = scope.clone();
-        self.with(move |c| agents::list(c, &scope)).await
+        self.read(move |c| agents::list(c, &scope)).await
     }
 
     async fn agent(&self, scope: &Scope, agent_id: &str) -> StoreResult<AgentRow> {
         let scope = scope.clone();
         let agent_id = agent_id.to_string();
-        self.with(move |c| agents::one(c, &scope, &agent_id)).await
+        self.read(move |c| agents::one(c, &scope, &agent_id)).await
     }
 
     async fn latest_observations(
@@ -399,7 +434,7 @@ impl Store for SqliteStore {
         let scope = scope.clone();
         let agent_id = agent_id.to_string();
         let kind = kind.map(str::to_string);
-        self.with(move |c| {
+        self.read(move |c| {
             agents::check_visible(c, &scope, &agent_id)?;
             reports::latest(c, &agent_id, kind.as_deref())
         })
@@ -409,7 +444,7 @@ impl Store for SqliteStore {
     async fn findings(&self, scope: &Scope, agent_id: &str) -> StoreResult<Vec<FindingRow>> {
         let scope = scope.clone();
         let agent_id = agent_id.to_string();
-        self.with(move |c| {
+        self.read(move |c| {
             agents::check_visible(c, &scope, &agent_id)?;
             findings::current(c, &agent_id)
         })
@@ -419,7 +454,7 @@ impl Store for SqliteStore {
     async fn findings_at(&self, scope: &Scope, agent_id: &str, at: DateTime<Utc>) -> StoreResult<Vec<FindingRow>> {
         let scope = scope.clone();
         let agent_id = agent_id.to_string();
-        self.with(move |c| {
+        self.read(move |c| {
             agents::check_visible(c, &scope, &agent_id)?;
             findings::as_at(c, &agent_id, at)
         })
@@ -429,7 +464,7 @@ impl Store for SqliteStore {
     async fn finding_changes(&self, scope: &Scope, query: &ChangeQuery) -> StoreResult<Vec<FindingChange>> {
         let scope = scope.clone();
         let query = query.clone();
-        self.with(move |c| {
+        self.read(move |c| {
             if let Some(agent_id) = &query.agent_id {
                 agents::check_visible(c, &scope, agent_id)?;
             }
@@ -439,16 +474,16 @@ impl Store for SqliteStore {
     }
 
     async fn report_count(&self) -> StoreResult<u64> {
-        self.with(reports::count).await
+        self.read(reports::count).await
     }
 
     async fn user_count(&self) -> StoreResult<u64> {
-        self.with(auth::user_count).await
+        self.read(auth::user_count).await
     }
 
     async fn user(&self, username: &str) -> StoreResult<Option<UserRow>> {
         let username = username.to_string();
-        self.with(move |c| auth::user(c, &username)).await
+        self.read(move |c| auth::user(c, &username)).await
     }
 
     async fn create_session(
@@ -466,7 +501,7 @@ impl Store for SqliteStore {
 
     async fn session(&self, token_hash: &str, now: DateTime<Utc>) -> StoreResult<Option<SessionRow>> {
         let token_hash = token_hash.to_string();
-        self.with(move |c| auth::session(c, &token_hash, now)).await
+        self.read(move |c| auth::session(c, &token_hash, now)).await
     }
 
     async fn delete_session(&self, token_hash: &str) -> StoreResult<()> {
@@ -476,20 +511,20 @@ impl Store for SqliteStore {
 
     async fn api_key(&self, key_hash: &str) -> StoreResult<Option<Scope>> {
         let key_hash = key_hash.to_string();
-        self.with(move |c| auth::api_key(c, &key_hash)).await
+        self.read(move |c| auth::api_key(c, &key_hash)).await
     }
 
     async fn audit_entries(&self, limit: u32) -> StoreResult<Vec<AuditEntry>> {
-        self.with(move |c| audit::entries(c, limit)).await
+        self.read(move |c| audit::entries(c, limit)).await
     }
 
     async fn policy_settings(&self, practice: &str, site: Option<&str>) -> StoreResult<Option<PolicySettingsRow>> {
         let (practice, site) = (practice.to_string(), site.map(str::to_string));
-        self.with(move |c| policy::get(c, &practice, site.as_deref())).await
+        self.read(move |c| policy::get(c, &practice, site.as_deref())).await
     }
 
     async fn policy_settings_for_agent(&self, agent_id: &str) -> StoreResult<AgentPolicySettings> {
         let agent_id = agent_id.to_string();
-        self.with(move |c| policy::for_agent(c, &agent_id)).await
+        self.read(move |c| policy::for_agent(c, &agent_id)).await
     }
 }
