@@ -53,23 +53,27 @@ pub async fn token_create(
     name_ok("practice", practice)?;
     name_ok("site", site)?;
     let token = secrets::random_secret("rnd_tok_");
-    let expires_at = Utc::now() + chrono::Duration::from_std(expires_in).unwrap_or(chrono::Duration::hours(24));
-    store
-        .create_token(NewToken {
+    let now = Utc::now();
+    let expires_at = now + chrono::Duration::from_std(expires_in).unwrap_or(chrono::Duration::hours(24));
+    let mut tx = store.begin().await?;
+    tx.create_token(
+        NewToken {
             practice: practice.trim().to_string(),
             site: site.trim().to_string(),
             token_hash: secrets::hash_secret(&token),
             expires_at,
-        })
-        .await?;
-    store
-        .audit(
-            "cli",
-            "token.create",
-            &format!("{practice}/{site}, expires {}", expires_at.to_rfc3339()),
-            Utc::now(),
-        )
-        .await?;
+        },
+        now,
+    )
+    .await?;
+    tx.audit(
+        "cli",
+        "token.create",
+        &format!("{practice}/{site}, expires {}", expires_at.to_rfc3339()),
+        now,
+    )
+    .await?;
+    tx.commit().await?;
     Ok(token)
 }
 
@@ -98,15 +102,12 @@ pub async fn user_add(
         return Err(AdminError::Invalid("password must be at least 12 characters".into()));
     }
     let hash = secrets::hash_password(&password).map_err(AdminError::Invalid)?;
-    store.add_user(username, &hash, role, practice).await?;
-    store
-        .audit(
-            "cli",
-            "user.add",
-            &format!("{username} as {}", role.as_str()),
-            Utc::now(),
-        )
+    let now = Utc::now();
+    let mut tx = store.begin().await?;
+    tx.add_user(username, &hash, role, practice, now).await?;
+    tx.audit("cli", "user.add", &format!("{username} as {}", role.as_str()), now)
         .await?;
+    tx.commit().await?;
     Ok(password)
 }
 
@@ -114,8 +115,10 @@ pub async fn user_add(
 pub async fn user_reset_password(store: &dyn Store, username: &str) -> Result<String, AdminError> {
     let password = secrets::random_password();
     let hash = secrets::hash_password(&password).map_err(AdminError::Invalid)?;
-    store.set_password(username, &hash).await?;
-    store.audit("cli", "user.password_reset", username, Utc::now()).await?;
+    let mut tx = store.begin().await?;
+    tx.set_password(username, &hash).await?;
+    tx.audit("cli", "user.password_reset", username, Utc::now()).await?;
+    tx.commit().await?;
     Ok(password)
 }
 
@@ -130,17 +133,13 @@ pub async fn apikey_create(
         return Err(AdminError::Invalid("a practice_manager key needs --practice".into()));
     }
     let key = secrets::random_secret("rnd_key_");
-    store
-        .create_api_key(&secrets::hash_secret(&key), role, practice, label)
+    let now = Utc::now();
+    let mut tx = store.begin().await?;
+    tx.create_api_key(&secrets::hash_secret(&key), role, practice, label, now)
         .await?;
-    store
-        .audit(
-            "cli",
-            "apikey.create",
-            &format!("{label} as {}", role.as_str()),
-            Utc::now(),
-        )
+    tx.audit("cli", "apikey.create", &format!("{label} as {}", role.as_str()), now)
         .await?;
+    tx.commit().await?;
     Ok(key)
 }
 
@@ -228,17 +227,6 @@ pub async fn policy_set(
         }
     };
     let policy = evaluation::build(pack, &effective)?;
-    let now = Utc::now();
-    store
-        .set_policy_settings(
-            &practice,
-            site.as_deref(),
-            new_profile.as_deref(),
-            new_overrides.as_deref(),
-            "cli",
-            now,
-        )
-        .await?;
     let level = match &site {
         Some(s) => format!("{practice} / {s}"),
         None => practice.clone(),
@@ -258,7 +246,19 @@ pub async fn policy_set(
         n => format!(", {n} accepted risk(s) in effect"),
     };
     let detail = format!("{level}: {profile_said}{overrides_said}{accepted}");
-    store.audit("cli", "policy.set", &detail, now).await?;
+    let now = Utc::now();
+    let mut tx = store.begin().await?;
+    tx.set_policy_settings(
+        &practice,
+        site.as_deref(),
+        new_profile.as_deref(),
+        new_overrides.as_deref(),
+        "cli",
+        now,
+    )
+    .await?;
+    tx.audit("cli", "policy.set", &detail, now).await?;
+    tx.commit().await?;
     Ok(store.policy_settings(&practice, site.as_deref()).await?)
 }
 

@@ -1,21 +1,21 @@
 //! The collector's HTTP application: shared state and the router.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
+
 use rounds_policies::{LoadErrors, Policy};
 
 use crate::config::Settings;
-use crate::evaluation::PolicyCache;
+pub use crate::events::Metrics;
+use crate::ingest::Evaluator;
 use crate::store::Store;
 use crate::{api, web};
 
-/// The clock the collector reads; tests pass a fixed one.
-pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+pub use crate::clock::Clock;
 
 /// State shared by every request handler.
 #[derive(Clone)]
@@ -23,15 +23,13 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub settings: Arc<Settings>,
     pub metrics: Arc<Metrics>,
-    pub clock: Clock,
+    pub clock: Arc<dyn Clock>,
     /// The policy reports are evaluated against when their practice and site have no policy
     /// settings, loaded once at start-up.
     pub policy: Arc<Policy>,
-    /// Effective policies of practices and sites with settings, built on first use.
-    pub policies: Arc<PolicyCache>,
-    /// Held while an agent's findings are evaluated and replaced, so two reports arriving
-    /// together cannot store findings from older observations over newer ones.
-    pub evaluation_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Ingest and evaluation, apart from HTTP; owns the cache of practice and site policies
+    /// and the change stream.
+    pub evaluator: Arc<Evaluator>,
     /// The configuration agents fetch, with its `ETag`, made once from the settings.
     pub agent_config: Arc<crate::api::agent::ServedConfig>,
     /// Failed dashboard log-ins per (username, address), for throttling.
@@ -60,104 +58,41 @@ impl AppState {
 
     /// State over a store, with the system clock and a policy loaded by the caller.
     pub fn with_policy(store: Arc<dyn Store>, settings: Settings, policy: Arc<Policy>) -> Self {
+        Self::with_clock(store, settings, policy, Arc::new(crate::clock::SystemClock))
+    }
+
+    /// State over a store, with a policy and a clock given by the caller.
+    pub fn with_clock(store: Arc<dyn Store>, settings: Settings, policy: Arc<Policy>, clock: Arc<dyn Clock>) -> Self {
+        let metrics = Arc::new(Metrics::default());
+        let evaluator = Evaluator::new(
+            Arc::clone(&store),
+            Arc::clone(&policy),
+            Arc::clone(&clock),
+            Arc::clone(&metrics),
+            settings.max_clock_skew,
+            settings.change_stream_capacity,
+        );
         AppState {
             store,
             agent_config: Arc::new(crate::api::agent::ServedConfig::new(&settings)),
             settings: Arc::new(settings),
-            metrics: Arc::new(Metrics::default()),
-            clock: Arc::new(Utc::now),
+            metrics,
+            clock,
             policy,
-            policies: Arc::new(PolicyCache::default()),
-            evaluation_lock: Arc::new(tokio::sync::Mutex::new(())),
+            evaluator: Arc::new(evaluator),
             login_throttle: Arc::default(),
         }
     }
 
     /// The current time by the collector's clock.
     pub fn now(&self) -> DateTime<Utc> {
-        (self.clock)()
+        self.clock.now()
     }
 
     /// Whether an agent last seen at `last_seen` counts as online now.
     pub fn is_online(&self, last_seen: Option<DateTime<Utc>>) -> bool {
         let window = chrono::Duration::from_std(self.settings.offline_after).unwrap_or(chrono::Duration::seconds(90));
         last_seen.is_some_and(|t| self.now() - t <= window)
-    }
-}
-
-/// Counters for `/metrics`. Each recurring event is counted where it is logged.
-#[derive(Debug, Default)]
-pub struct Metrics {
-    pub enrollments: AtomicU64,
-    pub enrollments_refused: AtomicU64,
-    pub heartbeats: AtomicU64,
-    pub reports_stored: AtomicU64,
-    pub reports_duplicate: AtomicU64,
-    pub reports_rejected: AtomicU64,
-    pub observations_stored: AtomicU64,
-    pub logins: AtomicU64,
-    pub logins_failed: AtomicU64,
-    pub evaluations: AtomicU64,
-    pub evaluations_failed: AtomicU64,
-}
-
-impl Metrics {
-    /// Adds one to a counter.
-    pub fn inc(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Prometheus text exposition of the counters.
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        let rows: [(&str, &str, &AtomicU64); 11] = [
-            ("rounds_enrollments_total", "Agents enrolled.", &self.enrollments),
-            (
-                "rounds_enrollments_refused_total",
-                "Enrollment attempts refused.",
-                &self.enrollments_refused,
-            ),
-            ("rounds_heartbeats_total", "Heartbeats received.", &self.heartbeats),
-            ("rounds_reports_stored_total", "Reports stored.", &self.reports_stored),
-            (
-                "rounds_reports_duplicate_total",
-                "Reports received again and acknowledged without storing.",
-                &self.reports_duplicate,
-            ),
-            (
-                "rounds_reports_rejected_total",
-                "Agent requests rejected (bad body, auth, version).",
-                &self.reports_rejected,
-            ),
-            (
-                "rounds_observations_stored_total",
-                "Observations stored.",
-                &self.observations_stored,
-            ),
-            ("rounds_logins_total", "Successful dashboard logins.", &self.logins),
-            (
-                "rounds_logins_failed_total",
-                "Failed dashboard logins.",
-                &self.logins_failed,
-            ),
-            (
-                "rounds_evaluations_total",
-                "Policy evaluations of an agent whose findings were stored.",
-                &self.evaluations,
-            ),
-            (
-                "rounds_evaluations_failed_total",
-                "Policy evaluations that could not run or whose findings could not be stored.",
-                &self.evaluations_failed,
-            ),
-        ];
-        for (name, help, v) in rows {
-            out.push_str(&format!(
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
-                v.load(Ordering::Relaxed)
-            ));
-        }
-        out
     }
 }
 
@@ -173,11 +108,16 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/agents", get(api::admin::agents))
         .route("/api/v1/agents/{agent_id}/observations", get(api::admin::observations))
         .route("/api/v1/agents/{agent_id}/findings", get(api::admin::findings))
+        .route(
+            "/api/v1/agents/{agent_id}/findings/history",
+            get(api::admin::findings_history),
+        )
         .route("/api/v1/openapi.json", get(api::admin::openapi))
         .route("/healthz", get(api::admin::healthz))
         .route("/metrics", get(api::admin::metrics))
         .merge(web::routes())
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn(web::security_headers))
+        .layer(axum::middleware::from_fn(crate::request::with_id))
         .with_state(state)
 }

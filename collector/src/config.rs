@@ -31,6 +31,13 @@ pub struct RawConfig {
     /// Seconds a client may take to send its request headers before the connection is
     /// closed (default 10); protects against connections held open by slow senders.
     pub header_timeout_secs: Option<u64>,
+    /// How far an agent's clock may be off the collector's, in seconds, before its
+    /// observations dated in the future are stored with the receive time and the agent gets an
+    /// `error`-level clock finding (default 300).
+    pub max_clock_skew_secs: Option<u64>,
+    /// How many changes (findings changed, agent seen, first report) the in-process change
+    /// stream holds for a slow subscriber before it lags (default 1024).
+    pub change_stream_capacity: Option<usize>,
     /// TLS settings; without them the collector makes its own CA in the data dir.
     pub tls: Option<RawTls>,
 }
@@ -58,6 +65,8 @@ pub struct Settings {
     pub offline_after: Duration,
     pub session_ttl: Duration,
     pub header_timeout: Duration,
+    pub max_clock_skew: Duration,
+    pub change_stream_capacity: usize,
     pub tls: TlsSettings,
 }
 
@@ -153,6 +162,8 @@ pub fn validate(raw: RawConfig, overrides: &Overrides, file: Option<&Path>) -> R
         offline_after_secs,
         session_ttl_secs,
         header_timeout_secs,
+        max_clock_skew_secs,
+        change_stream_capacity,
         tls,
     } = raw;
     let at = file.map(|f| format!("{}: ", f.display())).unwrap_or_default();
@@ -195,6 +206,16 @@ pub fn validate(raw: RawConfig, overrides: &Overrides, file: Option<&Path>) -> R
     if header_timeout == 0 {
         problems.push(format!("{at}header_timeout_secs: must be at least 1"));
     }
+    let max_clock_skew = max_clock_skew_secs.unwrap_or(300);
+    if max_clock_skew == 0 {
+        problems.push(format!("{at}max_clock_skew_secs: must be at least 1"));
+    }
+    let change_stream_capacity = change_stream_capacity.unwrap_or(1024);
+    if !(1..=1_000_000).contains(&change_stream_capacity) {
+        problems.push(format!(
+            "{at}change_stream_capacity: {change_stream_capacity} must be between 1 and 1000000"
+        ));
+    }
     let tls = match tls {
         None => TlsSettings::Generated {
             subject_alt_names: Vec::new(),
@@ -227,6 +248,8 @@ pub fn validate(raw: RawConfig, overrides: &Overrides, file: Option<&Path>) -> R
         offline_after: Duration::from_secs(offline),
         session_ttl: Duration::from_secs(session_ttl),
         header_timeout: Duration::from_secs(header_timeout),
+        max_clock_skew: Duration::from_secs(max_clock_skew),
+        change_stream_capacity,
         tls,
     })
 }

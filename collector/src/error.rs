@@ -1,7 +1,8 @@
 //! The collector's one API error type.
 //!
 //! Client mistakes come back as JSON `{"error": "..."}` with a 4xx status; internal errors as
-//! a plain 500 whose detail is logged inside the request span and never sent.
+//! a plain 500 whose detail is logged inside the request span and never sent; the body names
+//! the request id ([`crate::request`]) so the log lines can be found.
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -53,7 +54,7 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound { .. } => ApiError::NotFound(e.to_string()),
             StoreError::Conflict { .. } | StoreError::Invalid(_) => ApiError::BadRequest(e.to_string()),
             StoreError::Token(r) => ApiError::Forbidden(format!("enrollment refused: {r}")),
-            StoreError::Database(_) => ApiError::Internal(e.to_string()),
+            StoreError::Database { .. } => ApiError::Internal(e.to_string()),
         }
     }
 }
@@ -63,7 +64,7 @@ impl IntoResponse for ApiError {
         let status = self.status();
         if let ApiError::Internal(detail) = &self {
             tracing::error!(error = %detail, "request failed");
-            return (status, "internal server error").into_response();
+            return (status, crate::request::internal_error_body()).into_response();
         }
         let mut resp = (
             status,

@@ -1,7 +1,7 @@
-//! Policy evaluation on the collector: an agent's newest observations, judged by its
-//! practice's and site's effective policy, become its current findings.
+//! Effective policies on the collector: the built-in pack with a practice's and site's
+//! settings, built and cached.
 //!
-//! [`evaluate_agent`] runs after every stored report. It reads the newest observation per
+//! [`crate::ingest::Evaluator::evaluate_agent`] runs after every stored report. It reads the newest observation per
 //! (kind, subject) from the store, so a report that carries only some checks is judged
 //! together with the latest results of the others. The machine's OS and role come from its
 //! newest inventory observation; before the first inventory, from the OS the agent named at
@@ -9,22 +9,20 @@
 //!
 //! The effective policy is the built-in pack with the practice's profile, then the practice's
 //! and the site's overrides (`rounds-collector policy set`); an agent whose practice and site
-//! have no settings uses the shared [`AppState::policy`]. Built policies are cached by the
+//! have no settings uses the shared built-in policy. Built policies are cached by the
 //! settings they come from ([`PolicyCache`]), so a report does not compile CEL again. Settings
 //! that no longer build (they were validated when set) are logged and counted as a failed
 //! evaluation, and the agent is judged by the built-in policy so its findings stay current.
 //!
-//! Every evaluation is logged and counted here, in one place (`rounds_evaluations_total`,
+//! Every evaluation is logged and counted in [`crate::events`] (`rounds_evaluations_total`,
 //! `rounds_evaluations_failed_total`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use rounds_policies::{EvalContext, LoadErrors, Os, Overrides, Pack, Policy, Status, evaluate};
-use rounds_protocol::Observation;
+use rounds_policies::{LoadErrors, Overrides, Pack, Policy};
 
-use crate::app::{AppState, Metrics};
-use crate::store::{AgentPolicySettings, Role, Scope, StoreError};
+use crate::store::AgentPolicySettings;
 
 /// How many built policies [`PolicyCache`] keeps before it starts over.
 const CACHE_LIMIT: usize = 256;
@@ -119,107 +117,4 @@ pub fn build(pack: &Pack, settings: &AgentPolicySettings) -> Result<Policy, Load
         .transpose()?;
     let overrides: Vec<&Overrides> = practice_overrides.iter().chain(site_overrides.iter()).collect();
     Policy::new(pack, profile.as_deref(), &overrides)
-}
-
-/// Why an agent could not be evaluated.
-#[derive(Debug, thiserror::Error)]
-pub enum EvalError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// Neither an inventory nor the enrollment names an OS family the policy knows.
-    #[error("agent {agent_id}: unknown operating system `{os}`; no inventory names its os_family yet")]
-    UnknownOs { agent_id: String, os: String },
-}
-
-/// How many findings of each status one evaluation produced.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Evaluated {
-    pub pass: usize,
-    pub fail: usize,
-    pub error: usize,
-    pub not_applicable: usize,
-}
-
-/// The scope evaluation reads with: it acts for the collector, not for a user.
-fn collector_scope() -> Scope {
-    Scope {
-        role: Role::Admin,
-        practice_id: None,
-    }
-}
-
-/// Evaluates an agent's newest observations against its effective policy and replaces its
-/// stored findings. Logs and counts the outcome.
-pub async fn evaluate_agent(state: &AppState, agent_id: &str) -> Result<Evaluated, EvalError> {
-    let outcome = run(state, agent_id).await;
-    match &outcome {
-        Ok(e) => {
-            Metrics::inc(&state.metrics.evaluations);
-            tracing::info!(
-                agent_id,
-                pass = e.pass,
-                fail = e.fail,
-                error = e.error,
-                not_applicable = e.not_applicable,
-                "agent evaluated"
-            );
-        }
-        Err(error) => {
-            Metrics::inc(&state.metrics.evaluations_failed);
-            tracing::error!(agent_id, %error, "agent evaluation failed");
-        }
-    }
-    outcome
-}
-
-async fn run(state: &AppState, agent_id: &str) -> Result<Evaluated, EvalError> {
-    let scope = collector_scope();
-    // One evaluation at a time: the findings stored last are from the newest observations.
-    let _guard = state.evaluation_lock.lock().await;
-    let agent = state.store.agent(&scope, agent_id).await?;
-    let observations: Vec<Observation> = state
-        .store
-        .latest_observations(&scope, agent_id, None)
-        .await?
-        .into_iter()
-        .map(|s| s.observation)
-        .collect();
-    let now = state.now();
-    let ctx = EvalContext::from_inventory(now, &observations)
-        .or_else(|| Os::parse(&agent.os).map(|os| EvalContext { now, os, role: None }))
-        .ok_or_else(|| EvalError::UnknownOs {
-            agent_id: agent_id.to_string(),
-            os: agent.os.clone(),
-        })?;
-    let policy = effective_policy(state, agent_id).await?;
-    let findings = evaluate(&observations, &policy, &ctx);
-    state.store.replace_findings(agent_id, &findings, now).await?;
-    let count = |s: Status| findings.iter().filter(|f| f.status == s).count();
-    Ok(Evaluated {
-        pass: count(Status::Pass),
-        fail: count(Status::Fail),
-        error: count(Status::Error),
-        not_applicable: count(Status::NotApplicable),
-    })
-}
-
-/// The agent's effective policy; the shared built-in one when its settings are the defaults
-/// or, logged and counted, when they do not build.
-async fn effective_policy(state: &AppState, agent_id: &str) -> Result<Arc<Policy>, EvalError> {
-    let settings = state.store.policy_settings_for_agent(agent_id).await?;
-    match state.policies.policy_for(&settings) {
-        Ok(Some(policy)) => Ok(policy),
-        Ok(None) => Ok(Arc::clone(&state.policy)),
-        Err(error) => {
-            Metrics::inc(&state.metrics.evaluations_failed);
-            tracing::error!(
-                agent_id,
-                practice = %settings.practice,
-                site = %settings.site,
-                %error,
-                "stored policy settings do not build; evaluating with the built-in policy instead"
-            );
-            Ok(Arc::clone(&state.policy))
-        }
-    }
 }

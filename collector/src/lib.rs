@@ -7,9 +7,13 @@
 pub mod admin;
 pub mod api;
 pub mod app;
+pub mod clock;
 pub mod config;
 pub mod error;
 pub mod evaluation;
+pub mod events;
+pub mod ingest;
+pub mod request;
 pub mod secrets;
 pub mod serve;
 pub mod store;

@@ -79,16 +79,24 @@ pub async fn prepare(settings: Settings) -> Result<Prepared, ServeError> {
     let mut initial_admin_password = None;
     if store.user_count().await? == 0 {
         let password = secrets::random_password();
-        let hash = secrets::hash_password(&password).map_err(|e| StoreError::Database(format!("hashing: {e}")))?;
-        store.add_user("admin", &hash, Role::Admin, None).await?;
-        store
-            .audit(
-                "collector",
-                "user.add",
-                "first admin `admin` created at first start",
-                chrono::Utc::now(),
+        let hash = secrets::hash_password(&password).map_err(|e| {
+            StoreError::message(
+                crate::store::DbErrorKind::Other,
+                "creating the first admin",
+                format!("hashing: {e}"),
             )
-            .await?;
+        })?;
+        let now = chrono::Utc::now();
+        let mut tx = store.begin().await?;
+        tx.add_user("admin", &hash, Role::Admin, None, now).await?;
+        tx.audit(
+            "collector",
+            "user.add",
+            "first admin `admin` created at first start",
+            now,
+        )
+        .await?;
+        tx.commit().await?;
         initial_admin_password = Some(password);
     }
     Ok(Prepared {

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::ApiCaller;
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::store::{FindingCounts, FindingRow, StoredObservation};
+use crate::store::{ChangeQuery, FindingChange, FindingCounts, FindingRow, StoredObservation};
 
 /// A site with its agents' state, in `GET /api/v1/practices`.
 #[derive(Debug, Serialize)]
@@ -150,14 +150,79 @@ pub async fn observations(
     ))
 }
 
-/// `GET /api/v1/agents/{id}/findings`: the agent's current finding per policy rule, with
-/// evidence, citations and since when each status holds.
+/// Query of `GET /api/v1/agents/{id}/findings`.
+#[derive(Debug, Deserialize)]
+pub struct FindingsQuery {
+    /// RFC 3339: the findings as they stood at that time instead of now.
+    pub at: Option<String>,
+}
+
+/// Query of `GET /api/v1/agents/{id}/findings/history`.
+#[derive(Debug, Deserialize)]
+pub struct HistoryQuery {
+    /// RFC 3339, inclusive.
+    pub from: Option<String>,
+    /// RFC 3339, exclusive; now when absent.
+    pub to: Option<String>,
+}
+
+/// An RFC 3339 query parameter, or a 400 naming it.
+fn time_param(name: &str, value: &str) -> Result<DateTime<Utc>, ApiError> {
+    DateTime::parse_from_rfc3339(value)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| {
+            ApiError::BadRequest(format!(
+                "query parameter `{name}`: `{value}` is not an RFC 3339 time: {e}"
+            ))
+        })
+}
+
+/// `GET /api/v1/agents/{id}/findings[?at=RFC3339]`: the agent's current finding per policy
+/// rule, with evidence, citations and since when each status holds; with `at`, as they stood
+/// at that time.
 pub async fn findings(
     State(state): State<AppState>,
     ApiCaller(scope): ApiCaller,
     Path(agent_id): Path<String>,
+    Query(q): Query<FindingsQuery>,
 ) -> Result<Json<Vec<FindingRow>>, ApiError> {
-    Ok(Json(state.store.findings(&scope, &agent_id).await?))
+    match q.at {
+        None => Ok(Json(state.store.findings(&scope, &agent_id).await?)),
+        Some(at) => {
+            let at = time_param("at", &at)?;
+            Ok(Json(state.store.findings_at(&scope, &agent_id, at).await?))
+        }
+    }
+}
+
+/// `GET /api/v1/agents/{id}/findings/history?from=RFC3339[&to=RFC3339]`: every change of the
+/// agent's findings recorded in `from..to`, oldest first.
+pub async fn findings_history(
+    State(state): State<AppState>,
+    ApiCaller(scope): ApiCaller,
+    Path(agent_id): Path<String>,
+    Query(q): Query<HistoryQuery>,
+) -> Result<Json<Vec<FindingChange>>, ApiError> {
+    let from = q
+        .from
+        .as_deref()
+        .map(|v| time_param("from", v))
+        .transpose()?
+        .ok_or_else(|| ApiError::BadRequest("query parameter `from` (RFC 3339) is required".into()))?;
+    let to = match q.to.as_deref() {
+        Some(v) => time_param("to", v)?,
+        None => state.now() + chrono::Duration::milliseconds(1),
+    };
+    if to < from {
+        return Err(ApiError::BadRequest("query parameter `to` is before `from`".into()));
+    }
+    let query = ChangeQuery {
+        agent_id: Some(agent_id),
+        practice_id: None,
+        from,
+        to,
+    };
+    Ok(Json(state.store.finding_changes(&scope, &query).await?))
 }
 
 /// `GET /healthz`: answers without authentication when the store answers.

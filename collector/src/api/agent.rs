@@ -9,8 +9,9 @@ use rounds_protocol::{
 };
 
 use super::{AgentJson, AuthedAgent};
-use crate::app::{AppState, Metrics};
+use crate::app::AppState;
 use crate::error::ApiError;
+use crate::events;
 use crate::secrets;
 use crate::store::{Ingested, NewAgent, StoreError};
 
@@ -50,19 +51,15 @@ pub async fn enroll(
         os,
         agent_version,
     };
-    match state
-        .store
-        .enroll(&secrets::hash_secret(token.trim()), new, state.now())
-        .await
-    {
+    let now = state.now();
+    // Redeeming the token, creating the agent and its audit entry commit together or not at all.
+    let mut tx = state.store.begin().await?;
+    match tx.enroll(&secrets::hash_secret(token.trim()), new, now).await {
         Ok(e) => {
-            Metrics::inc(&state.metrics.enrollments);
-            tracing::info!(agent_id = %agent_id, %hostname, practice = %e.practice, site = %e.site, "agent enrolled");
             let detail = format!("agent {agent_id} ({hostname}) at {}/{}", e.practice, e.site);
-            state
-                .store
-                .audit("enrollment", "agent.enroll", &detail, state.now())
-                .await?;
+            tx.audit("enrollment", "agent.enroll", &detail, now).await?;
+            tx.commit().await?;
+            events::enrolled(&state.metrics, &agent_id, &hostname, &e.practice, &e.site);
             Ok(Json(EnrollResponse {
                 protocol: PROTOCOL_MAJOR,
                 agent_id,
@@ -73,8 +70,7 @@ pub async fn enroll(
             }))
         }
         Err(StoreError::Token(reason)) => {
-            Metrics::inc(&state.metrics.enrollments_refused);
-            tracing::warn!(%hostname, reason = %reason, "enrollment refused");
+            events::enrollment_refused(&state.metrics, &hostname, &reason);
             Err(ApiError::Forbidden(format!("enrollment refused: {reason}")))
         }
         Err(e) => Err(e.into()),
@@ -100,10 +96,11 @@ pub async fn heartbeat(
 ) -> Result<Json<HeartbeatAck>, ApiError> {
     same_agent(&agent, &hb.agent_id)?;
     short("agent_version", &hb.agent_version, 64)?;
+    state
+        .evaluator
+        .heartbeat(&agent.0, &hb.agent_version, hb.sent_at)
+        .await?;
     let now = state.now();
-    state.store.heartbeat(&agent.0, &hb.agent_version, now).await?;
-    Metrics::inc(&state.metrics.heartbeats);
-    tracing::debug!(agent_id = %agent.0, "heartbeat");
     Ok(Json(HeartbeatAck {
         received_at: now,
         config_etag: Some(state.agent_config.etag.clone()),
@@ -118,7 +115,25 @@ pub async fn report(
     agent: AuthedAgent,
     AgentJson(report): AgentJson<Report>,
 ) -> Result<Json<ReportAck>, ApiError> {
-    same_agent(&agent, &report.agent_id)?;
+    let refuse = |e: ApiError| {
+        events::report_refused(&state.metrics, Some(&agent.0), &e);
+        e
+    };
+    same_agent(&agent, &report.agent_id).map_err(refuse)?;
+    check_report(&report).map_err(refuse)?;
+    // The report is committed before the answer; a failed evaluation is logged and counted,
+    // and the next report evaluates again: the agent must not resend what is already stored.
+    let outcome = state.evaluator.ingest(&agent.0, &report).await?;
+    let stored = outcome.ingested == Ingested::Stored;
+    Ok(Json(ReportAck {
+        sequence: report.sequence,
+        stored,
+        next_expected: None,
+    }))
+}
+
+/// Refuses a report that breaks the protocol's limits.
+fn check_report(report: &Report) -> Result<(), ApiError> {
     if report.sequence == 0 || report.sequence > i64::MAX as u64 {
         return Err(ApiError::Unprocessable(
             "field `sequence` must be between 1 and 2^63-1".into(),
@@ -137,36 +152,7 @@ pub async fn report(
             )));
         }
     }
-    let outcome = state
-        .store
-        .ingest_report(
-            &agent.0,
-            report.sequence,
-            report.created_at,
-            &report.observations,
-            state.now(),
-        )
-        .await?;
-    let stored = outcome == Ingested::Stored;
-    if stored {
-        Metrics::inc(&state.metrics.reports_stored);
-        state
-            .metrics
-            .observations_stored
-            .fetch_add(report.observations.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        tracing::info!(agent_id = %agent.0, sequence = report.sequence, observations = report.observations.len(), "report stored");
-        // The report is committed: a failed evaluation is logged and counted, and the next
-        // report evaluates again; the agent must not resend what is already stored.
-        let _ = crate::evaluation::evaluate_agent(&state, &agent.0).await;
-    } else {
-        Metrics::inc(&state.metrics.reports_duplicate);
-        tracing::info!(agent_id = %agent.0, sequence = report.sequence, "report already stored");
-    }
-    Ok(Json(ReportAck {
-        sequence: report.sequence,
-        stored,
-        next_expected: None,
-    }))
+    Ok(())
 }
 
 /// The configuration served to agents and its `ETag`, made once from the settings (they do

@@ -11,8 +11,9 @@ use axum::http::request::Parts;
 use base64::Engine;
 use serde::de::DeserializeOwned;
 
-use crate::app::{AppState, Metrics};
+use crate::app::AppState;
 use crate::error::ApiError;
+use crate::events;
 use crate::secrets;
 use crate::store::Scope;
 
@@ -26,8 +27,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for AgentJson<T> {
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let reject = |e: ApiError| {
-            Metrics::inc(&state.metrics.reports_rejected);
-            tracing::warn!(error = %e, "agent request rejected");
+            events::report_refused(&state.metrics, None, &e);
             e
         };
         let content_type = req
@@ -68,9 +68,9 @@ impl FromRequestParts<AppState> for AuthedAgent {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let refuse = |msg: &str| {
-            Metrics::inc(&state.metrics.reports_rejected);
-            tracing::warn!(reason = msg, "agent authentication failed");
-            ApiError::Unauthorized(msg.to_string())
+            let e = ApiError::Unauthorized(msg.to_string());
+            events::report_refused(&state.metrics, None, &e);
+            e
         };
         let header = parts
             .headers

@@ -11,10 +11,15 @@
 //! - an enrollment token is redeemed at most once, in the same transaction that creates the
 //!   agent;
 //! - an agent's findings are replaced as a whole, in one transaction, and a finding's
-//!   `status_since` moves only when its status changes;
+//!   `status_since` moves only when its status changes; every appearance, status or exception
+//!   change and retirement is recorded in the finding history in that same transaction;
+//! - "newest" is decided by the agent's sequence number, never by the agent's clock;
+//! - the store never reads the wall clock: every time is a parameter;
+//! - several writes commit together through a [`Tx`] (unit of work) or not at all;
 //! - policy settings exist once per practice and once per site, only for practices and sites
 //!   that exist, and a profile is set only at practice level.
 
+pub mod error;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -23,46 +28,7 @@ use rounds_policies::{Exception, Finding, Severity, Status};
 use rounds_protocol::Observation;
 use serde::Serialize;
 
-/// Errors of the storage layer.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The database could not be opened, migrated or queried.
-    #[error("database error: {0}")]
-    Database(String),
-    /// A named thing does not exist.
-    #[error("{what} not found: {name}")]
-    NotFound { what: &'static str, name: String },
-    /// A unique name is taken.
-    #[error("{what} already exists: {name}")]
-    Conflict { what: &'static str, name: String },
-    /// The enrollment token cannot be redeemed, and why.
-    #[error("{0}")]
-    Token(TokenRefusal),
-    /// The request contradicts the data model (e.g. a profile for a site).
-    #[error("{0}")]
-    Invalid(String),
-}
-
-/// Why an enrollment token was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TokenRefusal {
-    Unknown,
-    Expired,
-    AlreadyUsed,
-}
-
-impl std::fmt::Display for TokenRefusal {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            TokenRefusal::Unknown => "enrollment token unknown",
-            TokenRefusal::Expired => "enrollment token expired",
-            TokenRefusal::AlreadyUsed => "enrollment token already used",
-        })
-    }
-}
-
-pub type StoreResult<T> = Result<T, StoreError>;
+pub use error::{DbErrorKind, StoreError, StoreResult, TokenRefusal};
 
 /// Roles of dashboard users and API keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -163,6 +129,8 @@ pub struct AgentRow {
     pub last_seen_at: Option<DateTime<Utc>>,
     pub last_report_at: Option<DateTime<Utc>>,
     pub last_sequence: u64,
+    /// The agent's clock minus the collector's at its last heartbeat, in milliseconds.
+    pub clock_skew_ms: Option<i64>,
     /// How many of the agent's current findings have each status.
     pub findings: FindingCounts,
 }
@@ -252,6 +220,11 @@ pub struct PracticeRow {
 pub struct StoredObservation {
     pub agent_id: String,
     pub sequence: u64,
+    /// When a report last carried this same payload (receive time); observation rows are
+    /// written only when the payload changes.
+    pub confirmed_at: Option<DateTime<Utc>>,
+    /// The agent dated it too far in the future: `observed_at` is the receive time instead.
+    pub future_dated: bool,
     #[serde(flatten)]
     pub observation: Observation,
 }
@@ -321,53 +294,187 @@ pub enum Ingested {
     Duplicate,
 }
 
-/// The collector's storage. All methods are atomic.
+/// One change of an agent's finding for one rule: its status or its accepted risk changed, it
+/// appeared, or it was retired. Recorded in the transaction that replaced the findings.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FindingChange {
+    pub agent_id: String,
+    pub rule: String,
+    /// When the change was recorded (the collector's clock at evaluation).
+    pub at: DateTime<Utc>,
+    /// `None` when the rule had no finding on this agent before.
+    pub old_status: Option<Status>,
+    /// `None` when the finding was retired (its rule or subject is gone).
+    pub new_status: Option<Status>,
+    pub severity: Severity,
+    pub title: String,
+    pub citations: Vec<String>,
+    /// The evidence at the moment of the change (the last evidence, for a retired finding).
+    pub evidence: serde_json::Value,
+    pub message: String,
+    pub remediation: Option<String>,
+    pub old_exception: Option<Exception>,
+    pub exception: Option<Exception>,
+}
+
+/// Which finding changes to read: of one agent, or of one practice, or of everything the
+/// scope sees, recorded in `from..to` (from inclusive, to exclusive).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangeQuery {
+    pub agent_id: Option<String>,
+    pub practice_id: Option<i64>,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+}
+
+/// A report as the store takes it: the wire report with what the collector decided about it.
+#[derive(Debug, Clone, Copy)]
+pub struct IncomingReport<'a> {
+    pub report: &'a rounds_protocol::Report,
+    /// When the collector received it.
+    pub received_at: DateTime<Utc>,
+    /// Observations dated later than this are stored with `received_at` and flagged as
+    /// future-dated (the agent's clock runs ahead).
+    pub future_after: DateTime<Utc>,
+}
+
+/// Several writes that commit together or not at all. Dropping it without
+/// [`commit`](Tx::commit) rolls everything back.
+///
+/// Obtained from [`Store::begin`]. While a unit of work is open it may hold the database's
+/// write lock: keep it short and never wait on anything but the store inside it.
+#[async_trait]
+pub trait Tx: Send {
+    /// Creates a practice if new and returns its id.
+    async fn ensure_practice(&mut self, name: &str, now: DateTime<Utc>) -> StoreResult<i64>;
+    /// Creates a practice and site if new and returns the site id.
+    async fn ensure_site(&mut self, practice: &str, site: &str, now: DateTime<Utc>) -> StoreResult<i64>;
+    /// Stores an enrollment token (creating practice and site if new).
+    async fn create_token(&mut self, token: NewToken, now: DateTime<Utc>) -> StoreResult<()>;
+    /// Redeems a token and creates the agent.
+    async fn enroll(&mut self, token_hash: &str, agent: NewAgent, now: DateTime<Utc>) -> StoreResult<Enrolled>;
+    /// Records a heartbeat, and the agent's clock skew (agent minus collector) when known.
+    async fn heartbeat(
+        &mut self,
+        agent_id: &str,
+        agent_version: &str,
+        clock_skew: Option<chrono::Duration>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()>;
+    /// Stores a report and its observations once per `(agent_id, sequence)`. The current
+    /// state per (kind, subject) follows the highest sequence, not the agent's clock; a
+    /// complete report of a check retires that check's subjects it no longer names.
+    async fn ingest_report(&mut self, agent_id: &str, report: IncomingReport<'_>) -> StoreResult<Ingested>;
+    /// Replaces an agent's current findings with `findings`, evaluated at `now`: rules not in
+    /// `findings` lose their finding; a rule whose status is unchanged keeps its
+    /// `status_since`, any other gets `now`. Every appearance, status change, exception change
+    /// and retirement is recorded in the history and returned. `NotFound` when the agent does
+    /// not exist.
+    async fn replace_findings(
+        &mut self,
+        agent_id: &str,
+        findings: &[Finding],
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<FindingChange>>;
+    /// Adds a dashboard user.
+    async fn add_user(
+        &mut self,
+        username: &str,
+        password_hash: &str,
+        role: Role,
+        practice: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<i64>;
+    /// Replaces a user's password hash and ends their sessions.
+    async fn set_password(&mut self, username: &str, password_hash: &str) -> StoreResult<()>;
+    /// Stores an API key's hash.
+    async fn create_api_key(
+        &mut self,
+        key_hash: &str,
+        role: Role,
+        practice: Option<&str>,
+        label: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()>;
+    /// Appends to the collector's own audit log of who did what.
+    async fn audit(&mut self, actor: &str, action: &str, detail: &str, now: DateTime<Utc>) -> StoreResult<()>;
+    /// Replaces the policy settings of a practice (`site` `None`) or of one of its sites; both
+    /// `profile` and `overrides_toml` `None` removes them. `NotFound` for an unknown practice or
+    /// site; `Invalid` for a profile at site level.
+    #[allow(clippy::too_many_arguments)]
+    async fn set_policy_settings(
+        &mut self,
+        practice: &str,
+        site: Option<&str>,
+        profile: Option<&str>,
+        overrides_toml: Option<&str>,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()>;
+    /// Makes every write of this unit of work durable and visible.
+    async fn commit(self: Box<Self>) -> StoreResult<()>;
+}
+
+/// Runs one [`Tx`] method in its own unit of work.
+macro_rules! in_tx {
+    ($store:expr, |$tx:ident| $call:expr) => {{
+        let mut $tx = $store.begin().await?;
+        let out = $call.await?;
+        $tx.commit().await?;
+        Ok(out)
+    }};
+}
+
+/// The collector's storage. Every method is atomic; [`begin`](Store::begin) opens a unit of
+/// work for writes that must commit together. The write methods here are each their own unit
+/// of work (an implementation may run them faster, with the same effect).
+///
+/// Object-safe (`Arc<dyn Store>`): a PostgreSQL implementation provides `begin` with a
+/// transaction of its own and the reads, and inherits the rest.
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Opens a unit of work.
+    async fn begin(&self) -> StoreResult<Box<dyn Tx>>;
+
     /// Creates a practice if new and returns its id.
-    async fn ensure_practice(&self, name: &str) -> StoreResult<i64>;
+    async fn ensure_practice(&self, name: &str, now: DateTime<Utc>) -> StoreResult<i64> {
+        in_tx!(self, |tx| tx.ensure_practice(name, now))
+    }
     /// Creates a practice and site if new and returns the site id.
-    async fn ensure_site(&self, practice: &str, site: &str) -> StoreResult<i64>;
+    async fn ensure_site(&self, practice: &str, site: &str, now: DateTime<Utc>) -> StoreResult<i64> {
+        in_tx!(self, |tx| tx.ensure_site(practice, site, now))
+    }
     /// Stores an enrollment token (creating practice and site if new).
-    async fn create_token(&self, token: NewToken) -> StoreResult<()>;
+    async fn create_token(&self, token: NewToken, now: DateTime<Utc>) -> StoreResult<()> {
+        in_tx!(self, |tx| tx.create_token(token, now))
+    }
     /// Redeems a token and creates the agent in one transaction.
-    async fn enroll(&self, token_hash: &str, agent: NewAgent, now: DateTime<Utc>) -> StoreResult<Enrolled>;
-    /// Credentials of an agent, if it exists.
-    async fn agent_auth(&self, agent_id: &str) -> StoreResult<Option<AgentAuth>>;
-    /// Records a heartbeat.
-    async fn heartbeat(&self, agent_id: &str, agent_version: &str, now: DateTime<Utc>) -> StoreResult<()>;
-    /// Stores a report and its observations once per `(agent_id, sequence)`.
-    async fn ingest_report(
+    async fn enroll(&self, token_hash: &str, agent: NewAgent, now: DateTime<Utc>) -> StoreResult<Enrolled> {
+        in_tx!(self, |tx| tx.enroll(token_hash, agent, now))
+    }
+    /// Records a heartbeat (see [`Tx::heartbeat`]).
+    async fn heartbeat(
         &self,
         agent_id: &str,
-        sequence: u64,
-        created_at: DateTime<Utc>,
-        observations: &[Observation],
+        agent_version: &str,
+        clock_skew: Option<chrono::Duration>,
         now: DateTime<Utc>,
-    ) -> StoreResult<Ingested>;
-    /// Practices visible to `scope`, with their sites.
-    async fn practices(&self, scope: &Scope) -> StoreResult<Vec<PracticeRow>>;
-    /// Agents visible to `scope`.
-    async fn agents(&self, scope: &Scope) -> StoreResult<Vec<AgentRow>>;
-    /// One agent visible to `scope`. `NotFound` when it does not exist or is not visible.
-    async fn agent(&self, scope: &Scope, agent_id: &str) -> StoreResult<AgentRow>;
-    /// The newest observation per (kind, subject) of an agent visible to `scope`, optionally of
-    /// one kind. `NotFound` when the agent does not exist or is not visible.
-    async fn latest_observations(
+    ) -> StoreResult<()> {
+        in_tx!(self, |tx| tx.heartbeat(agent_id, agent_version, clock_skew, now))
+    }
+    /// Stores a report (see [`Tx::ingest_report`]).
+    async fn ingest_report(&self, agent_id: &str, report: IncomingReport<'_>) -> StoreResult<Ingested> {
+        in_tx!(self, |tx| tx.ingest_report(agent_id, report))
+    }
+    /// Replaces an agent's findings (see [`Tx::replace_findings`]).
+    async fn replace_findings(
         &self,
-        scope: &Scope,
         agent_id: &str,
-        kind: Option<&str>,
-    ) -> StoreResult<Vec<StoredObservation>>;
-    /// Replaces an agent's current findings with `findings`, evaluated at `now`, in one
-    /// transaction: rules not in `findings` lose their finding; a rule whose status is unchanged
-    /// keeps its `status_since`, any other gets `now`. `NotFound` when the agent does not exist.
-    async fn replace_findings(&self, agent_id: &str, findings: &[Finding], now: DateTime<Utc>) -> StoreResult<()>;
-    /// The current findings of an agent visible to `scope`, by rule id. `NotFound` when the
-    /// agent does not exist or is not visible.
-    async fn findings(&self, scope: &Scope, agent_id: &str) -> StoreResult<Vec<FindingRow>>;
-    /// Number of stored reports (all agents).
-    async fn report_count(&self) -> StoreResult<u64>;
+        findings: &[Finding],
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<FindingChange>> {
+        in_tx!(self, |tx| tx.replace_findings(agent_id, findings, now))
+    }
     /// Adds a dashboard user.
     async fn add_user(
         &self,
@@ -375,9 +482,77 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         password_hash: &str,
         role: Role,
         practice: Option<&str>,
-    ) -> StoreResult<i64>;
-    /// Replaces a user's password hash.
-    async fn set_password(&self, username: &str, password_hash: &str) -> StoreResult<()>;
+        now: DateTime<Utc>,
+    ) -> StoreResult<i64> {
+        in_tx!(self, |tx| tx.add_user(username, password_hash, role, practice, now))
+    }
+    /// Replaces a user's password hash and ends their sessions.
+    async fn set_password(&self, username: &str, password_hash: &str) -> StoreResult<()> {
+        in_tx!(self, |tx| tx.set_password(username, password_hash))
+    }
+    /// Stores an API key's hash.
+    async fn create_api_key(
+        &self,
+        key_hash: &str,
+        role: Role,
+        practice: Option<&str>,
+        label: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        in_tx!(self, |tx| tx.create_api_key(key_hash, role, practice, label, now))
+    }
+    /// Appends to the collector's own audit log of who did what.
+    async fn audit(&self, actor: &str, action: &str, detail: &str, now: DateTime<Utc>) -> StoreResult<()> {
+        in_tx!(self, |tx| tx.audit(actor, action, detail, now))
+    }
+    /// Replaces policy settings (see [`Tx::set_policy_settings`]).
+    #[allow(clippy::too_many_arguments)]
+    async fn set_policy_settings(
+        &self,
+        practice: &str,
+        site: Option<&str>,
+        profile: Option<&str>,
+        overrides_toml: Option<&str>,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        in_tx!(self, |tx| tx.set_policy_settings(
+            practice,
+            site,
+            profile,
+            overrides_toml,
+            actor,
+            now
+        ))
+    }
+
+    /// Credentials of an agent, if it exists.
+    async fn agent_auth(&self, agent_id: &str) -> StoreResult<Option<AgentAuth>>;
+    /// Practices visible to `scope`, with their sites.
+    async fn practices(&self, scope: &Scope) -> StoreResult<Vec<PracticeRow>>;
+    /// Agents visible to `scope`.
+    async fn agents(&self, scope: &Scope) -> StoreResult<Vec<AgentRow>>;
+    /// One agent visible to `scope`. `NotFound` when it does not exist or is not visible.
+    async fn agent(&self, scope: &Scope, agent_id: &str) -> StoreResult<AgentRow>;
+    /// The current observation per (kind, subject) of an agent visible to `scope` (from its
+    /// highest sequence; retired subjects excluded), optionally of one kind. `NotFound` when
+    /// the agent does not exist or is not visible.
+    async fn latest_observations(
+        &self,
+        scope: &Scope,
+        agent_id: &str,
+        kind: Option<&str>,
+    ) -> StoreResult<Vec<StoredObservation>>;
+    /// The current findings of an agent visible to `scope`, by rule id. `NotFound` when the
+    /// agent does not exist or is not visible.
+    async fn findings(&self, scope: &Scope, agent_id: &str) -> StoreResult<Vec<FindingRow>>;
+    /// The findings of an agent visible to `scope` as they stood at `at`, by rule id (built
+    /// from the history; `evaluated_at` is the time of the change that set each one).
+    async fn findings_at(&self, scope: &Scope, agent_id: &str, at: DateTime<Utc>) -> StoreResult<Vec<FindingRow>>;
+    /// Finding changes visible to `scope` that match `query`, oldest first.
+    async fn finding_changes(&self, scope: &Scope, query: &ChangeQuery) -> StoreResult<Vec<FindingChange>>;
+    /// Number of stored reports (all agents).
+    async fn report_count(&self) -> StoreResult<u64>;
     /// Number of dashboard users.
     async fn user_count(&self) -> StoreResult<u64>;
     /// A user by name.
@@ -395,26 +570,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn session(&self, token_hash: &str, now: DateTime<Utc>) -> StoreResult<Option<SessionRow>>;
     /// Ends a session.
     async fn delete_session(&self, token_hash: &str) -> StoreResult<()>;
-    /// Stores an API key's hash.
-    async fn create_api_key(&self, key_hash: &str, role: Role, practice: Option<&str>, label: &str) -> StoreResult<()>;
     /// The scope of an API key.
     async fn api_key(&self, key_hash: &str) -> StoreResult<Option<Scope>>;
-    /// Appends to the collector's own audit log of who did what.
-    async fn audit(&self, actor: &str, action: &str, detail: &str, now: DateTime<Utc>) -> StoreResult<()>;
     /// The newest `limit` audit-log entries, newest first.
     async fn audit_entries(&self, limit: u32) -> StoreResult<Vec<AuditEntry>>;
-    /// Replaces the policy settings of a practice (`site` `None`) or of one of its sites; both
-    /// `profile` and `overrides_toml` `None` removes them. `NotFound` for an unknown practice or
-    /// site; `Invalid` for a profile at site level.
-    async fn set_policy_settings(
-        &self,
-        practice: &str,
-        site: Option<&str>,
-        profile: Option<&str>,
-        overrides_toml: Option<&str>,
-        actor: &str,
-        now: DateTime<Utc>,
-    ) -> StoreResult<()>;
     /// The policy settings of a practice (`site` `None`) or site, if any are set. `NotFound` for
     /// an unknown practice or site.
     async fn policy_settings(&self, practice: &str, site: Option<&str>) -> StoreResult<Option<PolicySettingsRow>>;

@@ -23,7 +23,8 @@ use super::session::{
     is_csrf_token, new_csrf_token, set_cookie,
 };
 use super::{WebError, page};
-use crate::app::{AppState, Metrics};
+use crate::app::AppState;
+use crate::events;
 use crate::secrets;
 use crate::store::UserRow;
 
@@ -110,8 +111,7 @@ pub async fn login(
     let addr = extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
     if let Some(until) = state.login_throttle.refused_until(&form.username, addr, state.now()) {
         let shown: String = form.username.chars().take(200).collect();
-        Metrics::inc(&state.metrics.logins_failed);
-        tracing::warn!(username = ?shown, ?addr, "dashboard login refused: too many failures");
+        events::login_failed(&state.metrics, &shown, true);
         state
             .store
             .audit(&shown, "login_throttled", "dashboard", state.now())
@@ -145,8 +145,7 @@ pub async fn login(
             let now = state.now();
             state.login_throttle.failed(&form.username, addr, now);
             let shown: String = form.username.chars().take(200).collect();
-            Metrics::inc(&state.metrics.logins_failed);
-            tracing::warn!(username = ?shown, "dashboard login failed");
+            events::login_failed(&state.metrics, &shown, false);
             state.store.audit(&shown, "login_failed", "dashboard", now).await?;
             let html = LoginPage {
                 csrf: &form.csrf,
@@ -198,8 +197,7 @@ async fn start_session(state: &AppState, headers: &HeaderMap, user: UserRow) -> 
             now + ttl,
         )
         .await?;
-    Metrics::inc(&state.metrics.logins);
-    tracing::info!(username = ?user.username, role = user.role.as_str(), "dashboard login");
+    events::login(&state.metrics, &user.username, user.role.as_str());
     state
         .store
         .audit(

@@ -109,7 +109,7 @@ impl IntoResponse for WebError {
             }
             WebError::Internal(detail) => {
                 tracing::error!(error = %detail, "dashboard request failed");
-                (StatusCode::INTERNAL_SERVER_ERROR, "internal server error").into_response()
+                (StatusCode::INTERNAL_SERVER_ERROR, crate::request::internal_error_body()).into_response()
             }
         }
     }

@@ -87,6 +87,48 @@ async fn enrollment_trades_a_token_once() {
 }
 
 #[tokio::test]
+async fn enrollment_whose_audit_entry_fails_leaves_the_token_unused_and_no_agent() {
+    let app = TestApp::new();
+    let t = token(&app, "P", "Main").await;
+    // Make every audit write fail, under the store, as a full disk or a bug would.
+    let conn = rusqlite::Connection::open(app.db_path()).unwrap();
+    conn.execute_batch(
+        "CREATE TRIGGER fail_audit BEFORE INSERT ON audit_log BEGIN SELECT RAISE(ABORT, 'injected audit failure'); END;",
+    )
+    .unwrap();
+    let resp = app
+        .send(post_json("/api/v1/agent/enroll", &enroll_body(&t, "frontdesk"), None))
+        .await;
+    assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    // The 500 says nothing of the cause, but names the request id its log lines carry.
+    let id = resp.headers()["x-request-id"].to_str().unwrap().to_string();
+    let body = body_text(resp).await;
+    assert_eq!(body, format!("internal server error (request id {id})"));
+    assert!(!body.contains("injected"), "{body}");
+    let everyone = rounds_collector::store::Scope {
+        role: Role::Admin,
+        practice_id: None,
+    };
+    assert!(
+        app.store().agents(&everyone).await.unwrap().is_empty(),
+        "no agent stored"
+    );
+
+    conn.execute_batch("DROP TRIGGER fail_audit;").unwrap();
+    let resp = app
+        .send(post_json("/api/v1/agent/enroll", &enroll_body(&t, "frontdesk"), None))
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK, "the token is still unused");
+    assert_eq!(app.store().agents(&everyone).await.unwrap().len(), 1);
+    let audit = app.store().audit_entries(10).await.unwrap();
+    assert_eq!(
+        audit.iter().filter(|e| e.action == "agent.enroll").count(),
+        1,
+        "{audit:?}"
+    );
+}
+
+#[tokio::test]
 async fn unknown_and_expired_tokens_are_refused_and_say_which() {
     let app = TestApp::new();
     let resp = app
@@ -598,4 +640,105 @@ async fn without_an_inventory_the_enrolled_os_decides_and_an_unknown_os_stores_t
     deliver(&app, &odd, 2, &[inv], true).await;
     let (_, body) = findings(&app, &odd.agent_id, &tech).await;
     assert_eq!(rule(&body, "hipaa.network.firewall")["status"], "fail");
+}
+
+/// `GET` a JSON body with `key`, asserting the status.
+async fn get_json(app: &TestApp, path: &str, key: &str, expect: StatusCode) -> Value {
+    let resp = app.send(get(path, Some(key))).await;
+    assert_eq!(resp.status(), expect, "{path}");
+    serde_json::from_str(&body_text(resp).await).unwrap()
+}
+
+fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        .replace('+', "%2B")
+}
+
+#[tokio::test]
+async fn finding_history_and_the_state_as_at_a_past_time_through_the_api() {
+    let app = TestApp::new();
+    let tech = admin::apikey_create(app.store(), Role::Technician, None, "t")
+        .await
+        .unwrap();
+    let e = enrolled(&app, "Smith Family Practice", "frontdesk").await;
+    let other = enrolled(&app, "Lakeside Dental", "xray").await;
+    let start = app.state.now();
+    deliver(&app, &e, 1, &[inventory(start), firewall(true, start)], true).await;
+    app.advance(600);
+    let t_fail = app.state.now();
+    deliver(&app, &e, 2, &[firewall(false, t_fail)], true).await;
+    // Another agent fails at the same time: never in this agent's history.
+    deliver(&app, &other, 1, &[inventory(t_fail), firewall(false, t_fail)], true).await;
+    app.advance(600);
+    let t_pass = app.state.now();
+    deliver(&app, &e, 3, &[firewall(true, t_pass)], true).await;
+
+    let path = format!(
+        "/api/v1/agents/{}/findings/history?from={}&to={}",
+        e.agent_id,
+        rfc3339(start),
+        rfc3339(t_pass + chrono::Duration::seconds(1))
+    );
+    let history = get_json(&app, &path, &tech, StatusCode::OK).await;
+    let fw: Vec<&Value> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["rule"] == "hipaa.network.firewall" && !c["old_status"].is_null())
+        .collect();
+    assert_eq!(fw.len(), 2, "pass -> fail -> pass: {history:#}");
+    assert_eq!(
+        (&fw[0]["old_status"], &fw[0]["new_status"]),
+        (&json!("pass"), &json!("fail"))
+    );
+    assert_eq!(fw[0]["at"], json!(t_fail), "recorded at the collector's time");
+    assert_eq!(fw[0]["evidence"]["failing"], json!(["host"]), "the evidence then");
+    assert_eq!(
+        (&fw[1]["old_status"], &fw[1]["new_status"]),
+        (&json!("fail"), &json!("pass"))
+    );
+    assert_eq!(fw[1]["at"], json!(t_pass));
+    assert!(
+        history
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["agent_id"] == e.agent_id.as_str()),
+        "{history:#}"
+    );
+
+    // As at a time between the two changes: failing; now: passing.
+    let between = t_fail + chrono::Duration::seconds(300);
+    let then = get_json(
+        &app,
+        &format!("/api/v1/agents/{}/findings?at={}", e.agent_id, rfc3339(between)),
+        &tech,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(rule(&then, "hipaa.network.firewall")["status"], "fail");
+    let (_, now) = findings(&app, &e.agent_id, &tech).await;
+    assert_eq!(rule(&now, "hipaa.network.firewall")["status"], "pass");
+
+    // Bad or missing times are refused with the parameter named; other practices see nothing.
+    let bad = get_json(
+        &app,
+        &format!("/api/v1/agents/{}/findings?at=yesterday", e.agent_id),
+        &tech,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert!(bad["error"].as_str().unwrap().contains("`at`"), "{bad}");
+    let missing = get_json(
+        &app,
+        &format!("/api/v1/agents/{}/findings/history", e.agent_id),
+        &tech,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert!(missing["error"].as_str().unwrap().contains("`from`"), "{missing}");
+    let pm_lakeside = admin::apikey_create(app.store(), Role::PracticeManager, Some("Lakeside Dental"), "pm")
+        .await
+        .unwrap();
+    get_json(&app, &path, &pm_lakeside, StatusCode::NOT_FOUND).await;
 }

@@ -116,7 +116,10 @@ async fn a_practice_threshold_flips_the_disk_finding_and_leaves_other_practices_
             "85% under the default 90"
         );
     }
-    assert!(app.state.policies.is_empty(), "no settings: the shared built-in policy");
+    assert!(
+        app.state.evaluator.policies().is_empty(),
+        "no settings: the shared built-in policy"
+    );
 
     // Smith lowers the threshold to 80%: its next report fails, Lakeside's still passes.
     let lower = "[params.\"hipaa.availability.disk_space\"]\nmax_used_percent = 80\n";
@@ -138,7 +141,7 @@ async fn a_practice_threshold_flips_the_disk_finding_and_leaves_other_practices_
         "{f:#}"
     );
     assert_eq!(status(&app, &key, &lakeside.agent_id, DISK).await["status"], "pass");
-    assert_eq!(app.state.policies.len(), 1, "one built policy, for Smith");
+    assert_eq!(app.state.evaluator.policies().len(), 1, "one built policy, for Smith");
 
     // Raising it to 95% at the site passes again at 92% (site over practice).
     let raise = "[params.\"hipaa.availability.disk_space\"]\nmax_used_percent = 95\n";
@@ -154,7 +157,7 @@ async fn a_practice_threshold_flips_the_disk_finding_and_leaves_other_practices_
     assert_eq!(status(&app, &key, &smith.agent_id, DISK).await["status"], "pass");
     // Reports with the same settings reuse the built policy.
     deliver(&app, &smith, 4, &[disk(92.0, t1)], true).await;
-    assert_eq!(app.state.policies.len(), 2);
+    assert_eq!(app.state.evaluator.policies().len(), 2);
 
     // Clearing the site's overrides brings the practice's 80% back.
     let change = PolicyChange {
@@ -276,7 +279,7 @@ async fn the_proposed_profile_tightens_the_backup_age_for_that_practice_only() {
 #[tokio::test]
 async fn bad_settings_are_refused_with_file_line_and_rule_and_nothing_is_stored() {
     let app = TestApp::new();
-    app.store().ensure_site("Smith", "Main").await.unwrap();
+    app.store().ensure_site("Smith", "Main", app.state.now()).await.unwrap();
     let typo = "# practice settings\n[params.\"hipaa.availability.disk_space\"]\nmax_used = 80\n";
     let wrong_type = "[params.\"hipaa.backup.recent\"]\nmax_age = 26\n";
     let no_reason =

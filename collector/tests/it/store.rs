@@ -7,11 +7,11 @@ use chrono::{DateTime, Duration, NaiveDate, Utc};
 use rounds_collector::secrets::hash_secret;
 use rounds_collector::store::sqlite::SqliteStore;
 use rounds_collector::store::{
-    AgentPolicySettings, FindingCounts, Ingested, NewAgent, NewToken, PolicySettingsRow, Role, Scope, Store,
-    StoreError, TokenRefusal,
+    AgentPolicySettings, ChangeQuery, DbErrorKind, FindingChange, FindingCounts, IncomingReport, Ingested, NewAgent,
+    NewToken, PolicySettingsRow, Role, Scope, Store, StoreError, TokenRefusal,
 };
 use rounds_policies::{Exception, Finding, Severity, Status};
-use rounds_protocol::{Observation, obs};
+use rounds_protocol::{Observation, Report, obs};
 use serde_json::json;
 
 fn admin() -> Scope {
@@ -39,8 +39,41 @@ async fn enroll(store: &dyn Store, practice: &str, site: &str, id: &str) {
         token_hash: hash_secret(&token),
         expires_at: Utc::now() + Duration::hours(1),
     };
-    store.create_token(t).await.unwrap();
+    store.create_token(t, Utc::now()).await.unwrap();
     store.enroll(&hash_secret(&token), agent(id), Utc::now()).await.unwrap();
+}
+
+/// Stores a report of `observations` through the trait, as the ingest path does.
+pub(crate) async fn ingest(
+    store: &dyn Store,
+    agent_id: &str,
+    sequence: u64,
+    created_at: DateTime<Utc>,
+    observations: &[Observation],
+    now: DateTime<Utc>,
+) -> Result<Ingested, StoreError> {
+    let report = Report {
+        protocol: 1,
+        agent_id: agent_id.into(),
+        sequence,
+        created_at,
+        check: None,
+        complete: false,
+        prev_hash: None,
+        hash: None,
+        dropped: Vec::new(),
+        observations: observations.to_vec(),
+    };
+    store
+        .ingest_report(
+            agent_id,
+            IncomingReport {
+                report: &report,
+                received_at: now,
+                future_after: now + Duration::minutes(5),
+            },
+        )
+        .await
 }
 
 fn inventory(hostname: &str, at: chrono::DateTime<Utc>) -> Observation {
@@ -55,9 +88,9 @@ fn inventory(hostname: &str, at: chrono::DateTime<Utc>) -> Observation {
 }
 
 pub async fn practices_and_sites_are_created_once(store: Arc<dyn Store>) {
-    let a = store.ensure_site("Smith", "Main").await.unwrap();
-    let b = store.ensure_site("Smith", "Main").await.unwrap();
-    let c = store.ensure_site("Smith", "Annex").await.unwrap();
+    let a = store.ensure_site("Smith", "Main", Utc::now()).await.unwrap();
+    let b = store.ensure_site("Smith", "Main", Utc::now()).await.unwrap();
+    let c = store.ensure_site("Smith", "Annex", Utc::now()).await.unwrap();
     assert_eq!(a, b);
     assert_ne!(a, c);
     let p = store.practices(&admin()).await.unwrap();
@@ -73,7 +106,7 @@ pub async fn tokens_redeem_once_and_refuse_with_reason(store: Arc<dyn Store>) {
         token_hash: hash_secret("t1"),
         expires_at: now + Duration::hours(1),
     };
-    store.create_token(t).await.unwrap();
+    store.create_token(t, now).await.unwrap();
     let e = store.enroll(&hash_secret("t1"), agent("a1"), now).await.unwrap();
     assert_eq!((e.practice.as_str(), e.site.as_str()), ("P", "S"));
     let again = store.enroll(&hash_secret("t1"), agent("a2"), now).await;
@@ -89,7 +122,7 @@ pub async fn tokens_redeem_once_and_refuse_with_reason(store: Arc<dyn Store>) {
         token_hash: hash_secret("t2"),
         expires_at: now + Duration::hours(1),
     };
-    store.create_token(t).await.unwrap();
+    store.create_token(t, now).await.unwrap();
     let expired = store
         .enroll(&hash_secret("t2"), agent("a4"), now + Duration::hours(2))
         .await;
@@ -110,15 +143,15 @@ pub async fn reports_are_idempotent_per_agent_and_sequence(store: Arc<dyn Store>
     let now = Utc::now();
     let o = [inventory("one", now)];
     assert_eq!(
-        store.ingest_report("a1", 1, now, &o, now).await.unwrap(),
+        ingest(store.as_ref(), "a1", 1, now, &o, now).await.unwrap(),
         Ingested::Stored
     );
     assert_eq!(
-        store.ingest_report("a1", 1, now, &o, now).await.unwrap(),
+        ingest(store.as_ref(), "a1", 1, now, &o, now).await.unwrap(),
         Ingested::Duplicate
     );
     assert_eq!(
-        store.ingest_report("a2", 1, now, &o, now).await.unwrap(),
+        ingest(store.as_ref(), "a2", 1, now, &o, now).await.unwrap(),
         Ingested::Stored
     );
     assert_eq!(store.report_count().await.unwrap(), 2);
@@ -138,8 +171,8 @@ pub async fn latest_observation_is_the_newest_even_when_reports_arrive_out_of_or
     let t0 = Utc::now();
     let newer = [inventory("new-name", t0 + Duration::minutes(5))];
     let older = [inventory("old-name", t0)];
-    store.ingest_report("a1", 2, t0, &newer, t0).await.unwrap();
-    store.ingest_report("a1", 1, t0, &older, t0).await.unwrap();
+    ingest(store.as_ref(), "a1", 2, t0, &newer, t0).await.unwrap();
+    ingest(store.as_ref(), "a1", 1, t0, &older, t0).await.unwrap();
     let latest = store
         .latest_observations(&admin(), "a1", Some("inventory"))
         .await
@@ -152,7 +185,7 @@ pub async fn latest_observation_is_the_newest_even_when_reports_arrive_out_of_or
 pub async fn practice_scope_hides_other_practices(store: Arc<dyn Store>) {
     enroll(store.as_ref(), "Alpha", "S", "a1").await;
     enroll(store.as_ref(), "Beta", "S", "b1").await;
-    let alpha = store.ensure_practice("Alpha").await.unwrap();
+    let alpha = store.ensure_practice("Alpha", Utc::now()).await.unwrap();
     let pm = Scope {
         role: Role::PracticeManager,
         practice_id: Some(alpha),
@@ -185,28 +218,33 @@ pub async fn practice_scope_hides_other_practices(store: Arc<dyn Store>) {
 pub async fn heartbeats_never_move_last_seen_backwards(store: Arc<dyn Store>) {
     enroll(store.as_ref(), "P", "S", "a1").await;
     let t = Utc::now();
-    store.heartbeat("a1", "0.2.0", t).await.unwrap();
-    store.heartbeat("a1", "0.2.0", t - Duration::minutes(10)).await.unwrap();
+    store.heartbeat("a1", "0.2.0", None, t).await.unwrap();
+    store
+        .heartbeat("a1", "0.2.0", None, t - Duration::minutes(10))
+        .await
+        .unwrap();
     let a = store.agents(&admin()).await.unwrap().remove(0);
     assert_eq!(a.last_seen_at.map(|x| x.timestamp_millis()), Some(t.timestamp_millis()));
     assert_eq!(a.agent_version, "0.2.0");
     assert!(matches!(
-        store.heartbeat("ghost", "0.1.0", t).await,
+        store.heartbeat("ghost", "0.1.0", None, t).await,
         Err(StoreError::NotFound { .. })
     ));
 }
 
 pub async fn users_sessions_and_api_keys(store: Arc<dyn Store>) {
     let id = store
-        .add_user("alice", "$argon2id$fake", Role::Technician, None)
+        .add_user("alice", "$argon2id$fake", Role::Technician, None, Utc::now())
         .await
         .unwrap();
     assert!(matches!(
-        store.add_user("alice", "x", Role::Admin, None).await,
+        store.add_user("alice", "x", Role::Admin, None, Utc::now()).await,
         Err(StoreError::Conflict { .. })
     ));
     assert!(matches!(
-        store.add_user("bob", "x", Role::PracticeManager, Some("Nope")).await,
+        store
+            .add_user("bob", "x", Role::PracticeManager, Some("Nope"), Utc::now())
+            .await,
         Err(StoreError::NotFound { .. })
     ));
     assert_eq!(store.user_count().await.unwrap(), 1);
@@ -233,9 +271,9 @@ pub async fn users_sessions_and_api_keys(store: Arc<dyn Store>) {
         store.session("sess-hash", now).await.unwrap().is_none(),
         "a new password ends sessions"
     );
-    store.ensure_practice("Alpha").await.unwrap();
+    store.ensure_practice("Alpha", Utc::now()).await.unwrap();
     store
-        .create_api_key("key-hash", Role::PracticeManager, Some("Alpha"), "pm")
+        .create_api_key("key-hash", Role::PracticeManager, Some("Alpha"), "pm", Utc::now())
         .await
         .unwrap();
     let scope = store.api_key("key-hash").await.unwrap().unwrap();
@@ -467,7 +505,7 @@ pub async fn findings_and_agents_are_hidden_outside_the_scope(store: Arc<dyn Sto
         .replace_findings("a1", &[finding("r.a", Status::Pass)], at(0))
         .await
         .unwrap();
-    let alpha = store.ensure_practice("Alpha").await.unwrap();
+    let alpha = store.ensure_practice("Alpha", Utc::now()).await.unwrap();
     let pm = Scope {
         role: Role::PracticeManager,
         practice_id: Some(alpha),
@@ -628,14 +666,264 @@ pub async fn agents_carry_the_os_of_their_newest_inventory(store: Arc<dyn Store>
         os_version: Some("12".into()),
         ..Default::default()
     };
-    store
-        .ingest_report("a1", 1, t, &[Observation::ok("host", t, &inv)], t)
+    ingest(store.as_ref(), "a1", 1, t, &[Observation::ok("host", t, &inv)], t)
         .await
         .unwrap();
     let after = store.agents(&admin()).await.unwrap().remove(0);
     assert_eq!(after.os_description.as_deref(), Some("Debian GNU/Linux 12"));
     let one = store.agent(&admin(), "a1").await.unwrap();
     assert_eq!(one.os_description, after.os_description);
+}
+
+pub async fn units_of_work_commit_together_or_not_at_all(store: Arc<dyn Store>) {
+    let now = Utc::now();
+    let token = |hash: &str| NewToken {
+        practice: "P".into(),
+        site: "S".into(),
+        token_hash: hash_secret(hash),
+        expires_at: now + Duration::hours(1),
+    };
+    {
+        let mut tx = store.begin().await.unwrap();
+        tx.create_token(token("dropped"), now).await.unwrap();
+        tx.audit("cli", "token.create", "dropped", now).await.unwrap();
+        // Dropped without commit.
+    }
+    assert!(store.practices(&admin()).await.unwrap().is_empty(), "rolled back");
+    assert!(store.audit_entries(10).await.unwrap().is_empty(), "rolled back");
+    let mut tx = store.begin().await.unwrap();
+    tx.create_token(token("kept"), now).await.unwrap();
+    tx.audit("cli", "token.create", "kept", now).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(store.practices(&admin()).await.unwrap().len(), 1);
+    assert_eq!(store.audit_entries(10).await.unwrap().len(), 1);
+    // A failed write spoils the whole unit: nothing of it is kept, and the store is usable.
+    let mut tx = store.begin().await.unwrap();
+    tx.audit("cli", "token.create", "spoiled", now).await.unwrap();
+    let dup = tx.create_token(token("kept"), now).await.unwrap_err();
+    assert_eq!(dup.kind(), Some(DbErrorKind::Constraint), "{dup}");
+    assert!(tx.commit().await.is_err(), "a spoiled unit of work does not commit");
+    assert_eq!(store.audit_entries(10).await.unwrap().len(), 1);
+    store.audit("cli", "after", "", now).await.unwrap();
+    assert_eq!(store.audit_entries(10).await.unwrap().len(), 2);
+}
+
+/// (old, new) status of each change, in order.
+fn transitions(changes: &[FindingChange]) -> Vec<(Option<Status>, Option<Status>)> {
+    changes.iter().map(|c| (c.old_status, c.new_status)).collect()
+}
+
+pub async fn finding_history_records_every_change_with_its_time_and_evidence(store: Arc<dyn Store>) {
+    enroll(store.as_ref(), "P", "S", "a1").await;
+    let pass = finding("r.a", Status::Pass);
+    let fail = finding("r.a", Status::Fail);
+    let first = store
+        .replace_findings("a1", std::slice::from_ref(&pass), at(0))
+        .await
+        .unwrap();
+    assert_eq!(transitions(&first), vec![(None, Some(Status::Pass))], "appearance");
+    // Agreeing evaluations record nothing.
+    let same = store
+        .replace_findings("a1", std::slice::from_ref(&pass), at(50))
+        .await
+        .unwrap();
+    assert!(same.is_empty(), "{same:?}");
+    let to_fail = store
+        .replace_findings("a1", std::slice::from_ref(&fail), at(100))
+        .await
+        .unwrap();
+    assert_eq!(transitions(&to_fail), vec![(Some(Status::Pass), Some(Status::Fail))]);
+    let back = store
+        .replace_findings("a1", std::slice::from_ref(&pass), at(200))
+        .await
+        .unwrap();
+    assert_eq!(transitions(&back), vec![(Some(Status::Fail), Some(Status::Pass))]);
+
+    let all = store
+        .finding_changes(
+            &admin(),
+            &ChangeQuery {
+                agent_id: Some("a1".into()),
+                practice_id: None,
+                from: at(0),
+                to: at(1000),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 3, "{all:#?}");
+    let status_changes: Vec<&FindingChange> = all.iter().filter(|c| c.old_status.is_some()).collect();
+    assert_eq!(status_changes.len(), 2, "pass -> fail -> pass is two status changes");
+    assert_eq!(status_changes[0].at, at(100));
+    assert_eq!(status_changes[0].evidence, fail.evidence, "evidence at that moment");
+    assert_eq!(status_changes[0].message, fail.message);
+    assert_eq!(status_changes[1].at, at(200));
+    assert_eq!(status_changes[1].evidence, pass.evidence);
+    assert_eq!(
+        all,
+        [first, to_fail, back].concat(),
+        "replace_findings returns what it recorded"
+    );
+
+    // "Between": from inclusive, to exclusive.
+    let between = store
+        .finding_changes(
+            &admin(),
+            &ChangeQuery {
+                agent_id: Some("a1".into()),
+                practice_id: None,
+                from: at(100),
+                to: at(200),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(transitions(&between), vec![(Some(Status::Pass), Some(Status::Fail))]);
+
+    // "As at": between the changes it was failing, with the evidence of then.
+    let then = store.findings_at(&admin(), "a1", at(150)).await.unwrap();
+    assert_eq!(then.len(), 1);
+    assert_eq!(then[0].status, Status::Fail);
+    assert_eq!(then[0].evidence, fail.evidence);
+    assert_eq!(then[0].status_since, at(100));
+    assert_eq!(
+        store.findings_at(&admin(), "a1", at(99)).await.unwrap()[0].status,
+        Status::Pass
+    );
+    assert_eq!(
+        store.findings_at(&admin(), "a1", at(200)).await.unwrap()[0].status,
+        Status::Pass
+    );
+    assert!(
+        store.findings_at(&admin(), "a1", at(-1)).await.unwrap().is_empty(),
+        "before the first"
+    );
+
+    // An accepted risk that comes or goes is a change even when the status stays.
+    let mut accepted = fail.clone();
+    accepted.exception = Some(Exception {
+        reason: "isolated VLAN".into(),
+        accepted_by: "Dr. Smith".into(),
+        expires: NaiveDate::from_ymd_opt(2099, 1, 1).unwrap(),
+        source: "practice.toml".into(),
+    });
+    store
+        .replace_findings("a1", std::slice::from_ref(&fail), at(300))
+        .await
+        .unwrap();
+    let risk = store
+        .replace_findings("a1", std::slice::from_ref(&accepted), at(400))
+        .await
+        .unwrap();
+    assert_eq!(transitions(&risk), vec![(Some(Status::Fail), Some(Status::Fail))]);
+    assert_eq!(
+        (risk[0].old_exception.clone(), risk[0].exception.clone()),
+        (None, accepted.exception.clone())
+    );
+    assert_eq!(
+        store.findings_at(&admin(), "a1", at(450)).await.unwrap()[0].status_since,
+        at(300),
+        "status_since stays across an exception change"
+    );
+
+    // A rule no longer evaluated is retired, in the history too.
+    let gone = store.replace_findings("a1", &[], at(500)).await.unwrap();
+    assert_eq!(transitions(&gone), vec![(Some(Status::Fail), None)]);
+    assert!(store.findings_at(&admin(), "a1", at(500)).await.unwrap().is_empty());
+    assert_eq!(store.findings_at(&admin(), "a1", at(499)).await.unwrap().len(), 1);
+}
+
+pub async fn finding_history_is_scoped_by_agent_and_practice(store: Arc<dyn Store>) {
+    enroll(store.as_ref(), "Alpha", "S", "a1").await;
+    enroll(store.as_ref(), "Alpha", "S", "a2").await;
+    enroll(store.as_ref(), "Beta", "S", "b1").await;
+    for (id, secs) in [("a1", 0), ("a2", 10), ("b1", 20)] {
+        store
+            .replace_findings(id, &[finding("r.a", Status::Pass)], at(secs))
+            .await
+            .unwrap();
+        store
+            .replace_findings(id, &[finding("r.a", Status::Fail)], at(secs + 100))
+            .await
+            .unwrap();
+    }
+    let alpha = store.ensure_practice("Alpha", at(0)).await.unwrap();
+    let beta = store.ensure_practice("Beta", at(0)).await.unwrap();
+    let query = |agent_id: Option<&str>, practice_id: Option<i64>| ChangeQuery {
+        agent_id: agent_id.map(str::to_string),
+        practice_id,
+        from: at(-1000),
+        to: at(1000),
+    };
+    let agents_of = |changes: Vec<FindingChange>| -> Vec<String> {
+        let mut ids: Vec<String> = changes.into_iter().map(|c| c.agent_id).collect();
+        ids.dedup();
+        ids.sort();
+        ids.dedup();
+        ids
+    };
+    let one = store.finding_changes(&admin(), &query(Some("a1"), None)).await.unwrap();
+    assert_eq!(
+        agents_of(one),
+        vec!["a1"],
+        "another agent's report never appears in this one's history"
+    );
+    let of_alpha = store
+        .finding_changes(&admin(), &query(None, Some(alpha)))
+        .await
+        .unwrap();
+    assert_eq!(agents_of(of_alpha), vec!["a1", "a2"]);
+    let of_beta = store.finding_changes(&admin(), &query(None, Some(beta))).await.unwrap();
+    assert_eq!(agents_of(of_beta), vec!["b1"]);
+    // A practice manager of Alpha sees none of Beta's history, asked for it or not.
+    let pm = Scope {
+        role: Role::PracticeManager,
+        practice_id: Some(alpha),
+    };
+    let everything = store.finding_changes(&pm, &query(None, None)).await.unwrap();
+    assert_eq!(agents_of(everything), vec!["a1", "a2"]);
+    assert!(
+        store
+            .finding_changes(&pm, &query(None, Some(beta)))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(matches!(
+        store.finding_changes(&pm, &query(Some("b1"), None)).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert!(matches!(
+        store.findings_at(&pm, "b1", at(500)).await,
+        Err(StoreError::NotFound { .. })
+    ));
+}
+
+pub async fn an_unchanged_observation_is_confirmed_not_stored_again(store: Arc<dyn Store>) {
+    enroll(store.as_ref(), "P", "S", "a1").await;
+    for seq in 1..=3 {
+        let t = at(seq * 3600);
+        ingest(
+            store.as_ref(),
+            "a1",
+            seq as u64,
+            t,
+            &[inventory("same", t)],
+            t + Duration::seconds(2),
+        )
+        .await
+        .unwrap();
+    }
+    let latest = store.latest_observations(&admin(), "a1", None).await.unwrap();
+    assert_eq!(latest.len(), 1);
+    assert_eq!(latest[0].sequence, 3, "the newest report is the current state");
+    assert_eq!(latest[0].observation.observed_at, at(3 * 3600));
+    assert_eq!(
+        latest[0].confirmed_at,
+        Some(at(3 * 3600) + Duration::seconds(2)),
+        "last confirmed at"
+    );
+    assert!(!latest[0].future_dated);
 }
 
 macro_rules! store_suite {
@@ -658,6 +946,10 @@ macro_rules! store_suite {
                 findings_and_agents_are_hidden_outside_the_scope,
                 policy_settings_are_set_replaced_and_cleared_per_practice_and_site,
                 policy_settings_refuse_unknown_places_and_site_profiles,
+                units_of_work_commit_together_or_not_at_all,
+                finding_history_records_every_change_with_its_time_and_evidence,
+                finding_history_is_scoped_by_agent_and_practice,
+                an_unchanged_observation_is_confirmed_not_stored_again,
             );
         }
     };
@@ -679,6 +971,24 @@ fn sqlite() -> (Arc<dyn Store>, tempfile::TempDir) {
 }
 
 store_suite!(sqlite_backend, sqlite());
+
+#[tokio::test]
+async fn sqlite_writes_an_observation_row_only_when_the_payload_changes() {
+    let (store, dir) = sqlite();
+    enroll(store.as_ref(), "P", "S", "a1").await;
+    let rows = || {
+        let conn = rusqlite::Connection::open(dir.path().join("rounds.db")).unwrap();
+        conn.query_row("SELECT COUNT(*) FROM observations", [], |r| r.get::<_, i64>(0))
+            .unwrap()
+    };
+    for (seq, name) in [(1, "same"), (2, "same"), (3, "same"), (4, "renamed"), (5, "renamed")] {
+        let t = at(seq * 3600);
+        ingest(store.as_ref(), "a1", seq as u64, t, &[inventory(name, t)], t)
+            .await
+            .unwrap();
+    }
+    assert_eq!(rows(), 2, "one row for `same`, one for `renamed`");
+}
 
 #[test]
 fn sqlite_migrates_once_and_refuses_a_newer_schema() {
@@ -709,8 +1019,19 @@ async fn sqlite_upgrades_a_version_1_database_with_its_data() {
     drop(s);
     // What a collector of schema version 1 left behind.
     let conn = rusqlite::Connection::open(&path).unwrap();
-    conn.execute_batch("DROP TABLE policy_settings; DROP TABLE findings; PRAGMA user_version = 1;")
-        .unwrap();
+    conn.execute_batch(
+        "DROP TABLE finding_changes; DROP INDEX observations_by_agent_sequence;
+         ALTER TABLE reports DROP COLUMN check_name; ALTER TABLE reports DROP COLUMN complete;
+         ALTER TABLE reports DROP COLUMN prev_hash; ALTER TABLE reports DROP COLUMN hash;
+         ALTER TABLE latest_observations DROP COLUMN check_name;
+         ALTER TABLE latest_observations DROP COLUMN confirmed_at;
+         ALTER TABLE latest_observations DROP COLUMN confirmed_sequence;
+         ALTER TABLE latest_observations DROP COLUMN future_dated;
+         ALTER TABLE observations DROP COLUMN future_dated;
+         ALTER TABLE agents DROP COLUMN clock_skew_ms; ALTER TABLE agents DROP COLUMN clock_skew_at;
+         DROP TABLE policy_settings; DROP TABLE findings; PRAGMA user_version = 1;",
+    )
+    .unwrap();
     drop(conn);
     let s = SqliteStore::open(&path).unwrap();
     assert!(s.schema_version().unwrap() >= 3, "migrated past version 1");

@@ -1,12 +1,13 @@
 //! Shared helpers: a collector app over a fresh SQLite store in a temp dir.
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, Response};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use rounds_collector::app::{AppState, router};
+use rounds_collector::clock::FakeClock;
 use rounds_collector::config::{Overrides, Settings, validate};
 use rounds_collector::store::Store;
 use rounds_collector::store::sqlite::SqliteStore;
@@ -22,7 +23,7 @@ pub fn policy() -> Arc<Policy> {
 /// A test collector: state, router, a settable clock and the temp dir keeping it alive.
 pub struct TestApp {
     pub state: AppState,
-    pub now: Arc<Mutex<DateTime<Utc>>>,
+    pub clock: Arc<FakeClock>,
     pub _dir: tempfile::TempDir,
 }
 
@@ -37,11 +38,20 @@ impl TestApp {
         settings.data_dir = dir.path().to_path_buf();
         f(&mut settings);
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("rounds.db")).unwrap());
-        let mut state = AppState::with_policy(store, settings, policy());
-        let now = Arc::new(Mutex::new(Utc::now()));
-        let n = Arc::clone(&now);
-        state.clock = Arc::new(move || *n.lock().unwrap());
-        TestApp { state, now, _dir: dir }
+        // Millisecond precision, as the store keeps times.
+        let start = chrono::DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).unwrap();
+        let clock = Arc::new(FakeClock::new(start));
+        let state = AppState::with_clock(store, settings, policy(), clock.clone());
+        TestApp {
+            state,
+            clock,
+            _dir: dir,
+        }
+    }
+
+    /// The SQLite file of this collector, for tests that reach under the store.
+    pub fn db_path(&self) -> std::path::PathBuf {
+        self._dir.path().join("rounds.db")
     }
 
     pub fn store(&self) -> &dyn Store {
@@ -53,7 +63,7 @@ impl TestApp {
     }
 
     pub fn advance(&self, secs: i64) {
-        *self.now.lock().unwrap() += chrono::Duration::seconds(secs);
+        self.clock.advance(chrono::Duration::seconds(secs));
     }
 
     /// Sends one request through the router.

@@ -5,7 +5,6 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{Request, Response, StatusCode, header};
 use rounds_collector::admin;
-use rounds_collector::evaluation::evaluate_agent;
 use rounds_collector::secrets;
 use rounds_collector::store::{NewAgent, NewToken, Role};
 use rounds_policies::{Exception, Finding, Severity, Status};
@@ -112,12 +111,15 @@ async fn agent(app: &TestApp, practice: &str, site: &str, hostname: &str, os: &s
     let token = secrets::random_secret("rnd_tok_");
     let now = app.state.now();
     app.store()
-        .create_token(NewToken {
-            practice: practice.into(),
-            site: site.into(),
-            token_hash: secrets::hash_secret(&token),
-            expires_at: now + chrono::Duration::hours(1),
-        })
+        .create_token(
+            NewToken {
+                practice: practice.into(),
+                site: site.into(),
+                token_hash: secrets::hash_secret(&token),
+                expires_at: now + chrono::Duration::hours(1),
+            },
+            now,
+        )
         .await
         .unwrap();
     let agent_id = secrets::random_id();
@@ -575,7 +577,7 @@ async fn online_and_offline_agents_are_shown_and_counted() {
     user(&app, "alice", Role::Admin, None).await;
     let token = session(&app, "alice").await;
     let seen = app.state.now();
-    app.store().heartbeat(&up, "0.3.1", seen).await.unwrap();
+    app.store().heartbeat(&up, "0.3.1", None, seen).await.unwrap();
     let absolute = seen.format("%Y-%m-%d %H:%M:%S UTC").to_string();
 
     // (seconds to wait, online hosts, offline hosts, how long ago `frontdesk` was seen)
@@ -662,11 +664,10 @@ fn finding_row<'b>(body: &'b str, rule: &str) -> &'b str {
 /// endpoint does.
 async fn report_and_evaluate(app: &TestApp, agent_id: &str, sequence: u64, observations: &[Observation]) {
     let now = app.state.now();
-    app.store()
-        .ingest_report(agent_id, sequence, now, observations, now)
+    crate::store::ingest(app.store(), agent_id, sequence, now, observations, now)
         .await
         .unwrap();
-    evaluate_agent(&app.state, agent_id).await.unwrap();
+    app.state.evaluator.evaluate_agent(agent_id).await.unwrap();
 }
 
 fn hostile_inventory(at: chrono::DateTime<chrono::Utc>) -> Observation {

@@ -1,0 +1,240 @@
+//! Ingest benchmarks of the collector (see BENCHMARKS.md for the figures and commands).
+//!
+//! `growth`: store growth per agent per day at default schedules. Every agent sends, once per
+//! simulated hour (every check's default schedule), the observations of a real host run
+//! (`agent/tests/fixtures/golden/check.json`, 15 observations), with the disk usage changing
+//! every run as it does on a real machine; a fake clock moves one hour per round. Prints the
+//! database size per agent per day. `--every-row` adds a per-run nonce to every payload, so
+//! every observation row is written, as the store did before it kept only what changed.
+//!
+//! `throughput`: reports per second through the real router over loopback HTTP (no TLS), with
+//! `--senders` concurrent agents each sending reports of `--observations` observations, every
+//! report stored and evaluated. `--full` sets `synchronous=FULL` instead of NORMAL.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{Duration, Utc};
+use rounds_collector::app::{AppState, router};
+use rounds_collector::clock::{Clock, FakeClock};
+use rounds_collector::config::{Overrides, validate};
+use rounds_collector::store::Store;
+use rounds_collector::store::sqlite::{Durability, SqliteStore};
+use rounds_policies::Policy;
+use rounds_protocol::{EnrollResponse, Observation, PROTOCOL_MAJOR, Report};
+use serde_json::{Value, json};
+
+fn arg(args: &[String], name: &str, default: u64) -> u64 {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .map(|v| v.parse().expect("a number"))
+        .unwrap_or(default)
+}
+
+struct Bench {
+    state: AppState,
+    clock: Arc<FakeClock>,
+    db: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn bench(durability: Durability) -> Bench {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("rounds.db");
+    let mut settings = validate(Default::default(), &Overrides::default(), None).unwrap();
+    settings.data_dir = dir.path().to_path_buf();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open_with(&db, durability).unwrap());
+    let clock = Arc::new(FakeClock::new(Utc::now()));
+    let state = AppState::with_clock(store, settings, Arc::new(Policy::builtin().unwrap()), clock.clone());
+    Bench {
+        state,
+        clock,
+        db,
+        _dir: dir,
+    }
+}
+
+async fn enroll(b: &Bench, n: usize) -> Vec<EnrollResponse> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        let token = rounds_collector::admin::token_create(
+            b.state.store.as_ref(),
+            "Bench",
+            "Lab",
+            std::time::Duration::from_secs(3600),
+        )
+        .await
+        .unwrap();
+        let body = json!({"protocol": PROTOCOL_MAJOR, "token": token, "hostname": format!("host-{i}"), "os": "linux", "agent_version": "0.1.0"});
+        let resp = tower::ServiceExt::oneshot(
+            router(b.state.clone()),
+            axum::http::Request::post("/api/v1/agent/enroll")
+                .header("content-type", "application/json")
+                .body(axum::body::Body::from(body.to_string()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+        out.push(serde_json::from_slice(&bytes).unwrap());
+    }
+    out
+}
+
+fn db_bytes(b: &Bench) -> u64 {
+    let conn = rusqlite::Connection::open(&b.db).unwrap();
+    conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);").unwrap();
+    std::fs::metadata(&b.db).unwrap().len()
+}
+
+fn golden() -> Vec<Observation> {
+    let text = include_str!("../../agent/tests/fixtures/golden/check.json");
+    let v: Value = serde_json::from_str(text).unwrap();
+    serde_json::from_value(v["observations"].clone()).unwrap()
+}
+
+async fn growth(args: &[String]) {
+    let agents = arg(args, "--agents", 20) as usize;
+    let days = arg(args, "--days", 7);
+    let every_row = args.iter().any(|a| a == "--every-row");
+    let b = bench(Durability::Normal);
+    let enrolled = enroll(&b, agents).await;
+    let base = golden();
+    // One warm-up day so the current state and the findings exist before measuring.
+    let mut seq = vec![0u64; agents];
+    let mut measured_from = None;
+    for hour in 0..(24 * (days + 1)) {
+        if hour == 24 {
+            measured_from = Some(db_bytes(&b));
+        }
+        b.clock.advance(Duration::hours(1));
+        let now = b.clock.now();
+        for (i, e) in enrolled.iter().enumerate() {
+            seq[i] += 1;
+            let observations: Vec<Observation> = base
+                .iter()
+                .map(|o| {
+                    let mut o = o.clone();
+                    o.observed_at = now;
+                    if o.kind == "disk_space" {
+                        o.data["used_bytes"] = json!(1_000_000_000u64 + hour * 4096);
+                    }
+                    if every_row {
+                        o.data["nonce"] = json!(hour);
+                    }
+                    o
+                })
+                .collect();
+            let report = Report {
+                protocol: 1,
+                agent_id: e.agent_id.clone(),
+                sequence: seq[i],
+                created_at: now,
+                check: None,
+                complete: false,
+                prev_hash: None,
+                hash: None,
+                dropped: Vec::new(),
+                observations,
+            };
+            b.state.evaluator.ingest(&e.agent_id, &report).await.unwrap();
+            // Heartbeats every 30 s change no row count; one per hour stands for them.
+            b.state.evaluator.heartbeat(&e.agent_id, "0.1.0", now).await.unwrap();
+        }
+    }
+    let grown = db_bytes(&b) - measured_from.unwrap();
+    let per_agent_day = grown as f64 / (agents as f64 * days as f64);
+    println!(
+        "growth: {agents} agents x {days} days, {} per run: {grown} bytes, {:.1} KB per agent per day",
+        if every_row {
+            "every row written"
+        } else {
+            "only changes written"
+        },
+        per_agent_day / 1000.0
+    );
+}
+
+fn report_body(agent_id: &str, sequence: u64, observations: usize) -> Value {
+    let now = Utc::now();
+    let o: Vec<Value> = (0..observations)
+        .map(|i| {
+            json!({"kind": format!("bench.kind{}", i % 10), "subject": format!("s{i}"), "observed_at": now,
+                   "status": "ok", "data": {"value": sequence * 1000 + i as u64, "name": "a realistic small payload"}})
+        })
+        .collect();
+    json!({"protocol": 1, "agent_id": agent_id, "sequence": sequence, "created_at": now, "observations": o})
+}
+
+async fn throughput(args: &[String]) {
+    let senders = arg(args, "--senders", 8) as usize;
+    let reports = arg(args, "--reports", 2000) as usize;
+    let observations = arg(args, "--observations", 50) as usize;
+    let durability = if args.iter().any(|a| a == "--full") {
+        Durability::Full
+    } else {
+        Durability::Normal
+    };
+    let b = bench(durability);
+    let enrolled = enroll(&b, senders).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = router(b.state.clone());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let client = reqwest::Client::new();
+    // Bodies made before timing, so the figure is the collector's.
+    let per_sender = reports / senders;
+    let bodies: Vec<Vec<String>> = enrolled
+        .iter()
+        .map(|e| {
+            (1..=per_sender as u64)
+                .map(|s| report_body(&e.agent_id, s, observations).to_string())
+                .collect()
+        })
+        .collect();
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for (e, bodies) in enrolled.into_iter().zip(bodies) {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            for body in bodies {
+                let resp = client
+                    .post(format!("http://{addr}/api/v1/agent/reports"))
+                    .basic_auth(&e.agent_id, Some(&e.agent_secret))
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(resp.status().is_success(), "{}", resp.status());
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let total = per_sender * senders;
+    println!(
+        "throughput: {total} reports x {observations} observations, {senders} senders, synchronous={:?}: {:.2} s, {:.0} reports/s",
+        durability,
+        secs,
+        total as f64 / secs
+    );
+    server.abort();
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    // reqwest is built without a default TLS provider; plain HTTP still asks for one.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let args: Vec<String> = std::env::args().collect();
+    match args.get(1).map(String::as_str) {
+        Some("growth") => growth(&args).await,
+        Some("throughput") => throughput(&args).await,
+        _ => eprintln!(
+            "usage: ingest_bench growth [--agents N] [--days D] [--every-row] | throughput [--senders N] [--reports N] [--observations N] [--full]"
+        ),
+    }
+}

@@ -1,0 +1,403 @@
+//! Ingest and evaluation as a service apart from HTTP: the [`Evaluator`] stores reports and
+//! heartbeats, evaluates agents, and publishes what changed on the [`ChangeStream`].
+//!
+//! The HTTP handlers, a CLI command or a background job call the same [`Evaluator`]; it owns
+//! the store handle, the shared policy and the cache of practice and site policies, the clock
+//! and the metrics. Reports of different agents are evaluated concurrently; evaluations of one
+//! agent run one after the other (a lock per agent, not per process), and each reads the
+//! agent's current state, which follows the highest sequence number, so the findings stored
+//! last always come from the newest observations whatever order reports arrive in.
+//!
+//! After a unit of work commits, the evaluator publishes on the change stream: the agent was
+//! seen, its first report arrived, its findings changed (with the recorded changes). The
+//! stream is a bounded broadcast channel: publishing never waits, and a subscriber that falls
+//! behind by more than the capacity misses the oldest changes and says so in
+//! `rounds_change_consumer_lagged_total`.
+//!
+//! The collector judges the agent's clock itself: an agent whose clock, measured at its last
+//! heartbeat, is off by more than `max_clock_skew` has an `error` finding of rule
+//! [`CLOCK_RULE`] (a wrong clock breaks audit-log timestamps, 164.312(b)), which passes again
+//! once the clock is right.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+
+use chrono::{DateTime, Utc};
+use rounds_policies::{EvalContext, Finding, Os, Policy, Severity, Status, evaluate};
+use rounds_protocol::{Observation, Report};
+use tokio::sync::broadcast;
+
+use crate::clock::Clock;
+use crate::evaluation::PolicyCache;
+use crate::events::{self, Metrics};
+use crate::store::{AgentRow, FindingChange, IncomingReport, Ingested, Role, Scope, Store, StoreError};
+
+/// The rule id of the collector's own finding about an agent's clock.
+pub const CLOCK_RULE: &str = "collector.agent_clock";
+
+/// Something that changed, published after its transaction committed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// The agent's findings changed: what was recorded in the history.
+    FindingsChanged {
+        agent_id: String,
+        changes: Arc<[FindingChange]>,
+    },
+    /// The agent sent a heartbeat or a report.
+    AgentSeen { agent_id: String, at: DateTime<Utc> },
+    /// The agent's first report was stored.
+    FirstReport { agent_id: String, at: DateTime<Utc> },
+}
+
+impl Change {
+    fn kind(&self) -> &'static str {
+        match self {
+            Change::FindingsChanged { .. } => "findings_changed",
+            Change::AgentSeen { .. } => "agent_seen",
+            Change::FirstReport { .. } => "first_report",
+        }
+    }
+}
+
+/// The bounded in-process stream of [`Change`]s.
+#[derive(Debug, Clone)]
+pub struct ChangeStream {
+    tx: broadcast::Sender<Change>,
+    metrics: Arc<Metrics>,
+}
+
+impl ChangeStream {
+    /// A stream holding at most `capacity` changes for its slowest subscriber.
+    pub fn new(capacity: usize, metrics: Arc<Metrics>) -> Self {
+        let (tx, _) = broadcast::channel(capacity.max(1));
+        ChangeStream { tx, metrics }
+    }
+
+    /// Publishes a change; never waits. Without subscribers the change is dropped.
+    pub fn publish(&self, change: Change) {
+        let kind = change.kind();
+        let receivers = self.tx.send(change).unwrap_or(0);
+        events::change_published(&self.metrics, kind, receivers);
+    }
+
+    /// A new subscriber, named in logs and metrics, that sees changes published from now on.
+    pub fn subscribe(&self, consumer: &str) -> Subscriber {
+        Subscriber {
+            rx: self.tx.subscribe(),
+            consumer: consumer.to_string(),
+            metrics: Arc::clone(&self.metrics),
+        }
+    }
+}
+
+/// One subscriber of the [`ChangeStream`].
+#[derive(Debug)]
+pub struct Subscriber {
+    rx: broadcast::Receiver<Change>,
+    consumer: String,
+    metrics: Arc<Metrics>,
+}
+
+impl Subscriber {
+    /// The next change; `None` once the stream is gone. Changes missed because this
+    /// subscriber lagged are counted and logged, and receiving goes on with the oldest kept.
+    pub async fn recv(&mut self) -> Option<Change> {
+        loop {
+            match self.rx.recv().await {
+                Ok(change) => return Some(change),
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    events::consumer_lagged(&self.metrics, &self.consumer, missed);
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
+}
+
+/// Why an agent could not be evaluated.
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Neither an inventory nor the enrollment names an OS family the policy knows.
+    #[error("agent {agent_id}: unknown operating system `{os}`; no inventory names its os_family yet")]
+    UnknownOs { agent_id: String, os: String },
+}
+
+/// How many findings of each status one evaluation produced, and the changes it recorded.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Evaluated {
+    pub pass: usize,
+    pub fail: usize,
+    pub error: usize,
+    pub not_applicable: usize,
+    pub changes: Vec<FindingChange>,
+}
+
+/// What became of a report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IngestOutcome {
+    pub ingested: Ingested,
+    /// How many observations were dated beyond the allowed skew and stored with the receive
+    /// time instead.
+    pub future_dated: usize,
+    /// The evaluation after storing; `None` for a duplicate, `Some(Err)` when it failed (the
+    /// report stays stored, the next report evaluates again).
+    pub evaluation: Option<Result<Evaluated, String>>,
+}
+
+/// Evaluations of one agent wait for each other; other agents' do not. Entries live as long
+/// as someone holds or waits for them.
+#[derive(Debug, Default)]
+struct AgentLocks(Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>);
+
+impl AgentLocks {
+    fn get(&self, agent_id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(lock) = map.get(agent_id).and_then(Weak::upgrade) {
+            return lock;
+        }
+        if map.len() >= 1024 {
+            map.retain(|_, w| w.strong_count() > 0);
+        }
+        let lock = Arc::new(tokio::sync::Mutex::new(()));
+        map.insert(agent_id.to_string(), Arc::downgrade(&lock));
+        lock
+    }
+}
+
+/// Stores what agents send, evaluates them, and publishes what changed.
+#[derive(Debug)]
+pub struct Evaluator {
+    store: Arc<dyn Store>,
+    policy: Arc<Policy>,
+    policies: Arc<PolicyCache>,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+    changes: ChangeStream,
+    max_clock_skew: chrono::Duration,
+    locks: AgentLocks,
+}
+
+/// The scope evaluation reads with: it acts for the collector, not for a user.
+fn collector_scope() -> Scope {
+    Scope {
+        role: Role::Admin,
+        practice_id: None,
+    }
+}
+
+impl Evaluator {
+    /// An evaluator over `store`, judging with `policy` where practices and sites have no
+    /// settings of their own.
+    pub fn new(
+        store: Arc<dyn Store>,
+        policy: Arc<Policy>,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
+        max_clock_skew: std::time::Duration,
+        change_capacity: usize,
+    ) -> Self {
+        Evaluator {
+            changes: ChangeStream::new(change_capacity, Arc::clone(&metrics)),
+            store,
+            policy,
+            policies: Arc::new(PolicyCache::default()),
+            clock,
+            metrics,
+            max_clock_skew: chrono::Duration::from_std(max_clock_skew).unwrap_or(chrono::Duration::minutes(5)),
+            locks: AgentLocks::default(),
+        }
+    }
+
+    /// The change stream, to subscribe to.
+    pub fn changes(&self) -> &ChangeStream {
+        &self.changes
+    }
+
+    /// The cache of practice and site policies.
+    pub fn policies(&self) -> &PolicyCache {
+        &self.policies
+    }
+
+    /// Records a heartbeat and the agent's clock skew (`sent_at` by its clock against ours);
+    /// re-evaluates the agent when its clock crossed the allowed skew either way.
+    pub async fn heartbeat(
+        &self,
+        agent_id: &str,
+        agent_version: &str,
+        sent_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let now = self.clock.now();
+        let skew = sent_at - now;
+        let before = self.store.agent(&collector_scope(), agent_id).await?;
+        self.store.heartbeat(agent_id, agent_version, Some(skew), now).await?;
+        events::heartbeat(&self.metrics, agent_id, skew.num_milliseconds());
+        self.changes.publish(Change::AgentSeen {
+            agent_id: agent_id.to_string(),
+            at: now,
+        });
+        let was_off = before.clock_skew_ms.map(|ms| self.off(ms));
+        if was_off != Some(self.off(skew.num_milliseconds())) && before.last_report_at.is_some() {
+            // Errors are logged and counted; the heartbeat itself is stored.
+            let _ = self.evaluate_agent(agent_id).await;
+        }
+        Ok(())
+    }
+
+    /// Stores a report once per `(agent, sequence)` and, when newly stored, evaluates the
+    /// agent. A failed evaluation is logged and counted, and does not fail the ingest.
+    pub async fn ingest(&self, agent_id: &str, report: &Report) -> Result<IngestOutcome, StoreError> {
+        let now = self.clock.now();
+        let future_after = now + self.max_clock_skew;
+        let before = self.store.agent(&collector_scope(), agent_id).await?;
+        let incoming = IncomingReport {
+            report,
+            received_at: now,
+            future_after,
+        };
+        let ingested = self.store.ingest_report(agent_id, incoming).await?;
+        let future_dated = report
+            .observations
+            .iter()
+            .filter(|o| o.observed_at > future_after)
+            .count();
+        if ingested == Ingested::Duplicate {
+            events::report_duplicate(&self.metrics, agent_id, report.sequence);
+            return Ok(IngestOutcome {
+                ingested,
+                future_dated,
+                evaluation: None,
+            });
+        }
+        events::report_stored(
+            &self.metrics,
+            agent_id,
+            report.sequence,
+            report.observations.len(),
+            future_dated,
+        );
+        self.changes.publish(Change::AgentSeen {
+            agent_id: agent_id.to_string(),
+            at: now,
+        });
+        if before.last_report_at.is_none() {
+            self.changes.publish(Change::FirstReport {
+                agent_id: agent_id.to_string(),
+                at: now,
+            });
+        }
+        let evaluation = self.evaluate_agent(agent_id).await.map_err(|e| e.to_string());
+        Ok(IngestOutcome {
+            ingested,
+            future_dated,
+            evaluation: Some(evaluation),
+        })
+    }
+
+    /// Evaluates an agent's current observations against its effective policy, replaces its
+    /// stored findings and publishes the changes. Logs and counts the outcome.
+    pub async fn evaluate_agent(&self, agent_id: &str) -> Result<Evaluated, EvalError> {
+        let outcome = self.run(agent_id).await;
+        match &outcome {
+            Ok(e) => {
+                events::evaluated(&self.metrics, agent_id, e.pass, e.fail, e.error, e.changes.len());
+                if !e.changes.is_empty() {
+                    self.changes.publish(Change::FindingsChanged {
+                        agent_id: agent_id.to_string(),
+                        changes: e.changes.clone().into(),
+                    });
+                }
+            }
+            Err(error) => events::evaluation_failed(&self.metrics, agent_id, error),
+        }
+        outcome
+    }
+
+    async fn run(&self, agent_id: &str) -> Result<Evaluated, EvalError> {
+        let lock = self.locks.get(agent_id);
+        let _one_at_a_time = lock.lock().await;
+        let scope = collector_scope();
+        let agent = self.store.agent(&scope, agent_id).await?;
+        let observations: Vec<Observation> = self
+            .store
+            .latest_observations(&scope, agent_id, None)
+            .await?
+            .into_iter()
+            .map(|s| s.observation)
+            .collect();
+        let now = self.clock.now();
+        let ctx = EvalContext::from_inventory(now, &observations)
+            .or_else(|| Os::parse(&agent.os).map(|os| EvalContext { now, os, role: None }))
+            .ok_or_else(|| EvalError::UnknownOs {
+                agent_id: agent_id.to_string(),
+                os: agent.os.clone(),
+            })?;
+        let policy = self.effective_policy(agent_id).await?;
+        let mut findings = evaluate(&observations, &policy, &ctx);
+        findings.extend(self.clock_finding(&agent));
+        let changes = self.store.replace_findings(agent_id, &findings, now).await?;
+        let count = |s: Status| findings.iter().filter(|f| f.status == s).count();
+        Ok(Evaluated {
+            pass: count(Status::Pass),
+            fail: count(Status::Fail),
+            error: count(Status::Error),
+            not_applicable: count(Status::NotApplicable),
+            changes,
+        })
+    }
+
+    fn off(&self, skew_ms: i64) -> bool {
+        skew_ms.abs() > self.max_clock_skew.num_milliseconds()
+    }
+
+    /// The collector's finding about the agent's clock, once a heartbeat measured it.
+    fn clock_finding(&self, agent: &AgentRow) -> Option<Finding> {
+        let skew_ms = agent.clock_skew_ms?;
+        let max_secs = self.max_clock_skew.num_seconds();
+        let off = self.off(skew_ms);
+        let skew_secs = skew_ms as f64 / 1000.0;
+        Some(Finding {
+            rule: CLOCK_RULE.to_string(),
+            title: "Agent clock agrees with the collector".to_string(),
+            status: if off { Status::Error } else { Status::Pass },
+            severity: Severity::Medium,
+            citations: vec!["164.312(b)".to_string()],
+            partial_citations: Vec::new(),
+            evidence: serde_json::json!({"clock_skew_secs": skew_secs, "max_clock_skew_secs": max_secs}),
+            message: if off {
+                format!(
+                    "the agent's clock is {:.0} s {} the collector's (allowed: {max_secs} s); its times cannot be trusted",
+                    skew_secs.abs(),
+                    if skew_ms > 0 { "ahead of" } else { "behind" }
+                )
+            } else {
+                format!("the agent's clock is within {max_secs} s of the collector's")
+            },
+            remediation: off
+                .then(|| "Enable time synchronisation (NTP) on the machine and check its time zone.".to_string()),
+            exception: None,
+        })
+    }
+
+    /// The agent's effective policy; the shared built-in one when its settings are the defaults
+    /// or, logged and counted, when they do not build.
+    async fn effective_policy(&self, agent_id: &str) -> Result<Arc<Policy>, EvalError> {
+        let settings = self.store.policy_settings_for_agent(agent_id).await?;
+        match self.policies.policy_for(&settings) {
+            Ok(Some(policy)) => Ok(policy),
+            Ok(None) => Ok(Arc::clone(&self.policy)),
+            Err(error) => {
+                events::evaluation_failed(
+                    &self.metrics,
+                    agent_id,
+                    &format!(
+                        "stored policy settings of {} / {} do not build ({error}); evaluating with the built-in policy instead",
+                        settings.practice, settings.site
+                    ),
+                );
+                Ok(Arc::clone(&self.policy))
+            }
+        }
+    }
+}

@@ -1,0 +1,530 @@
+//! The embedded default store: one SQLite file, WAL mode, versioned migrations.
+//!
+//! Modules by what they own: [`agents`] (practices, sites, enrollment tokens, agents,
+//! heartbeats), [`reports`] (reports, observations, the current state per subject),
+//! [`findings`] (current findings and their history), [`auth`] (users, sessions, API keys),
+//! [`policy`] (policy settings), [`audit`] (the collector's audit log). Each holds plain
+//! functions over a `&Connection`; this module owns the connection, the migrations
+//! (`migrations/*.sql`, applied in order, `user_version` = how many) and the units of work.
+//!
+//! One writer connection behind an async mutex, used on the blocking pool (SQLite allows one
+//! writer at a time anyway), and a few read-only connections used in turn, so that reads run
+//! beside the writer; WAL also lets readers of other processes (the admin subcommands) work
+//! while the server runs. A [`SqliteTx`] holds the connection from its first write to its
+//! commit (`BEGIN IMMEDIATE`), and rolls back when dropped uncommitted. Times are stored as
+//! integer milliseconds since the epoch (UTC).
+
+mod agents;
+mod audit;
+mod auth;
+mod codec;
+mod findings;
+mod policy;
+mod reports;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rounds_policies::Finding;
+use rusqlite::Connection;
+use tokio::sync::{Mutex, OwnedMutexGuard};
+
+use self::codec::db;
+use super::*;
+
+/// Versioned migrations; index + 1 is the schema version. Never edit a released one: append.
+const MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_initial", include_str!("migrations/0001_initial.sql")),
+    ("0002_findings", include_str!("migrations/0002_findings.sql")),
+    (
+        "0003_policy_settings",
+        include_str!("migrations/0003_policy_settings.sql"),
+    ),
+    (
+        "0004_history_sequence_skew",
+        include_str!("migrations/0004_history_sequence_skew.sql"),
+    ),
+];
+
+/// How `synchronous` is set: `Normal` loses at most the last transactions on power loss
+/// (never corrupts) under WAL; `Full` syncs the WAL at every commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    #[default]
+    Normal,
+    Full,
+}
+
+/// The SQLite store.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    /// The one writer; also serves reads that must see a unit of work in progress (none yet).
+    conn: Arc<Mutex<Connection>>,
+    /// Read-only connections, used in turn, so reads run beside the writer (WAL).
+    readers: Arc<[Arc<Mutex<Connection>>]>,
+    next_reader: Arc<std::sync::atomic::AtomicUsize>,
+    path: PathBuf,
+}
+
+/// How many read connections a store opens.
+const READERS: usize = 2;
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and brings its schema up to date.
+    pub fn open(path: &Path) -> StoreResult<Self> {
+        Self::open_with(path, Durability::default())
+    }
+
+    /// [`open`](Self::open) with a chosen durability.
+    pub fn open_with(path: &Path, durability: Durability) -> StoreResult<Self> {
+        let context = || format!("opening {}", path.display());
+        let conn = Connection::open(path).map_err(|e| codec::db_in(e, context()))?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(|e| codec::db_in(e, context()))?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(|e| codec::db_in(e, context()))?;
+        let sync = match durability {
+            Durability::Normal => "NORMAL",
+            Durability::Full => "FULL",
+        };
+        conn.pragma_update(None, "synchronous", sync)
+            .map_err(|e| codec::db_in(e, context()))?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(|e| codec::db_in(e, context()))?;
+        conn.set_prepared_statement_cache_capacity(64);
+        let mut conn = conn;
+        migrate(&mut conn, path)?;
+        let readers = (0..READERS)
+            .map(|_| {
+                let r = Connection::open_with_flags(
+                    path,
+                    rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )
+                .map_err(|e| codec::db_in(e, context()))?;
+                r.busy_timeout(std::time::Duration::from_secs(10))
+                    .map_err(|e| codec::db_in(e, context()))?;
+                r.set_prepared_statement_cache_capacity(64);
+                Ok(Arc::new(Mutex::new(r)))
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(SqliteStore {
+            conn: Arc::new(Mutex::new(conn)),
+            readers: readers.into(),
+            next_reader: Arc::default(),
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The schema version of the open database.
+    pub fn schema_version(&self) -> StoreResult<u32> {
+        let conn = self
+            .conn
+            .try_lock()
+            .map_err(|_| StoreError::message(DbErrorKind::Busy, "reading the schema version", "the store is in use"))?;
+        conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(db)
+    }
+
+    /// Runs the read `f` on one of the read connections, on the blocking pool.
+    async fn read<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let i = self.next_reader.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.readers.len();
+        let guard = Arc::clone(&self.readers[i]).lock_owned().await;
+        let (_guard, out) = blocking(guard, f).await?;
+        out
+    }
+
+    /// Runs `f` on the writer connection on the blocking pool, outside any unit of work.
+    async fn with<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let guard = Arc::clone(&self.conn).lock_owned().await;
+        let (_guard, out) = blocking(guard, f).await?;
+        out
+    }
+}
+
+/// Applies the migrations the database does not have yet, in one transaction.
+fn migrate(conn: &mut Connection, path: &Path) -> StoreResult<()> {
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(db)?;
+    let version: usize = tx.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(db)?;
+    if version > MIGRATIONS.len() {
+        return Err(StoreError::message(
+            DbErrorKind::Schema,
+            format!("opening {}", path.display()),
+            format!(
+                "database has schema version {version}, newer than this collector ({}); upgrade the collector",
+                MIGRATIONS.len()
+            ),
+        ));
+    }
+    for (name, sql) in MIGRATIONS.iter().skip(version) {
+        tx.execute_batch(sql)
+            .map_err(|e| codec::db_in(e, format!("applying migration {name} to {}", path.display())))?;
+    }
+    tx.pragma_update(None, "user_version", MIGRATIONS.len()).map_err(db)?;
+    tx.commit().map_err(db)
+}
+
+/// Runs `f` with the connection on the blocking pool and gives the guard back. A transaction
+/// left open by a unit of work that panicked is rolled back first.
+async fn blocking<T, F>(
+    guard: OwnedMutexGuard<Connection>,
+    f: F,
+) -> StoreResult<(OwnedMutexGuard<Connection>, StoreResult<T>)>
+where
+    T: Send + 'static,
+    F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+{
+    tokio::task::spawn_blocking(move || {
+        let out = f(&guard);
+        (guard, out)
+    })
+    .await
+    .map_err(|e| StoreError::message(DbErrorKind::Other, "running a database task", e.to_string()))
+}
+
+/// A unit of work on the SQLite store: `BEGIN IMMEDIATE` at its first write, `COMMIT` at
+/// [`Tx::commit`], `ROLLBACK` when dropped before.
+#[derive(Debug)]
+pub struct SqliteTx {
+    conn: Option<OwnedMutexGuard<Connection>>,
+    /// A write failed: nothing more is written and commit refuses.
+    failed: bool,
+}
+
+impl SqliteTx {
+    async fn run<T, F>(&mut self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        if self.failed {
+            return Err(aborted());
+        }
+        let guard = self.conn.take().ok_or_else(aborted)?;
+        let (guard, out) = blocking(guard, move |c| {
+            if c.is_autocommit() {
+                c.execute_batch("BEGIN IMMEDIATE").map_err(db)?;
+            }
+            f(c)
+        })
+        .await?;
+        self.conn = Some(guard);
+        if out.is_err() {
+            self.failed = true;
+        }
+        out
+    }
+}
+
+fn aborted() -> StoreError {
+    StoreError::message(
+        DbErrorKind::Other,
+        "continuing a unit of work",
+        "an earlier write of this unit of work failed; it was rolled back",
+    )
+}
+
+impl Drop for SqliteTx {
+    fn drop(&mut self) {
+        if let Some(c) = &self.conn
+            && !c.is_autocommit()
+            && let Err(error) = c.execute_batch("ROLLBACK")
+        {
+            tracing::error!(%error, "rolling back a unit of work failed");
+        }
+    }
+}
+
+#[async_trait]
+impl Tx for SqliteTx {
+    async fn ensure_practice(&mut self, name: &str, now: DateTime<Utc>) -> StoreResult<i64> {
+        let name = name.to_string();
+        self.run(move |c| agents::ensure_practice(c, &name, now)).await
+    }
+
+    async fn ensure_site(&mut self, practice: &str, site: &str, now: DateTime<Utc>) -> StoreResult<i64> {
+        let (practice, site) = (practice.to_string(), site.to_string());
+        self.run(move |c| agents::ensure_site(c, &practice, &site, now)).await
+    }
+
+    async fn create_token(&mut self, token: NewToken, now: DateTime<Utc>) -> StoreResult<()> {
+        self.run(move |c| agents::create_token(c, &token, now)).await
+    }
+
+    async fn enroll(&mut self, token_hash: &str, agent: NewAgent, now: DateTime<Utc>) -> StoreResult<Enrolled> {
+        let token_hash = token_hash.to_string();
+        self.run(move |c| agents::enroll(c, &token_hash, &agent, now)).await
+    }
+
+    async fn heartbeat(
+        &mut self,
+        agent_id: &str,
+        agent_version: &str,
+        clock_skew: Option<chrono::Duration>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let (agent_id, agent_version) = (agent_id.to_string(), agent_version.to_string());
+        self.run(move |c| agents::heartbeat(c, &agent_id, &agent_version, clock_skew, now))
+            .await
+    }
+
+    async fn ingest_report(&mut self, agent_id: &str, report: IncomingReport<'_>) -> StoreResult<Ingested> {
+        let agent_id = agent_id.to_string();
+        let owned = reports::OwnedReport::new(report);
+        self.run(move |c| reports::ingest(c, &agent_id, &owned)).await
+    }
+
+    async fn replace_findings(
+        &mut self,
+        agent_id: &str,
+        findings: &[Finding],
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<FindingChange>> {
+        let agent_id = agent_id.to_string();
+        let findings = findings.to_vec();
+        self.run(move |c| findings::replace(c, &agent_id, &findings, now)).await
+    }
+
+    async fn add_user(
+        &mut self,
+        username: &str,
+        password_hash: &str,
+        role: Role,
+        practice: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<i64> {
+        let (username, password_hash) = (username.to_string(), password_hash.to_string());
+        let practice = practice.map(str::to_string);
+        self.run(move |c| auth::add_user(c, &username, &password_hash, role, practice.as_deref(), now))
+            .await
+    }
+
+    async fn set_password(&mut self, username: &str, password_hash: &str) -> StoreResult<()> {
+        let (username, password_hash) = (username.to_string(), password_hash.to_string());
+        self.run(move |c| auth::set_password(c, &username, &password_hash))
+            .await
+    }
+
+    async fn create_api_key(
+        &mut self,
+        key_hash: &str,
+        role: Role,
+        practice: Option<&str>,
+        label: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let (key_hash, label) = (key_hash.to_string(), label.to_string());
+        let practice = practice.map(str::to_string);
+        self.run(move |c| auth::create_api_key(c, &key_hash, role, practice.as_deref(), &label, now))
+            .await
+    }
+
+    async fn audit(&mut self, actor: &str, action: &str, detail: &str, now: DateTime<Utc>) -> StoreResult<()> {
+        let (actor, action, detail) = (actor.to_string(), action.to_string(), detail.to_string());
+        self.run(move |c| audit::append(c, &actor, &action, &detail, now)).await
+    }
+
+    async fn set_policy_settings(
+        &mut self,
+        practice: &str,
+        site: Option<&str>,
+        profile: Option<&str>,
+        overrides_toml: Option<&str>,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        if site.is_some() && profile.is_some() {
+            return Err(StoreError::Invalid(
+                "a profile is set for a practice, not for a site".into(),
+            ));
+        }
+        let (practice, site) = (practice.to_string(), site.map(str::to_string));
+        let (profile, overrides) = (profile.map(str::to_string), overrides_toml.map(str::to_string));
+        let actor = actor.to_string();
+        self.run(move |c| {
+            policy::set(
+                c,
+                &practice,
+                site.as_deref(),
+                profile.as_deref(),
+                overrides.as_deref(),
+                &actor,
+                now,
+            )
+        })
+        .await
+    }
+
+    async fn commit(mut self: Box<Self>) -> StoreResult<()> {
+        if self.failed {
+            return Err(aborted());
+        }
+        let Some(guard) = self.conn.take() else {
+            return Err(aborted());
+        };
+        let (guard, out) = blocking(guard, |c| {
+            if !c.is_autocommit() {
+                c.execute_batch("COMMIT").map_err(db)?;
+            }
+            Ok(())
+        })
+        .await?;
+        // A failed COMMIT leaves the transaction open: dropping rolls it back.
+        self.conn = Some(guard);
+        out
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn begin(&self) -> StoreResult<Box<dyn Tx>> {
+        let guard = Arc::clone(&self.conn).lock_owned().await;
+        if !guard.is_autocommit() {
+            // Left open by a unit of work whose task panicked.
+            guard.execute_batch("ROLLBACK").map_err(db)?;
+        }
+        Ok(Box::new(SqliteTx {
+            conn: Some(guard),
+            failed: false,
+        }))
+    }
+
+    async fn agent_auth(&self, agent_id: &str) -> StoreResult<Option<AgentAuth>> {
+        let agent_id = agent_id.to_string();
+        self.read(move |c| agents::auth(c, &agent_id)).await
+    }
+
+    async fn practices(&self, scope: &Scope) -> StoreResult<Vec<PracticeRow>> {
+        let scope = scope.clone();
+        self.read(move |c| agents::practices(c, &scope)).await
+    }
+
+    async fn agents(&self, scope: &Scope) -> StoreResult<Vec<AgentRow>> {
+        let scope = scope.clone();
+        self.read(move |c| agents::list(c, &scope)).await
+    }
+
+    async fn agent(&self, scope: &Scope, agent_id: &str) -> StoreResult<AgentRow> {
+        let scope = scope.clone();
+        let agent_id = agent_id.to_string();
+        self.read(move |c| agents::one(c, &scope, &agent_id)).await
+    }
+
+    async fn latest_observations(
+        &self,
+        scope: &Scope,
+        agent_id: &str,
+        kind: Option<&str>,
+    ) -> StoreResult<Vec<StoredObservation>> {
+        let scope = scope.clone();
+        let agent_id = agent_id.to_string();
+        let kind = kind.map(str::to_string);
+        self.read(move |c| {
+            agents::check_visible(c, &scope, &agent_id)?;
+            reports::latest(c, &agent_id, kind.as_deref())
+        })
+        .await
+    }
+
+    async fn findings(&self, scope: &Scope, agent_id: &str) -> StoreResult<Vec<FindingRow>> {
+        let scope = scope.clone();
+        let agent_id = agent_id.to_string();
+        self.read(move |c| {
+            agents::check_visible(c, &scope, &agent_id)?;
+            findings::current(c, &agent_id)
+        })
+        .await
+    }
+
+    async fn findings_at(&self, scope: &Scope, agent_id: &str, at: DateTime<Utc>) -> StoreResult<Vec<FindingRow>> {
+        let scope = scope.clone();
+        let agent_id = agent_id.to_string();
+        self.read(move |c| {
+            agents::check_visible(c, &scope, &agent_id)?;
+            findings::as_at(c, &agent_id, at)
+        })
+        .await
+    }
+
+    async fn finding_changes(&self, scope: &Scope, query: &ChangeQuery) -> StoreResult<Vec<FindingChange>> {
+        let scope = scope.clone();
+        let query = query.clone();
+        self.read(move |c| {
+            if let Some(agent_id) = &query.agent_id {
+                agents::check_visible(c, &scope, agent_id)?;
+            }
+            findings::changes(c, &scope, &query)
+        })
+        .await
+    }
+
+    async fn report_count(&self) -> StoreResult<u64> {
+        self.read(reports::count).await
+    }
+
+    async fn user_count(&self) -> StoreResult<u64> {
+        self.read(auth::user_count).await
+    }
+
+    async fn user(&self, username: &str) -> StoreResult<Option<UserRow>> {
+        let username = username.to_string();
+        self.read(move |c| auth::user(c, &username)).await
+    }
+
+    async fn create_session(
+        &self,
+        token_hash: &str,
+        user_id: i64,
+        csrf_token: &str,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let (token_hash, csrf_token) = (token_hash.to_string(), csrf_token.to_string());
+        self.with(move |c| auth::create_session(c, &token_hash, user_id, &csrf_token, now, expires_at))
+            .await
+    }
+
+    async fn session(&self, token_hash: &str, now: DateTime<Utc>) -> StoreResult<Option<SessionRow>> {
+        let token_hash = token_hash.to_string();
+        self.read(move |c| auth::session(c, &token_hash, now)).await
+    }
+
+    async fn delete_session(&self, token_hash: &str) -> StoreResult<()> {
+        let token_hash = token_hash.to_string();
+        self.with(move |c| auth::delete_session(c, &token_hash)).await
+    }
+
+    async fn api_key(&self, key_hash: &str) -> StoreResult<Option<Scope>> {
+        let key_hash = key_hash.to_string();
+        self.read(move |c| auth::api_key(c, &key_hash)).await
+    }
+
+    async fn audit_entries(&self, limit: u32) -> StoreResult<Vec<AuditEntry>> {
+        self.read(move |c| audit::entries(c, limit)).await
+    }
+
+    async fn policy_settings(&self, practice: &str, site: Option<&str>) -> StoreResult<Option<PolicySettingsRow>> {
+        let (practice, site) = (practice.to_string(), site.map(str::to_string));
+        self.read(move |c| policy::get(c, &practice, site.as_deref())).await
+    }
+
+    async fn policy_settings_for_agent(&self, agent_id: &str) -> StoreResult<AgentPolicySettings> {
+        let agent_id = agent_id.to_string();
+        self.read(move |c| policy::for_agent(c, &agent_id)).await
+    }
+}

@@ -1,0 +1,266 @@
+//! Reports, observations, and the current state per (agent, kind, subject).
+//!
+//! The current state (`latest_observations`) follows the highest sequence number, never the
+//! agent's clock. An observation row is written only when its payload (status, data, error)
+//! differs from the current one for its subject; otherwise the current state only records
+//! that a newer report confirmed it (`confirmed_at`, `confirmed_sequence`). A complete report
+//! of a check retires that check's subjects it no longer names and that no newer report
+//! carried.
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+use rounds_protocol::{Observation, ObservationStatus};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::codec::{db, from_ms, ms, status_str};
+use crate::store::{DbErrorKind, IncomingReport, Ingested, StoreError, StoreResult, StoredObservation};
+
+/// What of a report the store keeps, owned so it can move to the blocking pool.
+#[derive(Debug)]
+pub struct OwnedReport {
+    sequence: u64,
+    created_at: DateTime<Utc>,
+    check: Option<String>,
+    complete: bool,
+    prev_hash: Option<String>,
+    hash: Option<String>,
+    observations: Vec<Observation>,
+    received_at: DateTime<Utc>,
+    future_after: DateTime<Utc>,
+}
+
+impl OwnedReport {
+    pub fn new(incoming: IncomingReport<'_>) -> Self {
+        let IncomingReport {
+            report,
+            received_at,
+            future_after,
+        } = incoming;
+        let rounds_protocol::Report {
+            protocol: _,
+            agent_id: _,
+            sequence,
+            created_at,
+            check,
+            complete,
+            prev_hash,
+            hash,
+            dropped: _,
+            observations,
+        } = report;
+        OwnedReport {
+            sequence: *sequence,
+            created_at: *created_at,
+            check: check.clone(),
+            complete: *complete,
+            prev_hash: prev_hash.clone(),
+            hash: hash.clone(),
+            observations: observations.clone(),
+            received_at,
+            future_after,
+        }
+    }
+}
+
+/// Stores a report in the open transaction of `conn`.
+pub fn ingest(conn: &Connection, agent_id: &str, r: &OwnedReport) -> StoreResult<Ingested> {
+    let seq =
+        i64::try_from(r.sequence).map_err(|_| StoreError::Invalid(format!("sequence {} out of range", r.sequence)))?;
+    let received = ms(r.received_at);
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO reports (agent_id, sequence, created_at, received_at, observation_count, check_name, complete,
+                                  prev_hash, hash)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (agent_id, sequence) DO NOTHING",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                agent_id,
+                seq,
+                ms(r.created_at),
+                received,
+                r.observations.len() as i64,
+                r.check,
+                r.complete,
+                r.prev_hash,
+                r.hash
+            ])
+        })
+        .map_err(db)?;
+    if inserted == 0 {
+        return Ok(Ingested::Duplicate);
+    }
+    let mut current = conn
+        .prepare_cached(
+            "SELECT sequence, status, data, error FROM latest_observations
+             WHERE agent_id = ?1 AND kind = ?2 AND subject = ?3",
+        )
+        .map_err(db)?;
+    let mut history = conn
+        .prepare_cached(
+            "INSERT INTO observations (agent_id, sequence, kind, subject, observed_at, status, data, error, future_dated)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )
+        .map_err(db)?;
+    let mut latest = conn
+        .prepare_cached(
+            "INSERT INTO latest_observations (agent_id, sequence, kind, subject, observed_at, status, data, error,
+                                              check_name, confirmed_at, confirmed_sequence, future_dated)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?2, ?11)
+             ON CONFLICT (agent_id, kind, subject) DO UPDATE SET
+               sequence = excluded.sequence, observed_at = excluded.observed_at, status = excluded.status,
+               data = excluded.data, error = excluded.error, check_name = excluded.check_name,
+               confirmed_at = excluded.confirmed_at, confirmed_sequence = excluded.confirmed_sequence,
+               future_dated = excluded.future_dated
+             WHERE excluded.sequence >= latest_observations.sequence",
+        )
+        .map_err(db)?;
+    for o in &r.observations {
+        let future = o.observed_at > r.future_after;
+        let observed_at = if future { received } else { ms(o.observed_at) };
+        let data = o.data.to_string();
+        let status = status_str(o.status);
+        let now: Option<(i64, String, String, Option<String>)> = current
+            .query_row(params![agent_id, o.kind, o.subject], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+            })
+            .optional()
+            .map_err(db)?;
+        let unchanged = now
+            .as_ref()
+            .is_some_and(|(_, s, d, e)| s == status && *d == data && *e == o.error);
+        if !unchanged {
+            history
+                .execute(params![
+                    agent_id,
+                    seq,
+                    o.kind,
+                    o.subject,
+                    observed_at,
+                    status,
+                    data,
+                    o.error,
+                    future
+                ])
+                .map_err(db)?;
+        }
+        latest
+            .execute(params![
+                agent_id,
+                seq,
+                o.kind,
+                o.subject,
+                observed_at,
+                status,
+                data,
+                o.error,
+                r.check,
+                received,
+                future
+            ])
+            .map_err(db)?;
+    }
+    if r.complete
+        && let Some(check) = &r.check
+    {
+        retire(conn, agent_id, seq, check, &r.observations)?;
+    }
+    conn.prepare_cached(
+        "UPDATE agents SET last_seen_at = MAX(COALESCE(last_seen_at, 0), ?1), last_report_at = ?1,
+         last_sequence = MAX(last_sequence, ?2) WHERE id = ?3",
+    )
+    .and_then(|mut s| s.execute(params![received, seq, agent_id]))
+    .map_err(db)?;
+    Ok(Ingested::Stored)
+}
+
+/// Removes from the current state the subjects of `check` (or of the kinds it reported, for
+/// subjects stored before reports named their check) that this complete report does not name
+/// and that no newer report carried.
+fn retire(conn: &Connection, agent_id: &str, seq: i64, check: &str, observations: &[Observation]) -> StoreResult<()> {
+    let named: HashSet<(&str, &str)> = observations
+        .iter()
+        .map(|o| (o.kind.as_str(), o.subject.as_str()))
+        .collect();
+    let kinds: HashSet<&str> = observations.iter().map(|o| o.kind.as_str()).collect();
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT kind, subject, check_name FROM latest_observations
+             WHERE agent_id = ?1 AND sequence < ?2 AND (check_name = ?3 OR check_name IS NULL)",
+        )
+        .map_err(db)?;
+    let candidates: Vec<(String, String, Option<String>)> = stmt
+        .query_map(params![agent_id, seq, check], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .map_err(db)?
+        .collect::<Result<_, _>>()
+        .map_err(db)?;
+    let mut delete = conn
+        .prepare_cached("DELETE FROM latest_observations WHERE agent_id = ?1 AND kind = ?2 AND subject = ?3")
+        .map_err(db)?;
+    for (kind, subject, check_name) in candidates {
+        let ours = check_name.is_some() || kinds.contains(kind.as_str());
+        if ours && !named.contains(&(kind.as_str(), subject.as_str())) {
+            delete.execute(params![agent_id, kind, subject]).map_err(db)?;
+        }
+    }
+    Ok(())
+}
+
+/// The current observation per (kind, subject) of an agent, optionally of one kind.
+pub fn latest(conn: &Connection, agent_id: &str, kind: Option<&str>) -> StoreResult<Vec<StoredObservation>> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT sequence, kind, subject, observed_at, status, data, error, confirmed_at, future_dated
+             FROM latest_observations WHERE agent_id = ?1 AND (?2 IS NULL OR kind = ?2) ORDER BY kind, subject",
+        )
+        .map_err(db)?;
+    let rows = stmt
+        .query_map(params![agent_id, kind], |r| {
+            let data: String = r.get(5)?;
+            let status: String = r.get(4)?;
+            Ok((
+                StoredObservation {
+                    agent_id: agent_id.to_string(),
+                    sequence: r.get::<_, i64>(0)?.max(0) as u64,
+                    confirmed_at: r.get::<_, Option<i64>>(7)?.map(from_ms),
+                    future_dated: r.get(8)?,
+                    observation: Observation {
+                        kind: r.get(1)?,
+                        subject: r.get(2)?,
+                        observed_at: from_ms(r.get(3)?),
+                        status: if status == "ok" {
+                            ObservationStatus::Ok
+                        } else {
+                            ObservationStatus::Error
+                        },
+                        data: serde_json::Value::Null,
+                        error: r.get(6)?,
+                    },
+                },
+                data,
+            ))
+        })
+        .map_err(db)?;
+    rows.map(|row| {
+        let (mut stored, data) = row.map_err(db)?;
+        stored.observation.data = serde_json::from_str(&data).map_err(|e| {
+            StoreError::database(
+                DbErrorKind::Corrupt,
+                format!(
+                    "decoding stored observation {} / {}",
+                    stored.observation.kind, stored.observation.subject
+                ),
+                e,
+            )
+        })?;
+        Ok(stored)
+    })
+    .collect()
+}
+
+pub fn count(conn: &Connection) -> StoreResult<u64> {
+    conn.query_row("SELECT COUNT(*) FROM reports", [], |r| r.get::<_, i64>(0))
+        .map(|n| n as u64)
+        .map_err(db)
+}
