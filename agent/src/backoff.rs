@@ -1,9 +1,13 @@
-//! Capped exponential backoff with jitter, for retrying deliveries to the collector.
+//! Capped exponential backoff with full jitter, for retrying deliveries to the collector.
+//!
+//! Full jitter (each delay uniform between zero and the base) spreads a thousand agents that
+//! lost the collector together over the whole window when it comes back, instead of letting
+//! them return in waves.
 
 use std::time::Duration;
 
 /// How retries are spaced: the base delay starts at `initial` and doubles after every failure up
-/// to `max`; each actual delay is drawn between half the base and the base ("equal jitter"), so
+/// to `max`; each actual delay is drawn uniformly between zero and the base ("full jitter"), so
 /// agents that failed together do not retry together.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
@@ -57,10 +61,17 @@ impl Backoff {
     pub fn next_delay(&mut self) -> Duration {
         let base = self.base;
         self.base = base.saturating_mul(2).min(self.policy.max);
-        let half = base / 2;
-        let spread = (base - half).as_millis() as u64;
-        let jitter = if spread == 0 { 0 } else { self.random() % (spread + 1) };
-        half + Duration::from_millis(jitter)
+        let spread = base.as_millis() as u64;
+        Duration::from_millis(if spread == 0 { 0 } else { self.random() % (spread + 1) })
+    }
+
+    /// The delay when the collector asked for `retry_after` (429, 503): at least that, plus up
+    /// to a quarter more at random, so agents told the same do not come back together. Counts
+    /// as a failure for the base.
+    pub fn after(&mut self, retry_after: Duration) -> Duration {
+        self.base = self.base.saturating_mul(2).min(self.policy.max);
+        let spread = (retry_after / 4).as_millis() as u64;
+        retry_after + Duration::from_millis(if spread == 0 { 0 } else { self.random() % (spread + 1) })
     }
 
     /// Starts over after a success.
@@ -91,17 +102,40 @@ mod tests {
             let mut base = policy.initial;
             for _ in 0..20 {
                 let d = b.next_delay();
-                assert!(
-                    d >= base / 2 && d <= base,
-                    "seed {seed}: {d:?} outside [{:?}, {base:?}]",
-                    base / 2
-                );
+                assert!(d <= base, "seed {seed}: {d:?} outside [0, {base:?}]");
                 assert!(d <= policy.max);
                 base = (base * 2).min(policy.max);
             }
-            // Long after the cap is reached, delays are between 30 s and 60 s.
+            // Long after the cap is reached, delays are at most 60 s.
             let d = b.next_delay();
-            assert!(d >= Duration::from_secs(30) && d <= Duration::from_secs(60), "{d:?}");
+            assert!(d <= Duration::from_secs(60), "{d:?}");
+        }
+    }
+
+    #[test]
+    fn full_jitter_spreads_agents_over_the_whole_window() {
+        // 1000 agents at the cap: their delays cover the window evenly, not its upper half.
+        let policy = RetryPolicy::default();
+        let mut buckets = [0u32; 6];
+        for seed in 0..1000 {
+            let mut b = Backoff::with_seed(policy, seed * 7919 + 1);
+            for _ in 0..10 {
+                b.next_delay();
+            }
+            let d = b.next_delay();
+            buckets[(d.as_secs() / 10).min(5) as usize] += 1;
+        }
+        for (i, n) in buckets.iter().enumerate() {
+            assert!((100..=250).contains(n), "bucket {i}: {n} of 1000 ({buckets:?})");
+        }
+    }
+
+    #[test]
+    fn retry_after_is_honoured_with_a_little_jitter() {
+        let mut b = Backoff::with_seed(RetryPolicy::default(), 11);
+        for _ in 0..50 {
+            let d = b.after(Duration::from_secs(20));
+            assert!(d >= Duration::from_secs(20) && d <= Duration::from_secs(25), "{d:?}");
         }
     }
 

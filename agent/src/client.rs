@@ -102,17 +102,50 @@ pub enum RequestError {
     #[error("collector at {url} rejected the request ({status}): {message}")]
     Rejected { url: String, status: u16, message: String },
     #[error("collector at {url} failed ({status}): {message}")]
-    Server { url: String, status: u16, message: String },
+    Server {
+        url: String,
+        status: u16,
+        message: String,
+        /// How long the collector asked to wait (`Retry-After` of a 429 or 503).
+        retry_after: Option<Duration>,
+    },
+    #[error(
+        "collector at {url} already holds other reports with these sequence numbers, it expects {next_expected} next: {message}"
+    )]
+    Conflict {
+        url: String,
+        next_expected: u64,
+        message: String,
+    },
     #[error("unexpected answer from {url}: {detail}")]
     BadResponse { url: String, detail: String },
 }
 
 impl RequestError {
     /// Whether sending the same request again later may succeed: network trouble, timeouts, 5xx,
-    /// 408 and 429. A 401 is retried too (slowly), since credentials can be fixed by the operator
-    /// without the report becoming invalid.
+    /// 408 and 429, and an answer that could not be read (the request may well have been
+    /// stored; resending is safe). A 401 is retried too (slowly), since credentials can be fixed
+    /// by the operator without the report becoming invalid.
     pub fn is_retryable(&self) -> bool {
-        !matches!(self, RequestError::Rejected { .. } | RequestError::BadResponse { .. })
+        !matches!(self, RequestError::Rejected { .. } | RequestError::Conflict { .. })
+    }
+
+    /// The `Retry-After` the collector sent, if any.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            RequestError::Server { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// The HTTP status of an error answer.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            RequestError::Unauthorized { .. } => Some(401),
+            RequestError::Conflict { .. } => Some(409),
+            RequestError::Rejected { status, .. } | RequestError::Server { status, .. } => Some(*status),
+            _ => None,
+        }
     }
 
     /// The collector's message, for a request it answered with an error status.
@@ -120,7 +153,8 @@ impl RequestError {
         match self {
             RequestError::Unauthorized { message, .. }
             | RequestError::Rejected { message, .. }
-            | RequestError::Server { message, .. } => Some(message),
+            | RequestError::Server { message, .. }
+            | RequestError::Conflict { message, .. } => Some(message),
             _ => None,
         }
     }
@@ -191,6 +225,36 @@ impl CollectorClient {
         self.post(paths::REPORTS, report).await
     }
 
+    /// Sends reports in one batch; `Ok` only once the collector acknowledged them.
+    pub async fn report_batch(
+        &self,
+        batch: &rounds_protocol::ReportBatch,
+    ) -> Result<rounds_protocol::BatchAck, RequestError> {
+        self.post(paths::REPORT_BATCH, batch).await
+    }
+
+    /// Fetches the agent's effective configuration; `Ok(None)` when it is still `etag`
+    /// (`304 Not Modified`).
+    pub async fn config(&self, etag: Option<&str>) -> Result<Option<rounds_protocol::AgentConfig>, RequestError> {
+        let url = self.url(paths::CONFIG);
+        let mut req = self.authed(self.http.get(&url));
+        if let Some(tag) = etag {
+            req = req.header(reqwest::header::IF_NONE_MATCH, tag);
+        }
+        let resp = req.send().await.map_err(|e| map_transport(&url, &e))?;
+        if resp.status() == StatusCode::NOT_MODIFIED {
+            return Ok(None);
+        }
+        answer(url, resp).await.map(Some)
+    }
+
+    fn authed(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.credentials {
+            Some(c) => req.basic_auth(&c.agent_id, Some(&c.agent_secret)),
+            None => req,
+        }
+    }
+
     /// POSTs `body` as JSON to `path` and parses the JSON answer.
     pub async fn post<B: Serialize + ?Sized, R: DeserializeOwned>(
         &self,
@@ -198,39 +262,64 @@ impl CollectorClient {
         body: &B,
     ) -> Result<R, RequestError> {
         let url = self.url(path);
-        let mut req = self.http.post(&url).json(body);
-        if let Some(c) = &self.credentials {
-            req = req.basic_auth(&c.agent_id, Some(&c.agent_secret));
-        }
+        let req = self.authed(self.http.post(&url).json(body));
         let resp = req.send().await.map_err(|e| map_transport(&url, &e))?;
-        let status = resp.status();
-        let bytes = resp.bytes().await.map_err(|e| map_transport(&url, &e))?;
-        if status.is_success() {
-            return serde_json::from_slice(&bytes).map_err(|e| RequestError::BadResponse {
-                url,
-                detail: format!("cannot parse the {status} answer: {e}"),
-            });
-        }
-        let message = error_message(status, &bytes);
-        Err(match status {
-            StatusCode::UNAUTHORIZED => RequestError::Unauthorized { url, message },
-            StatusCode::REQUEST_TIMEOUT | StatusCode::TOO_MANY_REQUESTS => RequestError::Server {
-                url,
-                status: status.as_u16(),
-                message,
-            },
-            s if s.is_client_error() => RequestError::Rejected {
-                url,
-                status: s.as_u16(),
-                message,
-            },
-            s => RequestError::Server {
-                url,
-                status: s.as_u16(),
-                message,
-            },
-        })
+        answer(url, resp).await
     }
+}
+
+/// Longest `Retry-After` honoured; a longer one is cut to this.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// Reads an answer: the JSON of a success, else the error it means.
+async fn answer<R: DeserializeOwned>(url: String, resp: reqwest::Response) -> Result<R, RequestError> {
+    let status = resp.status();
+    let retry_after = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|secs| Duration::from_secs(secs).min(MAX_RETRY_AFTER));
+    let bytes = resp.bytes().await.map_err(|e| map_transport(&url, &e))?;
+    if status.is_success() {
+        return serde_json::from_slice(&bytes).map_err(|e| RequestError::BadResponse {
+            url,
+            detail: format!("cannot parse the {status} answer: {e}"),
+        });
+    }
+    let message = error_message(status, &bytes);
+    Err(match status {
+        StatusCode::UNAUTHORIZED => RequestError::Unauthorized { url, message },
+        StatusCode::CONFLICT => match serde_json::from_slice::<rounds_protocol::SequenceConflict>(&bytes) {
+            Ok(c) => RequestError::Conflict {
+                url,
+                next_expected: c.next_expected,
+                message,
+            },
+            Err(_) => RequestError::Rejected {
+                url,
+                status: 409,
+                message,
+            },
+        },
+        StatusCode::REQUEST_TIMEOUT | StatusCode::TOO_MANY_REQUESTS => RequestError::Server {
+            url,
+            status: status.as_u16(),
+            message,
+            retry_after,
+        },
+        s if s.is_client_error() => RequestError::Rejected {
+            url,
+            status: s.as_u16(),
+            message,
+        },
+        s => RequestError::Server {
+            url,
+            status: s.as_u16(),
+            message,
+            retry_after,
+        },
+    })
 }
 
 /// Checks and normalizes a collector base URL: https, a host, no query; no trailing slash.

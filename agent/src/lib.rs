@@ -11,13 +11,16 @@
 //! [`enroll`], [`run`] (the task runtime), [`sender`] (report delivery), [`backoff`], [`status`].
 
 pub mod backoff;
+pub mod central;
 pub mod checks;
 pub mod client;
+pub mod clock;
 pub mod config;
 pub mod enroll;
 pub mod local_check;
 pub mod run;
 pub mod sender;
+pub mod spool;
 pub mod state;
 pub mod status;
 pub mod watch;

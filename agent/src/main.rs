@@ -280,25 +280,41 @@ async fn enroll(args: EnrollArgs) -> Result<ExitCode, Failure> {
     }
 }
 
+/// Test hook (not for production): while the file this names exists, spool writes fail as on
+/// a full disk. Used by the end-to-end tests where no small file system can be mounted.
+const SPOOL_FAULT_ENV: &str = "ROUNDS_AGENT_TEST_SPOOL_FAIL_WHILE";
+
 async fn run(args: RunArgs) -> Result<ExitCode, Failure> {
     let RunArgs { state, config } = args;
     let dir = state_dir(state)?;
-    let settings = match &config {
-        Some(path) => config::load(path).map_err(Failure::config)?,
-        // Without a file, the interval the collector announced at enrollment, if any.
-        None => {
-            let mut settings = AgentSettings::default();
-            let announced = state::StateDir::new(&dir)
-                .load_identity()
-                .ok()
-                .and_then(|i| i.heartbeat_interval_secs);
-            if let Some(secs) = announced {
-                settings.heartbeat_interval = std::time::Duration::from_secs(secs);
-            }
-            settings
+    let announced = state::StateDir::new(&dir)
+        .load_identity()
+        .ok()
+        .and_then(|i| i.heartbeat_interval_secs)
+        .map(std::time::Duration::from_secs);
+    let local = match &config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|source| {
+                Failure::config(config::ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })
+            })?;
+            config::parse(&text, path).map_err(Failure::config)?;
+            Some(rounds_agent::central::LocalConfig {
+                path: path.clone(),
+                text,
+            })
         }
+        None => None,
     };
-    let opts = RunOptions::new(dir, settings);
+    // Without central configuration yet: the local file, else defaults with the interval the
+    // collector announced at enrollment.
+    let settings = rounds_agent::central::combine(None, local.as_ref(), announced)
+        .map_err(|e| Failure::config(anyhow::anyhow!(e)))?;
+    let mut opts = RunOptions::new(dir, settings);
+    opts.local_config = local;
+    opts.spool_fail_writes_while = std::env::var_os(SPOOL_FAULT_ENV).map(PathBuf::from);
     let shutdown = CancellationToken::new();
     tokio::spawn(watch_signals(shutdown.clone()));
     rounds_agent::run(opts, shutdown).await.map_err(Failure::runtime)?;

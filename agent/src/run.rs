@@ -1,60 +1,111 @@
-//! The agent's main loop: heartbeats, scheduled checks, report delivery, clean shutdown.
+//! The agent's main loop: heartbeats, scheduled and watched checks, the spool and its sender,
+//! central configuration, clean shutdown.
 //!
-//! [`run`] loads the identity from the state dir and spawns, through one `TaskTracker`:
-//! - a heartbeat task: one heartbeat at start, then one every `heartbeat_interval`;
-//! - one task per scheduled check: runs the check at start and then on its cron schedule, takes
-//!   the next sequence number (recorded durably first) and queues the report;
-//! - the sender task ([`crate::sender`]), which delivers queued reports in order.
+//! [`run`] loads the identity, opens the spool ([`crate::spool`]) and spawns, through one
+//! `TaskTracker`:
+//! - the sender ([`crate::sender`]), delivering the spool in order;
+//! - the configuration task: fetches the central configuration at start and whenever a
+//!   heartbeat answer names another version, validates and combines it ([`crate::central`]),
+//!   and hands the new settings to the reconciler; a refused one is reported in heartbeats;
+//! - the reconciler, which runs one heartbeat task and one task per enabled check and, when
+//!   settings change, restarts only the tasks whose settings changed (the heartbeat when its
+//!   interval changed; a check when its schedule, its configuration or its watched paths did).
+//!
+//! A check task runs its check at start, then on its cron schedule (machine local time) and at
+//! once when one of its `watch_paths` changes; each run is appended to the spool. Time comes
+//! from the [`Clock`] and each run's [`Host`] from the host factory in [`RunOptions`], so tests
+//! run all of this under `tokio::time::pause()`.
 //!
 //! Cancelling the `shutdown` token stops every task and `run` returns once they have all
 //! finished. A task that ends on its own (a bug, a panic) stops the others and makes `run` fail,
 //! rather than leaving a half-working agent.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use rounds_protocol::{Heartbeat, PROTOCOL_MAJOR, Report};
+use rounds_protocol::{Heartbeat, PROTOCOL_MAJOR};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::backoff::RetryPolicy;
+use crate::central::{self, LocalConfig};
 use crate::checks::{self, Host};
 use crate::client::{ClientError, CollectorClient, Credentials, RequestError};
+use crate::clock::{Clock, SystemClock};
 use crate::config::{AgentSettings, ScheduledCheck};
-use crate::sender::{self, Delivered, Outbox};
-use crate::state::{Identity, RunStatus, SequenceAllocator, StateDir, StateError};
-
-/// How many undelivered reports are kept before the oldest is dropped.
-pub const DEFAULT_OUTBOX_CAPACITY: usize = 1000;
+use crate::sender::{self, Delivered};
+use crate::spool::{Priority, Spool, SpoolError, SpoolOptions};
+use crate::state::{Identity, RunStatus, StateDir, StateError};
+use crate::watch::Watcher;
 
 /// How long `run` waits for its tasks to stop after shutdown.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
+/// How long changes to watched paths must settle before the check re-runs.
+pub const WATCH_SETTLE: Duration = Duration::from_secs(2);
+
+/// Makes the [`Host`] a check run looks at, given the time of the run.
+pub type HostFactory = Arc<dyn Fn(DateTime<Utc>) -> Host + Send + Sync>;
+
 /// What `run` needs.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RunOptions {
     /// The state dir written by `enroll`.
     pub state_dir: PathBuf,
-    /// Validated settings (heartbeat interval, check schedules).
+    /// Validated settings to start with (from the local file, or defaults); the cached and
+    /// then the fetched central configuration replace them as [`crate::central`] says.
     pub settings: AgentSettings,
-    /// Spacing of report delivery retries.
+    /// The local configuration file, to lay over the central configuration.
+    pub local_config: Option<LocalConfig>,
+    /// Whether to fetch central configuration from the collector.
+    pub central_config: bool,
+    /// Spacing of delivery retries.
     pub retry: RetryPolicy,
-    /// How many undelivered reports are kept in memory.
-    pub outbox_capacity: usize,
+    pub clock: Arc<dyn Clock>,
+    pub host: HostFactory,
+    /// Test hook: while this file exists, spool writes fail as on a full disk.
+    pub spool_fail_writes_while: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for RunOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunOptions")
+            .field("state_dir", &self.state_dir)
+            .field("settings", &self.settings)
+            .field("local_config", &self.local_config)
+            .field("central_config", &self.central_config)
+            .field("retry", &self.retry)
+            .field("clock", &self.clock)
+            .finish_non_exhaustive()
+    }
 }
 
 impl RunOptions {
-    /// Options with the default retry policy and outbox size.
+    /// Options with the system clock and host, the default retry policy and central
+    /// configuration on.
     pub fn new(state_dir: impl Into<PathBuf>, settings: AgentSettings) -> Self {
+        let state_dir = state_dir.into();
+        let host_state = state_dir.clone();
         RunOptions {
-            state_dir: state_dir.into(),
+            state_dir,
             settings,
+            local_config: None,
+            central_config: true,
             retry: RetryPolicy::default(),
-            outbox_capacity: DEFAULT_OUTBOX_CAPACITY,
+            clock: Arc::new(SystemClock),
+            host: Arc::new(move |now| Host {
+                now,
+                state_dir: Some(host_state.clone()),
+                ..Host::system()
+            }),
+            spool_fail_writes_while: None,
         }
     }
 }
@@ -64,6 +115,8 @@ impl RunOptions {
 pub enum RunError {
     #[error(transparent)]
     State(#[from] StateError),
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
     #[error("cannot set up the client for the collector: {0}")]
     Client(#[from] ClientError),
     #[error("invalid settings: {0}")]
@@ -77,15 +130,14 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Ru
     let RunOptions {
         state_dir,
         settings,
+        local_config,
+        central_config,
         retry,
-        outbox_capacity,
+        clock,
+        host,
+        spool_fail_writes_while,
     } = opts;
-    let AgentSettings {
-        heartbeat_interval,
-        checks: scheduled,
-        config: _,
-    } = settings;
-    if heartbeat_interval.is_zero() {
+    if settings.heartbeat_interval.is_zero() {
         return Err(RunError::Settings(
             "the heartbeat interval must be longer than zero".into(),
         ));
@@ -103,32 +155,196 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Ru
         &state.ca_path().display().to_string(),
         Some(credentials),
     )?;
-    let sequences = Arc::new(Mutex::new(SequenceAllocator::load(state.clone())?));
-    let status = Arc::new(StatusRecorder::load(state.clone())?);
+    let spool = Arc::new(Spool::open(
+        SpoolOptions {
+            dir: state.path().to_path_buf(),
+            agent_id: identity.agent_id.clone(),
+            settings: settings.config.spool,
+            first_sequence: state.load_next_sequence()?,
+            fail_writes_while: spool_fail_writes_while,
+        },
+        clock.clone(),
+    )?);
+    let status = Arc::new(StatusRecorder::load(state.clone()));
+    let announced = identity.heartbeat_interval_secs.map(Duration::from_secs);
+
+    // Start from the cached central configuration, if there is a good one.
+    let mut initial = settings;
+    let mut applied: Option<(String, String)> = None;
+    if central_config {
+        match central::load_cache(&state) {
+            Ok(Some(cached)) => match central::combine(Some(&cached), local_config.as_ref(), announced) {
+                Ok(s) => {
+                    info!(version = %cached.version, origin = %cached.origin, "starting with the cached central configuration");
+                    initial = s;
+                    applied = Some((cached.version.clone(), cached.origin.clone()));
+                }
+                Err(reason) => warn!(%reason, "cached central configuration no longer applies, ignored"),
+            },
+            Ok(None) => {}
+            Err(e) => warn!(error = %e, "cached central configuration unreadable, ignored"),
+        }
+    }
+    let (version, origin) = match &applied {
+        Some((v, o)) => (Some(v.clone()), Some(format!("collector: {o}"))),
+        None => (
+            None,
+            Some(match &local_config {
+                Some(l) => format!("local file {}", l.path.display()),
+                None => "defaults".into(),
+            }),
+        ),
+    };
+    status
+        .update(move |s| {
+            s.config_version = version;
+            s.config_origin = origin;
+            s.config_error = None;
+            s.spool_error = None;
+        })
+        .await;
+
     let agent = Arc::new(Agent {
         identity,
         client,
-        started: Instant::now(),
+        spool: spool.clone(),
+        status: status.clone(),
+        clock: clock.clone(),
+        host,
+        started: tokio::time::Instant::now(),
+        config: Mutex::new(ConfigState {
+            version: applied.map(|(v, _)| v),
+            error: None,
+        }),
     });
-    let outbox = Arc::new(Outbox::new(outbox_capacity));
 
     info!(
         agent_id = %agent.identity.agent_id,
         collector = %agent.identity.collector,
-        heartbeat_interval_secs = heartbeat_interval.as_secs_f64(),
-        checks = ?scheduled.iter().map(ScheduledCheck::name).collect::<Vec<_>>(),
+        heartbeat_interval_secs = initial.heartbeat_interval.as_secs_f64(),
+        checks = ?initial.checks.iter().map(ScheduledCheck::name).collect::<Vec<_>>(),
+        spool_depth = spool.summary().depth,
         "agent running"
     );
 
     let stop = shutdown.child_token();
-    let tracker = TaskTracker::new();
-    let failure: Arc<Mutex<Option<RunError>>> = Arc::new(Mutex::new(None));
-    let supervise = |name: String, task: std::pin::Pin<Box<dyn Future<Output = ()> + Send>>| {
-        let stop = stop.clone();
-        let failure = failure.clone();
-        tracker.spawn(async move {
+    let tasks = Tasks {
+        tracker: TaskTracker::new(),
+        stop: stop.clone(),
+        failure: Arc::new(Mutex::new(None)),
+    };
+    let (settings_tx, settings_rx) = watch::channel(initial);
+    let (etag_tx, etag_rx) = watch::channel::<Option<String>>(None);
+
+    {
+        let (agent, sender_stop) = (agent.clone(), stop.clone());
+        let task = async move {
+            let s = agent.status.clone();
+            sender::deliver(
+                &agent.client,
+                &agent.spool,
+                &agent.identity.agent_id,
+                retry,
+                &sender_stop,
+                |d| {
+                    let s = s.clone();
+                    let now = agent.clock.now();
+                    async move { record_delivery(&s, d, now).await }
+                },
+            )
+            .await;
+        };
+        tasks.spawn("sender", stop.clone(), task.instrument(info_span!("sender")));
+    }
+    if central_config {
+        let (agent, stop2) = (agent.clone(), stop.clone());
+        let task = async move {
+            config_loop(&agent, local_config, announced, settings_tx, etag_rx, &stop2).await;
+        };
+        tasks.spawn("config", stop.clone(), task.instrument(info_span!("config")));
+    } else {
+        // Nobody will send new settings; keep the sender alive so the receiver stays open.
+        let stop2 = stop.clone();
+        tasks.spawn(
+            "config",
+            stop.clone(),
+            async move {
+                stop2.cancelled().await;
+                drop(settings_tx);
+            }
+            .instrument(info_span!("config")),
+        );
+    }
+    {
+        let (agent, tasks2) = (agent.clone(), tasks.clone());
+        let task = async move { reconcile(agent, tasks2, settings_rx, etag_tx).await };
+        tasks.spawn("reconciler", stop.clone(), task.instrument(info_span!("reconciler")));
+    }
+
+    stop.cancelled().await;
+    tasks.tracker.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, tasks.tracker.wait())
+        .await
+        .is_err()
+    {
+        warn!(
+            grace_secs = SHUTDOWN_GRACE.as_secs(),
+            "agent tasks did not stop in time"
+        );
+    }
+    info!("agent stopped");
+    match tasks.failure.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// What every task needs to know about this agent.
+struct Agent {
+    identity: Identity,
+    client: CollectorClient,
+    spool: Arc<Spool>,
+    status: Arc<StatusRecorder>,
+    clock: Arc<dyn Clock>,
+    host: HostFactory,
+    started: tokio::time::Instant,
+    config: Mutex<ConfigState>,
+}
+
+impl Agent {
+    fn config_state(&self) -> ConfigState {
+        self.config.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// The central configuration in use and the last refusal.
+#[derive(Debug, Clone, Default)]
+struct ConfigState {
+    version: Option<String>,
+    error: Option<String>,
+}
+
+/// Spawns tasks under one tracker; a task ending while its token is not cancelled stops all.
+#[derive(Clone)]
+struct Tasks {
+    tracker: TaskTracker,
+    stop: CancellationToken,
+    failure: Arc<Mutex<Option<RunError>>>,
+}
+
+impl Tasks {
+    fn spawn(
+        &self,
+        name: impl Into<String>,
+        token: CancellationToken,
+        task: impl Future<Output = ()> + Send + 'static,
+    ) {
+        let name = name.into();
+        let (stop, failure) = (self.stop.clone(), self.failure.clone());
+        let task: Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(task);
+        self.tracker.spawn(async move {
             let result = tokio::spawn(task).await;
-            if stop.is_cancelled() && result.is_ok() {
+            if token.is_cancelled() && result.is_ok() {
                 return;
             }
             let detail = match result {
@@ -142,69 +358,109 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Ru
                 .get_or_insert(RunError::TaskFailed { task: name, detail });
             stop.cancel();
         });
-    };
-
-    {
-        let (agent, status, stop) = (agent.clone(), status.clone(), stop.clone());
-        let task = async move { heartbeat_loop(&agent, &status, heartbeat_interval, &stop).await };
-        supervise("heartbeat".into(), Box::pin(task.instrument(info_span!("heartbeat"))));
-    }
-    {
-        let (agent, status, outbox, stop) = (agent.clone(), status.clone(), outbox.clone(), stop.clone());
-        let task = async move {
-            sender::deliver(&agent.client, &outbox, retry, &stop, |d| {
-                let status = status.clone();
-                async move {
-                    if let Delivered::Acknowledged { sequence, .. } = d {
-                        status
-                            .update(move |s| {
-                                s.last_report_at = Some(Utc::now());
-                                s.last_report_sequence = Some(sequence);
-                            })
-                            .await;
-                    }
-                }
-            })
-            .await;
-        };
-        supervise("sender".into(), Box::pin(task.instrument(info_span!("sender"))));
-    }
-    for sc in scheduled {
-        let (agent, sequences, outbox, stop) = (agent.clone(), sequences.clone(), outbox.clone(), stop.clone());
-        let name = sc.name();
-        let task = async move { check_loop(&agent, sc, &sequences, &outbox, &stop).await };
-        supervise(
-            format!("check {name}"),
-            Box::pin(task.instrument(info_span!("check", check = name))),
-        );
-    }
-    tracker.close();
-
-    stop.cancelled().await;
-    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait()).await.is_err() {
-        warn!(
-            grace_secs = SHUTDOWN_GRACE.as_secs(),
-            "agent tasks did not stop in time"
-        );
-    }
-    info!("agent stopped");
-    match failure.lock().unwrap_or_else(|p| p.into_inner()).take() {
-        Some(e) => Err(e),
-        None => Ok(()),
     }
 }
 
-/// What every task needs to know about this agent.
-#[derive(Debug)]
-struct Agent {
-    identity: Identity,
-    client: CollectorClient,
-    started: Instant,
+/// A running task and what it was started with.
+struct Running<K> {
+    key: K,
+    token: CancellationToken,
+}
+
+/// Starts, restarts and stops the heartbeat and check tasks to match the newest settings.
+async fn reconcile(
+    agent: Arc<Agent>,
+    tasks: Tasks,
+    mut settings_rx: watch::Receiver<AgentSettings>,
+    etag_tx: watch::Sender<Option<String>>,
+) {
+    let stop = tasks.stop.clone();
+    let etag_tx = Arc::new(etag_tx);
+    let mut heartbeat: Option<Running<Duration>> = None;
+    let mut checks: BTreeMap<&'static str, Running<String>> = BTreeMap::new();
+    loop {
+        let settings = settings_rx.borrow_and_update().clone();
+        let AgentSettings {
+            heartbeat_interval,
+            checks: scheduled,
+            config,
+        } = settings;
+        agent.spool.set_settings(config.spool);
+        if heartbeat.as_ref().is_none_or(|r| r.key != heartbeat_interval) {
+            if let Some(old) = heartbeat.take() {
+                info!(
+                    heartbeat_interval_secs = heartbeat_interval.as_secs_f64(),
+                    "heartbeat interval changed"
+                );
+                old.token.cancel();
+            }
+            let token = stop.child_token();
+            let (agent, etag_tx, t) = (agent.clone(), etag_tx.clone(), token.clone());
+            let task = async move { heartbeat_loop(&agent, heartbeat_interval, &etag_tx, &t).await };
+            tasks.spawn("heartbeat", token.clone(), task.instrument(info_span!("heartbeat")));
+            heartbeat = Some(Running {
+                key: heartbeat_interval,
+                token,
+            });
+        }
+        let wanted: Vec<&'static str> = scheduled.iter().map(ScheduledCheck::name).collect();
+        checks.retain(|name, r| {
+            let keep = wanted.contains(name);
+            if !keep {
+                info!(check = name, "check disabled");
+                r.token.cancel();
+            }
+            keep
+        });
+        for sc in scheduled {
+            let name = sc.name();
+            let key = check_key(&sc, &(agent.host)(agent.clock.now()));
+            if checks.get(name).is_some_and(|r| r.key == key) {
+                continue;
+            }
+            if let Some(old) = checks.remove(name) {
+                info!(check = name, "check settings changed, restarting it");
+                old.token.cancel();
+            }
+            let token = stop.child_token();
+            let (a, t) = (agent.clone(), token.clone());
+            let task = async move { check_loop(&a, sc, &t).await };
+            tasks.spawn(
+                format!("check {name}"),
+                token.clone(),
+                task.instrument(info_span!("check", check = name)),
+            );
+            checks.insert(name, Running { key, token });
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            changed = settings_rx.changed() => if changed.is_err() {
+                stop.cancelled().await;
+                return;
+            },
+        }
+    }
+}
+
+/// What a check task was started with: its schedule, its configuration (the check object's
+/// debug form holds what it was built from) and its watched paths.
+fn check_key(sc: &ScheduledCheck, host: &Host) -> String {
+    format!(
+        "{} | {:?} | {:?}",
+        sc.schedule.source(),
+        sc.check,
+        sc.check.watch_paths(host)
+    )
 }
 
 /// Sends a heartbeat at start and then every `interval`. Failures are logged; the next tick
-/// tries again.
-async fn heartbeat_loop(agent: &Agent, status: &Arc<StatusRecorder>, interval: Duration, stop: &CancellationToken) {
+/// tries again. An answer naming another configuration version wakes the configuration task.
+async fn heartbeat_loop(
+    agent: &Agent,
+    interval: Duration,
+    etag_tx: &watch::Sender<Option<String>>,
+    stop: &CancellationToken,
+) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut healthy: Option<bool> = None;
@@ -214,16 +470,18 @@ async fn heartbeat_loop(agent: &Agent, status: &Arc<StatusRecorder>, interval: D
             _ = stop.cancelled() => return,
             _ = ticker.tick() => {}
         }
+        let ConfigState { version, error } = agent.config_state();
+        let spool = agent.spool.summary();
         let hb = Heartbeat {
             protocol: PROTOCOL_MAJOR,
             agent_id: agent.identity.agent_id.clone(),
-            sent_at: Utc::now(),
+            sent_at: agent.clock.now(),
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
             agent_uptime_secs: agent.started.elapsed().as_secs(),
-            config_version: None,
-            config_error: None,
-            spool_depth: None,
-            spool_error: None,
+            config_version: version,
+            config_error: error,
+            spool_depth: Some(spool.depth),
+            spool_error: agent.spool.last_error(),
         };
         let result = tokio::select! {
             _ = stop.cancelled() => return,
@@ -242,7 +500,11 @@ async fn heartbeat_loop(agent: &Agent, status: &Arc<StatusRecorder>, interval: D
                 if skew_secs.abs() > 300 {
                     warn!(skew_secs, "clock differs from the collector's");
                 }
-                status.update(|s| s.last_heartbeat_at = Some(Utc::now())).await;
+                let now = agent.clock.now();
+                agent.status.update(move |s| s.last_heartbeat_at = Some(now)).await;
+                if ack.config_etag.is_some() {
+                    etag_tx.send_replace(ack.config_etag);
+                }
             }
             Err(e) => {
                 healthy = Some(false);
@@ -262,57 +524,166 @@ async fn heartbeat_loop(agent: &Agent, status: &Arc<StatusRecorder>, interval: D
     }
 }
 
-/// Runs a check at start and then on its schedule (in the machine's local time, as a person
-/// writing "0 0 2 * * *" means), queueing one report per run.
-async fn check_loop(
+/// Fetches the central configuration at start and whenever a heartbeat names a version other
+/// than the one in use (and not the one last refused); applies what validates.
+async fn config_loop(
     agent: &Agent,
-    sc: ScheduledCheck,
-    sequences: &Arc<Mutex<SequenceAllocator>>,
-    outbox: &Outbox,
+    local: Option<LocalConfig>,
+    announced: Option<Duration>,
+    settings_tx: watch::Sender<AgentSettings>,
+    mut etag_rx: watch::Receiver<Option<String>>,
     stop: &CancellationToken,
 ) {
+    let mut refused: Option<String> = None;
+    let mut first = true;
+    loop {
+        if !first {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                changed = etag_rx.changed() => if changed.is_err() { stop.cancelled().await; return },
+            }
+            let announced_tag = etag_rx.borrow_and_update().clone();
+            let current = agent.config_state().version;
+            if announced_tag.is_none() || announced_tag == current || announced_tag == refused {
+                continue;
+            }
+        }
+        first = false;
+        let current = agent.config_state().version;
+        let fetched = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = agent.client.config(current.as_deref()) => r,
+        };
+        let cfg = match fetched {
+            Ok(None) => continue,
+            Ok(Some(cfg)) => cfg,
+            Err(e) => {
+                // Tried again on the next heartbeat that names a new version.
+                warn!(error = %e, "cannot fetch the central configuration");
+                continue;
+            }
+        };
+        match central::combine(Some(&cfg), local.as_ref(), announced) {
+            Ok(settings) => {
+                if let Err(e) = central::store_cache(&StateDir::new(state_dir_of(agent)), &cfg) {
+                    warn!(error = %e, "cannot cache the central configuration");
+                }
+                info!(version = %cfg.version, origin = %cfg.origin, "central configuration applied");
+                {
+                    let mut c = agent.config.lock().unwrap_or_else(|p| p.into_inner());
+                    c.version = Some(cfg.version.clone());
+                    c.error = None;
+                }
+                refused = None;
+                let (version, origin) = (cfg.version.clone(), cfg.origin.clone());
+                agent
+                    .status
+                    .update(move |s| {
+                        s.config_version = Some(version);
+                        s.config_origin = Some(format!("collector: {origin}"));
+                        s.config_error = None;
+                    })
+                    .await;
+                settings_tx.send_replace(settings);
+            }
+            Err(reason) => {
+                warn!(version = %cfg.version, %reason, "central configuration refused, keeping the last good one");
+                agent.config.lock().unwrap_or_else(|p| p.into_inner()).error = Some(reason.clone());
+                refused = Some(cfg.version.clone());
+                let now = agent.clock.now();
+                agent
+                    .status
+                    .update(move |s| {
+                        s.config_error = Some(reason.clone());
+                        s.last_error = Some(format!("central configuration refused: {reason}"));
+                        s.last_error_at = Some(now);
+                    })
+                    .await;
+            }
+        }
+    }
+}
+
+fn state_dir_of(agent: &Agent) -> PathBuf {
+    agent.status.state.path().to_path_buf()
+}
+
+/// The observations without their times, to tell a run that saw something new.
+fn fingerprint(observations: &[rounds_protocol::Observation]) -> Vec<serde_json::Value> {
+    observations
+        .iter()
+        .map(|o| serde_json::json!([o.kind, o.subject, o.status, o.data, o.error]))
+        .collect()
+}
+
+/// Runs a check at start, then on its schedule (in the machine's local time, as a person
+/// writing "0 0 2 * * *" means) and when a watched path changes; spools one report per run.
+async fn check_loop(agent: &Agent, sc: ScheduledCheck, stop: &CancellationToken) {
     let ScheduledCheck { check, schedule } = sc;
     let check_name = check.name();
+    let paths = check.watch_paths(&(agent.host)(agent.clock.now()));
+    let mut watcher = if paths.is_empty() {
+        None
+    } else {
+        match Watcher::new(&paths, WATCH_SETTLE) {
+            Ok(w) => {
+                info!(paths = ?paths, "watching paths");
+                Some(w)
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot watch the check's paths, running on schedule only");
+                None
+            }
+        }
+    };
     let checks = [check];
-    let mut last_fire = chrono::Local::now();
+    let mut last_fire = agent.clock.now().with_timezone(&chrono::Local);
+    let mut last_seen: Option<Vec<serde_json::Value>> = None;
     loop {
-        // A fresh host per run, so `now` is the time of this run.
-        let host = Host::system();
+        let host = (agent.host)(agent.clock.now());
         let observations = tokio::select! {
             _ = stop.cancelled() => return,
             o = checks::run_all(&checks, &host) => o,
         };
-        match next_sequence(sequences).await {
+        let seen = fingerprint(&observations);
+        let priority = if last_seen.as_ref() == Some(&seen) {
+            Priority::Routine
+        } else {
+            Priority::Important
+        };
+        last_seen = Some(seen);
+        match agent
+            .spool
+            .append_async(Some(check_name.to_string()), true, priority, observations)
+            .await
+        {
             Ok(sequence) => {
-                let report = Report {
-                    protocol: PROTOCOL_MAJOR,
-                    agent_id: agent.identity.agent_id.clone(),
-                    sequence,
-                    created_at: Utc::now(),
-                    check: Some(check_name.to_string()),
-                    complete: true,
-                    prev_hash: None,
-                    hash: None,
-                    dropped: vec![],
-                    observations,
-                };
-                debug!(sequence, observations = report.observations.len(), "report queued");
-                if let Some(dropped) = outbox.push(report) {
-                    warn!(sequence = dropped.sequence, "outbox full, oldest report dropped");
-                }
+                debug!(sequence, ?priority, "report spooled");
+                agent.status.clear_spool_error().await;
             }
-            Err(e) => error!(error = %e, "cannot take a sequence number, report skipped"),
+            Err(e) => {
+                error!(error = %e, "cannot spool the report, it is lost");
+                let now = agent.clock.now();
+                agent.status.spool_failed(e.to_string(), now).await;
+            }
         }
-        let Some(next) = next_fire(&schedule, last_fire, chrono::Local::now()) else {
+        let now = agent.clock.now();
+        let Some(next) = next_fire(&schedule, last_fire, now.with_timezone(&chrono::Local)) else {
             info!("schedule has no further runs");
             stop.cancelled().await;
             return;
         };
+        let changed = async {
+            match watcher.as_mut() {
+                Some(w) => w.changed().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(until(next.with_timezone(&Utc), Utc::now())) => {}
+            _ = tokio::time::sleep(until(next.with_timezone(&Utc), now)) => last_fire = next,
+            () = changed => info!("watched path changed, running the check now"),
         }
-        last_fire = next;
     }
 }
 
@@ -333,17 +704,45 @@ fn until(at: DateTime<Utc>, now: DateTime<Utc>) -> Duration {
     (at - now).to_std().unwrap_or(Duration::ZERO)
 }
 
-/// Takes the next sequence number, recorded durably, off the async threads.
-async fn next_sequence(sequences: &Arc<Mutex<SequenceAllocator>>) -> Result<u64, StateError> {
-    let sequences = sequences.clone();
-    tokio::task::spawn_blocking(move || sequences.lock().unwrap_or_else(|p| p.into_inner()).allocate())
-        .await
-        .unwrap_or_else(|e| {
-            Err(StateError::Corrupt {
-                path: PathBuf::from(crate::state::SEQUENCE_FILE),
-                detail: e.to_string(),
-            })
-        })
+/// Records what the sender reports in the status file.
+async fn record_delivery(status: &Arc<StatusRecorder>, d: Delivered, now: DateTime<Utc>) {
+    match d {
+        Delivered::Acknowledged { through, .. } => {
+            status
+                .update(move |s| {
+                    s.last_report_at = Some(now);
+                    s.last_report_sequence = Some(through);
+                })
+                .await;
+        }
+        Delivered::Rejected {
+            sequence,
+            status: code,
+            message,
+        } => {
+            status
+                .update(move |s| {
+                    s.last_error = Some(format!(
+                        "report {sequence} refused by the collector ({code}): {message}; dropped"
+                    ));
+                    s.last_error_at = Some(now);
+                })
+                .await;
+        }
+        Delivered::Renumbered { next_expected, count } => {
+            status
+                .update(move |s| {
+                    s.last_error = Some(format!(
+                        "the collector expected sequence {next_expected}: {count} undelivered reports renumbered"
+                    ));
+                    s.last_error_at = Some(now);
+                })
+                .await;
+        }
+        Delivered::Failed { error } => {
+            status.note_error(error, now).await;
+        }
+    }
 }
 
 /// Keeps `status.json` up to date for `rounds-agent status`. Failing to write it is logged, never fatal.
@@ -354,15 +753,19 @@ struct StatusRecorder {
 }
 
 impl StatusRecorder {
-    fn load(state: StateDir) -> Result<Self, StateError> {
+    fn load(state: StateDir) -> Self {
         let current = state.load_status().unwrap_or_else(|e| {
             warn!(error = %e, "status record unreadable, starting a new one");
             RunStatus::default()
         });
-        Ok(StatusRecorder {
+        StatusRecorder {
             state,
             current: Mutex::new(current),
-        })
+        }
+    }
+
+    fn get(&self) -> RunStatus {
+        self.current.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     async fn update(self: &Arc<Self>, change: impl FnOnce(&mut RunStatus) + Send + 'static) {
@@ -378,6 +781,38 @@ impl StatusRecorder {
             Ok(Err(e)) => warn!(error = %e, "cannot record status"),
             Err(e) => warn!(error = %e, "cannot record status"),
         }
+    }
+
+    /// Records a delivery error, writing only when it differs from the last one recorded.
+    async fn note_error(self: &Arc<Self>, error: String, now: DateTime<Utc>) {
+        if self.get().last_error.as_deref() == Some(error.as_str()) {
+            return;
+        }
+        self.update(move |s| {
+            s.last_error = Some(error);
+            s.last_error_at = Some(now);
+        })
+        .await;
+    }
+
+    async fn spool_failed(self: &Arc<Self>, error: String, now: DateTime<Utc>) {
+        if self.get().spool_error.as_deref() == Some(error.as_str()) {
+            return;
+        }
+        self.update(move |s| {
+            s.last_error = Some(error.clone());
+            s.last_error_at = Some(now);
+            s.spool_error = Some(error);
+        })
+        .await;
+    }
+
+    async fn clear_spool_error(self: &Arc<Self>) {
+        if self.get().spool_error.is_none() {
+            return;
+        }
+        info!("reports are being spooled again");
+        self.update(|s| s.spool_error = None).await;
     }
 }
 

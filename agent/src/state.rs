@@ -7,7 +7,9 @@
 //! | `identity.json` | the enrollment: collector URL, agent id, secret, practice, site | JSON, mode 0600 |
 //! | `ca.pem` | the CA certificate the collector's server certificate must chain to | PEM, mode 0600 |
 //! | `sequence` | the next report sequence number to hand out | decimal number and a newline |
-//! | `status.json` | last successful heartbeat and report, for `rounds-agent status` | JSON |
+//! | `status.json` | last heartbeat and delivery, configuration in use, last errors, for `rounds-agent status` | JSON padded to 4 KiB |
+//! | `spool.jsonl` | undelivered reports, the sequence and the hash chain (`crate::spool`) | JSON lines, mode 0600 |
+//! | `central-config.json` | the last good configuration from the collector (`crate::central`) | JSON, mode 0600 |
 //!
 //! The directory is created with mode 0700 and every file with mode 0600 from the start (never
 //! widened and then narrowed). Every write is atomic and durable: a temporary file in the same
@@ -147,6 +149,23 @@ pub struct RunStatus {
     /// The sequence number of that report.
     #[serde(default)]
     pub last_report_sequence: Option<u64>,
+    /// The last thing that went wrong (delivery, configuration, spool), and when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error_at: Option<DateTime<Utc>>,
+    /// Why reports cannot be spooled right now (disk full), while that lasts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spool_error: Option<String>,
+    /// Version of the configuration in use, when it came from the collector.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_version: Option<String>,
+    /// Where the configuration in use came from, for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_origin: Option<String>,
+    /// Why the collector's newest configuration was refused, if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_error: Option<String>,
 }
 
 /// The agent's state directory.
@@ -219,7 +238,12 @@ impl StateDir {
         })?;
         json.push(b'\n');
         write_atomic(&self.identity_path(), &json)?;
-        for stale in [self.sequence_path(), self.status_path()] {
+        for stale in [
+            self.sequence_path(),
+            self.status_path(),
+            self.path.join(crate::spool::SPOOL_FILE),
+            self.path.join(crate::central::CACHE_FILE),
+        ] {
             match fs::remove_file(&stale) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -285,14 +309,36 @@ impl StateDir {
         }
     }
 
-    /// Writes the run status.
+    /// Writes the run status: atomically, and when that fails (a full disk has no room for
+    /// the temporary file) in place over the old file, which is padded to whole 4 KiB blocks
+    /// so a rewrite needs no new space. That way `status` can still say the disk is full.
     pub fn store_status(&self, status: &RunStatus) -> Result<(), StateError> {
         let mut json = serde_json::to_vec_pretty(status).map_err(|e| StateError::Corrupt {
             path: self.status_path(),
             detail: e.to_string(),
         })?;
         json.push(b'\n');
-        write_atomic(&self.status_path(), &json)
+        let padded = json.len().div_ceil(4096) * 4096;
+        json.resize(padded, b' ');
+        if let Some(last) = json.last_mut() {
+            *last = b'\n';
+        }
+        match write_atomic(&self.status_path(), &json) {
+            Ok(()) => Ok(()),
+            Err(first) => {
+                let path = self.status_path();
+                let in_place = (|| {
+                    let mut f = fs::OpenOptions::new().write(true).open(&path)?;
+                    if f.metadata()?.len() < json.len() as u64 {
+                        return Err(io::Error::other("no room to grow"));
+                    }
+                    f.write_all(&json)?;
+                    f.set_len(json.len() as u64)?;
+                    f.sync_data()
+                })();
+                in_place.map_err(|_| first)
+            }
+        }
     }
 }
 

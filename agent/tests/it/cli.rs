@@ -186,7 +186,7 @@ async fn enroll_status_run_and_stop_on_sigterm() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(
-        err.contains("report delivered") && err.contains("agent stopped"),
+        err.contains("reports delivered") && err.contains("agent stopped"),
         "{err}"
     );
     assert!(!err.contains(AGENT_SECRET), "the secret is never logged");

@@ -10,7 +10,7 @@ use rounds_agent::{AgentStatus, RunOptions, checks, run, status};
 use rounds_protocol::paths;
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{AGENT_ID, AGENT_SECRET, Ca, FakeCollector, base64, enroll_into, healthy};
+use crate::support::{AGENT_ID, AGENT_SECRET, Ca, FakeCollector, Recorded, base64, enroll_into, healthy};
 
 fn settings(heartbeat_ms: u64, schedule: &str) -> AgentSettings {
     AgentSettings {
@@ -25,6 +25,7 @@ fn settings(heartbeat_ms: u64, schedule: &str) -> AgentSettings {
 
 fn fast(state_dir: &std::path::Path, settings: AgentSettings) -> RunOptions {
     let mut opts = RunOptions::new(state_dir, settings);
+    opts.clock = std::sync::Arc::new(rounds_agent::clock::TokioClock::starting_at(chrono::Utc::now()));
     opts.retry = RetryPolicy {
         initial: Duration::from_millis(20),
         max: Duration::from_millis(100),
@@ -135,23 +136,49 @@ async fn a_rejected_report_is_dropped_not_retried() {
     enroll_into(&collector, &ca, &state_dir).await;
 
     let (shutdown, handle) = start(fast(&state_dir, settings(60_000, EVERY_SECOND)));
+
     collector
-        .wait_for("report 2", |c| c.report_sequences().contains(&2))
+        .wait_for("the gap marker", |c| {
+            c.reports().iter().any(|r| r["dropped"][0]["reason"] == "rejected")
+        })
         .await;
     stop(shutdown, handle).await;
 
     let seqs = collector.report_sequences();
     assert_eq!(seqs.iter().filter(|&&s| s == 1).count(), 1, "{seqs:?}");
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in order, no resend: {seqs:?}");
+    let marker = collector
+        .reports()
+        .into_iter()
+        .find(|r| !r["dropped"].is_null())
+        .unwrap();
+    assert_eq!(
+        marker["dropped"],
+        serde_json::json!([{"first": 1, "last": 1, "reason": "rejected"}])
+    );
+    let AgentStatus::Enrolled(s) = status(&state_dir).unwrap() else {
+        panic!("enrolled")
+    };
+    let last_error = s.last_error.unwrap_or_default();
+    assert!(
+        last_error.contains("report 1 refused") && last_error.contains("422"),
+        "{last_error}"
+    );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failed_report_is_retried_until_acknowledged() {
+#[tokio::test(start_paused = true)]
+async fn a_failed_report_is_retried_until_acknowledged_waiting_for_retry_after() {
     let ca = Ca::new("Rounds CA");
     let failures = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let f = failures.clone();
+    let attempts = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let a = attempts.clone();
     let collector = FakeCollector::start(&ca, move |req| {
+        if req.path == paths::REPORTS {
+            a.lock().unwrap().push(tokio::time::Instant::now());
+        }
         if req.path == paths::REPORTS && f.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 3 {
+            // The fake adds `Retry-After: 30` to a 503.
             (503, r#"{"error":"database busy"}"#.into())
         } else {
             healthy(req)
@@ -166,10 +193,10 @@ async fn a_failed_report_is_retried_until_acknowledged() {
     collector
         .wait_for("four attempts", |c| c.on(paths::REPORTS).len() >= 4)
         .await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while !matches!(status(&state_dir).unwrap(), AgentStatus::Enrolled(ref s) if s.last_report_sequence == Some(1)) {
         assert!(
-            tokio::time::Instant::now() < deadline,
+            std::time::Instant::now() < deadline,
             "report 1 never recorded as delivered"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -180,6 +207,14 @@ async fn a_failed_report_is_retried_until_acknowledged() {
         vec![1, 1, 1, 1],
         "the same report, resent"
     );
+    let attempts = attempts.lock().unwrap().clone();
+    for w in attempts.windows(2) {
+        let gap = w[1] - w[0];
+        assert!(
+            gap >= Duration::from_secs(30) && gap <= Duration::from_millis(37_600),
+            "Retry-After 30 s honoured, with at most a quarter more: {gap:?}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -261,4 +296,272 @@ async fn a_zero_heartbeat_interval_is_refused() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("heartbeat interval"), "{err}");
+}
+
+/// The chain of the reports received: every `prev_hash` is the `hash` of the report before.
+fn assert_chained(reports: &[serde_json::Value]) {
+    for w in reports.windows(2) {
+        assert_eq!(w[1]["prev_hash"], w[0]["hash"], "chain broken at {}", w[1]["sequence"]);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_schedule_fires_every_second_of_tokio_time_and_reports_arrive_in_order_chained() {
+    let ca = Ca::new("Rounds CA");
+    let collector = FakeCollector::start(&ca, healthy).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let state_dir = tmp.path().join("state");
+    let identity = enroll_into(&collector, &ca, &state_dir).await;
+
+    let (shutdown, handle) = start(fast(&state_dir, settings(3_600_000, EVERY_SECOND)));
+    collector
+        .wait_for("ten reports", |c| c.report_sequences().len() >= 10)
+        .await;
+    stop(shutdown, handle).await;
+    let reports = collector.reports();
+    let seqs: Vec<u64> = reports.iter().map(|r| r["sequence"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
+    assert_eq!(
+        reports[0]["prev_hash"].as_str().unwrap(),
+        rounds_agent::spool::chain_seed(&identity.agent_id)
+    );
+    assert_chained(&reports);
+    // Created a second apart (the schedule's own clock), not in a burst.
+    let t = |r: &serde_json::Value| chrono::DateTime::parse_from_rfc3339(r["created_at"].as_str().unwrap()).unwrap();
+    let spread = t(&reports[9]) - t(&reports[1]);
+    assert!((7..=9).contains(&spread.num_seconds()), "{spread:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_backlog_goes_in_batches_and_a_collector_without_the_batch_path_gets_singles() {
+    let ca = Ca::new("Rounds CA");
+    let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let u = up.clone();
+    let collector = FakeCollector::start(&ca, move |req| {
+        if req.path != paths::ENROLL && !u.load(std::sync::atomic::Ordering::SeqCst) {
+            (503, r#"{"error":"starting"}"#.into())
+        } else {
+            healthy(req)
+        }
+    })
+    .await;
+    let tmp = tempfile::tempdir().unwrap();
+    let state_dir = tmp.path().join("state");
+    enroll_into(&collector, &ca, &state_dir).await;
+    let (shutdown, handle) = start(fast(&state_dir, settings(3_600_000, EVERY_SECOND)));
+    // A backlog builds up while the collector answers 503.
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    up.store(true, std::sync::atomic::Ordering::SeqCst);
+    collector
+        .wait_for("the backlog delivered", |c| !c.on(paths::REPORT_BATCH).is_empty())
+        .await;
+    collector
+        .wait_for("twenty reports", |c| {
+            let s = c.report_sequences();
+            (1..=20).all(|n| s.contains(&n))
+        })
+        .await;
+    stop(shutdown, handle).await;
+    let batch = collector.on(paths::REPORT_BATCH)[0].json();
+    assert!(batch["reports"].as_array().unwrap().len() >= 10, "{batch}");
+
+    // A collector without the batch path: the same backlog, one report per request.
+    let ca = Ca::new("Rounds CA");
+    let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let u = up.clone();
+    let old = FakeCollector::start(&ca, move |req| {
+        if req.path == paths::REPORT_BATCH {
+            (404, r#"{"error":"no such path"}"#.into())
+        } else if req.path != paths::ENROLL && !u.load(std::sync::atomic::Ordering::SeqCst) {
+            (503, r#"{"error":"starting"}"#.into())
+        } else {
+            healthy(req)
+        }
+    })
+    .await;
+    let state_dir = tmp.path().join("state2");
+    enroll_into(&old, &ca, &state_dir).await;
+    let (shutdown, handle) = start(fast(&state_dir, settings(3_600_000, EVERY_SECOND)));
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    up.store(true, std::sync::atomic::Ordering::SeqCst);
+    old.wait_for("ten single reports", |c| c.on(paths::REPORTS).len() >= 10)
+        .await;
+    stop(shutdown, handle).await;
+    let seqs: Vec<u64> = old
+        .on(paths::REPORTS)
+        .iter()
+        .filter(|r| r.json()["sequence"].is_u64())
+        .map(|r| r.json()["sequence"].as_u64().unwrap())
+        .collect();
+    let delivered: Vec<u64> = seqs.iter().copied().fold(Vec::new(), |mut v, s| {
+        if v.last() != Some(&s) {
+            v.push(s);
+        }
+        v
+    });
+    assert!(
+        delivered.windows(2).all(|w| w[1] == w[0] + 1),
+        "in order: {delivered:?}"
+    );
+    assert_eq!(
+        old.on(paths::REPORT_BATCH).len(),
+        1,
+        "the batch path is not tried again at once"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sequence_conflict_renumbers_from_what_the_collector_expects() {
+    let ca = Ca::new("Rounds CA");
+    let collector = FakeCollector::start(&ca, |req| {
+        let seq = req.json()["sequence"].as_u64();
+        let first_in_batch = req.json()["reports"][0]["sequence"].as_u64();
+        match seq.or(first_in_batch) {
+            Some(s) if s < 50 => (
+                409,
+                r#"{"error":"sequence 1 is already stored with other content","next_expected":50}"#.into(),
+            ),
+            _ => healthy(req),
+        }
+    })
+    .await;
+    let tmp = tempfile::tempdir().unwrap();
+    let state_dir = tmp.path().join("state");
+    enroll_into(&collector, &ca, &state_dir).await;
+    let (shutdown, handle) = start(fast(&state_dir, settings(3_600_000, EVERY_SECOND)));
+    collector
+        .wait_for("reports 50 to 53", |c| {
+            let s = c.report_sequences();
+            (50..=53).all(|n| s.contains(&n))
+        })
+        .await;
+    stop(shutdown, handle).await;
+    let accepted: Vec<serde_json::Value> = collector
+        .reports()
+        .into_iter()
+        .filter(|r| r["sequence"].as_u64().unwrap() >= 50)
+        .collect();
+    let seqs: Vec<u64> = accepted.iter().map(|r| r["sequence"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, (50..50 + seqs.len() as u64).collect::<Vec<_>>());
+    assert_chained(&accepted);
+    let AgentStatus::Enrolled(s) = status(&state_dir).unwrap() else {
+        panic!("enrolled")
+    };
+    assert!(s.next_sequence > 53);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_malformed_acknowledgement_keeps_the_report() {
+    let ca = Ca::new("Rounds CA");
+    let n = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let n2 = n.clone();
+    let collector = FakeCollector::start(&ca, move |req| {
+        if req.path == paths::REPORTS && n2.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 2 {
+            (200, "{\"sequ".into())
+        } else {
+            healthy(req)
+        }
+    })
+    .await;
+    let tmp = tempfile::tempdir().unwrap();
+    let state_dir = tmp.path().join("state");
+    enroll_into(&collector, &ca, &state_dir).await;
+    let (shutdown, handle) = start(fast(&state_dir, settings(3_600_000, HOURLY)));
+    collector
+        .wait_for("three attempts", |c| c.on(paths::REPORTS).len() >= 3)
+        .await;
+    stop(shutdown, handle).await;
+    assert_eq!(collector.report_sequences(), vec![1, 1, 1]);
+}
+
+/// A collector serving `toml` as the central configuration, version `version`.
+fn serving(version: &'static str, toml: &'static str) -> impl Fn(&Recorded) -> (u16, String) + Send + Sync {
+    move |req| match req.path.as_str() {
+        paths::CONFIG => (
+            200,
+            serde_json::to_string(&rounds_protocol::AgentConfig {
+                protocol: 1,
+                version: version.into(),
+                origin: "practice Maple".into(),
+                toml: toml.into(),
+            })
+            .unwrap(),
+        ),
+        paths::HEARTBEAT => (
+            200,
+            serde_json::to_string(&rounds_protocol::HeartbeatAck {
+                received_at: chrono::Utc::now(),
+                config_etag: Some(version.into()),
+            })
+            .unwrap(),
+        ),
+        _ => healthy(req),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn central_configuration_is_applied_cached_and_a_bad_one_refused_with_the_reason() {
+    let ca = Ca::new("Rounds CA");
+    // The central configuration switches inventory to every second and the heartbeat to 5 s.
+    let collector = FakeCollector::start(
+        &ca,
+        serving(
+            "\"v1\"",
+            "heartbeat_interval_secs = 5\n[checks.inventory]\nschedule = \"* * * * * *\"\n",
+        ),
+    )
+    .await;
+    let tmp = tempfile::tempdir().unwrap();
+    let state_dir = tmp.path().join("state");
+    enroll_into(&collector, &ca, &state_dir).await;
+    let (shutdown, handle) = start(fast(&state_dir, settings(3_600_000, HOURLY)));
+    collector
+        .wait_for("reports every second and heartbeats every 5 s", |c| {
+            c.report_sequences().len() >= 5 && c.on(paths::HEARTBEAT).len() >= 3
+        })
+        .await;
+    stop(shutdown, handle).await;
+    let hb = collector.on(paths::HEARTBEAT).last().unwrap().json();
+    assert_eq!(hb["config_version"], "\"v1\"");
+    let AgentStatus::Enrolled(s) = status(&state_dir).unwrap() else {
+        panic!("enrolled")
+    };
+    assert_eq!(s.config_version.as_deref(), Some("\"v1\""));
+    assert_eq!(s.config_origin.as_deref(), Some("collector: practice Maple"));
+
+    // Next start: the collector serves an invalid configuration. The agent starts from the
+    // cached one, refuses the new one and says why in its heartbeats.
+    let bad = FakeCollector::start(
+        &ca,
+        serving("\"v2\"", "[checks.inventory]\nschedule = \"every tuesday\"\n"),
+    )
+    .await;
+    let mut identity: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(state_dir.join("identity.json")).unwrap()).unwrap();
+    identity["collector"] = bad.url.clone().into();
+    std::fs::write(state_dir.join("identity.json"), identity.to_string()).unwrap();
+    let (shutdown, handle) = start(fast(&state_dir, settings(3_600_000, HOURLY)));
+    bad.wait_for("a heartbeat with the refusal", |c| {
+        c.on(paths::HEARTBEAT)
+            .iter()
+            .any(|h| h.json()["config_error"].is_string())
+    })
+    .await;
+    bad.wait_for("reports every second, from the cached configuration", |c| {
+        c.report_sequences().len() >= 3
+    })
+    .await;
+    stop(shutdown, handle).await;
+    let hb = bad
+        .on(paths::HEARTBEAT)
+        .into_iter()
+        .find(|h| h.json()["config_error"].is_string())
+        .unwrap()
+        .json();
+    let reason = hb["config_error"].as_str().unwrap();
+    assert!(
+        reason.contains("central configuration (practice Maple)") && reason.contains("checks.inventory.schedule"),
+        "{reason}"
+    );
+    assert_eq!(hb["config_version"], "\"v1\"", "keeps the last good one");
 }

@@ -3,6 +3,8 @@
 use std::os::unix::fs::PermissionsExt;
 
 use chrono::Utc;
+use rounds_agent::clock::SystemClock;
+use rounds_agent::spool::{Priority, Spool, SpoolOptions};
 use rounds_agent::state::{Identity, RunStatus, SequenceAllocator, StateDir};
 use rounds_agent::{AgentStatus, status};
 
@@ -110,7 +112,7 @@ fn status_of_an_empty_dir_is_not_enrolled() {
 }
 
 #[test]
-fn status_shows_identity_and_last_contact_but_no_secret() {
+fn status_shows_identity_last_contact_spool_configuration_and_errors_but_no_secret() {
     let tmp = tempfile::tempdir().unwrap();
     let state = StateDir::new(tmp.path());
     state.save_enrollment(&identity(), b"ca").unwrap();
@@ -123,22 +125,56 @@ fn status_shows_identity_and_last_contact_but_no_secret() {
             last_heartbeat_at: Some(at),
             last_report_at: Some(at),
             last_report_sequence: Some(7),
+            last_error: Some("collector at https://c failed (503): busy".into()),
+            last_error_at: Some(at),
+            spool_error: Some("cannot write the spool /x/spool.jsonl: No space left on device".into()),
+            config_version: Some("\"v3\"".into()),
+            config_origin: Some("collector: practice Oak Dental".into()),
+            config_error: Some("central configuration (practice Oak Dental):2: `checks.x`: unknown check".into()),
         })
         .unwrap();
+    // Before the spool exists, the old sequence file says what comes next.
+    let AgentStatus::Enrolled(e) = status(tmp.path()).unwrap() else {
+        panic!("enrolled")
+    };
+    assert_eq!((e.next_sequence, e.spool.depth), (8, 0));
+
+    let spool = Spool::open(
+        SpoolOptions {
+            dir: tmp.path().to_path_buf(),
+            agent_id: "agt_9".into(),
+            settings: Default::default(),
+            first_sequence: 8,
+            fail_writes_while: None,
+        },
+        std::sync::Arc::new(SystemClock),
+    )
+    .unwrap();
+    for _ in 0..3 {
+        spool
+            .append(Some("inventory"), true, Priority::Routine, vec![])
+            .unwrap();
+    }
+    spool.ack_through(8).unwrap();
     let s = status(tmp.path()).unwrap();
     let AgentStatus::Enrolled(e) = &s else {
         panic!("enrolled")
     };
-    assert_eq!(e.next_sequence, 8);
+    assert_eq!((e.next_sequence, e.spool.depth), (11, 2));
     let text = s.to_string();
     for want in [
         "agt_9",
         "Oak Dental",
         "Annex",
         "https://collector.example:8443",
-        "2026-11-24T10:00:00Z",
-        "sequence 7",
-        "next sequence:   8",
+        "last heartbeat:  2026-11-24T10:00:00Z",
+        "last delivery:   2026-11-24T10:00:00Z (sequence 7)",
+        "next sequence:   11",
+        "spool:           2 undelivered",
+        "spool error:     cannot write the spool /x/spool.jsonl: No space left on device",
+        "configuration:   collector: practice Oak Dental (version \"v3\")",
+        "config refused:  central configuration (practice Oak Dental):2",
+        "last error:      2026-11-24T10:00:00Z collector at https://c failed (503): busy",
     ] {
         assert!(text.contains(want), "missing {want}: {text}");
     }

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose, SanType};
-use rounds_protocol::{EnrollResponse, HeartbeatAck, PROTOCOL_MAJOR, ReportAck, paths};
+use rounds_protocol::{BatchAck, EnrollResponse, HeartbeatAck, PROTOCOL_MAJOR, ReportAck, paths};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -132,6 +132,19 @@ pub fn healthy(req: &Recorded) -> (u16, String) {
                 .unwrap(),
             )
         }
+        paths::REPORT_BATCH => {
+            let reports = req.json()["reports"].as_array().unwrap().clone();
+            let acks: Vec<ReportAck> = reports
+                .iter()
+                .map(|r| ReportAck {
+                    sequence: r["sequence"].as_u64().unwrap(),
+                    stored: true,
+                    next_expected: None,
+                })
+                .collect();
+            let next_expected = acks.last().map_or(1, |a| a.sequence + 1);
+            (200, serde_json::to_string(&BatchAck { acks, next_expected }).unwrap())
+        }
         _ => (404, r#"{"error":"no such path"}"#.into()),
     }
 }
@@ -167,8 +180,14 @@ impl FakeCollector {
                     };
                     let (status, body) = handler(&req);
                     recorded.lock().unwrap().push(req);
+                    // A busy collector asks for 30 s.
+                    let retry_after = if matches!(status, 429 | 503) {
+                        "retry-after: 30\r\n"
+                    } else {
+                        ""
+                    };
                     let head = format!(
-                        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{retry_after}connection: close\r\n\r\n",
                         body.len()
                     );
                     let _ = tls.write_all(head.as_bytes()).await;
@@ -194,20 +213,32 @@ impl FakeCollector {
         self.requests().into_iter().filter(|r| r.path == path).collect()
     }
 
-    /// Sequence numbers of the reports received so far, in order of arrival.
+    /// Sequence numbers of the reports received so far (singly or in batches), in order of
+    /// arrival.
     pub fn report_sequences(&self) -> Vec<u64> {
-        self.on(paths::REPORTS)
-            .iter()
-            .map(|r| r.json()["sequence"].as_u64().unwrap())
-            .collect()
+        self.reports().iter().map(|r| r["sequence"].as_u64().unwrap()).collect()
     }
 
-    /// Waits (up to 30 s) until `cond` holds for the requests received.
+    /// Every report received so far, singly or in batches, in order of arrival.
+    pub fn reports(&self) -> Vec<serde_json::Value> {
+        let mut out = Vec::new();
+        for r in self.requests() {
+            if r.path == paths::REPORTS {
+                out.push(r.json());
+            } else if r.path == paths::REPORT_BATCH {
+                out.extend(r.json()["reports"].as_array().cloned().unwrap_or_default());
+            }
+        }
+        out
+    }
+
+    /// Waits (up to 30 s of real time, however far a paused tokio clock moves) until `cond`
+    /// holds for the requests received.
     pub async fn wait_for(&self, what: &str, cond: impl Fn(&FakeCollector) -> bool) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while !cond(self) {
             assert!(
-                tokio::time::Instant::now() < deadline,
+                std::time::Instant::now() < deadline,
                 "timed out waiting for {what}; received: {:?}",
                 self.requests()
                     .iter()
