@@ -4,22 +4,19 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use rounds_protocol::{
-    AgentConfig, EnrollRequest, EnrollResponse, Heartbeat, HeartbeatAck, PROTOCOL_MAJOR, Report, ReportAck,
-};
+use rounds_protocol::{EnrollRequest, EnrollResponse, Heartbeat, HeartbeatAck, PROTOCOL_MAJOR, Report};
 
 use super::{AgentJson, AuthedAgent};
 use crate::app::{AppState, Metrics};
 use crate::error::ApiError;
 use crate::secrets;
-use crate::store::{IncomingReport, Ingested, NewAgent, StoreError};
+use crate::store::{AgentReportedState, NewAgent, StoreError};
 
 /// How far ahead of the collector's clock an observation may be dated before it is stored
 /// with the receive time instead and flagged.
 pub const MAX_CLOCK_SKEW: chrono::Duration = chrono::Duration::minutes(5);
 
-/// Largest number of observations in one report.
-pub const MAX_OBSERVATIONS_PER_REPORT: usize = 10_000;
+pub use super::delivery::MAX_OBSERVATIONS_PER_REPORT;
 
 fn short(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
     if value.is_empty() || value.len() > max || value.chars().any(char::is_control) {
@@ -82,7 +79,7 @@ pub async fn enroll(
     }
 }
 
-fn same_agent(authed: &AuthedAgent, claimed: &str) -> Result<(), ApiError> {
+pub(crate) fn same_agent(authed: &AuthedAgent, claimed: &str) -> Result<(), ApiError> {
     if authed.0 != claimed {
         return Err(ApiError::Forbidden(format!(
             "agent {} may not send on behalf of agent {}",
@@ -105,107 +102,64 @@ pub async fn heartbeat(
     // The agent's clock minus ours; request latency counts in, which is far below the skew
     // that matters (minutes).
     let skew = hb.sent_at - now;
-    state
-        .store
-        .heartbeat(&agent.0, &hb.agent_version, Some(skew), now)
-        .await?;
+    let reported = reported_state(&hb);
+    let mut tx = state.store.begin().await?;
+    tx.heartbeat(&agent.0, &hb.agent_version, Some(skew), now).await?;
+    tx.agent_reported_state(&agent.0, &reported).await?;
+    tx.commit().await?;
     Metrics::inc(&state.metrics.heartbeats);
     tracing::debug!(agent_id = %agent.0, "heartbeat");
     Ok(Json(HeartbeatAck {
         received_at: now,
-        config_etag: Some(state.agent_config.etag.clone()),
+        config_etag: effective_config(&state, &agent.0).await.ok().map(|e| e.version),
     }))
 }
 
+/// What a heartbeat says about the agent's configuration and spool, bounded in size.
+fn reported_state(hb: &Heartbeat) -> AgentReportedState {
+    let bounded = |v: &Option<String>, max: usize| v.as_ref().map(|s| s.chars().take(max).collect::<String>());
+    AgentReportedState {
+        config_version: bounded(&hb.config_version, 128),
+        config_error: bounded(&hb.config_error, 4000),
+        spool_depth: hb.spool_depth,
+        spool_error: bounded(&hb.spool_error, 1000),
+    }
+}
+
 /// `POST /api/v1/agent/reports`: stores a report once per `(agent, sequence)`, and answers
-/// only after the transaction has committed. A newly stored report is then evaluated against
-/// the policy and the agent's findings replaced.
+/// only after the transaction has committed (see [`super::delivery`]). A newly stored report is
+/// then evaluated against the policy and the agent's findings replaced.
 pub async fn report(
     State(state): State<AppState>,
     agent: AuthedAgent,
     AgentJson(report): AgentJson<Report>,
-) -> Result<Json<ReportAck>, ApiError> {
-    same_agent(&agent, &report.agent_id)?;
-    if report.sequence == 0 || report.sequence > i64::MAX as u64 {
-        return Err(ApiError::Unprocessable(
-            "field `sequence` must be between 1 and 2^63-1".into(),
-        ));
-    }
-    if report.observations.len() > MAX_OBSERVATIONS_PER_REPORT {
-        return Err(ApiError::Unprocessable(format!(
-            "report has {} observations; at most {MAX_OBSERVATIONS_PER_REPORT} are accepted",
-            report.observations.len()
-        )));
-    }
-    for (i, o) in report.observations.iter().enumerate() {
-        if o.kind.is_empty() || o.kind.len() > 64 || o.subject.len() > 1024 {
-            return Err(ApiError::Unprocessable(format!(
-                "observation {i}: `kind` must be 1 to 64 characters and `subject` at most 1024"
-            )));
-        }
-    }
-    let now = state.now();
-    let incoming = IncomingReport {
-        report: &report,
-        received_at: now,
-        future_after: now + MAX_CLOCK_SKEW,
-    };
-    let outcome = state.store.ingest_report(&agent.0, incoming).await?;
-    let stored = outcome == Ingested::Stored;
-    if stored {
-        Metrics::inc(&state.metrics.reports_stored);
-        state
-            .metrics
-            .observations_stored
-            .fetch_add(report.observations.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        tracing::info!(agent_id = %agent.0, sequence = report.sequence, observations = report.observations.len(), "report stored");
-        // The report is committed: a failed evaluation is logged and counted, and the next
-        // report evaluates again; the agent must not resend what is already stored.
-        let _ = crate::evaluation::evaluate_agent(&state, &agent.0).await;
+) -> Result<Response, ApiError> {
+    super::delivery::one(&state, &agent, report).await
+}
+
+/// The agent's effective central configuration (see [`crate::agent_config`]).
+async fn effective_config(state: &AppState, agent_id: &str) -> Result<crate::agent_config::Effective, ApiError> {
+    let sources = state.store.agent_config_sources(agent_id).await?;
+    crate::agent_config::for_agent(state.settings.heartbeat_interval.as_secs(), &sources)
+        .map_err(|e| ApiError::Internal(format!("agent {agent_id}: stored configuration does not merge: {e}")))
+}
+
+/// `GET /api/v1/agent/config`: the agent's effective configuration, with an `ETag`; `304` when
+/// `If-None-Match` names it.
+pub async fn config(
+    State(state): State<AppState>,
+    agent: AuthedAgent,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let e = effective_config(&state, &agent.0).await?;
+    let etag = HeaderValue::from_str(&e.version).ok();
+    let mut resp = if headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) == Some(e.version.as_str()) {
+        StatusCode::NOT_MODIFIED.into_response()
     } else {
-        Metrics::inc(&state.metrics.reports_duplicate);
-        tracing::info!(agent_id = %agent.0, sequence = report.sequence, "report already stored");
-    }
-    Ok(Json(ReportAck {
-        sequence: report.sequence,
-        stored,
-        next_expected: None,
-    }))
-}
-
-/// The configuration served to agents and its `ETag`, made once from the settings (they do
-/// not change while the collector runs), not on every heartbeat.
-#[derive(Debug, Clone)]
-pub struct ServedConfig {
-    pub config: AgentConfig,
-    pub etag: String,
-}
-
-impl ServedConfig {
-    pub fn new(settings: &crate::config::Settings) -> Self {
-        // Until configuration is set per practice and site, every agent gets every default
-        // (every check, default schedules) with the collector's heartbeat interval.
-        let toml = format!("heartbeat_interval_secs = {}\n", settings.heartbeat_interval.as_secs());
-        let version = format!("\"{}\"", &secrets::hash_secret(&toml)[..16]);
-        let config = AgentConfig {
-            protocol: PROTOCOL_MAJOR,
-            version: version.clone(),
-            origin: "default".into(),
-            toml,
-        };
-        ServedConfig { config, etag: version }
-    }
-}
-
-/// `GET /api/v1/agent/config`: the agent's effective configuration, with an `ETag`.
-pub async fn config(State(state): State<AppState>, _agent: AuthedAgent, headers: HeaderMap) -> Response {
-    let served = &state.agent_config;
-    if headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) == Some(served.etag.as_str()) {
-        return StatusCode::NOT_MODIFIED.into_response();
-    }
-    let mut resp = Json(&served.config).into_response();
-    if let Ok(v) = HeaderValue::from_str(&served.etag) {
+        Json(e.served()).into_response()
+    };
+    if let Some(v) = etag {
         resp.headers_mut().insert(header::ETAG, v);
     }
-    resp
+    Ok(resp)
 }
