@@ -3,6 +3,8 @@
 
 mod support;
 
+mod config;
 mod demo;
 mod enrollment;
 mod footprint;
+mod ingest;
