@@ -12,34 +12,13 @@ use crate::support::{Collector, Running, eventually, run};
 
 const HEARTBEAT_SECS: u64 = 2;
 
-/// A collector whose agents heartbeat every [`HEARTBEAT_SECS`].
+/// A collector whose agents heartbeat every [`HEARTBEAT_SECS`], and the dir of its config file.
 fn collector() -> (Collector, tempfile::TempDir) {
     let conf = tempfile::tempdir().unwrap();
     let file = conf.path().join("collector.toml");
     std::fs::write(&file, format!("heartbeat_interval_secs = {HEARTBEAT_SECS}\n")).unwrap();
-    let data_dir = tempfile::tempdir().unwrap();
-    let mut process = Running::start(
-        "rounds-collector",
-        &[
-            "serve",
-            "--config",
-            file.to_str().unwrap(),
-            "--data-dir",
-            data_dir.path().to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-        ],
-    );
-    let line = process.wait_for_line("serving on https://", Duration::from_secs(30));
-    let port = line.rsplit(':').next().unwrap().trim().parse().unwrap();
-    (
-        Collector {
-            process,
-            data_dir,
-            port,
-        },
-        conf,
-    )
+    let c = Collector::start_in(tempfile::tempdir().unwrap(), &["--config", file.to_str().unwrap()]);
+    (c, conf)
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -17,7 +17,7 @@ use rounds_collector::store::sqlite::SqliteStore;
 use rounds_collector::store::{Role, Scope, Store};
 use rounds_protocol::{EnrollResponse, Observation, Report, obs};
 
-use crate::support::{Collector, Running, client_trusting};
+use crate::support::{Collector, client_trusting};
 
 /// An agent speaking the wire protocol, with its chain and its undelivered reports.
 pub struct SimAgent {
@@ -134,22 +134,6 @@ async fn tokens(data_dir: &std::path::Path, n: usize) -> Vec<String> {
         );
     }
     out
-}
-
-/// Starts a collector again on the same data dir (a new port).
-fn restart(data_dir: tempfile::TempDir) -> Collector {
-    let dd = data_dir.path().to_str().unwrap().to_string();
-    let mut process = Running::start(
-        "rounds-collector",
-        &["serve", "--data-dir", &dd, "--listen", "127.0.0.1:0"],
-    );
-    let line = process.wait_for_line("serving on https://", Duration::from_secs(30));
-    let port = line.rsplit(':').next().unwrap().trim().parse().unwrap();
-    Collector {
-        process,
-        data_dir,
-        port,
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -276,7 +260,7 @@ async fn two_hundred_agents_reconnecting_after_an_outage_are_spread_and_never_se
         }));
     }
     tokio::time::sleep(Duration::from_secs(6)).await;
-    let c = restart(c.data_dir);
+    let c = Collector::start_in(c.data_dir, &[]);
     let back = Instant::now();
     *url.write().unwrap() = c.url();
     for t in tasks {

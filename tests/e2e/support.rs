@@ -141,12 +141,16 @@ pub struct Collector {
 
 impl Collector {
     pub fn start() -> Self {
-        let data_dir = tempfile::tempdir().unwrap();
+        Self::start_in(tempfile::tempdir().unwrap(), &[])
+    }
+
+    /// A collector on `data_dir` (a fresh one, or one a stopped collector left: a restart),
+    /// with `extra` arguments to `serve` (such as `--config FILE`).
+    pub fn start_in(data_dir: tempfile::TempDir, extra: &[&str]) -> Self {
         let dd = data_dir.path().to_str().unwrap().to_string();
-        let mut process = Running::start(
-            "rounds-collector",
-            &["serve", "--data-dir", &dd, "--listen", "127.0.0.1:0"],
-        );
+        let mut args = vec!["serve", "--data-dir", &dd, "--listen", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        let mut process = Running::start("rounds-collector", &args);
         let line = process.wait_for_line("serving on https://", Duration::from_secs(30));
         let port = line.rsplit(':').next().unwrap().trim().parse().unwrap();
         Collector {

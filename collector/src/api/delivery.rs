@@ -153,18 +153,22 @@ fn log_problems(agent_id: &str, problems: &[crate::delivery::IntegrityProblem]) 
     }
 }
 
+/// A report received at `now`, as the store takes it.
+fn incoming(report: &Report, now: chrono::DateTime<chrono::Utc>) -> IncomingReport<'_> {
+    IncomingReport {
+        report,
+        received_at: now,
+        future_after: now + super::agent::MAX_CLOCK_SKEW,
+    }
+}
+
 /// Stores one report (the body of `POST /api/v1/agent/reports`).
 pub async fn one(state: &AppState, agent: &AuthedAgent, report: Report) -> Result<Response, ApiError> {
     check_report(agent, &report)?;
     let _permit = state.ingest_gate.enter(&state.metrics).await?;
     let now = state.now();
-    let incoming = IncomingReport {
-        report: &report,
-        received_at: now,
-        future_after: now + super::agent::MAX_CLOCK_SKEW,
-    };
     let mut tx = state.store.begin().await?;
-    let out = tx.deliver_report(&agent.0, incoming).await?;
+    let out = tx.deliver_report(&agent.0, incoming(&report, now)).await?;
     let stored = match out.delivery {
         Delivery::Conflict {
             stored_digest,
@@ -258,12 +262,7 @@ pub async fn batch(
     let mut problems = Vec::new();
     let mut next_expected = 0;
     for r in &reports {
-        let incoming = IncomingReport {
-            report: r,
-            received_at: now,
-            future_after: now + super::agent::MAX_CLOCK_SKEW,
-        };
-        let out = tx.deliver_report(&agent.0, incoming).await?;
+        let out = tx.deliver_report(&agent.0, incoming(r, now)).await?;
         next_expected = out.next_expected;
         let stored = match out.delivery {
             Delivery::Conflict {
