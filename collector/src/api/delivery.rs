@@ -144,6 +144,8 @@ async fn refuse_conflict(
     let mut tx = state.store.begin().await?;
     tx.record_integrity(agent_id, &[problem], state.now()).await?;
     tx.commit().await?;
+    // The journal's integrity is judged with the agent's other audit logs.
+    let _ = crate::evaluation::evaluate_agent(state, agent_id).await;
     Ok(conflict(next_expected, sequence))
 }
 

@@ -454,3 +454,31 @@ async fn heartbeats_report_configuration_and_spool_state_and_announce_the_config
     assert_eq!(reported["spool_error"], "No space left on device");
     assert!(ack["config_etag"].as_str().unwrap().starts_with('"'));
 }
+
+#[tokio::test]
+async fn the_journal_feeds_hipaa_audit_log_integrity_pass_while_intact_fail_once_forged() {
+    let app = TestApp::new();
+    let key = admin::apikey_create(app.store(), Role::Admin, None, "k").await.unwrap();
+    let e = enrolled(&app, "P", "frontdesk").await;
+    let mut chain = Chain::new(&e);
+    for r in chain.take(2) {
+        stored_ok(&app, &e, &r, true).await;
+    }
+    let (_, f) = crate::api::findings(&app, &e.agent_id, &key).await;
+    let rule = crate::api::rule(&f, "hipaa.audit.log_integrity");
+    assert_eq!(rule["status"], "pass", "{rule}");
+    assert!(rule["evidence"].to_string().contains("rounds-agent journal"), "{rule}");
+
+    let mut forged = chain.next(vec![]);
+    forged.prev_hash = Some("0".repeat(64));
+    forged.hash = Some(digest(&forged));
+    stored_ok(&app, &e, &forged, true).await;
+    let (_, f) = crate::api::findings(&app, &e.agent_id, &key).await;
+    let rule = crate::api::rule(&f, "hipaa.audit.log_integrity");
+    assert_eq!(rule["status"], "fail", "{rule}");
+
+    // It does not clear by itself: later good reports keep it failing.
+    stored_ok(&app, &e, &chain.next(vec![]), true).await;
+    let (_, f) = crate::api::findings(&app, &e.agent_id, &key).await;
+    assert_eq!(crate::api::rule(&f, "hipaa.audit.log_integrity")["status"], "fail");
+}

@@ -174,6 +174,9 @@ pub fn deliver(conn: &Connection, agent_id: &str, d: &OwnedDelivery) -> StoreRes
     .and_then(|mut s| s.execute(params![agent_id, seq, own_hash]))
     .map_err(db)?;
     record(conn, agent_id, &problems, d.received_at)?;
+    if report.prev_hash.is_some() || !problems.is_empty() {
+        journal_observation(conn, agent_id, d.received_at)?;
+    }
     Ok(DeliveryOutcome {
         delivery: Delivery::Stored { problems },
         next_expected: last.max(report.sequence) + 1,
@@ -236,6 +239,50 @@ pub fn record(conn: &Connection, agent_id: &str, problems: &[IntegrityProblem], 
         .and_then(|mut s| s.execute(params![agent_id, sequence, kind.as_str(), detail, ms(now)]))
         .map_err(db)?;
     }
+    Ok(())
+}
+
+/// Subject of the observation that judges the agent's own journal.
+pub const JOURNAL_SUBJECT: &str = "rounds-agent journal";
+/// `check_name` of that observation: no agent check retires it.
+const JOURNAL_CHECK: &str = "collector.chain";
+
+/// Keeps the agent's journal, as the collector verified it, in the current state as an
+/// `audit.log` observation (`rounds_protocol::obs::AuditLog`), so the policy rule
+/// `hipaa.audit.log_integrity` judges it with the agent's watched logs: `rewritten` when a
+/// report was forged, altered, forked, rolled back or resent with other content; `truncated`
+/// when reports went missing without the agent saying it dropped them. Never clears by itself.
+pub fn journal_observation(conn: &Connection, agent_id: &str, now: DateTime<Utc>) -> StoreResult<()> {
+    use rounds_protocol::obs::{AuditLog, Payload};
+    let kinds: Vec<String> = conn
+        .prepare_cached("SELECT DISTINCT kind FROM integrity_events WHERE agent_id = ?1")
+        .and_then(|mut s| s.query_map([agent_id], |r| r.get(0))?.collect::<Result<_, _>>())
+        .map_err(db)?;
+    let rewritten = kinds.iter().any(|k| k != "gap");
+    let truncated = kinds.iter().any(|k| k == "gap");
+    let data = AuditLog {
+        path: "rounds-agent journal (hash chain verified by the collector)".into(),
+        present: true,
+        append_only: Some(!rewritten && !truncated),
+        truncated: Some(truncated),
+        rewritten: Some(rewritten),
+        world_writable: None,
+        last_entry_at: Some(now),
+        longest_gap_secs: None,
+        cleared: None,
+    };
+    let json = serde_json::to_string(&data).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    conn.prepare_cached(
+        "INSERT INTO latest_observations (agent_id, sequence, kind, subject, observed_at, status, data, error,
+                                          check_name, confirmed_at, confirmed_sequence, future_dated)
+         SELECT ?1, a.last_sequence, ?2, ?3, ?4, 'ok', ?5, NULL, ?6, ?4, a.last_sequence, 0 FROM agents a WHERE a.id = ?1
+         ON CONFLICT (agent_id, kind, subject) DO UPDATE SET
+           sequence = excluded.sequence, observed_at = excluded.observed_at, status = 'ok', data = excluded.data,
+           error = NULL, check_name = excluded.check_name, confirmed_at = excluded.confirmed_at,
+           confirmed_sequence = excluded.confirmed_sequence",
+    )
+    .and_then(|mut s| s.execute(params![agent_id, AuditLog::KIND, JOURNAL_SUBJECT, ms(now), json, JOURNAL_CHECK]))
+    .map_err(db)?;
     Ok(())
 }
 

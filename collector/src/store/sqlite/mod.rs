@@ -359,7 +359,11 @@ impl Tx for SqliteTx {
     ) -> StoreResult<()> {
         let agent_id = agent_id.to_string();
         let problems = problems.to_vec();
-        self.run(move |c| delivery::record(c, &agent_id, &problems, now)).await
+        self.run(move |c| {
+            delivery::record(c, &agent_id, &problems, now)?;
+            delivery::journal_observation(c, &agent_id, now)
+        })
+        .await
     }
 
     async fn agent_reported_state(&mut self, agent_id: &str, state: &AgentReportedState) -> StoreResult<()> {
