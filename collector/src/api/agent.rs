@@ -111,7 +111,13 @@ pub async fn heartbeat(
     tracing::debug!(agent_id = %agent.0, "heartbeat");
     Ok(Json(HeartbeatAck {
         received_at: now,
-        config_etag: effective_config(&state, &agent.0).await.ok().map(|e| e.version),
+        config_etag: match effective_config(&state, &agent.0).await {
+            Ok(e) => Some(e.version),
+            Err(error) => {
+                tracing::error!(agent_id = %agent.0, %error, "cannot build the agent's configuration for its heartbeat");
+                None
+            }
+        },
     }))
 }
 
