@@ -140,7 +140,11 @@ async fn growth(args: &[String]) {
             };
             b.state.evaluator.ingest(&e.agent_id, &report).await.unwrap();
             // Heartbeats every 30 s change no row count; one per hour stands for them.
-            b.state.evaluator.heartbeat(&e.agent_id, "0.1.0", now).await.unwrap();
+            b.state
+                .evaluator
+                .heartbeat(&e.agent_id, "0.1.0", now, &Default::default())
+                .await
+                .unwrap();
         }
     }
     let grown = db_bytes(&b) - measured_from.unwrap();

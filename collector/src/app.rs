@@ -30,8 +30,8 @@ pub struct AppState {
     /// Ingest and evaluation, apart from HTTP; owns the cache of practice and site policies
     /// and the change stream.
     pub evaluator: Arc<Evaluator>,
-    /// The configuration agents fetch, with its `ETag`, made once from the settings.
-    pub agent_config: Arc<crate::api::agent::ServedConfig>,
+    /// The bounded queue in front of the store for report ingest (`429` when full).
+    pub ingest_gate: Arc<crate::api::delivery::IngestGate>,
     /// Failed dashboard log-ins per (username, address), for throttling.
     pub login_throttle: Arc<crate::web::throttle::LoginThrottle>,
 }
@@ -74,7 +74,7 @@ impl AppState {
         );
         AppState {
             store,
-            agent_config: Arc::new(crate::api::agent::ServedConfig::new(&settings)),
+            ingest_gate: Arc::default(),
             settings: Arc::new(settings),
             metrics,
             clock,
@@ -103,6 +103,8 @@ pub fn router(state: AppState) -> Router {
         .route(rounds_protocol::paths::ENROLL, post(api::agent::enroll))
         .route(rounds_protocol::paths::HEARTBEAT, post(api::agent::heartbeat))
         .route(rounds_protocol::paths::REPORTS, post(api::agent::report))
+        .route(rounds_protocol::paths::REPORT_BATCH, post(api::delivery::batch))
+        .route("/api/v1/agents/{agent_id}", get(api::delivery::agent_detail))
         .route(rounds_protocol::paths::CONFIG, get(api::agent::config))
         .route("/api/v1/practices", get(api::admin::practices))
         .route("/api/v1/agents", get(api::admin::agents))

@@ -30,7 +30,9 @@ use tokio::sync::broadcast;
 use crate::clock::Clock;
 use crate::evaluation::PolicyCache;
 use crate::events::{self, Metrics};
-use crate::store::{AgentRow, FindingChange, IncomingReport, Ingested, Role, Scope, Store, StoreError};
+use crate::store::{
+    AgentReportedState, AgentRow, FindingChange, IncomingReport, Ingested, Role, Scope, Store, StoreError,
+};
 
 /// The rule id of the collector's own finding about an agent's clock.
 pub const CLOCK_RULE: &str = "collector.agent_clock";
@@ -220,18 +222,23 @@ impl Evaluator {
         &self.policies
     }
 
-    /// Records a heartbeat and the agent's clock skew (`sent_at` by its clock against ours);
-    /// re-evaluates the agent when its clock crossed the allowed skew either way.
+    /// Records a heartbeat, the agent's clock skew (`sent_at` by its clock against ours) and
+    /// what it says of its configuration and spool, in one unit of work; re-evaluates the agent
+    /// when its clock crossed the allowed skew either way.
     pub async fn heartbeat(
         &self,
         agent_id: &str,
         agent_version: &str,
         sent_at: DateTime<Utc>,
+        reported: &AgentReportedState,
     ) -> Result<(), StoreError> {
         let now = self.clock.now();
         let skew = sent_at - now;
         let before = self.store.agent(&collector_scope(), agent_id).await?;
-        self.store.heartbeat(agent_id, agent_version, Some(skew), now).await?;
+        let mut tx = self.store.begin().await?;
+        tx.heartbeat(agent_id, agent_version, Some(skew), now).await?;
+        tx.agent_reported_state(agent_id, reported).await?;
+        tx.commit().await?;
         events::heartbeat(&self.metrics, agent_id, skew.num_milliseconds());
         self.changes.publish(Change::AgentSeen {
             agent_id: agent_id.to_string(),
@@ -293,6 +300,70 @@ impl Evaluator {
             future_dated,
             evaluation: Some(evaluation),
         })
+    }
+
+    /// The time after which an observation received `now` counts as dated in the future (it is
+    /// stored with the receive time and flagged).
+    pub fn future_after(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        now + self.max_clock_skew
+    }
+
+    /// Whether the agent has not had a report stored yet (read before a delivery's unit of
+    /// work, so [`stored`](Self::stored) can announce the first one).
+    pub async fn awaiting_first_report(&self, agent_id: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .store
+            .agent(&collector_scope(), agent_id)
+            .await?
+            .last_report_at
+            .is_none())
+    }
+
+    /// After a delivery's unit of work that stored `reports` of one agent committed (one report
+    /// or a batch, see `api::delivery`): logs and counts each, publishes that the agent was
+    /// seen (and its first report), and evaluates the agent once. A failed evaluation is logged
+    /// and counted; the reports stay stored and the next one evaluates again.
+    pub async fn stored(
+        &self,
+        agent_id: &str,
+        reports: &[&Report],
+        first_report: bool,
+    ) -> Option<Result<Evaluated, String>> {
+        if reports.is_empty() {
+            return None;
+        }
+        let now = self.clock.now();
+        let future_after = self.future_after(now);
+        for report in reports {
+            let future_dated = report
+                .observations
+                .iter()
+                .filter(|o| o.observed_at > future_after)
+                .count();
+            events::report_stored(
+                &self.metrics,
+                agent_id,
+                report.sequence,
+                report.observations.len(),
+                future_dated,
+            );
+        }
+        self.changes.publish(Change::AgentSeen {
+            agent_id: agent_id.to_string(),
+            at: now,
+        });
+        if first_report {
+            self.changes.publish(Change::FirstReport {
+                agent_id: agent_id.to_string(),
+                at: now,
+            });
+        }
+        Some(self.evaluate_agent(agent_id).await.map_err(|e| e.to_string()))
+    }
+
+    /// Counts a resend of a report already stored with the same content.
+    pub fn duplicate(&self, agent_id: &str, sequence: u64) {
+        events::report_duplicate(&self.metrics, agent_id, sequence);
     }
 
     /// Evaluates an agent's current observations against its effective policy, replaces its

@@ -5,10 +5,12 @@
 //! the subcommands that work on the same data dir whether or not the server runs.
 
 pub mod admin;
+pub mod agent_config;
 pub mod api;
 pub mod app;
 pub mod clock;
 pub mod config;
+pub mod delivery;
 pub mod error;
 pub mod evaluation;
 pub mod events;

@@ -51,6 +51,38 @@ enum Command {
     /// Policy settings per practice and per site: profile and overrides.
     #[command(subcommand)]
     Policy(PolicyCmd),
+    /// Central agent configuration per practice and per site (the agent's own TOML format).
+    #[command(subcommand)]
+    AgentConfig(AgentConfigCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum AgentConfigCmd {
+    /// Validate an agent configuration file and store it as the practice's or site's new version.
+    Set {
+        #[arg(long)]
+        practice: String,
+        /// The site; without it the configuration is the practice's.
+        #[arg(long)]
+        site: Option<String>,
+        /// The agent configuration file (TOML, as `rounds-agent validate` reads it).
+        #[arg(long)]
+        file: PathBuf,
+    },
+    /// Print what is set for a practice or site, its history, and the effective configuration.
+    Show {
+        #[arg(long)]
+        practice: String,
+        #[arg(long)]
+        site: Option<String>,
+    },
+    /// Remove a practice's or site's configuration (kept in the history).
+    Clear {
+        #[arg(long)]
+        practice: String,
+        #[arg(long)]
+        site: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -261,7 +293,60 @@ async fn run(cli: Cli) -> Result<(), ExitCode> {
             Ok(())
         }
         Command::Policy(cmd) => policy(cmd, &settings.data_dir).await,
+        Command::AgentConfig(cmd) => agent_config(cmd, &settings).await,
     }
+}
+
+async fn agent_config(cmd: AgentConfigCmd, settings: &config::Settings) -> Result<(), ExitCode> {
+    use rounds_collector::agent_config as ac;
+    let fail = |e: &ac::AgentConfigError| {
+        eprintln!("error: {e}");
+        if e.is_usage() {
+            ExitCode::from(EX_CONFIG)
+        } else {
+            ExitCode::FAILURE
+        }
+    };
+    let store = serve::open_store(&settings.data_dir).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::FAILURE
+    })?;
+    let heartbeat = settings.heartbeat_interval.as_secs();
+    let now = chrono::Utc::now();
+    match cmd {
+        AgentConfigCmd::Set { practice, site, file } => {
+            let text = std::fs::read_to_string(&file).map_err(|e| {
+                eprintln!("error: cannot read {}: {e}", file.display());
+                ExitCode::from(EX_CONFIG)
+            })?;
+            let id = ac::set(
+                store.as_ref(),
+                heartbeat,
+                &practice,
+                site.as_deref(),
+                &file,
+                &text,
+                "cli",
+                now,
+            )
+            .await
+            .map_err(|e| fail(&e))?;
+            println!("agent configuration version {id} stored; agents fetch it at their next heartbeat");
+        }
+        AgentConfigCmd::Show { practice, site } => {
+            let text = ac::show(store.as_ref(), heartbeat, &practice, site.as_deref())
+                .await
+                .map_err(|e| fail(&e))?;
+            print!("{text}");
+        }
+        AgentConfigCmd::Clear { practice, site } => {
+            let id = ac::clear(store.as_ref(), heartbeat, &practice, site.as_deref(), "cli", now)
+                .await
+                .map_err(|e| fail(&e))?;
+            println!("agent configuration cleared (version {id}); the level below applies");
+        }
+    }
+    Ok(())
 }
 
 async fn policy(cmd: PolicyCmd, data_dir: &std::path::Path) -> Result<(), ExitCode> {

@@ -229,6 +229,7 @@ pub fn observations(p: &Profile, check: &str, rng: &mut impl Rng, now: DateTime<
                     auto_security_updates: Some(!behind),
                     reboot_required: Some(rng.gen_bool(0.1)),
                     last_run: Some(now - Duration::hours(rng.gen_range(1..48))),
+                    ..obs::Updates::default()
                 },
             )]
         }
@@ -381,6 +382,8 @@ pub fn observations(p: &Profile, check: &str, rng: &mut impl Rng, now: DateTime<
                     size_bytes: Some(rng.gen_range(50u64..900) << 30),
                     encrypted: Some(!bad || rng.gen_bool(0.5)),
                     last_restore_test_at: Some(now - Duration::days(rng.gen_range(10..200))),
+                    destination: Some("nas".into()),
+                    ..obs::Backup::default()
                 },
             )]
         }
@@ -413,6 +416,13 @@ pub fn ehr_probe(practice: &str, up: bool, rng: &mut impl Rng, now: DateTime<Utc
             certificate_expires_at: Some(now + Duration::days(60)),
             certificate_valid: Some(true),
             failure: (!up).then(|| "connect: connection timed out after 10 s".into()),
+            reason: (!up).then(|| "tcp_timeout".into()),
+            attempts: if up { 1 } else { 2 },
+            chain_verified: up.then_some(true),
+            hostname_match: up.then_some(true),
+            leaf_expires_in_days: Some(60),
+            chain_expires_in_days: Some(60),
+            ..obs::EhrProbe::default()
         },
     )
 }

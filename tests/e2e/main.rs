@@ -3,8 +3,10 @@
 
 mod support;
 
+mod config;
 mod delivery;
 mod demo;
 mod enrollment;
 mod footprint;
+mod ingest;
 mod probes;

@@ -141,7 +141,7 @@ pub struct Collector {
 
 impl Collector {
     pub fn start() -> Self {
-        Self::start_in(tempfile::tempdir().unwrap(), 0)
+        Self::start_in(tempfile::tempdir().unwrap(), &[])
     }
 
     /// Stops the process (SIGTERM) and starts it again on the same port and data dir.
@@ -155,13 +155,21 @@ impl Collector {
         assert!(status.success(), "collector exits cleanly on SIGTERM: {status:?}");
         drop(process);
         std::thread::sleep(pause);
-        Self::start_in(data_dir, port)
+        Self::start_on(data_dir, port, &[])
     }
 
-    fn start_in(data_dir: tempfile::TempDir, port: u16) -> Self {
+    /// A collector on `data_dir` (a fresh one, or one a stopped collector left: a restart),
+    /// on a free port, with `extra` arguments to `serve` (such as `--config FILE`).
+    pub fn start_in(data_dir: tempfile::TempDir, extra: &[&str]) -> Self {
+        Self::start_on(data_dir, 0, extra)
+    }
+
+    fn start_on(data_dir: tempfile::TempDir, port: u16, extra: &[&str]) -> Self {
         let dd = data_dir.path().to_str().unwrap().to_string();
         let listen = format!("127.0.0.1:{port}");
-        let mut process = Running::start("rounds-collector", &["serve", "--data-dir", &dd, "--listen", &listen]);
+        let mut args = vec!["serve", "--data-dir", &dd, "--listen", &listen];
+        args.extend_from_slice(extra);
+        let mut process = Running::start("rounds-collector", &args);
         let line = process.wait_for_line("serving on https://", Duration::from_secs(30));
         let port = line.rsplit(':').next().unwrap().trim().parse().unwrap();
         Collector {

@@ -102,22 +102,27 @@ pub async fn agent_views(state: &AppState, scope: &crate::store::Scope) -> Resul
         .agents(scope)
         .await?
         .into_iter()
-        .map(|a| AgentView {
-            online: state.is_online(a.last_seen_at),
-            agent_id: a.agent_id,
-            hostname: a.hostname,
-            practice: a.practice,
-            site: a.site,
-            os: a.os,
-            os_description: a.os_description,
-            agent_version: a.agent_version,
-            last_seen_at: a.last_seen_at,
-            last_report_at: a.last_report_at,
-            last_sequence: a.last_sequence,
-            enrolled_at: a.enrolled_at,
-            findings: a.findings,
-        })
+        .map(|a| agent_view(state, a))
         .collect())
+}
+
+/// One agent with its online state.
+pub fn agent_view(state: &AppState, a: crate::store::AgentRow) -> AgentView {
+    AgentView {
+        online: state.is_online(a.last_seen_at),
+        agent_id: a.agent_id,
+        hostname: a.hostname,
+        practice: a.practice,
+        site: a.site,
+        os: a.os,
+        os_description: a.os_description,
+        agent_version: a.agent_version,
+        last_seen_at: a.last_seen_at,
+        last_report_at: a.last_report_at,
+        last_sequence: a.last_sequence,
+        enrolled_at: a.enrolled_at,
+        findings: a.findings,
+    }
 }
 
 /// `GET /api/v1/agents`: agents visible to the caller, online or offline, and last seen.

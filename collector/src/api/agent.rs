@@ -4,19 +4,16 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use rounds_protocol::{
-    AgentConfig, EnrollRequest, EnrollResponse, Heartbeat, HeartbeatAck, PROTOCOL_MAJOR, Report, ReportAck,
-};
+use rounds_protocol::{EnrollRequest, EnrollResponse, Heartbeat, HeartbeatAck, PROTOCOL_MAJOR, Report};
 
 use super::{AgentJson, AuthedAgent};
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::events;
 use crate::secrets;
-use crate::store::{Ingested, NewAgent, StoreError};
+use crate::store::{AgentReportedState, NewAgent, StoreError};
 
-/// Largest number of observations in one report.
-pub const MAX_OBSERVATIONS_PER_REPORT: usize = 10_000;
+pub use super::delivery::MAX_OBSERVATIONS_PER_REPORT;
 
 fn short(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
     if value.is_empty() || value.len() > max || value.chars().any(char::is_control) {
@@ -77,7 +74,7 @@ pub async fn enroll(
     }
 }
 
-fn same_agent(authed: &AuthedAgent, claimed: &str) -> Result<(), ApiError> {
+pub(crate) fn same_agent(authed: &AuthedAgent, claimed: &str) -> Result<(), ApiError> {
     if authed.0 != claimed {
         return Err(ApiError::Forbidden(format!(
             "agent {} may not send on behalf of agent {}",
@@ -98,96 +95,66 @@ pub async fn heartbeat(
     short("agent_version", &hb.agent_version, 64)?;
     state
         .evaluator
-        .heartbeat(&agent.0, &hb.agent_version, hb.sent_at)
+        .heartbeat(&agent.0, &hb.agent_version, hb.sent_at, &reported_state(&hb))
         .await?;
     let now = state.now();
     Ok(Json(HeartbeatAck {
         received_at: now,
-        config_etag: Some(state.agent_config.etag.clone()),
+        config_etag: match effective_config(&state, &agent.0).await {
+            Ok(e) => Some(e.version),
+            Err(error) => {
+                tracing::error!(agent_id = %agent.0, %error, "cannot build the agent's configuration for its heartbeat");
+                None
+            }
+        },
     }))
 }
 
+/// What a heartbeat says about the agent's configuration and spool, bounded in size.
+fn reported_state(hb: &Heartbeat) -> AgentReportedState {
+    let bounded = |v: &Option<String>, max: usize| v.as_ref().map(|s| s.chars().take(max).collect::<String>());
+    AgentReportedState {
+        config_version: bounded(&hb.config_version, 128),
+        config_error: bounded(&hb.config_error, 4000),
+        spool_depth: hb.spool_depth,
+        spool_error: bounded(&hb.spool_error, 1000),
+    }
+}
+
 /// `POST /api/v1/agent/reports`: stores a report once per `(agent, sequence)`, and answers
-/// only after the transaction has committed. A newly stored report is then evaluated against
-/// the policy and the agent's findings replaced.
+/// only after the transaction has committed (see [`super::delivery`]). A newly stored report is
+/// then evaluated against the policy and the agent's findings replaced.
 pub async fn report(
     State(state): State<AppState>,
     agent: AuthedAgent,
     AgentJson(report): AgentJson<Report>,
-) -> Result<Json<ReportAck>, ApiError> {
-    let refuse = |e: ApiError| {
-        events::report_refused(&state.metrics, Some(&agent.0), &e);
-        e
+) -> Result<Response, ApiError> {
+    super::delivery::one(&state, &agent, report).await
+}
+
+/// The agent's effective central configuration (see [`crate::agent_config`]).
+async fn effective_config(state: &AppState, agent_id: &str) -> Result<crate::agent_config::Effective, ApiError> {
+    let sources = state.store.agent_config_sources(agent_id).await?;
+    crate::agent_config::for_agent(state.settings.heartbeat_interval.as_secs(), &sources)
+        .map_err(|e| ApiError::Internal(format!("agent {agent_id}: stored configuration does not merge: {e}")))
+}
+
+/// `GET /api/v1/agent/config`: the agent's effective configuration, with an `ETag`; `304` when
+/// `If-None-Match` names it.
+pub async fn config(
+    State(state): State<AppState>,
+    agent: AuthedAgent,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let e = effective_config(&state, &agent.0).await?;
+    let etag = HeaderValue::from_str(&e.version).ok();
+    let mut resp = if headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) == Some(e.version.as_str()) {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        Json(e.served()).into_response()
     };
-    same_agent(&agent, &report.agent_id).map_err(refuse)?;
-    check_report(&report).map_err(refuse)?;
-    // The report is committed before the answer; a failed evaluation is logged and counted,
-    // and the next report evaluates again: the agent must not resend what is already stored.
-    let outcome = state.evaluator.ingest(&agent.0, &report).await?;
-    let stored = outcome.ingested == Ingested::Stored;
-    Ok(Json(ReportAck {
-        sequence: report.sequence,
-        stored,
-        next_expected: None,
-    }))
-}
-
-/// Refuses a report that breaks the protocol's limits.
-fn check_report(report: &Report) -> Result<(), ApiError> {
-    if report.sequence == 0 || report.sequence > i64::MAX as u64 {
-        return Err(ApiError::Unprocessable(
-            "field `sequence` must be between 1 and 2^63-1".into(),
-        ));
-    }
-    if report.observations.len() > MAX_OBSERVATIONS_PER_REPORT {
-        return Err(ApiError::Unprocessable(format!(
-            "report has {} observations; at most {MAX_OBSERVATIONS_PER_REPORT} are accepted",
-            report.observations.len()
-        )));
-    }
-    for (i, o) in report.observations.iter().enumerate() {
-        if o.kind.is_empty() || o.kind.len() > 64 || o.subject.len() > 1024 {
-            return Err(ApiError::Unprocessable(format!(
-                "observation {i}: `kind` must be 1 to 64 characters and `subject` at most 1024"
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// The configuration served to agents and its `ETag`, made once from the settings (they do
-/// not change while the collector runs), not on every heartbeat.
-#[derive(Debug, Clone)]
-pub struct ServedConfig {
-    pub config: AgentConfig,
-    pub etag: String,
-}
-
-impl ServedConfig {
-    pub fn new(settings: &crate::config::Settings) -> Self {
-        // Until configuration is set per practice and site, every agent gets every default
-        // (every check, default schedules) with the collector's heartbeat interval.
-        let toml = format!("heartbeat_interval_secs = {}\n", settings.heartbeat_interval.as_secs());
-        let version = format!("\"{}\"", &secrets::hash_secret(&toml)[..16]);
-        let config = AgentConfig {
-            protocol: PROTOCOL_MAJOR,
-            version: version.clone(),
-            origin: "default".into(),
-            toml,
-        };
-        ServedConfig { config, etag: version }
-    }
-}
-
-/// `GET /api/v1/agent/config`: the agent's effective configuration, with an `ETag`.
-pub async fn config(State(state): State<AppState>, _agent: AuthedAgent, headers: HeaderMap) -> Response {
-    let served = &state.agent_config;
-    if headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) == Some(served.etag.as_str()) {
-        return StatusCode::NOT_MODIFIED.into_response();
-    }
-    let mut resp = Json(&served.config).into_response();
-    if let Ok(v) = HeaderValue::from_str(&served.etag) {
+    if let Some(v) = etag {
         resp.headers_mut().insert(header::ETAG, v);
     }
-    resp
+    Ok(resp)
 }

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod agent;
+pub mod delivery;
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};

@@ -411,6 +411,36 @@ pub trait Tx: Send {
         actor: &str,
         now: DateTime<Utc>,
     ) -> StoreResult<()>;
+    // --- Reliable delivery and central agent configuration (issue 8, issue 11's chain) ---
+    /// Stores a report once per `(agent_id, sequence)` like [`ingest_report`](Tx::ingest_report),
+    /// and keeps the delivery state: a resend with the same content is a `Duplicate`, other
+    /// content at a stored sequence a `Conflict` (nothing stored); a new report updates the
+    /// gaps, the announced drops, the chain head and the report count, and records the
+    /// integrity problems [`crate::delivery`] finds. `NotFound` when the agent does not exist.
+    async fn deliver_report(&mut self, agent_id: &str, report: IncomingReport<'_>) -> StoreResult<DeliveryOutcome>;
+    /// Records integrity problems of an agent found outside [`deliver_report`](Tx::deliver_report)
+    /// (a conflicting resend, answered 409 after its unit of work rolled back).
+    async fn record_integrity(
+        &mut self,
+        agent_id: &str,
+        problems: &[crate::delivery::IntegrityProblem],
+        now: DateTime<Utc>,
+    ) -> StoreResult<()>;
+    /// Stores what the agent said about itself in its last heartbeat.
+    async fn agent_reported_state(&mut self, agent_id: &str, state: &AgentReportedState) -> StoreResult<()>;
+    /// Adds a version of the central agent configuration of a practice (`site` `None`) or site;
+    /// `toml` `None` clears it. Earlier versions are kept. `NotFound` for an unknown practice
+    /// or site. Returns the version's id.
+    #[allow(clippy::too_many_arguments)]
+    async fn set_agent_config(
+        &mut self,
+        practice: &str,
+        site: Option<&str>,
+        toml: Option<&str>,
+        source: &str,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<i64>;
     /// Makes every write of this unit of work durable and visible.
     async fn commit(self: Box<Self>) -> StoreResult<()>;
 }
@@ -579,6 +609,20 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn policy_settings(&self, practice: &str, site: Option<&str>) -> StoreResult<Option<PolicySettingsRow>>;
     /// The settings that decide an agent's policy. `NotFound` when the agent does not exist.
     async fn policy_settings_for_agent(&self, agent_id: &str) -> StoreResult<AgentPolicySettings>;
+
+    // --- Reliable delivery and central agent configuration (issue 8, issue 11's chain) ---
+    /// An agent's delivery state: sequence, reports stored, gaps, integrity problems, what it
+    /// said in its last heartbeat. `NotFound` when the agent does not exist or is not visible.
+    async fn delivery_status(&self, scope: &Scope, agent_id: &str) -> StoreResult<DeliveryStatus>;
+    /// The central configuration in force for a practice (`site` `None`) or site, if set.
+    /// `NotFound` for an unknown practice or site.
+    async fn agent_config(&self, practice: &str, site: Option<&str>) -> StoreResult<Option<AgentConfigRow>>;
+    /// Every version set for a practice or site, oldest first (a cleared one has no `toml`).
+    async fn agent_config_history(&self, practice: &str, site: Option<&str>) -> StoreResult<Vec<AgentConfigRow>>;
+    /// The configuration in force for each site of a practice that has one, by site name.
+    async fn site_agent_configs(&self, practice: &str) -> StoreResult<Vec<AgentConfigRow>>;
+    /// What decides an agent's central configuration. `NotFound` when the agent does not exist.
+    async fn agent_config_sources(&self, agent_id: &str) -> StoreResult<AgentConfigSources>;
 }
 
 /// One entry of the collector's audit log.
@@ -588,4 +632,96 @@ pub struct AuditEntry {
     pub actor: String,
     pub action: String,
     pub detail: String,
+}
+
+// --- Reliable delivery and central agent configuration (issue 8, issue 11's chain) ---
+
+/// What storing a report came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// Stored now, with the integrity problems found (already recorded).
+    Stored {
+        problems: Vec<crate::delivery::IntegrityProblem>,
+    },
+    /// Stored before with the same content: nothing changed.
+    Duplicate,
+    /// Stored before with other content: nothing changed; answered `409`.
+    Conflict {
+        /// Digest of the stored report.
+        stored_digest: Option<String>,
+        /// Digest of the one sent now.
+        new_digest: String,
+    },
+}
+
+/// A [`Delivery`] and the next sequence the collector expects from the agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryOutcome {
+    pub delivery: Delivery,
+    pub next_expected: u64,
+}
+
+/// What an agent said about itself in its last heartbeat.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct AgentReportedState {
+    /// Version of the central configuration it runs with.
+    pub config_version: Option<String>,
+    /// Why it refused the newest central configuration.
+    pub config_error: Option<String>,
+    /// Reports waiting in its spool.
+    pub spool_depth: Option<u64>,
+    /// Why it cannot spool reports right now.
+    pub spool_error: Option<String>,
+}
+
+/// One integrity problem as recorded.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct IntegrityEvent {
+    pub sequence: u64,
+    pub kind: String,
+    pub detail: String,
+    pub at: DateTime<Utc>,
+}
+
+/// An agent's delivery state, for `GET /api/v1/agents/{id}` and the machine page.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeliveryStatus {
+    /// The highest sequence stored.
+    pub last_sequence: u64,
+    /// How many reports are stored.
+    pub reports_stored: u64,
+    /// Sequence and hash of the chain head (the highest stored report).
+    pub chain_sequence: Option<u64>,
+    pub chain_hash: Option<String>,
+    /// Missing sequence ranges, with the agent's reason where it gave one.
+    pub gaps: Vec<crate::delivery::GapPiece>,
+    /// How many integrity problems were ever recorded.
+    pub integrity_problems: u64,
+    /// The newest integrity problems (at most 50), newest first.
+    pub integrity: Vec<IntegrityEvent>,
+    /// What the agent said in its last heartbeat.
+    pub reported: AgentReportedState,
+}
+
+/// One version of a practice's or site's central agent configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AgentConfigRow {
+    pub id: i64,
+    pub practice: String,
+    pub site: Option<String>,
+    /// The configuration file's text; `None` when this version cleared it.
+    pub toml: Option<String>,
+    /// Where it came from (the file given to `agent-config set`).
+    pub source: String,
+    pub set_at: DateTime<Utc>,
+    pub set_by: String,
+}
+
+/// What decides an agent's central configuration: its practice's and its site's, if set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentConfigSources {
+    pub practice: String,
+    pub site: String,
+    pub practice_toml: Option<String>,
+    pub site_toml: Option<String>,
 }

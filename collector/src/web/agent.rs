@@ -30,6 +30,8 @@ pub struct AgentPage {
     pub agent: AgentDetails,
     pub summary: FindingsSummary,
     pub findings: Vec<FindingLine>,
+    /// Delivery state and chain integrity.
+    pub delivery: super::delivery::DeliveryCard,
 }
 
 /// What the page says about the machine.
@@ -255,6 +257,7 @@ pub async fn agent_page(
     let findings = state.store.findings(&scope, &agent_id).await?;
     let summary = FindingsSummary::new(&agent.findings);
     let online = state.is_online(agent.last_seen_at);
+    let delivery = super::delivery::DeliveryCard::new(state.store.delivery_status(&scope, &agent_id).await?);
     let html = AgentPage {
         username: session.user.username,
         role: role_label(session.user.role),
@@ -263,6 +266,7 @@ pub async fn agent_page(
         agent: details(agent, online, newest, now),
         summary,
         findings: finding_lines(findings, now),
+        delivery,
     }
     .render()?;
     Ok(page(StatusCode::OK, html))

@@ -14,6 +14,7 @@
 //! anything from elsewhere (the CSP in [`security_headers`] forbids it) and no page has scripts.
 
 pub mod agent;
+pub mod delivery;
 pub mod login;
 pub mod overview;
 pub mod session;

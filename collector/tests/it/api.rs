@@ -163,10 +163,9 @@ async fn report_is_stored_once_and_acknowledged_again() {
     let app = TestApp::new();
     let e = enrolled(&app, "P", "frontdesk").await;
     let auth = Some((e.agent_id.as_str(), e.agent_secret.as_str()));
+    let body = report(&e.agent_id, 1);
     for expect_stored in [true, false] {
-        let resp = app
-            .send(post_json("/api/v1/agent/reports", &report(&e.agent_id, 1), auth))
-            .await;
+        let resp = app.send(post_json("/api/v1/agent/reports", &body, auth)).await;
         assert_eq!(resp.status(), StatusCode::OK);
         let ack: ReportAck = serde_json::from_str(&body_text(resp).await).unwrap();
         assert_eq!(
@@ -174,7 +173,7 @@ async fn report_is_stored_once_and_acknowledged_again() {
             ReportAck {
                 sequence: 1,
                 stored: expect_stored,
-                next_expected: None,
+                next_expected: Some(2),
             }
         );
     }
@@ -397,7 +396,11 @@ async fn config_has_an_etag_and_answers_not_modified() {
     assert_eq!(resp.status(), StatusCode::OK);
     let etag = resp.headers()[header::ETAG].to_str().unwrap().to_string();
     let cfg: Value = serde_json::from_str(&body_text(resp).await).unwrap();
-    assert_eq!(cfg["toml"], "heartbeat_interval_secs = 30\n");
+    // Nobody set a configuration: the full default, every check, the collector's interval.
+    let text = cfg["toml"].as_str().unwrap();
+    assert!(text.starts_with("heartbeat_interval_secs = 30\n"), "{text}");
+    let parsed = rounds_agent_config::parse(text, std::path::Path::new("served")).unwrap();
+    assert_eq!(parsed.checks.len(), rounds_agent_config::CHECKS.len());
     assert_eq!(cfg["version"], etag.as_str());
     let resp = app
         .send(req().header(header::IF_NONE_MATCH, &etag).body(Body::empty()).unwrap())
@@ -449,7 +452,9 @@ pub(crate) fn firewall(enabled: bool, at: chrono::DateTime<chrono::Utc>) -> Obse
 }
 
 pub(crate) fn report_of(agent_id: &str, sequence: u64, observations: &[Observation]) -> Value {
-    json!({"protocol": 1, "agent_id": agent_id, "sequence": sequence, "created_at": chrono::Utc::now(), "observations": observations})
+    // Dated by its observations, so that sending the same report again is the same content.
+    let created_at = observations.first().map_or_else(chrono::Utc::now, |o| o.observed_at);
+    json!({"protocol": 1, "agent_id": agent_id, "sequence": sequence, "created_at": created_at, "observations": observations})
 }
 
 /// Sends a report and checks it was stored (or, `stored: false`, acknowledged again).

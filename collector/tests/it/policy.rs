@@ -412,7 +412,7 @@ async fn settings_that_no_longer_build_fall_back_to_the_built_in_policy_and_are_
 }
 
 /// Runs the real `rounds-collector` on a data dir: exit code, stdout, stderr.
-fn collector(data_dir: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+pub(crate) fn collector(data_dir: &std::path::Path, args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_rounds-collector"))
         .arg("--data-dir")
         .arg(data_dir)

@@ -1029,7 +1029,13 @@ async fn sqlite_upgrades_a_version_1_database_with_its_data() {
          ALTER TABLE latest_observations DROP COLUMN future_dated;
          ALTER TABLE observations DROP COLUMN future_dated;
          ALTER TABLE agents DROP COLUMN clock_skew_ms; ALTER TABLE agents DROP COLUMN clock_skew_at;
-         DROP TABLE policy_settings; DROP TABLE findings; PRAGMA user_version = 1;",
+         DROP TABLE policy_settings; DROP TABLE findings;
+         DROP TABLE agent_config_versions; DROP TABLE integrity_events; DROP TABLE delivery_dropped;
+         DROP TABLE delivery_gaps; ALTER TABLE reports DROP COLUMN digest;
+         ALTER TABLE agents DROP COLUMN reports_stored; ALTER TABLE agents DROP COLUMN chain_sequence;
+         ALTER TABLE agents DROP COLUMN chain_hash; ALTER TABLE agents DROP COLUMN config_version;
+         ALTER TABLE agents DROP COLUMN config_error; ALTER TABLE agents DROP COLUMN spool_depth;
+         ALTER TABLE agents DROP COLUMN spool_error; PRAGMA user_version = 1;",
     )
     .unwrap();
     drop(conn);

@@ -929,3 +929,71 @@ async fn repeated_failed_logins_are_throttled_then_forgiven() {
     app.advance(1);
     assert_eq!(login(&app, "alice", PASSWORD).await.status(), StatusCode::SEE_OTHER);
 }
+
+#[tokio::test]
+async fn agent_page_shows_delivery_gaps_integrity_and_a_refused_configuration_escaped() {
+    use rounds_collector::store::{AgentReportedState, IncomingReport};
+    let app = TestApp::new();
+    let id = agent(&app, "P", "Main", "frontdesk", "linux", "0.1.0").await;
+    user(&app, "alice", Role::Technician, None).await;
+    let token = session(&app, "alice").await;
+    let (_, body) = agent_page(&app, &token, &id).await;
+    assert!(body.contains("intact") && body.contains("not reported"), "{body}");
+
+    let now = app.state.now();
+    let mut tx = app.store().begin().await.unwrap();
+    for (sequence, dropped) in [
+        (1, vec![]),
+        (
+            5,
+            vec![rounds_protocol::DroppedRange {
+                first: 2,
+                last: 3,
+                reason: "spool_full".into(),
+            }],
+        ),
+    ] {
+        let report = rounds_protocol::Report {
+            protocol: 1,
+            agent_id: id.clone(),
+            sequence,
+            created_at: now,
+            check: None,
+            complete: false,
+            prev_hash: None,
+            hash: None,
+            dropped,
+            observations: vec![],
+        };
+        let incoming = IncomingReport {
+            report: &report,
+            received_at: now,
+            future_after: now,
+        };
+        tx.deliver_report(&id, incoming).await.unwrap();
+    }
+    tx.agent_reported_state(
+        &id,
+        &AgentReportedState {
+            config_version: Some("\"v7\"".into()),
+            config_error: Some("unknown check `<backup>`".into()),
+            spool_depth: Some(4),
+            spool_error: None,
+        },
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let (status, body) = agent_page(&app, &token, &id).await;
+    assert_eq!(status, StatusCode::OK);
+    for text in [
+        "2..3 (dropped by the agent: spool_full)",
+        "4 (missing, unexplained)",
+        "1 problem(s)",
+        "report 4 is missing",
+        "configuration refused: unknown check `&#60;backup&#62;`",
+        "4 waiting",
+    ] {
+        assert!(body.contains(text), "{text:?} missing in {body}");
+    }
+}

@@ -14,10 +14,12 @@
 //! commit (`BEGIN IMMEDIATE`), and rolls back when dropped uncommitted. Times are stored as
 //! integer milliseconds since the epoch (UTC).
 
+mod agent_config;
 mod agents;
 mod audit;
 mod auth;
 mod codec;
+mod delivery;
 mod findings;
 mod policy;
 mod reports;
@@ -46,14 +48,20 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0004_history_sequence_skew",
         include_str!("migrations/0004_history_sequence_skew.sql"),
     ),
+    (
+        "0005_delivery_config",
+        include_str!("migrations/0005_delivery_config.sql"),
+    ),
 ];
 
 /// How `synchronous` is set: `Normal` loses at most the last transactions on power loss
-/// (never corrupts) under WAL; `Full` syncs the WAL at every commit.
+/// (never corrupts) under WAL; `Full` syncs the WAL at every commit, so a report acknowledged
+/// after its commit survives a power loss. The default is `Full` (see ARCHITECTURE.md, ingest
+/// durability, for what it costs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Durability {
-    #[default]
     Normal,
+    #[default]
     Full,
 }
 
@@ -370,6 +378,50 @@ impl Tx for SqliteTx {
         .await
     }
 
+    // --- Reliable delivery and central agent configuration ---
+
+    async fn deliver_report(&mut self, agent_id: &str, report: IncomingReport<'_>) -> StoreResult<DeliveryOutcome> {
+        let agent_id = agent_id.to_string();
+        let owned = delivery::OwnedDelivery::new(report);
+        self.run(move |c| delivery::deliver(c, &agent_id, &owned)).await
+    }
+
+    async fn record_integrity(
+        &mut self,
+        agent_id: &str,
+        problems: &[crate::delivery::IntegrityProblem],
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let agent_id = agent_id.to_string();
+        let problems = problems.to_vec();
+        self.run(move |c| {
+            delivery::record(c, &agent_id, &problems, now)?;
+            delivery::journal_observation(c, &agent_id, now)
+        })
+        .await
+    }
+
+    async fn agent_reported_state(&mut self, agent_id: &str, state: &AgentReportedState) -> StoreResult<()> {
+        let agent_id = agent_id.to_string();
+        let state = state.clone();
+        self.run(move |c| delivery::reported_state(c, &agent_id, &state)).await
+    }
+
+    async fn set_agent_config(
+        &mut self,
+        practice: &str,
+        site: Option<&str>,
+        toml: Option<&str>,
+        source: &str,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<i64> {
+        let (practice, site) = (practice.to_string(), site.map(str::to_string));
+        let (toml, source, actor) = (toml.map(str::to_string), source.to_string(), actor.to_string());
+        self.run(move |c| agent_config::set(c, &practice, site.as_deref(), toml.as_deref(), &source, &actor, now))
+            .await
+    }
+
     async fn commit(mut self: Box<Self>) -> StoreResult<()> {
         if self.failed {
             return Err(aborted());
@@ -526,5 +578,39 @@ impl Store for SqliteStore {
     async fn policy_settings_for_agent(&self, agent_id: &str) -> StoreResult<AgentPolicySettings> {
         let agent_id = agent_id.to_string();
         self.read(move |c| policy::for_agent(c, &agent_id)).await
+    }
+
+    // --- Reliable delivery and central agent configuration ---
+
+    async fn delivery_status(&self, scope: &Scope, agent_id: &str) -> StoreResult<DeliveryStatus> {
+        let scope = scope.clone();
+        let agent_id = agent_id.to_string();
+        self.with(move |c| {
+            agents::check_visible(c, &scope, &agent_id)?;
+            delivery::status(c, &agent_id)
+        })
+        .await
+    }
+
+    async fn agent_config(&self, practice: &str, site: Option<&str>) -> StoreResult<Option<AgentConfigRow>> {
+        let (practice, site) = (practice.to_string(), site.map(str::to_string));
+        self.with(move |c| agent_config::current(c, &practice, site.as_deref()))
+            .await
+    }
+
+    async fn agent_config_history(&self, practice: &str, site: Option<&str>) -> StoreResult<Vec<AgentConfigRow>> {
+        let (practice, site) = (practice.to_string(), site.map(str::to_string));
+        self.with(move |c| agent_config::history(c, &practice, site.as_deref()))
+            .await
+    }
+
+    async fn site_agent_configs(&self, practice: &str) -> StoreResult<Vec<AgentConfigRow>> {
+        let practice = practice.to_string();
+        self.with(move |c| agent_config::of_sites(c, &practice)).await
+    }
+
+    async fn agent_config_sources(&self, agent_id: &str) -> StoreResult<AgentConfigSources> {
+        let agent_id = agent_id.to_string();
+        self.with(move |c| agent_config::sources(c, &agent_id)).await
     }
 }
