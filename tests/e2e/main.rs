@@ -3,6 +3,7 @@
 
 mod support;
 
+mod backup_secrets;
 mod config;
 mod delivery;
 mod demo;
