@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::support::{Collector, eventually, run};
+use crate::support::{Collector, eventually};
 
 const PASSWORD: &str = "e2e-restic-pw-5b8d41c2";
 
@@ -54,22 +54,7 @@ async fn a_backup_password_reaches_no_log_spool_or_store() {
     let c = Collector::start();
     let key = c.api_key();
     let state = tempfile::tempdir().unwrap();
-    let token = c.token("Smith Family Practice", "Main Street");
-    let out = run(
-        "rounds-agent",
-        &[
-            "enroll",
-            "--collector",
-            &c.url(),
-            "--token",
-            &token,
-            "--ca",
-            c.ca().to_str().unwrap(),
-            "--state-dir",
-            state.path().to_str().unwrap(),
-        ],
-    );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    c.enroll_agent("Smith Family Practice", "Main Street", state.path());
 
     // Only the backup check, every two seconds; no probes.
     let mut config = String::from("heartbeat_interval_secs = 1\n[probes]\nbaseline = false\n");

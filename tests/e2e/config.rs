@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use rounds_collector::store::Store;
 use rounds_collector::store::sqlite::SqliteStore;
 
-use crate::support::{Collector, Running, eventually, run};
+use crate::support::{Collector, Running, eventually};
 
 const HEARTBEAT_SECS: u64 = 2;
 
@@ -24,23 +24,8 @@ fn collector() -> (Collector, tempfile::TempDir) {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_configuration_change_reaches_a_running_agent_within_a_heartbeat_and_a_bad_one_is_refused() {
     let (c, conf) = collector();
-    let token = c.token("Maple Clinic", "Main");
     let state = tempfile::tempdir().unwrap();
-    let out = run(
-        "rounds-agent",
-        &[
-            "enroll",
-            "--collector",
-            &c.url(),
-            "--token",
-            &token,
-            "--ca",
-            c.ca().to_str().unwrap(),
-            "--state-dir",
-            state.path().to_str().unwrap(),
-        ],
-    );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    c.enroll_agent("Maple Clinic", "Main", state.path());
     let _agent = Running::start("rounds-agent", &["run", "--state-dir", state.path().to_str().unwrap()]);
     let key = c.api_key();
     let list = eventually("the agent online", Duration::from_secs(30), || async {

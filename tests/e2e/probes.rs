@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::{Collector, Running, eventually, run};
+use crate::support::{Collector, Running, eventually};
 
 /// A TCP endpoint that records when each probe connected; dropping the task closes the port.
 async fn endpoint() -> (u16, Arc<Mutex<Vec<Instant>>>, tokio::task::JoinHandle<()>) {
@@ -31,23 +31,8 @@ fn by_subject<'a>(observations: &'a Value, subject: &str) -> Option<&'a Value> {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_outage_reaches_the_collector_within_seconds_and_summaries_on_their_cadence() {
     let c = Collector::start();
-    let token = c.token("Smith Family Practice", "Main Street");
     let state = tempfile::tempdir().unwrap();
-    let out = run(
-        "rounds-agent",
-        &[
-            "enroll",
-            "--collector",
-            &c.url(),
-            "--token",
-            &token,
-            "--ca",
-            c.ca().to_str().unwrap(),
-            "--state-dir",
-            state.path().to_str().unwrap(),
-        ],
-    );
-    assert!(out.status.success(), "enroll: {}", String::from_utf8_lossy(&out.stderr));
+    c.enroll_agent("Smith Family Practice", "Main Street", state.path());
 
     let (port, accepts, server) = endpoint().await;
     let config = state.path().join("agent.toml");

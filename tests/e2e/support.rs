@@ -204,6 +204,27 @@ impl Collector {
         last_line(&out)
     }
 
+    /// Enrolls an agent into `state` with a new token for `practice` and `site`, through the
+    /// real `rounds-agent enroll`.
+    pub fn enroll_agent(&self, practice: &str, site: &str, state: &Path) {
+        let token = self.token(practice, site);
+        let out = run(
+            "rounds-agent",
+            &[
+                "enroll",
+                "--collector",
+                &self.url(),
+                "--token",
+                &token,
+                "--ca",
+                self.ca().to_str().unwrap(),
+                "--state-dir",
+                state.to_str().unwrap(),
+            ],
+        );
+        assert!(out.status.success(), "enroll: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
     pub fn api_key(&self) -> String {
         let out = self.admin(&["apikey", "create", "--role", "admin"]);
         assert!(
