@@ -15,6 +15,7 @@ pub mod error;
 pub mod evaluation;
 pub mod events;
 pub mod ingest;
+pub mod notify;
 pub mod request;
 pub mod secrets;
 pub mod serve;
