@@ -106,11 +106,79 @@ pub fn collect(source: &BackupSource, host: &Host) -> Result<Backup, String> {
     })
 }
 
-/// Inputs written by us in the documented shapes of tmutil's output (no macOS machine to
-/// record on here): they test the parsing, not Apple's exact wording.
+/// Inline inputs are written by us in the documented shapes of tmutil's output; the
+/// `recorded` ones are outputs real Macs printed, published by others (sources in
+/// `agent/tests/fixtures/recorded/SOURCE.md`), and pin Apple's exact wording.
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::checks::testutil::{FakeRunner, recorded};
+
+    fn local(name: &str) -> DateTime<Utc> {
+        Local
+            .from_local_datetime(&NaiveDateTime::parse_from_str(name, "%Y-%m-%d-%H%M%S").unwrap())
+            .earliest()
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    #[test]
+    fn recorded_outputs_parse_as_the_mac_meant_them() {
+        let status = |f: &str| parse_status(&recorded(&format!("backup/tmutil/{f}"))).unwrap();
+        assert_eq!(status("status-idle.txt"), (false, None));
+        assert_eq!(
+            status("status-finding-changes.txt"),
+            (true, Some("FindingChanges".into()))
+        );
+        // The nested `Progress` dictionary (its own `Percent`, `bytes` ...) does not confuse it.
+        assert_eq!(status("status-copying.txt"), (true, Some("Copying".into())));
+
+        let dest = |f: &str| parse_destinations(&recorded(&format!("backup/tmutil/{f}")));
+        assert_eq!(
+            dest("destinationinfo-local.txt"),
+            [("9168227426-F4".into(), "Local".into())]
+        );
+        assert_eq!(
+            dest("destinationinfo-network.txt"),
+            [("Time Machine".into(), "Network".into())]
+        );
+
+        // HFS+ destination: spaces in the volume and machine names.
+        let latest = parse_latestbackup(&recorded("backup/tmutil/latestbackup-hfs.txt")).unwrap();
+        assert_eq!(latest, local("2019-07-29-100231"));
+    }
+
+    #[test]
+    fn a_recorded_mac_backing_up_to_a_network_share_reports_running_on_a_nas() {
+        let host = Host {
+            runner: std::sync::Arc::new(
+                FakeRunner::default()
+                    .with(
+                        "tmutil destinationinfo",
+                        Ok(&recorded("backup/tmutil/destinationinfo-network.txt")),
+                    )
+                    .with("tmutil status", Ok(&recorded("backup/tmutil/status-copying.txt")))
+                    .with(
+                        "tmutil latestbackup",
+                        Ok(&recorded("backup/tmutil/latestbackup-hfs.txt")),
+                    ),
+            ),
+            ..Host::system()
+        };
+        let source = rounds_agent_config::parse(
+            "[[backup]]\nname = \"tm\"\nkind = \"time_machine\"\n",
+            std::path::Path::new("a.toml"),
+        )
+        .unwrap()
+        .backups
+        .remove(0);
+        let b = collect(&source, &host).unwrap();
+        assert_eq!(b.repository, "Time Machine");
+        assert_eq!(b.destination.as_deref(), Some("nas"));
+        assert_eq!(b.last_result, "running");
+        assert_eq!(b.last_success_at, Some(local("2019-07-29-100231")));
+        assert_eq!(b.last_error.as_deref(), Some("backup running, phase Copying"));
+    }
 
     #[test]
     fn the_latest_backup_time_is_its_folder_name() {
