@@ -1,0 +1,14 @@
+//! The alert engine (issue 12): incidents opened, grouped, re-notified and resolved from the
+//! collector's own evidence, with a probable cause in a technician's words.
+//!
+//! [`model`] holds the stored shapes (incidents, timeline, outbox, windows).
+//! The engine is a domain service: it owns its state in the store, is driven by the
+//! evaluator's change stream and a periodic tick on the collector's clock, and hands
+//! notifications to a [`crate::notify::Notifier`] through the outbox.
+
+pub mod model;
+
+pub use model::{
+    AlertWindow, CauseKind, Incident, IncidentDetail, IncidentEvent, IncidentQuery, IncidentState, NewIncident,
+    NewIncidentEvent, NewOutboxItem, OutboxItem, OutboxStatus,
+};
