@@ -6,6 +6,7 @@
 //! evaluator's change stream and a periodic tick on the collector's clock, and hands
 //! notifications to a [`crate::notify::Notifier`] through the outbox.
 
+pub mod config;
 pub mod model;
 
 pub use model::{
