@@ -89,8 +89,14 @@ pub struct Route {
 /// When a silence is in force.
 #[derive(Debug, Clone)]
 pub enum SilenceWhen {
-    Once { start: DateTime<Utc>, end: DateTime<Utc> },
-    Recurring { schedule: Box<cron::Schedule>, duration: Duration },
+    Once {
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    },
+    Recurring {
+        schedule: Box<cron::Schedule>,
+        duration: Duration,
+    },
 }
 
 /// A validated silence.
@@ -235,14 +241,8 @@ pub fn validate(
             "{at}alerting.recover_after: {recover_after} must be between 1 and window ({window})"
         ));
     }
-    let routes = routes
-        .into_iter()
-        .filter_map(|r| route(r, at, problems))
-        .collect();
-    let silences = silences
-        .into_iter()
-        .filter_map(|s| silence(s, at, problems))
-        .collect();
+    let routes = routes.into_iter().filter_map(|r| route(r, at, problems)).collect();
+    let silences = silences.into_iter().filter_map(|s| silence(s, at, problems)).collect();
     AlertSettings {
         tick,
         offline_after,
@@ -281,9 +281,7 @@ fn route(raw: RawRoute, at: &str, problems: &mut Vec<String>) -> Option<Route> {
         Some(s) => {
             let v = parse_severity(s);
             if v.is_none() {
-                problems.push(format!(
-                    "{at}route severity `{s}` is not critical, high, medium or low"
-                ));
+                problems.push(format!("{at}route severity `{s}` is not critical, high, medium or low"));
             }
             v
         }
@@ -292,9 +290,7 @@ fn route(raw: RawRoute, at: &str, problems: &mut Vec<String>) -> Option<Route> {
         problems.push(format!("{at}route: name at least one channel in `channels`"));
     }
     if escalate_after_mins.is_some() != !escalate_to.is_empty() {
-        problems.push(format!(
-            "{at}route: set escalate_after_mins and escalate_to together"
-        ));
+        problems.push(format!("{at}route: set escalate_after_mins and escalate_to together"));
     }
     if escalate_after_mins == Some(0) {
         problems.push(format!("{at}route: escalate_after_mins must be at least 1"));
@@ -356,9 +352,7 @@ fn silence(raw: RawSilence, at: &str, problems: &mut Vec<String>) -> Option<Sile
                 duration: Duration::from_secs(mins * 60),
             }),
             Err(e) => {
-                problems.push(format!(
-                    "{at}silence `{name}`: cron `{expr}` does not parse: {e}"
-                ));
+                problems.push(format!("{at}silence `{name}`: cron `{expr}` does not parse: {e}"));
                 None
             }
         },

@@ -6,9 +6,12 @@
 //! evaluator's change stream and a periodic tick on the collector's clock, and hands
 //! notifications to a [`crate::notify::Notifier`] through the outbox.
 
+pub mod cause;
 pub mod config;
+pub mod engine;
 pub mod model;
 
+pub use engine::{Engine, IncidentError};
 pub use model::{
     AlertWindow, CauseKind, Incident, IncidentDetail, IncidentEvent, IncidentQuery, IncidentState, NewIncident,
     NewIncidentEvent, NewOutboxItem, OutboxItem, OutboxStatus,

@@ -469,6 +469,8 @@ pub trait Tx: Send {
     async fn enqueue_notification(&mut self, item: &NewOutboxItem, now: DateTime<Utc>) -> StoreResult<i64>;
     /// Pending notifications due at `now`, oldest due first.
     async fn due_notifications(&mut self, now: DateTime<Utc>, limit: u32) -> StoreResult<Vec<OutboxItem>>;
+    /// Every notification of an incident, oldest first.
+    async fn incident_notifications(&mut self, incident_id: i64) -> StoreResult<Vec<OutboxItem>>;
     /// Writes a notification's status, attempts, next attempt and last error.
     async fn save_notification(&mut self, item: &OutboxItem) -> StoreResult<()>;
     /// The N-of-M window of `(source, subject)`, if any.

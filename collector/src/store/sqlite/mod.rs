@@ -468,6 +468,10 @@ impl Tx for SqliteTx {
         self.run(move |c| alerting::due(c, now, limit)).await
     }
 
+    async fn incident_notifications(&mut self, incident_id: i64) -> StoreResult<Vec<OutboxItem>> {
+        self.run(move |c| alerting::of_incident(c, incident_id)).await
+    }
+
     async fn save_notification(&mut self, item: &OutboxItem) -> StoreResult<()> {
         let item = item.clone();
         self.run(move |c| alerting::save_item(c, &item)).await
