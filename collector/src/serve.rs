@@ -138,6 +138,11 @@ pub async fn run(
     let addr = listener.local_addr().map_err(ServeError::Server)?;
     let header_timeout = settings.header_timeout;
     let state = AppState::with_policy(store, settings, policy);
+    // Alerting (issue 12): the engine runs beside the server on the evaluator's change stream.
+    let alerts = Arc::clone(&state.alerts);
+    let changes = state.evaluator.changes().subscribe("alert-engine");
+    let engine_stop = shutdown.clone();
+    tokio::spawn(async move { alerts.run(changes, engine_stop).await });
     let app = router(state);
     let handle = axum_server::Handle::new();
     let h = handle.clone();
