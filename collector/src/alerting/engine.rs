@@ -96,6 +96,9 @@ struct State {
     /// Agents and site keys that may have an offline incident open: the fast path that lets a
     /// heartbeat skip the store when nothing is down.
     down: HashSet<String>,
+    /// When each probe window last took a sample: a tick samples only windows that no
+    /// observation fed since the previous tick, so a state change counts once.
+    sampled: HashMap<String, DateTime<Utc>>,
 }
 
 /// What an incident should look like now; opened if absent, updated if its cause changed.
@@ -400,6 +403,7 @@ impl Engine {
         }
         let failing = next.failing;
         state.windows.insert(key.to_string(), next);
+        state.sampled.insert(key.to_string(), now);
         Ok(failing)
     }
 
@@ -739,7 +743,16 @@ impl Engine {
                 .map(|p| p.endpoints.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
                 .unwrap_or_default();
             for (target, s) in endpoints {
-                let failing = self.sample(tx, state, &format!("{id}|{target}"), !s.up, now).await?;
+                let key = format!("{id}|{target}");
+                let fresh = state
+                    .sampled
+                    .get(&key)
+                    .is_some_and(|t| *t >= now - dur(self.settings.tick));
+                let failing = if fresh {
+                    state.windows.get(&key).is_some_and(|w| w.failing)
+                } else {
+                    self.sample(tx, state, &key, !s.up, now).await?
+                };
                 probe_kind.insert(target.clone(), s.probe.clone());
                 let entry = by_target.entry(target).or_default().entry(a.site_key()).or_default();
                 entry.0.push(id.clone());
@@ -1211,7 +1224,8 @@ impl Engine {
                 OutboxStatus::Delivered if n.kind != NotificationKind::Resolved => {
                     told.insert(n.channel.clone());
                 }
-                OutboxStatus::Pending => {
+                // Acknowledgements still go out: they mirror what a person did.
+                OutboxStatus::Pending if n.kind != NotificationKind::Acknowledged => {
                     n.status = OutboxStatus::Cancelled;
                     n.finished_at = Some(now);
                     n.last_error = Some("not sent: the incident resolved first".into());
@@ -1408,8 +1422,8 @@ impl Engine {
                 inc.map(|i| (i, parent))
             };
             let Some((inc, parent)) = inc else { continue };
-            let stale = item.kind != NotificationKind::Resolved
-                && (!inc.state.is_active() || (parent && item.kind == NotificationKind::Opened));
+            let mirrors = matches!(item.kind, NotificationKind::Resolved | NotificationKind::Acknowledged);
+            let stale = !mirrors && (!inc.state.is_active() || (parent && item.kind == NotificationKind::Opened));
             if stale {
                 let mut tx = self.store.begin().await?;
                 item.status = OutboxStatus::Cancelled;
