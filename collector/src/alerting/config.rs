@@ -289,7 +289,7 @@ fn route(raw: RawRoute, at: &str, problems: &mut Vec<String>) -> Option<Route> {
     if channels.is_empty() {
         problems.push(format!("{at}route: name at least one channel in `channels`"));
     }
-    if escalate_after_mins.is_some() != !escalate_to.is_empty() {
+    if escalate_after_mins.is_some() == escalate_to.is_empty() {
         problems.push(format!("{at}route: set escalate_after_mins and escalate_to together"));
     }
     if escalate_after_mins == Some(0) {
