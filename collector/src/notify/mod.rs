@@ -14,6 +14,12 @@ use serde::Serialize;
 
 pub use rounds_policies::Severity;
 
+pub mod email;
+pub mod roots;
+pub mod settings;
+
+pub use email::{Attachment, Mail, SmtpSettings, SmtpTls, send_mail};
+
 /// Why a notification is sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
