@@ -4,6 +4,7 @@ mod agent_config;
 mod api;
 mod delivery;
 mod ingest;
+mod notify;
 mod policy;
 mod serve;
 mod store;
