@@ -49,6 +49,15 @@ pub struct RawConfig {
     /// The file's text, kept by [`parse`] so validation can name lines.
     #[serde(skip)]
     pub source_text: String,
+    // --- Alerting (issue 12): engine timings, routing rules, silences ---
+    /// The alert engine's timings and thresholds.
+    pub alerting: Option<crate::alerting::config::RawAlerting>,
+    /// Routing rules: which incidents go to which channels.
+    #[serde(default)]
+    pub route: Vec<crate::alerting::config::RawRoute>,
+    /// Silences and maintenance windows.
+    #[serde(default)]
+    pub silence: Vec<crate::alerting::config::RawSilence>,
 }
 
 /// The `[tls]` table.
@@ -80,6 +89,8 @@ pub struct Settings {
     // --- notification channels (notify) ---
     pub smtp: Option<crate::notify::SmtpSettings>,
     pub channels: Vec<crate::notify::settings::ChannelSettings>,
+    // --- Alerting (issue 12) ---
+    pub alerting: crate::alerting::config::AlertSettings,
 }
 
 /// Where the server's certificate comes from.
@@ -118,20 +129,21 @@ pub fn line_of(text: &str, offset: usize) -> usize {
 
 /// Parses the file's text; errors name the file and line.
 pub fn parse(text: &str, file: &Path) -> Result<RawConfig, ConfigError> {
-    let parsed: Result<RawConfig, toml::de::Error> = toml::from_str(text);
-    parsed
-        .map(|mut raw| {
-            raw.source_text = text.to_string();
-            raw
+    let raw = toml::from_str(text).map_err(|e| {
+        let line = e.span().map(|s| line_of(text, s.start));
+        let msg = e.message().trim().to_string();
+        ConfigError::one(match line {
+            Some(l) => format!("{}:{l}: {msg}", file.display()),
+            None => format!("{}: {msg}", file.display()),
         })
-        .map_err(|e| {
-            let line = e.span().map(|s| line_of(text, s.start));
-            let msg = e.message().trim().to_string();
-            ConfigError::one(match line {
-                Some(l) => format!("{}:{l}: {msg}", file.display()),
-                None => format!("{}: {msg}", file.display()),
-            })
-        })
+    });
+    // Alerting (issue 12): lines of the [[route]] and [[silence]] tables, for their errors.
+    raw.map(|mut raw: RawConfig| {
+        crate::alerting::config::number_lines(text, &mut raw.route, &mut raw.silence);
+        // notify: the text, so [smtp] and [[channel]] errors name their lines.
+        raw.source_text = text.to_string();
+        raw
+    })
 }
 
 /// Reads and validates the configuration.
@@ -186,6 +198,9 @@ pub fn validate(raw: RawConfig, overrides: &Overrides, file: Option<&Path>) -> R
         smtp,
         channel,
         source_text,
+        alerting,
+        route,
+        silence,
     } = raw;
     let at = file.map(|f| format!("{}: ", f.display())).unwrap_or_default();
     let mut problems = Vec::new();
@@ -262,6 +277,23 @@ pub fn validate(raw: RawConfig, overrides: &Overrides, file: Option<&Path>) -> R
     let smtp_present = smtp.is_some();
     let smtp = smtp.and_then(|s| crate::notify::settings::validate_smtp(s, &locator, &mut problems));
     let channels = crate::notify::settings::validate_channels(channel, smtp_present, &locator, &mut problems);
+    // Every channel a [[route]] names (or escalates to) must be a configured [[channel]].
+    crate::notify::settings::check_route_channels(
+        route.iter().map(|r| (r.line, r.channels.iter().chain(&r.escalate_to))),
+        &channels,
+        &locator,
+        &mut problems,
+    );
+    // Alerting (issue 12).
+    let alerting = crate::alerting::config::validate(
+        alerting,
+        route,
+        silence,
+        Duration::from_secs(heartbeat),
+        Duration::from_secs(offline),
+        &at,
+        &mut problems,
+    );
     if !problems.is_empty() {
         return Err(ConfigError { problems });
     }
@@ -282,6 +314,7 @@ pub fn validate(raw: RawConfig, overrides: &Overrides, file: Option<&Path>) -> R
         tls,
         smtp,
         channels,
+        alerting,
     })
 }
 

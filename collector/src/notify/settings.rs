@@ -457,3 +457,35 @@ pub fn validate_channels(
     }
     out
 }
+
+/// Checks that each route's channels (given with the route table's line) are configured.
+pub fn check_route_channels<'a, I, C>(
+    routes: I,
+    channels: &[ChannelSettings],
+    loc: &Locator<'_>,
+    problems: &mut Vec<String>,
+) where
+    I: Iterator<Item = (usize, C)>,
+    C: Iterator<Item = &'a String>,
+{
+    let names: Vec<&str> = channels.iter().map(|c| c.name.as_str()).collect();
+    for (line, wanted) in routes {
+        let at = match loc.file {
+            Some(f) if line > 0 => format!("{}:{line}: ", f.display()),
+            Some(f) => format!("{}: ", f.display()),
+            None => String::new(),
+        };
+        for name in wanted {
+            if !names.contains(&name.as_str()) {
+                problems.push(format!(
+                    "{at}route: channel `{name}` is not a configured [[channel]] ({})",
+                    if names.is_empty() {
+                        "none is configured".to_string()
+                    } else {
+                        format!("configured: {}", names.join(", "))
+                    }
+                ));
+            }
+        }
+    }
+}

@@ -752,6 +752,16 @@ kind = "pagerduty"
     )
     .unwrap_err();
     assert!(err.contains(":4:") && err.contains("urll"), "{err}");
+    // A route naming a channel that is not configured.
+    let err = load_file(
+        dir.path(),
+        "[[channel]]\nname = \"ops\"\nkind = \"slack\"\nurl = \"https://hooks.slack.com/x\"\n\n[[route]]\nchannels = [\"ops\", \"pager\"]\n",
+    )
+    .unwrap_err();
+    assert!(
+        err.contains(":6: route: channel `pager` is not a configured [[channel]] (configured: ops)"),
+        "{err}"
+    );
     // An email channel without [smtp].
     let err = load_file(
         dir.path(),
@@ -876,4 +886,101 @@ url = "http://127.0.0.1:{port}/teams"
         err.contains("no channel named `pager`; configured channels: mail, hook, pd, teams-down"),
         "{err}"
     );
+}
+
+// ---------------------------------------------------------------- the engine through the channels
+
+#[tokio::test]
+async fn the_alert_engine_delivers_through_real_channels_once_each_and_resolves_once() {
+    use crate::alerting::Lab;
+    use rounds_collector::alerting::Engine;
+    use rounds_collector::alerting::config::AlertSettings;
+
+    let dir = tempfile::tempdir().unwrap();
+    let certs = certs();
+    let smtp = SmtpServer::start("starttls", Some(&certs), None).await;
+    let (rx, addr) = Receiver::start(Some(b"engine-secret")).await;
+    let (pd_rx, pd_addr) = Receiver::start(None).await;
+    // The webhook fails twice before it takes the notification.
+    rx.answer(500, vec![]);
+    rx.answer(500, vec![]);
+    let channels = Channels::new(
+        Some(smtp.settings(SmtpTls::StartTls, Some(&certs.ca))),
+        vec![
+            ChannelSettings {
+                name: "mail".into(),
+                kind: ChannelKind::Email {
+                    to: vec!["oncall@example.org".into()],
+                },
+            },
+            ChannelSettings {
+                name: "hook".into(),
+                kind: ChannelKind::Webhook {
+                    http: http(addr, "/signed/hook"),
+                    secret_file: Some(secret_file(dir.path(), "hook", "engine-secret")),
+                },
+            },
+            ChannelSettings {
+                name: "pd".into(),
+                kind: ChannelKind::PagerDuty {
+                    http: http(pd_addr, "/v2/enqueue"),
+                    routing_key_file: secret_file(dir.path(), "pd", "PDKEY"),
+                },
+            },
+        ],
+    )
+    .unwrap();
+    let mut lab = Lab::new(AlertSettings::default(), &[]).await;
+    lab.engine = Arc::new(Engine::new(
+        Arc::clone(&lab.store),
+        lab.clock.clone(),
+        lab.settings.clone(),
+        Arc::new(channels),
+    ));
+    let a = lab.agent("Smith", "main", "frontdesk").await;
+    lab.agent("Smith", "main", "xray").await;
+    lab.run(60).await;
+    lab.alive.remove(&a);
+    lab.run(180).await;
+
+    let hook = rx.seen();
+    assert_eq!(hook.len(), 3, "two 500s, then delivered on the third try: {hook:?}");
+    assert!(hook.iter().all(|s| s.verified == Some(true)));
+    assert!(
+        hook.iter()
+            .all(|s| s.body["kind"] == "opened" && s.body["source"] == "agent_offline")
+    );
+    let mails = smtp.received();
+    assert_eq!(mails.len(), 1, "one opened mail");
+    assert!(mails[0].0.contains("[OPEN]"), "{}", mails[0].0);
+    assert_eq!(mails[0].1["tls"], true);
+
+    lab.alive.insert(a);
+    lab.run(120).await;
+    let hook = rx.seen();
+    assert_eq!(
+        hook.iter()
+            .map(|s| s.body["kind"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["opened", "opened", "opened", "resolved"]
+    );
+    let pd = pd_rx.seen();
+    assert_eq!(
+        pd.iter()
+            .map(|s| s.body["event_action"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["trigger", "resolve"]
+    );
+    assert_eq!(
+        pd[0].body["dedup_key"], pd[1].body["dedup_key"],
+        "one dedup_key per incident"
+    );
+    assert_eq!(pd[0].body["dedup_key"], hook[0].body["dedup_key"]);
+    let mails = smtp.received();
+    assert_eq!(mails.len(), 2);
+    assert!(mails[1].0.contains("[RESOLVED]"), "{}", mails[1].0);
+    // Both mails thread on the incident.
+    let thread = |raw: &str| raw.lines().find(|l| l.starts_with("In-Reply-To:")).map(str::to_string);
+    assert_eq!(thread(&mails[0].0), thread(&mails[1].0));
+    assert!(thread(&mails[0].0).is_some());
 }
