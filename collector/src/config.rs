@@ -40,6 +40,15 @@ pub struct RawConfig {
     pub change_stream_capacity: Option<usize>,
     /// TLS settings; without them the collector makes its own CA in the data dir.
     pub tls: Option<RawTls>,
+    // --- notification channels (notify) ---
+    /// The `[smtp]` relay for e-mail channels and scheduled reports.
+    pub smtp: Option<toml::Spanned<crate::notify::settings::RawSmtp>>,
+    /// The `[[channel]]` tables.
+    #[serde(default)]
+    pub channel: Vec<toml::Spanned<crate::notify::settings::RawChannel>>,
+    /// The file's text, kept by [`parse`] so validation can name lines.
+    #[serde(skip)]
+    pub source_text: String,
     // --- Alerting (issue 12): engine timings, routing rules, silences ---
     /// The alert engine's timings and thresholds.
     pub alerting: Option<crate::alerting::config::RawAlerting>,
@@ -77,6 +86,9 @@ pub struct Settings {
     pub max_clock_skew: Duration,
     pub change_stream_capacity: usize,
     pub tls: TlsSettings,
+    // --- notification channels (notify) ---
+    pub smtp: Option<crate::notify::SmtpSettings>,
+    pub channels: Vec<crate::notify::settings::ChannelSettings>,
     // --- Alerting (issue 12) ---
     pub alerting: crate::alerting::config::AlertSettings,
 }
@@ -128,6 +140,8 @@ pub fn parse(text: &str, file: &Path) -> Result<RawConfig, ConfigError> {
     // Alerting (issue 12): lines of the [[route]] and [[silence]] tables, for their errors.
     raw.map(|mut raw: RawConfig| {
         crate::alerting::config::number_lines(text, &mut raw.route, &mut raw.silence);
+        // notify: the text, so [smtp] and [[channel]] errors name their lines.
+        raw.source_text = text.to_string();
         raw
     })
 }
@@ -181,6 +195,9 @@ pub fn validate(raw: RawConfig, overrides: &Overrides, file: Option<&Path>) -> R
         max_clock_skew_secs,
         change_stream_capacity,
         tls,
+        smtp,
+        channel,
+        source_text,
         alerting,
         route,
         silence,
@@ -252,6 +269,21 @@ pub fn validate(raw: RawConfig, overrides: &Overrides, file: Option<&Path>) -> R
             }
         },
     };
+    // --- notification channels (notify) ---
+    let locator = crate::notify::settings::Locator {
+        file,
+        text: &source_text,
+    };
+    let smtp_present = smtp.is_some();
+    let smtp = smtp.and_then(|s| crate::notify::settings::validate_smtp(s, &locator, &mut problems));
+    let channels = crate::notify::settings::validate_channels(channel, smtp_present, &locator, &mut problems);
+    // Every channel a [[route]] names (or escalates to) must be a configured [[channel]].
+    crate::notify::settings::check_route_channels(
+        route.iter().map(|r| (r.line, r.channels.iter().chain(&r.escalate_to))),
+        &channels,
+        &locator,
+        &mut problems,
+    );
     // Alerting (issue 12).
     let alerting = crate::alerting::config::validate(
         alerting,
@@ -280,6 +312,8 @@ pub fn validate(raw: RawConfig, overrides: &Overrides, file: Option<&Path>) -> R
         max_clock_skew: Duration::from_secs(max_clock_skew),
         change_stream_capacity,
         tls,
+        smtp,
+        channels,
         alerting,
     })
 }

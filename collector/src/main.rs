@@ -57,6 +57,10 @@ enum Command {
     /// Incidents of the alert engine: list, acknowledge, resolve.
     #[command(subcommand)]
     Incident(IncidentCmd),
+    // --- alerting: notification channels (notify) ---
+    /// Alerting: notification channels.
+    #[command(subcommand)]
+    Alert(AlertCmd),
 }
 
 /// Alerting (issue 12).
@@ -83,6 +87,17 @@ enum IncidentCmd {
         /// Why, for the timeline.
         #[arg(long)]
         note: Option<String>,
+    },
+}
+
+/// `alert` subcommands (notify: channels).
+#[derive(Debug, Subcommand)]
+enum AlertCmd {
+    /// Send a test notification through a configured [[channel]] and say whether it was delivered.
+    Test {
+        /// The channel's `name` in the configuration file.
+        #[arg(long)]
+        channel: String,
     },
 }
 
@@ -325,6 +340,24 @@ async fn run(cli: Cli) -> Result<(), ExitCode> {
         Command::Policy(cmd) => policy(cmd, &settings.data_dir).await,
         Command::AgentConfig(cmd) => agent_config(cmd, &settings).await,
         Command::Incident(cmd) => incident(cmd, &settings).await,
+        // --- alerting: notification channels (notify) ---
+        Command::Alert(AlertCmd::Test { channel }) => {
+            use rounds_collector::notify::channels::{AlertTestError, alert_test};
+            match alert_test(&settings, &channel).await {
+                Ok(done) => {
+                    println!("{done}");
+                    Ok(())
+                }
+                Err(e @ AlertTestError::UnknownChannel(_)) => {
+                    eprintln!("error: --channel: {e}");
+                    Err(ExitCode::from(EX_CONFIG))
+                }
+                Err(e) => {
+                    eprintln!("error: not delivered: {e}");
+                    Err(ExitCode::FAILURE)
+                }
+            }
+        }
     }
 }
 

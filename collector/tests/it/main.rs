@@ -6,6 +6,7 @@ mod alerting;
 mod api;
 mod delivery;
 mod ingest;
+mod notify;
 mod policy;
 mod serve;
 mod store;
