@@ -1121,3 +1121,92 @@ async fn routes_send_to_their_channels_and_escalate_when_not_acknowledged() {
         .collect();
     assert_eq!(escalated, [("pager".to_string(), Some("Smith".to_string()))]);
 }
+
+/// Feeds every change the evaluator published so far to the engine, as `serve` does.
+async fn drain(sub: &mut rounds_collector::ingest::Subscriber, engine: &Engine) -> Vec<&'static str> {
+    let mut seen = Vec::new();
+    while let Ok(Some(change)) = tokio::time::timeout(std::time::Duration::from_millis(50), sub.recv()).await {
+        seen.push(match &change {
+            Change::AgentSeen { .. } => "agent_seen",
+            Change::FindingsChanged { .. } => "findings_changed",
+            Change::FirstReport { .. } => "first_report",
+            Change::ProbesStored { .. } => "probes_stored",
+        });
+        engine.on_change(&change).await.unwrap();
+    }
+    seen
+}
+
+#[tokio::test]
+async fn reports_through_the_evaluator_reach_the_engine_on_the_change_stream() {
+    use crate::api::{deliver, enrolled, firewall, inventory};
+    let app = TestApp::new();
+    let notifier = Recorder::new(&["ops"]);
+    let state = app.state.clone().with_notifier(notifier.clone());
+    let mut sub = state.evaluator.changes().subscribe("test-alerts");
+    let engine = Arc::clone(&state.alerts);
+    let app = TestApp { state, ..app };
+    let e = enrolled(&app, "Smith", "frontdesk").await;
+    let ehr = "https://ehr.example/fhir/metadata";
+    let now = app.clock.now();
+    deliver(
+        &app,
+        &e,
+        1,
+        &[
+            inventory(now),
+            firewall(false, now),
+            probe_obs(ehr, "fhir", true, None, now),
+        ],
+        true,
+    )
+    .await;
+    let seen = drain(&mut sub, &engine).await;
+    assert!(
+        seen.contains(&"findings_changed") && seen.contains(&"probes_stored"),
+        "{seen:?}"
+    );
+    engine.deliver_due().await.unwrap();
+    assert_eq!(kinds(&notifier.log()), [(NotificationKind::Opened, "finding")]);
+    // The EHR goes down: the probe's state change arrives, the windows fill on the ticks.
+    app.advance(5);
+    let now = app.clock.now();
+    deliver(
+        &app,
+        &e,
+        2,
+        &[
+            inventory(now),
+            firewall(true, now),
+            probe_obs(ehr, "fhir", false, Some("tcp_timeout"), now),
+        ],
+        true,
+    )
+    .await;
+    drain(&mut sub, &engine).await;
+    // Three failed samples of five (the state change, then a sample per tick), then the two
+    // ticks a vendor-like failure waits for other practices to confirm.
+    for _ in 0..7 {
+        app.advance(5);
+        engine.tick().await.unwrap();
+        engine.deliver_due().await.unwrap();
+    }
+    assert_eq!(
+        kinds(&notifier.log()),
+        [
+            (NotificationKind::Opened, "finding"),
+            (NotificationKind::Resolved, "finding"),
+            (NotificationKind::Opened, "ehr_endpoint")
+        ]
+    );
+    let store = Arc::clone(&app.state.store);
+    let ehr_inc = store
+        .incidents(&admin(), &IncidentQuery::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|i| i.source == "ehr_endpoint")
+        .unwrap();
+    assert_eq!(ehr_inc.cause_kind, CauseKind::EhrVendor, "{}", ehr_inc.probable_cause);
+    assert_eq!(ehr_inc.detail["reasons"], json!(["tcp_timeout"]));
+}
