@@ -353,10 +353,11 @@ impl Engine {
                 match o.kind.as_str() {
                     "ehr.probe" => {
                         let Some(s) = endpoint_state(o) else { continue };
-                        let newer = probes.endpoints.get(&o.subject).is_none_or(|old| old.at <= s.at);
+                        let target = endpoint_key(o);
+                        let newer = probes.endpoints.get(&target).is_none_or(|old| old.at <= s.at);
                         if newer {
-                            samples.push((o.subject.clone(), !s.up));
-                            probes.endpoints.insert(o.subject.clone(), s);
+                            samples.push((target.clone(), !s.up));
+                            probes.endpoints.insert(target, s);
                         }
                     }
                     "network.baseline" => {
@@ -549,7 +550,7 @@ impl Engine {
                     .await?
                 {
                     if let Some(s) = endpoint_state(&o.observation) {
-                        probes.endpoints.insert(o.observation.subject.clone(), s);
+                        probes.endpoints.insert(endpoint_key(&o.observation), s);
                     }
                 }
                 for o in self
@@ -1775,6 +1776,16 @@ fn silence_matches(s: &super::config::Silence, inc: &Incident) -> bool {
     practice_ok
         && s.site.as_ref().is_none_or(|x| inc.site.as_ref() == Some(x))
         && s.source.as_ref().is_none_or(|x| &inc.source == x)
+}
+
+/// An endpoint is known by what is probed (its URL or `host:port`), not by the name each
+/// practice gives it, so the same vendor endpoint correlates across practices.
+fn endpoint_key(o: &Observation) -> String {
+    o.data
+        .get("target")
+        .and_then(|t| t.as_str())
+        .unwrap_or(&o.subject)
+        .to_string()
 }
 
 fn endpoint_state(o: &Observation) -> Option<EndpointState> {
