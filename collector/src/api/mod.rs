@@ -4,6 +4,8 @@
 pub mod admin;
 pub mod agent;
 pub mod delivery;
+// Alerting (issue 12).
+pub mod incidents;
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};

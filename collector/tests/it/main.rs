@@ -1,9 +1,12 @@
 //! Integration tests of the collector: one binary, modules per area.
 
 mod agent_config;
+mod alert_harness;
+mod alerting;
 mod api;
 mod delivery;
 mod ingest;
+mod notify;
 mod policy;
 mod serve;
 mod store;
