@@ -108,7 +108,11 @@ pub fn email(n: &Notification, to: &[String]) -> Mail {
     html.push_str("<p><small>Sent by Rounds. No patient data is included in notifications.</small></p></body></html>");
     Mail {
         to: to.to_vec(),
-        subject: format!("[Rounds] {}", headline(n)),
+        // One line: control characters from agent-supplied names become spaces.
+        subject: format!("[Rounds] {}", headline(n))
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect(),
         text,
         html: Some(html),
         attachments: Vec::new(),
@@ -251,4 +255,48 @@ pub fn pagerduty(n: &Notification, routing_key: &str, action: &str) -> Value {
         }
     }
     event
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn n() -> Notification {
+        let at = chrono::Utc.with_ymd_and_hms(2026, 12, 1, 9, 0, 0).unwrap();
+        Notification {
+            incident_id: 1,
+            dedup_key: "k".into(),
+            kind: NotificationKind::Opened,
+            severity: Severity::Critical,
+            source: "agent_offline".into(),
+            subject: "a".into(),
+            title: "pc1\r\nBcc: victim@example.org".into(),
+            probable_cause: "x".into(),
+            practice: None,
+            site: None,
+            practices_affected: vec!["A".into(), "B".into()],
+            opened_at: at,
+            at,
+            url: None,
+        }
+    }
+
+    #[test]
+    fn subject_is_one_line_and_escapes_are_applied() {
+        let m = email(&n(), &["t@example.org".into()]);
+        assert!(!m.subject.contains('\n') && !m.subject.contains('\r'), "{}", m.subject);
+        assert_eq!(
+            escape_html("<a href=\"x\">&'"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
+        assert_eq!(escape_slack("<!channel> & <@U1>"), "&lt;!channel&gt; &amp; &lt;@U1&gt;");
+        let pd = pagerduty(&n(), "key", "trigger");
+        assert_eq!(pd["payload"]["severity"], "critical");
+        assert_eq!(
+            pd["payload"]["custom_details"]["practices_affected"],
+            serde_json::json!(["A", "B"])
+        );
+        assert_eq!(pagerduty_action(NotificationKind::Escalated), "trigger");
+    }
 }
