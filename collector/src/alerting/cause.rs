@@ -64,16 +64,18 @@ pub fn network_verdict(states: &[&BaselineState]) -> Option<(CauseKind, String)>
             "the site's own network or router: the machines ran but their default gateway did not answer; check the router, switch and power to the network equipment".into(),
         ));
     }
-    if resolvers_down || (refs_down && refs.iter().any(dns_reason)) {
-        return Some((
-            CauseKind::IspDns,
-            "the ISP's name service (DNS): the gateway answered but the DNS resolvers did not; call the ISP or switch the site's resolvers".into(),
-        ));
-    }
-    if refs_down {
+    // Outside addresses fail for reasons other than name resolution: the link itself.
+    let link_down = refs_down && refs.iter().any(|s| !dns_reason(s));
+    if link_down {
         return Some((
             CauseKind::IspLink,
             "the site's internet link (ISP): gateway and local network were up but nothing outside answered; call the ISP".into(),
+        ));
+    }
+    if resolvers_down || (refs_down && refs.iter().any(dns_reason)) {
+        return Some((
+            CauseKind::IspDns,
+            "the ISP's name service (DNS): the gateway answered but names did not resolve; call the ISP or switch the site's resolvers".into(),
         ));
     }
     None

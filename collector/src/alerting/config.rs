@@ -289,7 +289,7 @@ fn route(raw: RawRoute, at: &str, problems: &mut Vec<String>) -> Option<Route> {
     if channels.is_empty() {
         problems.push(format!("{at}route: name at least one channel in `channels`"));
     }
-    if escalate_after_mins.is_some() != !escalate_to.is_empty() {
+    if escalate_after_mins.is_some() == escalate_to.is_empty() {
         problems.push(format!("{at}route: set escalate_after_mins and escalate_to together"));
     }
     if escalate_after_mins == Some(0) {
@@ -387,5 +387,56 @@ pub fn number_lines(text: &str, routes: &mut [RawRoute], silences: &mut [RawSile
     }
     for (s, line) in silences.iter_mut().zip(headers("silence")) {
         s.line = line;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::{Overrides, parse, validate};
+
+    fn load(text: &str) -> Result<crate::config::Settings, String> {
+        let f = Path::new("collector.toml");
+        parse(text, f)
+            .and_then(|raw| validate(raw, &Overrides::default(), Some(f)))
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn routes_and_silences_parse() {
+        let s = load(
+            "[alerting]\nhold_secs = 30\n\n[[channel]]\nname = \"ops\"\nkind = \"webhook\"\nurl = \"https://hooks.example.org/x\"\n\n[[route]]\npractice = \"Smith\"\nseverity = \"high\"\nchannels = [\"ops\"]\nescalate_after_mins = 15\nescalate_to = [\"ops\"]\n\n[[silence]]\nname = \"nightly\"\ncron = \"0 0 2 * * *\"\nduration_mins = 60\n",
+        );
+        let s = match s {
+            Ok(s) => s.alerting,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(s.hold, std::time::Duration::from_secs(30));
+        assert_eq!(s.routes.len(), 1);
+        assert_eq!(s.routes[0].escalate_after, Some(std::time::Duration::from_secs(900)));
+        let two_thirty = chrono::DateTime::parse_from_rfc3339("2026-12-02T02:30:00Z")
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .ok();
+        let four = chrono::DateTime::parse_from_rfc3339("2026-12-02T04:00:00Z")
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .ok();
+        assert_eq!(two_thirty.map(|t| s.silences[0].active(t)), Some(true));
+        assert_eq!(four.map(|t| s.silences[0].active(t)), Some(false));
+    }
+
+    #[test]
+    fn every_problem_names_the_file_and_the_table_line() {
+        let e = load(
+            "[[route]]\nseverity = \"urgent\"\nchannels = []\n\n[[silence]]\nname = \"x\"\ncron = \"not a cron\"\nduration_mins = 5\n\n[[silence]]\nname = \"y\"\nstart = \"2026-12-24T18:00:00Z\"\nend = \"2026-12-24T08:00:00Z\"\n",
+        )
+        .err()
+        .unwrap_or_default();
+        assert!(e.contains("collector.toml:1: route severity `urgent`"), "{e}");
+        assert!(e.contains("collector.toml:1: route: name at least one channel"), "{e}");
+        assert!(e.contains("collector.toml:5: silence `x`: cron `not a cron`"), "{e}");
+        assert!(e.contains("collector.toml:10: silence `y`: end must be after start"), "{e}");
+        let e = load("[[route]]\nchannels = [\"a\"]\nsevrity = \"high\"\n").err().unwrap_or_default();
+        assert!(e.contains("collector.toml:3") && e.contains("sevrity"), "{e}");
     }
 }

@@ -101,6 +101,22 @@ struct State {
     sampled: HashMap<String, DateTime<Utc>>,
 }
 
+/// One site's machines probing one endpoint: all of them, and those whose window fails.
+#[derive(Debug, Default)]
+struct SiteProbes {
+    probing: Vec<String>,
+    failing: Vec<String>,
+}
+
+/// One site's judgement of one endpoint.
+struct SiteVerdict {
+    site_key: String,
+    kind: CauseKind,
+    words: String,
+    hosts: Vec<String>,
+    reasons: BTreeSet<String>,
+}
+
 /// What an incident should look like now; opened if absent, updated if its cause changed.
 struct Want {
     new: NewIncident,
@@ -728,7 +744,7 @@ impl Engine {
     /// endpoint per site and across practices.
     async fn probes(&self, tx: &mut dyn Tx, state: &mut State, now: DateTime<Utc>) -> StoreResult<()> {
         // target -> site key -> (probing agents, failing agents)
-        let mut by_target: BTreeMap<String, BTreeMap<String, (Vec<String>, Vec<String>)>> = BTreeMap::new();
+        let mut by_target: BTreeMap<String, BTreeMap<String, SiteProbes>> = BTreeMap::new();
         let mut probe_kind: HashMap<String, String> = HashMap::new();
         let agents: Vec<(String, AgentInfo)> = state.agents.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         let mut offline_sites = HashSet::new();
@@ -755,9 +771,9 @@ impl Engine {
                 };
                 probe_kind.insert(target.clone(), s.probe.clone());
                 let entry = by_target.entry(target).or_default().entry(a.site_key()).or_default();
-                entry.0.push(id.clone());
+                entry.probing.push(id.clone());
                 if failing {
-                    entry.1.push(id.clone());
+                    entry.failing.push(id.clone());
                 }
             }
         }
@@ -772,8 +788,8 @@ impl Engine {
             let probe = probe_kind.get(target).map(String::as_str).unwrap_or("https");
             // Sites whose every machine fails it while their internet works: vendor candidates.
             let mut vendor_sites: Vec<(String, String)> = Vec::new();
-            let mut judged: Vec<(String, CauseKind, String, (Vec<String>, BTreeSet<String>))> = Vec::new();
-            for (site_key, (probing, failing)) in sites {
+            let mut judged: Vec<SiteVerdict> = Vec::new();
+            for (site_key, SiteProbes { probing, failing }) in sites {
                 if failing.is_empty() {
                     continue;
                 }
@@ -814,7 +830,7 @@ impl Engine {
                     vendor_sites.push((site_key.clone(), practice));
                     let elsewhere_ok = sites
                         .iter()
-                        .any(|(k, (p, f))| k != site_key && !p.is_empty() && f.is_empty());
+                        .any(|(k, p)| k != site_key && !p.probing.is_empty() && p.failing.is_empty());
                     if elsewhere_ok {
                         (
                             CauseKind::SiteNetwork,
@@ -831,7 +847,13 @@ impl Engine {
                         )
                     }
                 };
-                judged.push((site_key.clone(), kind, words, (hosts, reasons)));
+                judged.push(SiteVerdict {
+                    site_key: site_key.clone(),
+                    kind,
+                    words,
+                    hosts,
+                    reasons,
+                });
             }
             let practices: BTreeSet<String> = vendor_sites.iter().map(|(_, p)| p.clone()).collect();
             let vendor_down = practices.len() >= 2;
@@ -869,7 +891,14 @@ impl Engine {
             } else {
                 None
             };
-            for (site_key, kind, words, (hosts, reasons)) in judged {
+            for SiteVerdict {
+                site_key,
+                kind,
+                words,
+                hosts,
+                reasons,
+            } in judged
+            {
                 let (practice, site) = site_key.split_once('/').unwrap_or((&site_key, ""));
                 let in_vendor = vendor.is_some() && vendor_sites.iter().any(|(s, _)| s == &site_key);
                 let (kind, words) = match (&vendor, in_vendor) {

@@ -42,7 +42,7 @@ impl IncidentState {
 
 /// What the evidence points to, as a category the harness and the dashboard can count; the
 /// incident's `probable_cause` says it in words.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CauseKind {
     /// Every machine of a site went silent and recorded nothing: power, or the whole network.

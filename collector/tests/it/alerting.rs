@@ -112,7 +112,14 @@ pub fn obs(kind: &str, subject: &str, at: DateTime<Utc>, data: Value) -> Observa
 impl Lab {
     pub async fn new(settings: AlertSettings, channels: &[&str]) -> Lab {
         let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("rounds.db")).unwrap());
+        // NORMAL durability: these tests do not cut the power.
+        let store: Arc<dyn Store> = Arc::new(
+            SqliteStore::open_with(
+                &dir.path().join("rounds.db"),
+                rounds_collector::store::sqlite::Durability::Normal,
+            )
+            .unwrap(),
+        );
         let start = DateTime::from_timestamp_millis(1_800_000_000_000).unwrap();
         let clock = Arc::new(FakeClock::new(start));
         let notifier = Recorder::new(channels);
@@ -269,6 +276,18 @@ pub fn probe_obs(target: &str, probe: &str, up: bool, reason: Option<&str>, at: 
 }
 
 pub fn baseline_obs(gateway: bool, resolver: bool, reference: bool, at: DateTime<Utc>) -> Vec<Observation> {
+    let reason = if resolver { "tcp_timeout" } else { "dns_timeout" };
+    baseline_with(gateway, resolver, reference, reason, at)
+}
+
+/// The baseline with the reason the reference (the collector) fails for when it is down.
+pub fn baseline_with(
+    gateway: bool,
+    resolver: bool,
+    reference: bool,
+    ref_reason: &str,
+    at: DateTime<Utc>,
+) -> Vec<Observation> {
     let b = |role: &str, probe: &str, target: &str, up: bool, reason: &str| {
         obs(
             "network.baseline",
@@ -285,7 +304,7 @@ pub fn baseline_obs(gateway: bool, resolver: bool, reference: bool, at: DateTime
             "https",
             "https://collector.example/healthz",
             reference,
-            if resolver { "tcp_timeout" } else { "dns_timeout" },
+            ref_reason,
         ),
     ]
 }

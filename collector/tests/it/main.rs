@@ -1,6 +1,7 @@
 //! Integration tests of the collector: one binary, modules per area.
 
 mod agent_config;
+mod alert_harness;
 mod alerting;
 mod api;
 mod delivery;

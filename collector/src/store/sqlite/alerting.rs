@@ -20,121 +20,83 @@ fn corrupt(what: &str, value: &str) -> StoreError {
     StoreError::corrupt(what, crate::store::error::Message(format!("`{value}` is not known")))
 }
 
-/// The raw columns of an incident row; decoded by [`decode`] outside rusqlite's closure.
-struct RawIncident {
-    cols: (i64, String, String, String, bool, String, String, String, String),
-    place: (
-        Option<i64>,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-        String,
-        Option<i64>,
-        bool,
-    ),
-    times: (
-        i64,
-        i64,
-        Option<i64>,
-        Option<String>,
-        Option<i64>,
-        Option<String>,
-        Option<i64>,
-        Option<i64>,
-    ),
-    detail: String,
+fn state(v: String) -> StoreResult<IncidentState> {
+    IncidentState::parse(&v).ok_or_else(|| corrupt("incident state", &v))
 }
 
-fn raw(r: &Row<'_>) -> rusqlite::Result<RawIncident> {
-    Ok(RawIncident {
-        cols: (
-            r.get(0)?,
-            r.get(1)?,
-            r.get(2)?,
-            r.get(3)?,
-            r.get(4)?,
-            r.get(5)?,
-            r.get(6)?,
-            r.get(7)?,
-            r.get(8)?,
-        ),
-        place: (
-            r.get(9)?,
-            r.get(10)?,
-            r.get(11)?,
-            r.get(12)?,
-            r.get(13)?,
-            r.get(14)?,
-            r.get(15)?,
-        ),
-        times: (
-            r.get(16)?,
-            r.get(17)?,
-            r.get(18)?,
-            r.get(19)?,
-            r.get(20)?,
-            r.get(21)?,
-            r.get(22)?,
-            r.get(23)?,
-        ),
-        detail: r.get(24)?,
-    })
+fn cause(v: String) -> StoreResult<CauseKind> {
+    CauseKind::parse(&v).ok_or_else(|| corrupt("incident cause", &v))
 }
 
-fn decode(raw: RawIncident) -> StoreResult<Incident> {
-    let RawIncident {
-        cols: (id, source, subject, state, flapping, severity, title, probable_cause, cause_kind),
-        place: (practice_id, practice, site, agent_id, practices_affected, parent_id, manual_resolve),
-        times:
-            (
-                opened_at,
-                updated_at,
-                acknowledged_at,
-                acknowledged_by,
-                resolved_at,
-                resolved_by,
-                last_notified_at,
-                escalated_at,
-            ),
-        detail,
-    } = raw;
-    Ok(Incident {
-        id,
-        source,
-        subject,
-        state: IncidentState::parse(&state).ok_or_else(|| corrupt("incident state", &state))?,
-        flapping,
-        severity: from_name("incident severity", &severity)?,
-        title,
-        probable_cause,
-        cause_kind: CauseKind::parse(&cause_kind).ok_or_else(|| corrupt("incident cause", &cause_kind))?,
-        practice_id,
-        practice,
-        site,
-        agent_id,
-        practices_affected: from_json("incident practices", &practices_affected)?,
-        parent_id,
-        manual_resolve,
-        opened_at: from_ms(opened_at),
-        updated_at: from_ms(updated_at),
-        acknowledged_at: acknowledged_at.map(from_ms),
-        acknowledged_by,
-        resolved_at: resolved_at.map(from_ms),
-        resolved_by,
-        last_notified_at: last_notified_at.map(from_ms),
-        escalated_at: escalated_at.map(from_ms),
-        detail: from_json("incident detail", &detail)?,
-    })
+/// An incident from a row of [`INCIDENT_COLUMNS`]; the outer error is SQLite's, the inner a
+/// value that does not decode.
+fn incident_row(r: &Row<'_>) -> rusqlite::Result<StoreResult<Incident>> {
+    let state = state(r.get(3)?);
+    let severity: String = r.get(5)?;
+    let cause_kind = cause(r.get(8)?);
+    let practices: String = r.get(13)?;
+    let detail: String = r.get(24)?;
+    let decoded = (|| {
+        Ok(Incident {
+            id: r.get(0)?,
+            source: r.get(1)?,
+            subject: r.get(2)?,
+            state: state?,
+            flapping: r.get(4)?,
+            severity: from_name("incident severity", &severity)?,
+            title: r.get(6)?,
+            probable_cause: r.get(7)?,
+            cause_kind: cause_kind?,
+            practice_id: r.get(9)?,
+            practice: r.get(10)?,
+            site: r.get(11)?,
+            agent_id: r.get(12)?,
+            practices_affected: from_json("incident practices", &practices)?,
+            parent_id: r.get(14)?,
+            manual_resolve: r.get(15)?,
+            opened_at: from_ms(r.get(16)?),
+            updated_at: from_ms(r.get(17)?),
+            acknowledged_at: r.get::<_, Option<i64>>(18)?.map(from_ms),
+            acknowledged_by: r.get(19)?,
+            resolved_at: r.get::<_, Option<i64>>(20)?.map(from_ms),
+            resolved_by: r.get(21)?,
+            last_notified_at: r.get::<_, Option<i64>>(22)?.map(from_ms),
+            escalated_at: r.get::<_, Option<i64>>(23)?.map(from_ms),
+            detail: from_json("incident detail", &detail)?,
+        })
+    })();
+    match decoded {
+        Ok(i) => Ok(Ok(i)),
+        Err(Decode::Sql(e)) => Err(e),
+        Err(Decode::Store(e)) => Ok(Err(e)),
+    }
+}
+
+enum Decode {
+    Sql(rusqlite::Error),
+    Store(StoreError),
+}
+
+impl From<rusqlite::Error> for Decode {
+    fn from(e: rusqlite::Error) -> Self {
+        Decode::Sql(e)
+    }
+}
+
+impl From<StoreError> for Decode {
+    fn from(e: StoreError) -> Self {
+        Decode::Store(e)
+    }
 }
 
 fn query_incidents(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> StoreResult<Vec<Incident>> {
     let mut stmt = conn.prepare_cached(sql).map_err(db)?;
     let rows = stmt
-        .query_map(params, raw)
+        .query_map(params, incident_row)
         .map_err(db)?
         .collect::<Result<Vec<_>, _>>()
         .map_err(db)?;
-    rows.into_iter().map(decode).collect()
+    rows.into_iter().collect()
 }
 
 pub fn active(conn: &Connection, source: &str, subject: &str) -> StoreResult<Option<Incident>> {
