@@ -435,8 +435,13 @@ mod tests {
         assert!(e.contains("collector.toml:1: route severity `urgent`"), "{e}");
         assert!(e.contains("collector.toml:1: route: name at least one channel"), "{e}");
         assert!(e.contains("collector.toml:5: silence `x`: cron `not a cron`"), "{e}");
-        assert!(e.contains("collector.toml:10: silence `y`: end must be after start"), "{e}");
-        let e = load("[[route]]\nchannels = [\"a\"]\nsevrity = \"high\"\n").err().unwrap_or_default();
+        assert!(
+            e.contains("collector.toml:10: silence `y`: end must be after start"),
+            "{e}"
+        );
+        let e = load("[[route]]\nchannels = [\"a\"]\nsevrity = \"high\"\n")
+            .err()
+            .unwrap_or_default();
         assert!(e.contains("collector.toml:3") && e.contains("sevrity"), "{e}");
     }
 }
