@@ -3,8 +3,8 @@
 //! Every string in a notification may come from an agent (machine, site and endpoint names), so
 //! each renderer escapes for its target: HTML entities in the e-mail's HTML part, `&`, `<`, `>`
 //! in Slack mrkdwn (which would otherwise make links and mentions), JSON encoding everywhere.
-//! Adaptive Card `TextBlock`s are sent with their text JSON-encoded; the card's markdown subset
-//! cannot make mentions, and links in it are the receiver's to render.
+//! In the Teams Adaptive Card the title and cause are `TextRun`s, which Teams never reads as
+//! markdown; the `FactSet` values are JSON-encoded text.
 
 use serde_json::{Value, json};
 
@@ -180,8 +180,15 @@ pub fn teams(n: &Notification) -> Value {
         "type": "AdaptiveCard",
         "version": ADAPTIVE_CARD_VERSION,
         "body": [
-            {"type": "TextBlock", "text": headline(n), "weight": "Bolder", "size": "Medium", "wrap": true, "color": color},
-            {"type": "TextBlock", "text": format!("Probable cause: {}", n.probable_cause), "wrap": true},
+            // RichTextBlock/TextRun: their text is never read as markdown, so an agent-supplied
+            // name cannot become a link.
+            {"type": "RichTextBlock", "inlines": [
+                {"type": "TextRun", "text": headline(n), "weight": "Bolder", "size": "Medium", "color": color}
+            ]},
+            {"type": "RichTextBlock", "inlines": [
+                {"type": "TextRun", "text": "Probable cause: ", "weight": "Bolder"},
+                {"type": "TextRun", "text": n.probable_cause}
+            ]},
             {"type": "FactSet", "facts": facts},
             {"type": "TextBlock", "text": "Rounds · no patient data is included in notifications", "isSubtle": true, "size": "Small", "wrap": true}
         ]

@@ -633,7 +633,12 @@ async fn slack_teams_and_pagerduty_bodies_have_their_documented_shapes() {
     assert_eq!(card["type"], "AdaptiveCard");
     assert_eq!(card["version"], "1.4");
     assert_eq!(card["$schema"], "http://adaptivecards.io/schemas/adaptive-card.json");
-    assert_eq!(card["body"][0]["type"], "TextBlock");
+    assert_eq!(card["body"][0]["type"], "RichTextBlock");
+    assert_eq!(card["body"][0]["inlines"][0]["type"], "TextRun");
+    assert_eq!(
+        card["body"][1]["inlines"][1]["text"], "The on-premises server <b>srv01</b> & its TCP probe fail from 3 agents",
+        "TextRun text is plain, never markdown or HTML"
+    );
     assert_eq!(card["body"][2]["type"], "FactSet");
     assert_eq!(card["actions"][0]["type"], "Action.OpenUrl");
 
