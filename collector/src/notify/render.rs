@@ -3,8 +3,8 @@
 //! Every string in a notification may come from an agent (machine, site and endpoint names), so
 //! each renderer escapes for its target: HTML entities in the e-mail's HTML part, `&`, `<`, `>`
 //! in Slack mrkdwn (which would otherwise make links and mentions), JSON encoding everywhere.
-//! Adaptive Card `TextBlock`s are sent with their text JSON-encoded; the card's markdown subset
-//! cannot make mentions, and links in it are the receiver's to render.
+//! In the Teams Adaptive Card the title and cause are `TextRun`s, which Teams never reads as
+//! markdown; the `FactSet` values are JSON-encoded text.
 
 use serde_json::{Value, json};
 
@@ -108,7 +108,11 @@ pub fn email(n: &Notification, to: &[String]) -> Mail {
     html.push_str("<p><small>Sent by Rounds. No patient data is included in notifications.</small></p></body></html>");
     Mail {
         to: to.to_vec(),
-        subject: format!("[Rounds] {}", headline(n)),
+        // One line: control characters from agent-supplied names become spaces.
+        subject: format!("[Rounds] {}", headline(n))
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect(),
         text,
         html: Some(html),
         attachments: Vec::new(),
@@ -176,8 +180,15 @@ pub fn teams(n: &Notification) -> Value {
         "type": "AdaptiveCard",
         "version": ADAPTIVE_CARD_VERSION,
         "body": [
-            {"type": "TextBlock", "text": headline(n), "weight": "Bolder", "size": "Medium", "wrap": true, "color": color},
-            {"type": "TextBlock", "text": format!("Probable cause: {}", n.probable_cause), "wrap": true},
+            // RichTextBlock/TextRun: their text is never read as markdown, so an agent-supplied
+            // name cannot become a link.
+            {"type": "RichTextBlock", "inlines": [
+                {"type": "TextRun", "text": headline(n), "weight": "Bolder", "size": "Medium", "color": color}
+            ]},
+            {"type": "RichTextBlock", "inlines": [
+                {"type": "TextRun", "text": "Probable cause: ", "weight": "Bolder"},
+                {"type": "TextRun", "text": n.probable_cause}
+            ]},
             {"type": "FactSet", "facts": facts},
             {"type": "TextBlock", "text": "Rounds · no patient data is included in notifications", "isSubtle": true, "size": "Small", "wrap": true}
         ]
@@ -251,4 +262,48 @@ pub fn pagerduty(n: &Notification, routing_key: &str, action: &str) -> Value {
         }
     }
     event
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn n() -> Notification {
+        let at = chrono::Utc.with_ymd_and_hms(2026, 12, 1, 9, 0, 0).unwrap();
+        Notification {
+            incident_id: 1,
+            dedup_key: "k".into(),
+            kind: NotificationKind::Opened,
+            severity: Severity::Critical,
+            source: "agent_offline".into(),
+            subject: "a".into(),
+            title: "pc1\r\nBcc: victim@example.org".into(),
+            probable_cause: "x".into(),
+            practice: None,
+            site: None,
+            practices_affected: vec!["A".into(), "B".into()],
+            opened_at: at,
+            at,
+            url: None,
+        }
+    }
+
+    #[test]
+    fn subject_is_one_line_and_escapes_are_applied() {
+        let m = email(&n(), &["t@example.org".into()]);
+        assert!(!m.subject.contains('\n') && !m.subject.contains('\r'), "{}", m.subject);
+        assert_eq!(
+            escape_html("<a href=\"x\">&'"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
+        assert_eq!(escape_slack("<!channel> & <@U1>"), "&lt;!channel&gt; &amp; &lt;@U1&gt;");
+        let pd = pagerduty(&n(), "key", "trigger");
+        assert_eq!(pd["payload"]["severity"], "critical");
+        assert_eq!(
+            pd["payload"]["custom_details"]["practices_affected"],
+            serde_json::json!(["A", "B"])
+        );
+        assert_eq!(pagerduty_action(NotificationKind::Escalated), "trigger");
+    }
 }

@@ -96,11 +96,26 @@ impl ChannelKind {
 }
 
 /// An HTTP destination.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct HttpTarget {
+    /// The full URL; for Slack and Teams its path is the secret.
     pub url: String,
     pub ca_file: Option<PathBuf>,
     pub timeout: Duration,
+}
+
+impl std::fmt::Debug for HttpTarget {
+    /// Scheme and host only: a Slack or Teams webhook URL's path is its secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = reqwest::Url::parse(&self.url)
+            .map(|u| format!("{}://{}/…", u.scheme(), u.host_str().unwrap_or("?")))
+            .unwrap_or_else(|_| "(invalid)".into());
+        f.debug_struct("HttpTarget")
+            .field("url", &shown)
+            .field("ca_file", &self.ca_file)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 /// The kinds a channel may have.

@@ -633,7 +633,12 @@ async fn slack_teams_and_pagerduty_bodies_have_their_documented_shapes() {
     assert_eq!(card["type"], "AdaptiveCard");
     assert_eq!(card["version"], "1.4");
     assert_eq!(card["$schema"], "http://adaptivecards.io/schemas/adaptive-card.json");
-    assert_eq!(card["body"][0]["type"], "TextBlock");
+    assert_eq!(card["body"][0]["type"], "RichTextBlock");
+    assert_eq!(card["body"][0]["inlines"][0]["type"], "TextRun");
+    assert_eq!(
+        card["body"][1]["inlines"][1]["text"], "The on-premises server <b>srv01</b> & its TCP probe fail from 3 agents",
+        "TextRun text is plain, never markdown or HTML"
+    );
     assert_eq!(card["body"][2]["type"], "FactSet");
     assert_eq!(card["actions"][0]["type"], "Action.OpenUrl");
 
@@ -983,4 +988,82 @@ async fn the_alert_engine_delivers_through_real_channels_once_each_and_resolves_
     let thread = |raw: &str| raw.lines().find(|l| l.starts_with("In-Reply-To:")).map(str::to_string);
     assert_eq!(thread(&mails[0].0), thread(&mails[1].0));
     assert!(thread(&mails[0].0).is_some());
+}
+
+/// `serve` wires the configured channels into the engine: a collector started from a TOML
+/// file with a webhook channel signs and sends the offline notification of an agent that
+/// enrolled and then went silent (real server, real time, short intervals).
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_delivers_incidents_through_the_configured_channels() {
+    use rounds_collector::{admin, serve};
+    let dir = tempfile::tempdir().unwrap();
+    let (rx, addr) = Receiver::start(Some(b"serve-secret")).await;
+    let secret = secret_file(dir.path(), "hook", "serve-secret");
+    let config = dir.path().join("collector.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"{data}\"\nheartbeat_interval_secs = 1\noffline_after_secs = 2\n\n[alerting]\ntick_secs = 1\n\n\
+             [[channel]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:{port}/signed/serve\"\nsecret_file = \"{secret}\"\n",
+            data = dir.path().join("data").display(),
+            port = addr.port(),
+            secret = secret.display()
+        ),
+    )
+    .unwrap();
+    let settings = load(Some(&config), &Overrides::default()).unwrap();
+    let listener = serve::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let prepared = serve::prepare(settings).await.unwrap();
+    let token = admin::token_create(prepared.store.as_ref(), "Smith", "Main", Duration::from_secs(600))
+        .await
+        .unwrap();
+    let ca = dir.path().join("data/ca.pem");
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let server = tokio::spawn(serve::run(prepared, listener, shutdown.clone()));
+
+    let tls = rounds_collector::notify::roots::client_config(Some(&ca)).unwrap();
+    let client = reqwest::Client::builder().use_preconfigured_tls(tls).build().unwrap();
+    let enrolled = client
+        .post(format!("https://localhost:{port}/api/v1/agent/enroll"))
+        .json(&crate::api::enroll_body(&token, "frontdesk"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(enrolled.status(), 200);
+    let e: Value = enrolled.json().await.unwrap();
+    let agent_id = e["agent_id"].as_str().unwrap();
+    let beat = client
+        .post(format!("https://localhost:{port}/api/v1/agent/heartbeat"))
+        .basic_auth(agent_id, e["agent_secret"].as_str())
+        .json(&serde_json::json!({"protocol": 1, "agent_id": agent_id, "sent_at": Utc::now(), "agent_version": "0.1.0", "agent_uptime_secs": 5}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(beat.status(), 200);
+
+    // The agent beats once and never again: within a few seconds the engine opens an incident and the
+    // webhook gets it, signed.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let got = loop {
+        if let Some(s) = rx.seen().into_iter().find(|s| s.body["kind"] == "opened") {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no notification in 20 s: {:?}",
+            rx.seen()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(got.verified, Some(true));
+    assert_eq!(got.path, "/signed/serve");
+    assert_eq!(got.body["practice"], "Smith");
+    assert!(
+        ["agent_offline", "site_offline"].contains(&got.body["source"].as_str().unwrap()),
+        "{}",
+        got.body
+    );
+    shutdown.cancel();
+    server.await.unwrap().unwrap();
 }
