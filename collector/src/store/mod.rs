@@ -623,6 +623,24 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn site_agent_configs(&self, practice: &str) -> StoreResult<Vec<AgentConfigRow>>;
     /// What decides an agent's central configuration. `NotFound` when the agent does not exist.
     async fn agent_config_sources(&self, agent_id: &str) -> StoreResult<AgentConfigSources>;
+
+    // --- Technician dashboard (issue 13) ---
+    /// Every current finding of the agents visible to `scope`, in brief (no evidence), for
+    /// fleet-wide roll-ups: one query instead of one per agent.
+    async fn finding_briefs(&self, scope: &Scope) -> StoreResult<Vec<FindingBrief>>;
+    /// The stored observations of `kind` of every agent of practice `practice_id` visible to
+    /// `scope`, observed in `from..to`, oldest first (rows are written when a payload changes,
+    /// so this is the history of changes). `NotFound` when the practice is not visible.
+    async fn observation_history(
+        &self,
+        scope: &Scope,
+        practice_id: i64,
+        kind: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> StoreResult<Vec<StoredObservation>>;
+    /// Every dashboard user (no password hashes), by name, with their practice's name.
+    async fn users(&self) -> StoreResult<Vec<UserSummary>>;
 }
 
 /// One entry of the collector's audit log.
@@ -724,4 +742,27 @@ pub struct AgentConfigSources {
     pub site: String,
     pub practice_toml: Option<String>,
     pub site_toml: Option<String>,
+}
+
+// --- Technician dashboard (issue 13) ---
+
+/// One current finding in brief: which agent, which rule, its status and since when, and
+/// whether an accepted risk is attached.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FindingBrief {
+    pub agent_id: String,
+    pub rule: String,
+    pub status: Status,
+    pub severity: Severity,
+    pub accepted: bool,
+    pub status_since: DateTime<Utc>,
+}
+
+/// A dashboard user as the admin page lists them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UserSummary {
+    pub username: String,
+    pub role: Role,
+    pub practice: Option<String>,
+    pub created_at: DateTime<Utc>,
 }

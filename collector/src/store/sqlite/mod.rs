@@ -19,6 +19,8 @@ mod agents;
 mod audit;
 mod auth;
 mod codec;
+// Technician dashboard (issue 13).
+mod dashboard;
 mod delivery;
 mod findings;
 mod policy;
@@ -612,5 +614,29 @@ impl Store for SqliteStore {
     async fn agent_config_sources(&self, agent_id: &str) -> StoreResult<AgentConfigSources> {
         let agent_id = agent_id.to_string();
         self.with(move |c| agent_config::sources(c, &agent_id)).await
+    }
+
+    // --- Technician dashboard (issue 13) ---
+    async fn finding_briefs(&self, scope: &Scope) -> StoreResult<Vec<crate::store::FindingBrief>> {
+        let scope = scope.clone();
+        self.read(move |c| dashboard::briefs(c, &scope)).await
+    }
+
+    async fn observation_history(
+        &self,
+        scope: &Scope,
+        practice_id: i64,
+        kind: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> StoreResult<Vec<StoredObservation>> {
+        let scope = scope.clone();
+        let kind = kind.to_string();
+        self.read(move |c| dashboard::history(c, &scope, practice_id, &kind, from, to))
+            .await
+    }
+
+    async fn users(&self) -> StoreResult<Vec<crate::store::UserSummary>> {
+        self.read(dashboard::users).await
     }
 }
