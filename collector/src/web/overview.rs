@@ -329,13 +329,11 @@ pub async fn build(state: &AppState, session: &Session, filter: Filter) -> Resul
             statuses: statuses.iter().map(|s| StatusCell::new(s, now)).collect(),
         });
     }
-    // Worst first: the lowest score, then the most machines offline, then by name.
-    lines.sort_by(|a, b| {
-        (a.score.unwrap_or(101), a.online as i64 - a.total as i64, &a.name).cmp(&(
-            b.score.unwrap_or(101),
-            b.online as i64 - b.total as i64,
-            &b.name,
-        ))
+    // Worst first: the most domains failing, then cannot be checked, then the lowest score,
+    // then by name.
+    lines.sort_by_cached_key(|l| {
+        let count = |class: &str| std::cmp::Reverse(l.statuses.iter().filter(|s| s.class == class).count());
+        (count("fail"), count("warn"), l.score.unwrap_or(101), l.name.clone())
     });
     let shown: std::collections::HashSet<i64> = lines.iter().map(|l| l.id).collect();
     let mut machines: Vec<&AgentView> = kept

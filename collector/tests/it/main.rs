@@ -2,6 +2,8 @@
 
 mod agent_config;
 mod api;
+// Technician dashboard (issue 13).
+mod dash;
 mod delivery;
 mod ingest;
 mod policy;
