@@ -113,6 +113,7 @@ pub struct PracticeLine {
 #[derive(Debug)]
 pub struct StatusCell {
     pub key: &'static str,
+    pub label: &'static str,
     pub class: &'static str,
     pub icon: &'static str,
     pub text: String,
@@ -123,6 +124,7 @@ impl StatusCell {
     pub fn new(s: &DomainStatus, now: DateTime<Utc>) -> Self {
         StatusCell {
             key: s.domain.key(),
+            label: s.domain.label(),
             class: s.level.class(),
             icon: s.level.icon(),
             text: s.text.clone(),

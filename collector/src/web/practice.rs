@@ -43,6 +43,8 @@ pub struct PracticePage {
     pub statuses: Vec<StatusCell>,
     pub sites: Vec<SiteBlock>,
     pub failing: Vec<FailingLine>,
+    /// Findings in error (the check could not run) across the practice's machines.
+    pub cannot_check: usize,
     pub ehr: Vec<Availability>,
     /// Latency over 24 hours, as SVG (every text in it escaped by [`charts`]).
     pub latency_svg: Option<String>,
@@ -450,10 +452,7 @@ pub async fn build(
     let mut failing = Vec::new();
     for a in &views {
         let findings = state.store.findings(&scope, &a.agent_id).await?;
-        let bad: Vec<_> = findings
-            .into_iter()
-            .filter(|f| matches!(f.status, Status::Fail | Status::Error))
-            .collect();
+        let bad: Vec<_> = findings.into_iter().filter(|f| f.status == Status::Fail).collect();
         for line in super::agent::finding_lines(bad, now) {
             failing.push(FailingLine {
                 agent_id: a.agent_id.clone(),
@@ -462,6 +461,7 @@ pub async fn build(
             });
         }
     }
+    let cannot_check = briefs.iter().filter(|b| b.status == Status::Error).count();
     failing.sort_by(|a, b| {
         (a.line.status_label, &a.line.rule, &a.hostname).cmp(&(b.line.status_label, &b.line.rule, &b.hostname))
     });
@@ -545,6 +545,7 @@ pub async fn build(
         statuses: statuses.iter().map(|s| StatusCell::new(s, now)).collect(),
         sites,
         failing,
+        cannot_check,
         ehr,
         latency_svg,
         backups,

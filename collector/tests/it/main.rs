@@ -3,6 +3,7 @@
 mod agent_config;
 mod api;
 // Technician dashboard (issue 13).
+mod browser;
 mod dash;
 mod delivery;
 mod ingest;
