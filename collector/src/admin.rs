@@ -145,25 +145,17 @@ pub async fn user_reset_password(store: &dyn Store, username: &str) -> Result<St
     Ok(password)
 }
 
-/// Creates an API key for automation; returns the key (shown once).
+/// Creates an API key for automation, without expiry; returns the key (shown once). See
+/// [`crate::security::revoke::apikey_create`] for keys that expire.
 pub async fn apikey_create(
     store: &dyn Store,
     role: Role,
     practice: Option<&str>,
     label: &str,
 ) -> Result<String, AdminError> {
-    if role == Role::PracticeManager && practice.is_none() {
-        return Err(AdminError::Invalid("a practice_manager key needs --practice".into()));
-    }
-    let key = secrets::random_secret("rnd_key_");
-    let now = Utc::now();
-    let mut tx = store.begin().await?;
-    tx.create_api_key(&secrets::hash_secret(&key), role, practice, label, now)
-        .await?;
-    tx.audit("cli", "apikey.create", &format!("{label} as {}", role.as_str()), now)
-        .await?;
-    tx.commit().await?;
-    Ok(key)
+    crate::security::revoke::apikey_create(store, role, practice, label, None, "cli", Utc::now())
+        .await
+        .map(|k| k.key)
 }
 
 /// An overrides file as read by the caller: its name (for messages) and its text.

@@ -441,6 +441,25 @@ pub trait Tx: Send {
         actor: &str,
         now: DateTime<Utc>,
     ) -> StoreResult<i64>;
+    // --- Security: revocation and API-key expiry (issue 15) ---
+    /// Revokes an agent: its credentials are refused from the next request on; its row and
+    /// history stay. `Ok(false)` when it was revoked before; `NotFound` when it does not exist.
+    async fn revoke_agent(&mut self, agent_id: &str, now: DateTime<Utc>) -> StoreResult<bool>;
+    /// Stores an API key's hash with an optional expiry; returns the key's id.
+    #[allow(clippy::too_many_arguments)]
+    async fn create_api_key_expiring(
+        &mut self,
+        key_hash: &str,
+        role: Role,
+        practice: Option<&str>,
+        label: &str,
+        expires_at: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<i64>;
+    /// Revokes an API key by id. `Ok(false)` when it was revoked before; `NotFound` when unknown.
+    async fn revoke_api_key(&mut self, id: i64, now: DateTime<Utc>) -> StoreResult<bool>;
+    /// Removes a dashboard user and ends their sessions. `NotFound` when unknown.
+    async fn remove_user(&mut self, username: &str) -> StoreResult<()>;
     /// Makes every write of this unit of work durable and visible.
     async fn commit(self: Box<Self>) -> StoreResult<()>;
 }
@@ -641,6 +660,26 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> StoreResult<Vec<StoredObservation>>;
     /// Every dashboard user (no password hashes), by name, with their practice's name.
     async fn users(&self) -> StoreResult<Vec<UserSummary>>;
+
+    // --- Security: revocation and API-key expiry (issue 15) ---
+    /// Revokes an agent (see [`Tx::revoke_agent`]).
+    async fn revoke_agent(&self, agent_id: &str, now: DateTime<Utc>) -> StoreResult<bool> {
+        in_tx!(self, |tx| tx.revoke_agent(agent_id, now))
+    }
+    /// Revokes an API key (see [`Tx::revoke_api_key`]).
+    async fn revoke_api_key(&self, id: i64, now: DateTime<Utc>) -> StoreResult<bool> {
+        in_tx!(self, |tx| tx.revoke_api_key(id, now))
+    }
+    /// Removes a dashboard user (see [`Tx::remove_user`]).
+    async fn remove_user(&self, username: &str) -> StoreResult<()> {
+        in_tx!(self, |tx| tx.remove_user(username))
+    }
+    /// Every API key (never the key itself), oldest first.
+    async fn api_keys(&self) -> StoreResult<Vec<ApiKeyRow>>;
+    /// The scope of an API key that is neither revoked nor expired at `now`.
+    async fn api_key_valid(&self, key_hash: &str, now: DateTime<Utc>) -> StoreResult<Option<Scope>>;
+    /// Number of users with the admin role.
+    async fn admin_count(&self) -> StoreResult<u64>;
 }
 
 /// One entry of the collector's audit log.
@@ -765,4 +804,18 @@ pub struct UserSummary {
     pub role: Role,
     pub practice: Option<String>,
     pub created_at: DateTime<Utc>,
+}
+
+// --- Security: revocation and API-key expiry (issue 15) ---
+
+/// An API key as listed (`apikey list`, `GET /api/v1/apikeys`); the key itself is never stored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ApiKeyRow {
+    pub id: i64,
+    pub label: String,
+    pub role: Role,
+    pub practice: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
 }
