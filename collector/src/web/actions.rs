@@ -376,3 +376,38 @@ pub async fn audit_page(State(state): State<AppState>, session: Session) -> Resu
     .render()?;
     Ok(page(StatusCode::OK, html))
 }
+
+/// The revoke form.
+#[derive(Debug, Deserialize)]
+pub struct CsrfOnly {
+    #[serde(default)]
+    pub csrf: String,
+}
+
+/// `POST /agents/{id}/revoke`: revokes the agent's credentials (the same code as
+/// `agent revoke` and `POST /api/v1/agents/{id}/revoke`); its next request is refused.
+pub async fn revoke_agent(
+    State(state): State<AppState>,
+    session: Session,
+    Path(agent_id): Path<String>,
+    Form(form): Form<CsrfOnly>,
+) -> Result<Response, WebError> {
+    session.check_csrf(&form.csrf)?;
+    may_act(&session)?;
+    let agent = state.store.agent(&session.scope(), &agent_id).await?;
+    let changed = crate::security::revoke::agent_revoke(state.store.as_ref(), &agent_id, &actor(&session), state.now())
+        .await
+        .map_err(|e| WebError::Internal(e.to_string()))?;
+    let notice = if changed {
+        format!(
+            "{} revoked: its next request is refused and the agent stops.",
+            agent.hostname
+        )
+    } else {
+        format!("{} was already revoked.", agent.hostname)
+    };
+    let html = super::agent::build(&state, &session, agent_id, Some(notice))
+        .await?
+        .render()?;
+    Ok(page(StatusCode::OK, html))
+}

@@ -40,6 +40,12 @@ pub struct AgentPage {
     pub checks: Vec<CheckLine>,
     /// The finding history, newest first (at most [`HISTORY_LIMIT`]).
     pub history: Vec<HistoryLine>,
+    /// Technicians and admins may revoke.
+    pub can_act: bool,
+    /// The agent's credentials are revoked.
+    pub revoked: bool,
+    /// What an action said.
+    pub notice: Option<String>,
 }
 
 /// Finding changes the machine page lists at most.
@@ -314,6 +320,17 @@ pub async fn agent_page(
     session: Session,
     Path(agent_id): Path<String>,
 ) -> Result<Response, WebError> {
+    let html = build(&state, &session, agent_id, None).await?.render()?;
+    Ok(page(StatusCode::OK, html))
+}
+
+/// The agent page, with a notice left by an action; `NotFound` when the user may not see it.
+pub async fn build(
+    state: &AppState,
+    session: &Session,
+    agent_id: String,
+    notice: Option<String>,
+) -> Result<AgentPage, WebError> {
     let scope = session.scope();
     let now = state.now();
     let agent = state.store.agent(&scope, &agent_id).await?;
@@ -356,22 +373,24 @@ pub async fn agent_page(
         })
         .collect();
     let practice_id = agent.practice_id;
-    let html = AgentPage {
+    let revoked = state.store.agent_auth(&agent_id).await?.is_some_and(|a| a.revoked);
+    Ok(AgentPage {
         is_admin: session.user.role == crate::store::Role::Admin,
+        can_act: session.user.role != crate::store::Role::PracticeManager,
+        revoked,
+        notice,
         practice_id,
         checks,
         history,
-        username: session.user.username,
+        username: session.user.username.clone(),
         role: role_label(session.user.role),
-        csrf: session.user.csrf_token,
+        csrf: session.user.csrf_token.clone(),
         generated_at: Seen::new(now, now).absolute,
         agent: details(agent, online, newest, now),
         summary,
         findings: finding_lines(findings, now),
         delivery,
-    }
-    .render()?;
-    Ok(page(StatusCode::OK, html))
+    })
 }
 
 #[cfg(test)]

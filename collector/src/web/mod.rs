@@ -53,6 +53,7 @@ pub fn routes() -> Router<AppState> {
         .route("/practices/{practice_id}/policy", post(actions::set_policy))
         .route("/admin/users", get(actions::users_page).post(actions::create_user))
         .route("/admin/audit", get(actions::audit_page))
+        .route("/agents/{agent_id}/revoke", post(actions::revoke_agent))
 }
 
 /// Adds security headers to every response.

@@ -323,6 +323,9 @@ async fn a_practice_manager_gets_nothing_of_another_practice_and_changes_nothing
     }
     assert_eq!(f.app.store().audit_entries(1000).await.unwrap().len(), audit_before);
     assert!(f.app.store().user("mallory").await.unwrap().is_none());
+    for id in [&f.a_agent, &f.b_agent] {
+        assert!(!f.app.store().agent_auth(id).await.unwrap().unwrap().revoked);
+    }
     // The automation API with a key of practice A.
     let key = admin::apikey_create(
         f.app.store(),
@@ -422,6 +425,7 @@ async fn a_technician_cannot_reach_admin_pages_and_forms_need_the_csrf_token() {
     }
     assert_eq!(f.app.store().audit_entries(1000).await.unwrap().len(), audit_before);
     assert!(f.app.store().user("eve").await.unwrap().is_none());
+    assert!(!f.app.store().agent_auth(&f.a_agent).await.unwrap().unwrap().revoked);
 }
 
 #[tokio::test]
@@ -533,6 +537,23 @@ async fn actions_create_a_token_set_policy_and_users_and_go_to_the_audit_log() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(body.contains("a practice manager needs --practice"), "{body}");
 
+    // Revoking an agent from its page.
+    let (_, machine) = f.page(&tech, &format!("/agents/{}", f.b_agent)).await;
+    assert!(machine.contains("Revoke this agent"));
+    let (status, body) = f
+        .post(
+            &tech,
+            &format!("/agents/{}/revoke", f.b_agent),
+            &[("csrf", &hidden_csrf(&machine))],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        body.contains("lakeside-xray revoked") && body.contains("✖ revoked"),
+        "{body}"
+    );
+    assert!(f.app.store().agent_auth(&f.b_agent).await.unwrap().unwrap().revoked);
+
     // Every change is in the audit log, under the user's name, on the admin's page.
     let (status, audit) = f.page(&admin, "/admin/audit").await;
     assert_eq!(status, StatusCode::OK);
@@ -544,6 +565,7 @@ async fn actions_create_a_token_set_policy_and_users_and_go_to_the_audit_log() {
         "web:admin",
         "user.add",
         "bob as practice_manager",
+        "agent.revoke",
     ] {
         assert!(audit.contains(text), "{text:?} missing in {audit}");
     }
