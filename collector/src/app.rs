@@ -34,6 +34,9 @@ pub struct AppState {
     pub ingest_gate: Arc<crate::api::delivery::IngestGate>,
     /// Failed dashboard log-ins per (username, address), for throttling.
     pub login_throttle: Arc<crate::web::throttle::LoginThrottle>,
+    // --- Alerting (issue 12) ---
+    /// The alert engine (incidents, outbox); its tasks are spawned by `serve::run`.
+    pub alerts: Arc<crate::alerting::Engine>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -72,7 +75,15 @@ impl AppState {
             settings.max_clock_skew,
             settings.change_stream_capacity,
         );
+        // Alerting (issue 12): without channels until `with_notifier` gives some.
+        let alerts = Arc::new(crate::alerting::Engine::new(
+            Arc::clone(&store),
+            Arc::clone(&clock),
+            settings.alerting.clone(),
+            Arc::new(crate::alerting::NoChannels),
+        ));
         AppState {
+            alerts,
             store,
             ingest_gate: Arc::default(),
             settings: Arc::new(settings),
@@ -82,6 +93,18 @@ impl AppState {
             evaluator: Arc::new(evaluator),
             login_throttle: Arc::default(),
         }
+    }
+
+    /// Alerting (issue 12): the same state with the alert engine delivering through
+    /// `notifier` (the configured channels).
+    pub fn with_notifier(mut self, notifier: Arc<dyn crate::notify::Notifier>) -> Self {
+        self.alerts = Arc::new(crate::alerting::Engine::new(
+            Arc::clone(&self.store),
+            Arc::clone(&self.clock),
+            self.settings.alerting.clone(),
+            notifier,
+        ));
+        self
     }
 
     /// The current time by the collector's clock.
@@ -114,6 +137,12 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/agents/{agent_id}/findings/history",
             get(api::admin::findings_history),
         )
+        // Alerting (issue 12).
+        .route("/api/v1/incidents", get(api::incidents::list))
+        .route("/api/v1/incidents/{id}", get(api::incidents::detail))
+        .route("/api/v1/incidents/{id}/acknowledge", post(api::incidents::acknowledge))
+        .route("/api/v1/incidents/{id}/resolve", post(api::incidents::resolve))
+        .route("/api/v1/incidents/{id}/notes", post(api::incidents::note))
         .route("/api/v1/openapi.json", get(api::admin::openapi))
         // --- Security: revocation (issue 15) ---
         .route("/api/v1/agents/{agent_id}/revoke", post(api::security::revoke_agent))

@@ -186,3 +186,15 @@ pub fn consumer_lagged(m: &Metrics, consumer: &str, missed: u64) {
     m.consumer_lagged.fetch_add(missed, Ordering::Relaxed);
     tracing::warn!(consumer, missed, "change stream consumer lagged");
 }
+
+// --- Alerting (issue 12) ---
+
+/// A notification was delivered to a channel.
+pub fn alert_sent(source: &str, channel: &str, kind: &str) {
+    tracing::info!(source, channel, kind, "alert sent");
+}
+
+/// A delivery attempt of a notification failed (it is retried or given up).
+pub fn alert_failed(source: &str, channel: &str, error: &str) {
+    tracing::warn!(source, channel, error, "alert delivery failed");
+}

@@ -49,6 +49,13 @@ pub enum Change {
     AgentSeen { agent_id: String, at: DateTime<Utc> },
     /// The agent's first report was stored.
     FirstReport { agent_id: String, at: DateTime<Utc> },
+    // --- Alerting (issue 12) ---
+    /// Probe observations (`ehr.probe`, `network.baseline`) of reports just stored, for the
+    /// alert engine: probes report state changes, which no finding change may reflect.
+    ProbesStored {
+        agent_id: String,
+        observations: Arc<[Observation]>,
+    },
 }
 
 impl Change {
@@ -57,6 +64,7 @@ impl Change {
             Change::FindingsChanged { .. } => "findings_changed",
             Change::AgentSeen { .. } => "agent_seen",
             Change::FirstReport { .. } => "first_report",
+            Change::ProbesStored { .. } => "probes_stored",
         }
     }
 }
@@ -288,6 +296,7 @@ impl Evaluator {
             agent_id: agent_id.to_string(),
             at: now,
         });
+        self.publish_probes(agent_id, &[report]);
         if before.last_report_at.is_none() {
             self.changes.publish(Change::FirstReport {
                 agent_id: agent_id.to_string(),
@@ -352,6 +361,7 @@ impl Evaluator {
             agent_id: agent_id.to_string(),
             at: now,
         });
+        self.publish_probes(agent_id, reports);
         if first_report {
             self.changes.publish(Change::FirstReport {
                 agent_id: agent_id.to_string(),
@@ -359,6 +369,22 @@ impl Evaluator {
             });
         }
         Some(self.evaluate_agent(agent_id).await.map_err(|e| e.to_string()))
+    }
+
+    /// Alerting (issue 12): publishes the probe observations of stored reports, if any.
+    fn publish_probes(&self, agent_id: &str, reports: &[&Report]) {
+        let observations: Vec<Observation> = reports
+            .iter()
+            .flat_map(|r| r.observations.iter())
+            .filter(|o| o.kind == "ehr.probe" || o.kind == "network.baseline")
+            .cloned()
+            .collect();
+        if !observations.is_empty() {
+            self.changes.publish(Change::ProbesStored {
+                agent_id: agent_id.to_string(),
+                observations: observations.into(),
+            });
+        }
     }
 
     /// Counts a resend of a report already stored with the same content.

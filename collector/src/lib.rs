@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod agent_config;
+pub mod alerting;
 pub mod api;
 pub mod app;
 pub mod clock;

@@ -58,6 +58,13 @@ enum Command {
     /// Enrolled agents.
     #[command(subcommand)]
     Agent(AgentCmd),
+    /// Incidents of the alert engine: list, acknowledge, resolve.
+    #[command(subcommand)]
+    Incident(IncidentCmd),
+    // --- alerting: notification channels (notify) ---
+    /// Alerting: notification channels.
+    #[command(subcommand)]
+    Alert(AlertCmd),
 }
 
 /// Enrolled agents (issue 15).
@@ -68,6 +75,44 @@ enum AgentCmd {
     Revoke {
         /// The agent id (as listed on the dashboard or by GET /api/v1/agents).
         agent_id: String,
+    },
+}
+
+/// Alerting (issue 12).
+#[derive(Debug, Subcommand)]
+enum IncidentCmd {
+    /// List incidents, newest first.
+    List {
+        /// `open`, `acknowledged`, `resolved` or `active`.
+        #[arg(long)]
+        state: Option<String>,
+    },
+    /// Acknowledge an open incident.
+    Ack {
+        id: i64,
+        /// Who acknowledges (shown in the timeline).
+        #[arg(long, default_value = "cli")]
+        by: String,
+    },
+    /// Resolve an incident (the only way for an audit-log tamper incident).
+    Resolve {
+        id: i64,
+        #[arg(long, default_value = "cli")]
+        by: String,
+        /// Why, for the timeline.
+        #[arg(long)]
+        note: Option<String>,
+    },
+}
+
+/// `alert` subcommands (notify: channels).
+#[derive(Debug, Subcommand)]
+enum AlertCmd {
+    /// Send a test notification through a configured [[channel]] and say whether it was delivered.
+    Test {
+        /// The channel's `name` in the configuration file.
+        #[arg(long)]
+        channel: String,
     },
 }
 
@@ -309,6 +354,56 @@ async fn run(cli: Cli) -> Result<(), ExitCode> {
         Command::Agent(cmd) => security_cmd(SecurityCmd::Agent(cmd), &settings.data_dir).await,
         Command::Policy(cmd) => policy(cmd, &settings.data_dir).await,
         Command::AgentConfig(cmd) => agent_config(cmd, &settings).await,
+        Command::Incident(cmd) => incident(cmd, &settings).await,
+        // --- alerting: notification channels (notify) ---
+        Command::Alert(AlertCmd::Test { channel }) => {
+            use rounds_collector::notify::channels::{AlertTestError, alert_test};
+            match alert_test(&settings, &channel).await {
+                Ok(done) => {
+                    println!("{done}");
+                    Ok(())
+                }
+                Err(e @ AlertTestError::UnknownChannel(_)) => {
+                    eprintln!("error: --channel: {e}");
+                    Err(ExitCode::from(EX_CONFIG))
+                }
+                Err(e) => {
+                    eprintln!("error: not delivered: {e}");
+                    Err(ExitCode::FAILURE)
+                }
+            }
+        }
+    }
+}
+
+/// Alerting (issue 12): `incident list|ack|resolve`.
+async fn incident(cmd: IncidentCmd, settings: &config::Settings) -> Result<(), ExitCode> {
+    use rounds_collector::alerting::cli;
+    let store = serve::open_store(&settings.data_dir).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::FAILURE
+    })?;
+    let engine = cli::engine(store, settings);
+    let out = match cmd {
+        IncidentCmd::List { state } => {
+            let states = rounds_collector::api::incidents::states(state.as_deref()).map_err(|e| {
+                eprintln!("error: --state: {e}");
+                ExitCode::from(EX_CONFIG)
+            })?;
+            cli::list(&engine, states).await
+        }
+        IncidentCmd::Ack { id, by } => cli::ack(&engine, id, &by).await,
+        IncidentCmd::Resolve { id, by, note } => cli::resolve(&engine, id, &by, note.as_deref()).await,
+    };
+    match out {
+        Ok(text) => {
+            print!("{text}");
+            Ok(())
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Err(ExitCode::FAILURE)
+        }
     }
 }
 

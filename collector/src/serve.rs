@@ -33,6 +33,9 @@ pub enum ServeError {
     Listen { addr: String, source: std::io::Error },
     #[error("server failed: {0}")]
     Server(std::io::Error),
+    /// notify: a [[channel]] could not be set up (its CA file).
+    #[error("notification channels: {0}")]
+    Channels(String),
 }
 
 /// A collector ready to serve.
@@ -138,6 +141,14 @@ pub async fn run(
     let addr = listener.local_addr().map_err(ServeError::Server)?;
     let header_timeout = settings.header_timeout;
     let state = AppState::with_policy(store, settings, policy);
+    // notify: the engine delivers through the configured [[channel]]s.
+    let channels = crate::notify::Channels::from_settings(&state.settings).map_err(ServeError::Channels)?;
+    let state = state.with_notifier(Arc::new(channels));
+    // Alerting (issue 12): the engine runs beside the server on the evaluator's change stream.
+    let alerts = Arc::clone(&state.alerts);
+    let changes = state.evaluator.changes().subscribe("alert-engine");
+    let engine_stop = shutdown.clone();
+    tokio::spawn(async move { alerts.run(changes, engine_stop).await });
     let app = router(state);
     let handle = axum_server::Handle::new();
     let h = handle.clone();

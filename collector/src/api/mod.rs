@@ -7,6 +7,9 @@ pub mod delivery;
 // Revocation and API keys (issue 15).
 pub mod security;
 
+// Alerting (issue 12).
+pub mod incidents;
+
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;

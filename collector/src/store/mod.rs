@@ -29,6 +29,11 @@ use rounds_protocol::Observation;
 use serde::Serialize;
 
 pub use error::{DbErrorKind, StoreError, StoreResult, TokenRefusal};
+// Alerting (issue 12): the engine's stored shapes.
+pub use crate::alerting::model::{
+    AlertWindow, Incident, IncidentDetail, IncidentEvent, IncidentQuery, NewIncident, NewIncidentEvent, NewOutboxItem,
+    OutboxItem,
+};
 
 /// Roles of dashboard users and API keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -460,6 +465,47 @@ pub trait Tx: Send {
     async fn revoke_api_key(&mut self, id: i64, now: DateTime<Utc>) -> StoreResult<bool>;
     /// Removes a dashboard user and ends their sessions. `NotFound` when unknown.
     async fn remove_user(&mut self, username: &str) -> StoreResult<()>;
+
+    // --- Alerting: incidents, timeline, outbox, windows, job leases (issue 12) ---
+    /// The incident of `(source, subject)` that is not resolved, if any.
+    async fn active_incident(&mut self, source: &str, subject: &str) -> StoreResult<Option<Incident>>;
+    /// One incident by id, whatever its state.
+    async fn incident_by_id(&mut self, id: i64) -> StoreResult<Option<Incident>>;
+    /// Every incident not resolved, oldest first.
+    async fn active_incidents(&mut self) -> StoreResult<Vec<Incident>>;
+    /// Opens an incident (state `open`); `Conflict`-kind database error when one of the same
+    /// `(source, subject)` is not resolved.
+    async fn open_incident(&mut self, new: &NewIncident, now: DateTime<Utc>) -> StoreResult<Incident>;
+    /// Writes an incident's mutable fields (state, cause, parent, times, detail).
+    async fn save_incident(&mut self, incident: &Incident) -> StoreResult<()>;
+    /// Appends to an incident's timeline.
+    async fn incident_event(
+        &mut self,
+        incident_id: i64,
+        event: &NewIncidentEvent,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()>;
+    /// Adds a notification to the outbox; returns its id.
+    async fn enqueue_notification(&mut self, item: &NewOutboxItem, now: DateTime<Utc>) -> StoreResult<i64>;
+    /// Pending notifications due at `now`, oldest due first.
+    async fn due_notifications(&mut self, now: DateTime<Utc>, limit: u32) -> StoreResult<Vec<OutboxItem>>;
+    /// Every notification of an incident, oldest first.
+    async fn incident_notifications(&mut self, incident_id: i64) -> StoreResult<Vec<OutboxItem>>;
+    /// Writes a notification's status, attempts, next attempt and last error.
+    async fn save_notification(&mut self, item: &OutboxItem) -> StoreResult<()>;
+    /// The N-of-M window of `(source, subject)`, if any.
+    async fn alert_window(&mut self, source: &str, subject: &str) -> StoreResult<Option<AlertWindow>>;
+    /// Creates or replaces a window.
+    async fn save_alert_window(&mut self, window: &AlertWindow) -> StoreResult<()>;
+    /// Takes or renews the job lease `name` for `holder` until `until` when it is free, expired
+    /// at `now` or already `holder`'s; whether `holder` holds it.
+    async fn claim_lease(
+        &mut self,
+        name: &str,
+        holder: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool>;
     /// Makes every write of this unit of work durable and visible.
     async fn commit(self: Box<Self>) -> StoreResult<()>;
 }
@@ -680,6 +726,24 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn api_key_valid(&self, key_hash: &str, now: DateTime<Utc>) -> StoreResult<Option<Scope>>;
     /// Number of users with the admin role.
     async fn admin_count(&self) -> StoreResult<u64>;
+
+    // --- Alerting: incidents, timeline, outbox, windows, job leases (issue 12) ---
+    /// Incidents visible to `scope` that match `query`, newest first. A practice manager sees
+    /// their practice's incidents and the MSP-wide ones naming it.
+    async fn incidents(&self, scope: &Scope, query: &IncidentQuery) -> StoreResult<Vec<Incident>>;
+    /// One incident visible to `scope` with its timeline, children and notifications.
+    /// `NotFound` when it does not exist or is not visible.
+    async fn incident(&self, scope: &Scope, id: i64) -> StoreResult<IncidentDetail>;
+    /// Takes or renews a job lease (see [`Tx::claim_lease`]).
+    async fn claim_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        in_tx!(self, |tx| tx.claim_lease(name, holder, until, now))
+    }
 }
 
 /// One entry of the collector's audit log.

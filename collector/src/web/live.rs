@@ -150,7 +150,7 @@ impl Live {
                         .push_back(Event::default().event("findings").data(data.to_string()));
                 }
             }
-            Change::FirstReport { .. } => {}
+            Change::FirstReport { .. } | Change::ProbesStored { .. } => {}
         }
     }
 

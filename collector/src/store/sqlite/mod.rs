@@ -16,6 +16,7 @@
 
 mod agent_config;
 mod agents;
+mod alerting;
 mod audit;
 mod auth;
 mod codec;
@@ -56,6 +57,8 @@ const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("migrations/0005_delivery_config.sql"),
     ),
     ("0007_security", include_str!("migrations/0007_security.sql")),
+
+    ("0006_alerting", include_str!("migrations/0006_alerting.sql")),
 ];
 
 /// How `synchronous` is set: `Normal` loses at most the last transactions on power loss
@@ -457,6 +460,81 @@ impl Tx for SqliteTx {
         self.run(move |c| security::remove_user(c, &username)).await
     }
 
+    // --- Alerting (issue 12) ---
+
+    async fn active_incident(&mut self, source: &str, subject: &str) -> StoreResult<Option<Incident>> {
+        let (source, subject) = (source.to_string(), subject.to_string());
+        self.run(move |c| alerting::active(c, &source, &subject)).await
+    }
+
+    async fn incident_by_id(&mut self, id: i64) -> StoreResult<Option<Incident>> {
+        self.run(move |c| alerting::by_id(c, id)).await
+    }
+
+    async fn active_incidents(&mut self) -> StoreResult<Vec<Incident>> {
+        self.run(alerting::all_active).await
+    }
+
+    async fn open_incident(&mut self, new: &NewIncident, now: DateTime<Utc>) -> StoreResult<Incident> {
+        let new = new.clone();
+        self.run(move |c| alerting::open(c, &new, now)).await
+    }
+
+    async fn save_incident(&mut self, incident: &Incident) -> StoreResult<()> {
+        let incident = incident.clone();
+        self.run(move |c| alerting::save(c, &incident)).await
+    }
+
+    async fn incident_event(
+        &mut self,
+        incident_id: i64,
+        event: &NewIncidentEvent,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let event = event.clone();
+        self.run(move |c| alerting::event(c, incident_id, &event, now)).await
+    }
+
+    async fn enqueue_notification(&mut self, item: &NewOutboxItem, now: DateTime<Utc>) -> StoreResult<i64> {
+        let item = item.clone();
+        self.run(move |c| alerting::enqueue(c, &item, now)).await
+    }
+
+    async fn due_notifications(&mut self, now: DateTime<Utc>, limit: u32) -> StoreResult<Vec<OutboxItem>> {
+        self.run(move |c| alerting::due(c, now, limit)).await
+    }
+
+    async fn incident_notifications(&mut self, incident_id: i64) -> StoreResult<Vec<OutboxItem>> {
+        self.run(move |c| alerting::of_incident(c, incident_id)).await
+    }
+
+    async fn save_notification(&mut self, item: &OutboxItem) -> StoreResult<()> {
+        let item = item.clone();
+        self.run(move |c| alerting::save_item(c, &item)).await
+    }
+
+    async fn alert_window(&mut self, source: &str, subject: &str) -> StoreResult<Option<AlertWindow>> {
+        let (source, subject) = (source.to_string(), subject.to_string());
+        self.run(move |c| alerting::window(c, &source, &subject)).await
+    }
+
+    async fn save_alert_window(&mut self, window: &AlertWindow) -> StoreResult<()> {
+        let window = window.clone();
+        self.run(move |c| alerting::save_window(c, &window)).await
+    }
+
+    async fn claim_lease(
+        &mut self,
+        name: &str,
+        holder: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let (name, holder) = (name.to_string(), holder.to_string());
+        self.run(move |c| alerting::claim_lease(c, &name, &holder, until, now))
+            .await
+    }
+
     async fn commit(mut self: Box<Self>) -> StoreResult<()> {
         if self.failed {
             return Err(aborted());
@@ -686,5 +764,17 @@ impl Store for SqliteStore {
 
     async fn admin_count(&self) -> StoreResult<u64> {
         self.read(security::admin_count).await
+    }
+
+    // --- Alerting (issue 12) ---
+
+    async fn incidents(&self, scope: &Scope, query: &IncidentQuery) -> StoreResult<Vec<Incident>> {
+        let (scope, query) = (scope.clone(), query.clone());
+        self.read(move |c| alerting::list(c, &scope, &query)).await
+    }
+
+    async fn incident(&self, scope: &Scope, id: i64) -> StoreResult<IncidentDetail> {
+        let scope = scope.clone();
+        self.read(move |c| alerting::detail(c, &scope, id)).await
     }
 }

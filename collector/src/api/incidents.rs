@@ -1,0 +1,130 @@
+//! Incidents over the automation API (issue 12): list, one with its timeline, acknowledge,
+//! resolve, add a note. Scoped like every other read; the handlers only call the alert
+//! engine ([`crate::alerting::Engine`]).
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use serde::Deserialize;
+
+use super::ApiCaller;
+use crate::alerting::{Incident, IncidentDetail, IncidentError, IncidentQuery, IncidentState};
+use crate::app::AppState;
+use crate::error::ApiError;
+
+impl From<IncidentError> for ApiError {
+    fn from(e: IncidentError) -> Self {
+        match e {
+            IncidentError::Store(s) => s.into(),
+            IncidentError::Resolved(_) | IncidentError::Invalid(_) => ApiError::BadRequest(e.to_string()),
+        }
+    }
+}
+
+/// Query of `GET /api/v1/incidents`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// `open`, `acknowledged`, `resolved`, or `active` (open or acknowledged).
+    pub state: Option<String>,
+    pub source: Option<String>,
+    /// `true`: only incidents not folded into another.
+    pub top_level: Option<bool>,
+    pub limit: Option<u32>,
+}
+
+/// Parses `state=` of the list query and of `incident list --state`.
+pub fn states(text: Option<&str>) -> Result<Vec<IncidentState>, String> {
+    match text {
+        None => Ok(Vec::new()),
+        Some("active") => Ok(vec![IncidentState::Open, IncidentState::Acknowledged]),
+        Some(s) => IncidentState::parse(s)
+            .map(|s| vec![s])
+            .ok_or_else(|| format!("state `{s}` is not open, acknowledged, resolved or active")),
+    }
+}
+
+/// `GET /api/v1/incidents`: incidents the caller sees, newest first.
+pub async fn list(
+    State(state): State<AppState>,
+    ApiCaller(scope): ApiCaller,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Vec<Incident>>, ApiError> {
+    let ListQuery {
+        state: st,
+        source,
+        top_level,
+        limit,
+    } = q;
+    let query = IncidentQuery {
+        states: states(st.as_deref()).map_err(ApiError::BadRequest)?,
+        source,
+        top_level_only: top_level.unwrap_or(false),
+        limit: limit.map(|l| l.min(5000)),
+    };
+    Ok(Json(state.alerts.list(&scope, &query).await?))
+}
+
+/// `GET /api/v1/incidents/{id}`: one incident with its timeline, children and notifications.
+pub async fn detail(
+    State(state): State<AppState>,
+    ApiCaller(scope): ApiCaller,
+    Path(id): Path<i64>,
+) -> Result<Json<IncidentDetail>, ApiError> {
+    Ok(Json(state.alerts.detail(&scope, id).await?))
+}
+
+/// Body of acknowledge, resolve and notes.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionBody {
+    /// Who does it (shown in the timeline); `api` when not given.
+    pub by: Option<String>,
+    /// A note (required for `notes`, optional for `resolve`).
+    pub note: Option<String>,
+}
+
+fn actor(body: &ActionBody) -> Result<String, ApiError> {
+    match body.by.as_deref().map(str::trim) {
+        None | Some("") => Ok("api".into()),
+        Some(b) if b.len() <= 100 && !b.chars().any(char::is_control) => Ok(b.to_string()),
+        Some(_) => Err(ApiError::BadRequest("`by` is at most 100 printable characters".into())),
+    }
+}
+
+/// `POST /api/v1/incidents/{id}/acknowledge`.
+pub async fn acknowledge(
+    State(state): State<AppState>,
+    ApiCaller(scope): ApiCaller,
+    Path(id): Path<i64>,
+    body: Option<Json<ActionBody>>,
+) -> Result<Json<IncidentDetail>, ApiError> {
+    let body = body.map(|b| b.0).unwrap_or_default();
+    Ok(Json(state.alerts.acknowledge(&scope, id, &actor(&body)?).await?))
+}
+
+/// `POST /api/v1/incidents/{id}/resolve`.
+pub async fn resolve(
+    State(state): State<AppState>,
+    ApiCaller(scope): ApiCaller,
+    Path(id): Path<i64>,
+    body: Option<Json<ActionBody>>,
+) -> Result<Json<IncidentDetail>, ApiError> {
+    let body = body.map(|b| b.0).unwrap_or_default();
+    Ok(Json(
+        state
+            .alerts
+            .resolve_by(&scope, id, &actor(&body)?, body.note.as_deref())
+            .await?,
+    ))
+}
+
+/// `POST /api/v1/incidents/{id}/notes`.
+pub async fn note(
+    State(state): State<AppState>,
+    ApiCaller(scope): ApiCaller,
+    Path(id): Path<i64>,
+    Json(body): Json<ActionBody>,
+) -> Result<Json<IncidentDetail>, ApiError> {
+    let text = body.note.clone().unwrap_or_default();
+    Ok(Json(state.alerts.note(&scope, id, &actor(&body)?, &text).await?))
+}
