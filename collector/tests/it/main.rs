@@ -11,7 +11,6 @@ mod delivery;
 mod ingest;
 mod notify;
 mod policy;
-mod security;
 mod serve;
 mod store;
 mod support;
