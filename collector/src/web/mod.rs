@@ -20,6 +20,7 @@ pub mod actions;
 pub mod charts;
 pub mod delivery;
 pub mod domains;
+pub mod incidents;
 pub mod live;
 pub mod login;
 pub mod overview;
@@ -54,6 +55,11 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/users", get(actions::users_page).post(actions::create_user))
         .route("/admin/audit", get(actions::audit_page))
         .route("/agents/{agent_id}/revoke", post(actions::revoke_agent))
+        .route("/incidents", get(incidents::list))
+        .route("/incidents/{id}", get(incidents::detail))
+        .route("/incidents/{id}/acknowledge", post(incidents::acknowledge))
+        .route("/incidents/{id}/resolve", post(incidents::resolve))
+        .route("/incidents/{id}/notes", post(incidents::note))
 }
 
 /// Adds security headers to every response.

@@ -42,6 +42,8 @@ pub struct OverviewPage {
     pub machines: Vec<AgentLine>,
     /// Machines that matched beyond [`MACHINE_LIMIT`].
     pub machines_more: usize,
+    /// Open and acknowledged incidents with their probable cause, newest first.
+    pub incidents: Vec<super::incidents::IncidentLine>,
 }
 
 /// The search and filters, as given in the query string.
@@ -376,6 +378,7 @@ pub async fn build(state: &AppState, session: &Session, filter: Filter) -> Resul
         practices: lines,
         machines,
         machines_more,
+        incidents: super::incidents::active(state, &scope, now, 20).await?,
         username: session.user.username.clone(),
         role: role_label(session.user.role),
         csrf: session.user.csrf_token.clone(),

@@ -3,8 +3,8 @@
 //! server (rustls, the collector's generated CA) with a fake clock.
 //!
 //! One chromedriver and one browser session for the whole module: a single test walks through
-//! log-in, a hostile agent's text, an agent going offline live, the practice and machine pages
-//! and an enrollment token, taking screenshots on the way (saved under
+//! log-in, a hostile agent's text, an agent going offline live, the practice and machine pages,
+//! an enrollment token and acknowledging an incident, taking screenshots on the way (saved under
 //! `$CARGO_TARGET_DIR/dash-screenshots/`, or `target/dash-screenshots/`, path printed).
 //!
 //! The browser is started with `--ignore-certificate-errors`, for this test only: its
@@ -182,6 +182,13 @@ async fn the_dashboard_in_a_real_browser() {
             .await
             .unwrap();
     }
+    let incident = f
+        .incident(
+            "Smith Family Practice",
+            "EHR unreachable",
+            "the EHR vendor's endpoint fails from 2 practices",
+        )
+        .await;
     let addr = serve(&f).await;
     let base = format!("https://localhost:{}", addr.port());
     let (_driver, c) = browser().await;
@@ -298,6 +305,31 @@ async fn the_dashboard_in_a_real_browser() {
     assert!(text(&c, "#install-command").await.contains("--token rnd_tok_"));
     shot(&c, "05-token").await;
 
+    // Acknowledge an incident, from the overview's list.
+    c.goto(&format!("{base}/")).await.unwrap();
+    c.find(Locator::Css(&format!(r#"a[href="/incidents/{incident}"]"#)))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    eventually("incident page", Duration::from_secs(10), || async {
+        text(&c, "#incident-state").await.contains("open")
+    })
+    .await;
+    c.find(Locator::Css("#acknowledge"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    eventually("incident acknowledged", Duration::from_secs(10), || async {
+        text(&c, "#incident-state").await.contains("acknowledged")
+    })
+    .await;
+    assert!(c.source().await.unwrap().contains("acknowledged by tech"));
+    shot(&c, "06-incident-acknowledged").await;
+
     // The hostile machine's page.
     c.goto(&format!("{base}/agents/{hostile}")).await.unwrap();
     eventually("machine page", Duration::from_secs(10), || async {
@@ -309,7 +341,7 @@ async fn the_dashboard_in_a_real_browser() {
         "machine page"
     );
     no_dialog(&c, "machine page").await;
-    shot(&c, "06-machine").await;
+    shot(&c, "07-machine").await;
 
     // A tablet's width: the overview still reads (screenshot for a person to look at).
     c.set_window_size(820, 1180).await.unwrap();
@@ -330,6 +362,6 @@ async fn the_dashboard_in_a_real_browser() {
         serde_json::Value::Bool(true),
         "the page scrolls sideways on a tablet"
     );
-    shot(&c, "07-overview-tablet").await;
+    shot(&c, "08-overview-tablet").await;
     c.close().await.unwrap();
 }

@@ -68,6 +68,34 @@ fn firewall_off(at: chrono::DateTime<chrono::Utc>) -> Observation {
 }
 
 impl Fleet {
+    /// Opens an incident through the store, as the alert engine does.
+    pub async fn incident(&self, practice: &str, title: &str, cause: &str) -> i64 {
+        let mut tx = self.app.store().begin().await.unwrap();
+        let inc = tx
+            .open_incident(
+                &rounds_collector::alerting::NewIncident {
+                    source: "ehr".into(),
+                    subject: format!("{practice}/{title}"),
+                    severity: rounds_policies::Severity::High,
+                    title: title.into(),
+                    probable_cause: cause.into(),
+                    cause_kind: rounds_collector::alerting::CauseKind::EhrVendor,
+                    practice: Some(practice.into()),
+                    site: None,
+                    agent_id: None,
+                    practices_affected: vec![practice.into()],
+                    parent_id: None,
+                    manual_resolve: false,
+                    detail: serde_json::Value::Null,
+                },
+                self.app.state.now(),
+            )
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        inc.id
+    }
+
     pub async fn new() -> Fleet {
         let app = TestApp::new();
         let a_agent = agent(
@@ -732,4 +760,117 @@ async fn the_live_stream_carries_offline_transitions_and_only_what_the_role_may_
         tech_more.iter().any(|(n, d)| n == "findings" && d.contains(&f.b_agent)),
         "{tech_more:?}"
     );
+}
+
+#[tokio::test]
+async fn incidents_are_listed_with_their_cause_and_acknowledged_resolved_and_noted_in_scope() {
+    let f = Fleet::new().await;
+    let a = f
+        .incident(
+            "Smith Family Practice",
+            "EHR <b>unreachable</b>",
+            "the EHR vendor's endpoint fails from 3 practices",
+        )
+        .await;
+    let b = f
+        .incident("Lakeside Dental", "Lakeside EHR down", "site internet link")
+        .await;
+    let tech = session(&f.app, "tech").await;
+    let (_, overview) = f.page(&tech, "/").await;
+    for text in [
+        "Open incidents",
+        "EHR &#60;b&#62;unreachable&#60;/b&#62;",
+        "the EHR vendor&#39;s endpoint fails from 3 practices",
+        "Lakeside EHR down",
+    ] {
+        assert!(overview.contains(text), "{text:?} missing in {overview}");
+    }
+    let (status, list) = f.page(&tech, "/incidents").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(list.contains(&format!(r#"href="/incidents/{a}""#)) && list.contains(&format!(r#"href="/incidents/{b}""#)));
+    let (status, page) = f.page(&tech, &format!("/incidents/{a}")).await;
+    assert_eq!(status, StatusCode::OK);
+    let csrf = hidden_csrf(&page);
+    // Without the token nothing happens.
+    let (status, _) = f.post(&tech, &format!("/incidents/{a}/acknowledge"), &[]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, body) = f
+        .post(&tech, &format!("/incidents/{a}/acknowledge"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        body.contains("Incident acknowledged.") && body.contains("acknowledged by tech"),
+        "{body}"
+    );
+    let (status, body) = f
+        .post(
+            &tech,
+            &format!("/incidents/{a}/notes"),
+            &[("csrf", &csrf), ("note", "called the <i>vendor</i>")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains("called the &#60;i&#62;vendor&#60;/i&#62;"), "{body}");
+    let (status, body) = f
+        .post(
+            &tech,
+            &format!("/incidents/{a}/resolve"),
+            &[("csrf", &csrf), ("note", "vendor fixed it")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains("✔</span> resolved"), "{body}");
+    let (_, active) = f.page(&tech, "/incidents").await;
+    assert!(
+        !active.contains(&format!(r#"href="/incidents/{a}""#)),
+        "resolved is not active"
+    );
+    let (_, resolved) = f.page(&tech, "/incidents?state=resolved").await;
+    assert!(resolved.contains(&format!(r#"href="/incidents/{a}""#)));
+    let (_, audit) = f.page(&session(&f.app, "admin").await, "/admin/audit").await;
+    for text in ["incident.acknowledge", "incident.note", "incident.resolve", "web:tech"] {
+        assert!(audit.contains(text), "{text}");
+    }
+
+    // The manager of Smith: sees Smith's, not Lakeside's; acts on none.
+    let pm = session(&f.app, "pm-a").await;
+    let (_, list) = f.page(&pm, "/incidents?state=all").await;
+    assert!(
+        list.contains(&format!(r#"href="/incidents/{a}""#)) && !list.contains("Lakeside"),
+        "{list}"
+    );
+    let (_, overview) = f.page(&pm, "/").await;
+    assert!(!overview.contains("Lakeside EHR down"));
+    assert_eq!(f.page(&pm, &format!("/incidents/{b}")).await.0, StatusCode::NOT_FOUND);
+    let (_, own) = f.page(&pm, &format!("/incidents/{a}")).await;
+    let pm_csrf = hidden_csrf(&own);
+    for action in ["acknowledge", "resolve", "notes"] {
+        for id in [a, b] {
+            let (status, _) = f
+                .post(
+                    &pm,
+                    &format!("/incidents/{id}/{action}"),
+                    &[("csrf", &pm_csrf), ("note", "x")],
+                )
+                .await;
+            assert!(
+                matches!(status, StatusCode::FORBIDDEN | StatusCode::NOT_FOUND),
+                "{action} {id}: {status}"
+            );
+        }
+    }
+    let detail = f
+        .app
+        .state
+        .alerts
+        .detail(
+            &Scope {
+                role: Role::Admin,
+                practice_id: None,
+            },
+            b,
+        )
+        .await
+        .unwrap();
+    assert_eq!(detail.incident.state, rounds_collector::alerting::IncidentState::Open);
 }

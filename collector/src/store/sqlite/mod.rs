@@ -57,7 +57,6 @@ const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("migrations/0005_delivery_config.sql"),
     ),
     ("0007_security", include_str!("migrations/0007_security.sql")),
-
     ("0006_alerting", include_str!("migrations/0006_alerting.sql")),
 ];
 
