@@ -44,6 +44,12 @@
     });
   }
 
+  function onDomain(d) {
+    each('[data-practice="' + attr(d.practice_id) + '"] [data-domain="' + attr(d.domain) + '"]', function (c) {
+      badge(c, d.class, d.icon + ' ' + d.text);
+    });
+  }
+
   document.addEventListener('DOMContentLoaded', function () {
     localTimes(document);
     var live = document.getElementById('live');
@@ -53,5 +59,6 @@
     es.onerror = function () { live.textContent = '○ reconnecting'; };
     es.addEventListener('agent', function (e) { onAgent(JSON.parse(e.data)); });
     es.addEventListener('findings', function (e) { onFindings(JSON.parse(e.data)); });
+    es.addEventListener('domain', function (e) { onDomain(JSON.parse(e.data)); });
   });
 })();

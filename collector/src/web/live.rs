@@ -11,7 +11,9 @@
 //!
 //! Events (JSON data, only ids, counts and words the page already shows):
 //! - `agent`: `{agent_id, practice_id, online, practice_online, practice_total, practice_text, practice_class}`;
-//! - `findings`: `{agent_id, practice_id, text, class}`, the agent's new findings summary.
+//! - `findings`: `{agent_id, practice_id, text, class}`, the agent's new findings summary;
+//! - `domain`: `{practice_id, domain, class, icon, text}`, the practice's status in a domain its
+//!   findings just changed in (an EHR going down turns the practice's EHR cell red).
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
@@ -24,7 +26,7 @@ use axum::response::{IntoResponse, Response};
 use futures_util::stream::Stream;
 
 use super::WebError;
-use super::domains::agents_status;
+use super::domains::{Domain, Tally, agents_status};
 use super::overview::FindingsSummary;
 use super::session::Session;
 use crate::app::AppState;
@@ -136,7 +138,7 @@ impl Live {
                     }
                 }
             }
-            Change::FindingsChanged { agent_id, .. } => {
+            Change::FindingsChanged { agent_id, changes } => {
                 if let Some(a) = self.visible(&agent_id).await {
                     self.remember(&a);
                     let s = FindingsSummary::new(&a.findings);
@@ -148,9 +150,50 @@ impl Live {
                     });
                     self.queue
                         .push_back(Event::default().event("findings").data(data.to_string()));
+                    let domains: std::collections::BTreeSet<Domain> =
+                        changes.iter().map(|c| Domain::of_rule(&c.rule)).collect();
+                    self.domain_events(a.practice_id, &domains).await;
                 }
             }
             Change::FirstReport { .. } | Change::ProbesStored { .. } => {}
+        }
+    }
+
+    /// `domain` events: the practice's status in each domain its findings just changed in,
+    /// from the current findings of the practice's machines this stream knows.
+    async fn domain_events(&mut self, practice_id: i64, domains: &std::collections::BTreeSet<Domain>) {
+        let ids: Vec<String> = self
+            .known
+            .iter()
+            .filter(|(_, k)| k.practice_id == practice_id)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let mut tallies: HashMap<Domain, Tally> = HashMap::new();
+        for id in ids {
+            let Ok(findings) = self.state.store.findings(&self.scope, &id).await else {
+                continue;
+            };
+            for f in findings {
+                let d = Domain::of_rule(&f.rule);
+                if domains.contains(&d) {
+                    tallies
+                        .entry(d)
+                        .or_default()
+                        .add(f.status, f.exception.is_some(), f.status_since);
+                }
+            }
+        }
+        for d in domains {
+            let s = tallies.get(d).copied().unwrap_or_default().status(*d);
+            let data = serde_json::json!({
+                "practice_id": practice_id,
+                "domain": d.key(),
+                "class": s.level.class(),
+                "icon": s.level.icon(),
+                "text": s.text,
+            });
+            self.queue
+                .push_back(Event::default().event("domain").data(data.to_string()));
         }
     }
 

@@ -760,6 +760,21 @@ async fn the_live_stream_carries_offline_transitions_and_only_what_the_role_may_
         tech_more.iter().any(|(n, d)| n == "findings" && d.contains(&f.b_agent)),
         "{tech_more:?}"
     );
+    // Its EHR went down: the practice's EHR cell turns red.
+    let b_practice = format!(r#""practice_id":{}"#, f.b);
+    let domain = read_events(&mut tech_stream, Duration::from_secs(5), move |n, d| {
+        n == "domain" && d.contains(&b_practice) && d.contains(r#""domain":"ehr""#)
+    })
+    .await;
+    let ehr = domain
+        .iter()
+        .find(|(n, d)| n == "domain" && d.contains(r#""domain":"ehr""#));
+    let ehr: serde_json::Value = serde_json::from_str(&ehr.unwrap_or_else(|| panic!("{domain:?}")).1).unwrap();
+    assert_eq!(
+        (ehr["class"].as_str(), ehr["text"].as_str()),
+        (Some("fail"), Some("1 failing")),
+        "{ehr}"
+    );
 }
 
 #[tokio::test]
