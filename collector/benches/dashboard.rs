@@ -146,8 +146,7 @@ async fn main() {
     // One practice's history: hourly probe summaries, probe changes every 6 h, daily backups.
     let mut tx = store.begin().await.unwrap();
     for agent_id in &first_practice_agents {
-        let mut seq = 1;
-        for h in (0..30 * 24).rev() {
+        for (seq, h) in (1..).zip((0..30 * 24).rev()) {
             let at = now - chrono::Duration::hours(h);
             let mut o = vec![Observation::ok(
                 "ehr-cloud",
@@ -202,7 +201,6 @@ async fn main() {
             )
             .await
             .unwrap();
-            seq += 1;
         }
     }
     tx.commit().await.unwrap();
