@@ -99,6 +99,11 @@ pub enum RequestError {
     Transport { url: String, detail: String },
     #[error("collector refused the agent's credentials at {url} ({message}); re-enrollment is needed")]
     Unauthorized { url: String, message: String },
+    /// The collector said the agent's credentials were revoked (issue 15): retrying cannot help.
+    #[error(
+        "collector at {url} says this agent's credentials were revoked ({message}); enroll the machine again with a new token"
+    )]
+    Revoked { url: String, message: String },
     #[error("collector at {url} rejected the request ({status}): {message}")]
     Rejected { url: String, status: u16, message: String },
     #[error("collector at {url} failed ({status}): {message}")]
@@ -127,7 +132,10 @@ impl RequestError {
     /// stored; resending is safe). A 401 is retried too (slowly), since credentials can be fixed
     /// by the operator without the report becoming invalid.
     pub fn is_retryable(&self) -> bool {
-        !matches!(self, RequestError::Rejected { .. } | RequestError::Conflict { .. })
+        !matches!(
+            self,
+            RequestError::Rejected { .. } | RequestError::Conflict { .. } | RequestError::Revoked { .. }
+        )
     }
 
     /// The `Retry-After` the collector sent, if any.
@@ -141,7 +149,7 @@ impl RequestError {
     /// The HTTP status of an error answer.
     pub fn status(&self) -> Option<u16> {
         match self {
-            RequestError::Unauthorized { .. } => Some(401),
+            RequestError::Unauthorized { .. } | RequestError::Revoked { .. } => Some(401),
             RequestError::Conflict { .. } => Some(409),
             RequestError::Rejected { status, .. } | RequestError::Server { status, .. } => Some(*status),
             _ => None,
@@ -152,6 +160,7 @@ impl RequestError {
     pub fn collector_message(&self) -> Option<&str> {
         match self {
             RequestError::Unauthorized { message, .. }
+            | RequestError::Revoked { message, .. }
             | RequestError::Rejected { message, .. }
             | RequestError::Server { message, .. }
             | RequestError::Conflict { message, .. } => Some(message),
@@ -289,6 +298,7 @@ async fn answer<R: DeserializeOwned>(url: String, resp: reqwest::Response) -> Re
     }
     let message = error_message(status, &bytes);
     Err(match status {
+        StatusCode::UNAUTHORIZED if is_revoked(&bytes) => RequestError::Revoked { url, message },
         StatusCode::UNAUTHORIZED => RequestError::Unauthorized { url, message },
         StatusCode::CONFLICT => match serde_json::from_slice::<rounds_protocol::SequenceConflict>(&bytes) {
             Ok(c) => RequestError::Conflict {
@@ -322,6 +332,12 @@ async fn answer<R: DeserializeOwned>(url: String, resp: reqwest::Response) -> Re
     })
 }
 
+/// Whether an error body carries the `credentials_revoked` code.
+fn is_revoked(body: &[u8]) -> bool {
+    serde_json::from_slice::<ErrorBody>(body)
+        .is_ok_and(|b| b.code.as_deref() == Some(rounds_protocol::error_codes::CREDENTIALS_REVOKED))
+}
+
 /// Checks and normalizes a collector base URL: https, a host, no query; no trailing slash.
 pub fn normalize_base_url(url: &str) -> Result<String, ClientError> {
     let bad = |detail: &str| ClientError::BadUrl {
@@ -344,7 +360,7 @@ pub fn normalize_base_url(url: &str) -> Result<String, ClientError> {
 /// The collector's error message: the `error` of a JSON [`ErrorBody`], else the text, else the
 /// status's reason.
 fn error_message(status: StatusCode, body: &[u8]) -> String {
-    if let Ok(ErrorBody { error }) = serde_json::from_slice::<ErrorBody>(body) {
+    if let Ok(ErrorBody { error, .. }) = serde_json::from_slice::<ErrorBody>(body) {
         return error;
     }
     let text = String::from_utf8_lossy(body);

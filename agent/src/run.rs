@@ -132,6 +132,9 @@ pub enum RunError {
     Settings(String),
     #[error("agent task {task} stopped unexpectedly: {detail}")]
     TaskFailed { task: String, detail: String },
+    /// The collector revoked this agent's credentials (issue 15): it stopped.
+    #[error("{0}")]
+    Revoked(String),
 }
 
 /// Runs the agent until `shutdown` is cancelled.
@@ -213,7 +216,12 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Ru
         })
         .await;
 
+    let stop = shutdown.child_token();
     let agent = Arc::new(Agent {
+        revocation: Revocation {
+            reason: Mutex::new(None),
+            stop: stop.clone(),
+        },
         identity,
         client,
         spool: spool.clone(),
@@ -236,7 +244,6 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Ru
         "agent running"
     );
 
-    let stop = shutdown.child_token();
     let tasks = Tasks {
         tracker: TaskTracker::new(),
         stop: stop.clone(),
@@ -256,6 +263,9 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Ru
                 retry,
                 &sender_stop,
                 |d| {
+                    if let Delivered::Revoked { error } = &d {
+                        agent.revocation.revoked(error);
+                    }
                     let s = s.clone();
                     let now = agent.clock.now();
                     async move { record_delivery(&s, d, now).await }
@@ -302,6 +312,9 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Ru
         );
     }
     info!("agent stopped");
+    if let Some(reason) = agent.revocation.reason() {
+        return Err(RunError::Revoked(reason));
+    }
     match tasks.failure.lock().unwrap_or_else(|p| p.into_inner()).take() {
         Some(e) => Err(e),
         None => Ok(()),
@@ -310,6 +323,8 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Ru
 
 /// What every task needs to know about this agent.
 struct Agent {
+    /// Set when the collector says the credentials were revoked: everything stops.
+    revocation: Revocation,
     identity: Identity,
     client: CollectorClient,
     spool: Arc<Spool>,
@@ -318,6 +333,28 @@ struct Agent {
     host: HostFactory,
     started: tokio::time::Instant,
     config: Mutex<ConfigState>,
+}
+
+/// The collector's word that this agent's credentials were revoked (issue 15).
+struct Revocation {
+    reason: Mutex<Option<String>>,
+    stop: CancellationToken,
+}
+
+impl Revocation {
+    /// Records the revocation (logged once, as one error line) and stops every task.
+    fn revoked(&self, error: &str) {
+        let mut reason = self.reason.lock().unwrap_or_else(|p| p.into_inner());
+        if reason.is_none() {
+            error!(error = %error, "the collector revoked this agent's credentials; stopping");
+            *reason = Some(error.to_string());
+        }
+        self.stop.cancel();
+    }
+
+    fn reason(&self) -> Option<String> {
+        self.reason.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
 }
 
 impl Agent {
@@ -592,6 +629,10 @@ async fn heartbeat_loop(
                     etag_tx.send_replace(ack.config_etag);
                 }
             }
+            Err(e @ RequestError::Revoked { .. }) => {
+                agent.revocation.revoked(&e.to_string());
+                return;
+            }
             Err(e) => {
                 healthy = Some(false);
                 failures += 1;
@@ -825,7 +866,7 @@ async fn record_delivery(status: &Arc<StatusRecorder>, d: Delivered, now: DateTi
                 })
                 .await;
         }
-        Delivered::Failed { error } => {
+        Delivered::Failed { error } | Delivered::Revoked { error } => {
             status.note_error(error, now).await;
         }
     }

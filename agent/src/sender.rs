@@ -55,6 +55,8 @@ pub enum Delivered {
     Renumbered { next_expected: u64, count: usize },
     /// A delivery attempt failed and will be retried.
     Failed { error: String },
+    /// The collector revoked the agent's credentials: delivery stopped (issue 15).
+    Revoked { error: String },
 }
 
 /// Runs a blocking spool operation off the async threads.
@@ -259,6 +261,10 @@ pub async fn deliver<F, Fut>(
                     message,
                 })
                 .await;
+            }
+            Outcome::Retry(e @ RequestError::Revoked { .. }) => {
+                on_delivered(Delivered::Revoked { error: e.to_string() }).await;
+                break;
             }
             Outcome::Conflict(_) | Outcome::Retry(_) => {
                 let e = match outcome {

@@ -50,10 +50,21 @@ pub async fn token_create(
     site: &str,
     expires_in: Duration,
 ) -> Result<String, AdminError> {
+    token_create_as(store, "cli", Utc::now(), practice, site, expires_in).await
+}
+
+/// [`token_create`] on behalf of `actor` (a dashboard user) at `now`.
+pub async fn token_create_as(
+    store: &dyn Store,
+    actor: &str,
+    now: chrono::DateTime<Utc>,
+    practice: &str,
+    site: &str,
+    expires_in: Duration,
+) -> Result<String, AdminError> {
     name_ok("practice", practice)?;
     name_ok("site", site)?;
     let token = secrets::random_secret("rnd_tok_");
-    let now = Utc::now();
     let expires_at = now + chrono::Duration::from_std(expires_in).unwrap_or(chrono::Duration::hours(24));
     let mut tx = store.begin().await?;
     tx.create_token(
@@ -67,7 +78,7 @@ pub async fn token_create(
     )
     .await?;
     tx.audit(
-        "cli",
+        actor,
         "token.create",
         &format!("{practice}/{site}, expires {}", expires_at.to_rfc3339()),
         now,
@@ -80,6 +91,19 @@ pub async fn token_create(
 /// Adds a dashboard user; returns the password (generated when none is given).
 pub async fn user_add(
     store: &dyn Store,
+    username: &str,
+    role: Role,
+    practice: Option<&str>,
+    password: Option<String>,
+) -> Result<String, AdminError> {
+    user_add_as(store, "cli", Utc::now(), username, role, practice, password).await
+}
+
+/// [`user_add`] on behalf of `actor` (a dashboard admin) at `now`.
+pub async fn user_add_as(
+    store: &dyn Store,
+    actor: &str,
+    now: chrono::DateTime<Utc>,
     username: &str,
     role: Role,
     practice: Option<&str>,
@@ -102,10 +126,9 @@ pub async fn user_add(
         return Err(AdminError::Invalid("password must be at least 12 characters".into()));
     }
     let hash = secrets::hash_password(&password).map_err(AdminError::Invalid)?;
-    let now = Utc::now();
     let mut tx = store.begin().await?;
     tx.add_user(username, &hash, role, practice, now).await?;
-    tx.audit("cli", "user.add", &format!("{username} as {}", role.as_str()), now)
+    tx.audit(actor, "user.add", &format!("{username} as {}", role.as_str()), now)
         .await?;
     tx.commit().await?;
     Ok(password)
@@ -122,25 +145,17 @@ pub async fn user_reset_password(store: &dyn Store, username: &str) -> Result<St
     Ok(password)
 }
 
-/// Creates an API key for automation; returns the key (shown once).
+/// Creates an API key for automation, without expiry; returns the key (shown once). See
+/// [`crate::security::revoke::apikey_create`] for keys that expire.
 pub async fn apikey_create(
     store: &dyn Store,
     role: Role,
     practice: Option<&str>,
     label: &str,
 ) -> Result<String, AdminError> {
-    if role == Role::PracticeManager && practice.is_none() {
-        return Err(AdminError::Invalid("a practice_manager key needs --practice".into()));
-    }
-    let key = secrets::random_secret("rnd_key_");
-    let now = Utc::now();
-    let mut tx = store.begin().await?;
-    tx.create_api_key(&secrets::hash_secret(&key), role, practice, label, now)
-        .await?;
-    tx.audit("cli", "apikey.create", &format!("{label} as {}", role.as_str()), now)
-        .await?;
-    tx.commit().await?;
-    Ok(key)
+    crate::security::revoke::apikey_create(store, role, practice, label, None, "cli", Utc::now())
+        .await
+        .map(|k| k.key)
 }
 
 /// An overrides file as read by the caller: its name (for messages) and its text.
@@ -171,6 +186,17 @@ pub struct PolicyChange {
 pub async fn policy_set(
     store: &dyn Store,
     pack: &Pack,
+    change: PolicyChange,
+) -> Result<Option<PolicySettingsRow>, AdminError> {
+    policy_set_as(store, pack, "cli", Utc::now(), change).await
+}
+
+/// [`policy_set`] on behalf of `actor` (a dashboard user) at `now`: the same validation.
+pub async fn policy_set_as(
+    store: &dyn Store,
+    pack: &Pack,
+    actor: &str,
+    now: chrono::DateTime<Utc>,
     change: PolicyChange,
 ) -> Result<Option<PolicySettingsRow>, AdminError> {
     let PolicyChange {
@@ -246,18 +272,17 @@ pub async fn policy_set(
         n => format!(", {n} accepted risk(s) in effect"),
     };
     let detail = format!("{level}: {profile_said}{overrides_said}{accepted}");
-    let now = Utc::now();
     let mut tx = store.begin().await?;
     tx.set_policy_settings(
         &practice,
         site.as_deref(),
         new_profile.as_deref(),
         new_overrides.as_deref(),
-        "cli",
+        actor,
         now,
     )
     .await?;
-    tx.audit("cli", "policy.set", &detail, now).await?;
+    tx.audit(actor, "policy.set", &detail, now).await?;
     tx.commit().await?;
     Ok(store.policy_settings(&practice, site.as_deref()).await?)
 }

@@ -144,6 +144,17 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/incidents/{id}/resolve", post(api::incidents::resolve))
         .route("/api/v1/incidents/{id}/notes", post(api::incidents::note))
         .route("/api/v1/openapi.json", get(api::admin::openapi))
+        // --- Security: revocation (issue 15) ---
+        .route("/api/v1/agents/{agent_id}/revoke", post(api::security::revoke_agent))
+        .route(
+            "/api/v1/apikeys",
+            get(api::security::api_keys).post(api::security::create_api_key),
+        )
+        .route("/api/v1/apikeys/{id}/revoke", post(api::security::revoke_api_key))
+        .route(
+            "/api/v1/users/{username}",
+            axum::routing::delete(api::security::remove_user),
+        )
         .route("/healthz", get(api::admin::healthz))
         .route("/metrics", get(api::admin::metrics))
         .merge(web::routes())

@@ -33,6 +33,10 @@ pub enum ApiError {
     TooManyRequests { retry_after_secs: u64 },
     #[error("internal error: {0}")]
     Internal(String),
+    /// The agent's credentials were revoked (issue 15): `401` with the `credentials_revoked`
+    /// code, so the agent stops instead of retrying.
+    #[error("this agent's credentials were revoked; enroll the machine again with a new token")]
+    Revoked,
 }
 
 impl ApiError {
@@ -48,6 +52,7 @@ impl ApiError {
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Revoked => StatusCode::UNAUTHORIZED,
         }
     }
 }
@@ -74,6 +79,8 @@ impl IntoResponse for ApiError {
             status,
             Json(ErrorBody {
                 error: self.to_string(),
+                code: matches!(self, ApiError::Revoked)
+                    .then(|| rounds_protocol::error_codes::CREDENTIALS_REVOKED.to_string()),
             }),
         )
             .into_response();

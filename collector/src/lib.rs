@@ -19,6 +19,8 @@ pub mod ingest;
 pub mod notify;
 pub mod request;
 pub mod secrets;
+// Security services (issue 15).
+pub mod security;
 pub mod serve;
 pub mod store;
 pub mod tls;

@@ -54,6 +54,10 @@ enum Command {
     /// Central agent configuration per practice and per site (the agent's own TOML format).
     #[command(subcommand)]
     AgentConfig(AgentConfigCmd),
+    // --- Security: revocation (issue 15) ---
+    /// Enrolled agents.
+    #[command(subcommand)]
+    Agent(AgentCmd),
     /// Incidents of the alert engine: list, acknowledge, resolve.
     #[command(subcommand)]
     Incident(IncidentCmd),
@@ -61,6 +65,17 @@ enum Command {
     /// Alerting: notification channels.
     #[command(subcommand)]
     Alert(AlertCmd),
+}
+
+/// Enrolled agents (issue 15).
+#[derive(Debug, Subcommand)]
+enum AgentCmd {
+    /// Revoke an agent's credentials: its next request is refused and it stops. Its history
+    /// stays; enroll the machine again with a new token to bring it back.
+    Revoke {
+        /// The agent id (as listed on the dashboard or by GET /api/v1/agents).
+        agent_id: String,
+    },
 }
 
 /// Alerting (issue 12).
@@ -189,6 +204,8 @@ enum UserCmd {
     },
     /// Set a new generated password (printed once) and end the user's sessions.
     ResetPassword { username: String },
+    /// Remove a user and end their sessions (issue 15).
+    Remove { username: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -204,7 +221,14 @@ enum ApikeyCmd {
         /// What the key is for.
         #[arg(long, default_value = "api")]
         label: String,
+        /// Lifetime, e.g. 90d; without it the key does not expire.
+        #[arg(long)]
+        expires: Option<String>,
     },
+    /// Revoke an API key by its id (as printed by `apikey create` and `apikey list`).
+    Revoke { id: i64 },
+    /// List API keys: id, label, role, expiry, revocation (never the keys).
+    List,
 }
 
 const EX_CONFIG: u8 = 64;
@@ -323,20 +347,11 @@ async fn run(cli: Cli) -> Result<(), ExitCode> {
             println!("{pw}");
             Ok(())
         }
-        Command::Apikey(ApikeyCmd::Create {
-            role: r,
-            practice,
-            label,
-        }) => {
-            let r = role(&r)?;
-            let store = serve::open_store(&settings.data_dir).map_err(|e| fail(&e))?;
-            let key = admin::apikey_create(store.as_ref(), r, practice.as_deref(), &label)
-                .await
-                .map_err(|e| fail(&e))?;
-            println!("API key `{label}` with role {} (shown once):", r.as_str());
-            println!("{key}");
-            Ok(())
+        Command::Apikey(cmd) => security_cmd(SecurityCmd::Apikey(cmd), &settings.data_dir).await,
+        Command::User(UserCmd::Remove { username }) => {
+            security_cmd(SecurityCmd::UserRemove(username), &settings.data_dir).await
         }
+        Command::Agent(cmd) => security_cmd(SecurityCmd::Agent(cmd), &settings.data_dir).await,
         Command::Policy(cmd) => policy(cmd, &settings.data_dir).await,
         Command::AgentConfig(cmd) => agent_config(cmd, &settings).await,
         Command::Incident(cmd) => incident(cmd, &settings).await,
@@ -512,4 +527,103 @@ async fn policy(cmd: PolicyCmd, data_dir: &std::path::Path) -> Result<(), ExitCo
             Ok(())
         }
     }
+}
+
+// --- Security: revocation (issue 15) ---
+
+enum SecurityCmd {
+    Apikey(ApikeyCmd),
+    UserRemove(String),
+    Agent(AgentCmd),
+}
+
+async fn security_cmd(cmd: SecurityCmd, data_dir: &std::path::Path) -> Result<(), ExitCode> {
+    use rounds_collector::security::revoke;
+    let fail = |e: &admin::AdminError| {
+        eprintln!("error: {e}");
+        if e.is_usage() {
+            ExitCode::from(EX_CONFIG)
+        } else {
+            ExitCode::FAILURE
+        }
+    };
+    let store = serve::open_store(data_dir).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::FAILURE
+    })?;
+    let now = chrono::Utc::now();
+    match cmd {
+        SecurityCmd::Apikey(ApikeyCmd::Create {
+            role: r,
+            practice,
+            label,
+            expires,
+        }) => {
+            let r = role(&r)?;
+            let expires = expires
+                .map(|e| {
+                    config::parse_duration(&e).map_err(|err| {
+                        eprintln!("error: --expires: {err}");
+                        ExitCode::from(EX_CONFIG)
+                    })
+                })
+                .transpose()?;
+            let k = revoke::apikey_create(store.as_ref(), r, practice.as_deref(), &label, expires, "cli", now)
+                .await
+                .map_err(|e| fail(&e))?;
+            let until = k
+                .expires_at
+                .map_or_else(|| "no expiry".to_string(), |t| format!("expires {}", t.to_rfc3339()));
+            println!(
+                "API key #{} `{label}` with role {}, {until} (shown once):",
+                k.id,
+                r.as_str()
+            );
+            println!("{}", k.key);
+        }
+        SecurityCmd::Apikey(ApikeyCmd::Revoke { id }) => {
+            let changed = revoke::apikey_revoke(store.as_ref(), id, "cli", now)
+                .await
+                .map_err(|e| fail(&e))?;
+            println!(
+                "API key #{id} {}",
+                if changed { "revoked" } else { "was already revoked" }
+            );
+        }
+        SecurityCmd::Apikey(ApikeyCmd::List) => {
+            let keys = store.api_keys().await.map_err(|e| fail(&e.into()))?;
+            for k in keys {
+                let state = match (k.revoked_at, k.expires_at) {
+                    (Some(t), _) => format!("revoked {}", t.to_rfc3339()),
+                    (None, Some(t)) if t <= now => format!("expired {}", t.to_rfc3339()),
+                    (None, Some(t)) => format!("expires {}", t.to_rfc3339()),
+                    (None, None) => "no expiry".into(),
+                };
+                println!(
+                    "#{}\t{}\t{}{}\t{state}",
+                    k.id,
+                    k.label,
+                    k.role.as_str(),
+                    k.practice.map(|p| format!(" ({p})")).unwrap_or_default()
+                );
+            }
+        }
+        SecurityCmd::UserRemove(username) => {
+            revoke::user_remove(store.as_ref(), &username, "cli", now)
+                .await
+                .map_err(|e| fail(&e))?;
+            println!("user `{username}` removed; their sessions ended");
+        }
+        SecurityCmd::Agent(AgentCmd::Revoke { agent_id }) => {
+            let changed = revoke::agent_revoke(store.as_ref(), &agent_id, "cli", now)
+                .await
+                .map_err(|e| fail(&e))?;
+            if changed {
+                println!("agent {agent_id} revoked; its next request is refused and it stops");
+            } else {
+                println!("agent {agent_id} was already revoked");
+            }
+        }
+    }
+    Ok(())
 }

@@ -228,6 +228,16 @@ pub struct AgentConfig {
 pub struct ErrorBody {
     /// What went wrong, for a person to read.
     pub error: String,
+    /// What went wrong, for a program: one of [`error_codes`]; absent for most errors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+}
+
+/// Machine-readable codes in [`ErrorBody::code`] (issue 15).
+pub mod error_codes {
+    /// `401`: the agent's credentials were revoked by an operator. Retrying cannot help; the
+    /// agent stops, and the machine must be enrolled again with a new token.
+    pub const CREDENTIALS_REVOKED: &str = "credentials_revoked";
 }
 
 /// Whether a check managed to observe anything.

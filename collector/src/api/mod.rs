@@ -4,6 +4,9 @@
 pub mod admin;
 pub mod agent;
 pub mod delivery;
+// Revocation and API keys (issue 15).
+pub mod security;
+
 // Alerting (issue 12).
 pub mod incidents;
 
@@ -93,7 +96,15 @@ impl FromRequestParts<AppState> for AuthedAgent {
             .ok_or_else(|| refuse("malformed agent credentials"))?;
         let auth = state.store.agent_auth(id).await?;
         match auth {
-            Some(a) if !a.revoked && secrets::verify_secret(secret, &a.secret_hash) => Ok(AuthedAgent(a.agent_id)),
+            Some(a) if secrets::verify_secret(secret, &a.secret_hash) => {
+                if a.revoked {
+                    // Only to the holder of the right secret: nobody learns which ids are revoked.
+                    let e = ApiError::Revoked;
+                    events::report_refused(&state.metrics, None, &e);
+                    return Err(e);
+                }
+                Ok(AuthedAgent(a.agent_id))
+            }
             _ => Err(refuse("invalid agent credentials")),
         }
     }
@@ -113,7 +124,12 @@ impl FromRequestParts<AppState> for ApiCaller {
             .and_then(|v| v.to_str().ok())
             .and_then(|h| h.strip_prefix("Bearer "))
             .ok_or_else(|| ApiError::Unauthorized("missing API key: send Authorization: Bearer KEY".into()))?;
-        match state.store.api_key(&secrets::hash_secret(key.trim())).await? {
+        // Revoked and expired keys are refused from the next request on (issue 15).
+        match state
+            .store
+            .api_key_valid(&secrets::hash_secret(key.trim()), state.now())
+            .await?
+        {
             Some(scope) => Ok(ApiCaller(scope)),
             None => Err(ApiError::Unauthorized("invalid API key".into())),
         }

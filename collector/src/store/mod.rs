@@ -446,6 +446,26 @@ pub trait Tx: Send {
         actor: &str,
         now: DateTime<Utc>,
     ) -> StoreResult<i64>;
+    // --- Security: revocation and API-key expiry (issue 15) ---
+    /// Revokes an agent: its credentials are refused from the next request on; its row and
+    /// history stay. `Ok(false)` when it was revoked before; `NotFound` when it does not exist.
+    async fn revoke_agent(&mut self, agent_id: &str, now: DateTime<Utc>) -> StoreResult<bool>;
+    /// Stores an API key's hash with an optional expiry; returns the key's id.
+    #[allow(clippy::too_many_arguments)]
+    async fn create_api_key_expiring(
+        &mut self,
+        key_hash: &str,
+        role: Role,
+        practice: Option<&str>,
+        label: &str,
+        expires_at: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<i64>;
+    /// Revokes an API key by id. `Ok(false)` when it was revoked before; `NotFound` when unknown.
+    async fn revoke_api_key(&mut self, id: i64, now: DateTime<Utc>) -> StoreResult<bool>;
+    /// Removes a dashboard user and ends their sessions. `NotFound` when unknown.
+    async fn remove_user(&mut self, username: &str) -> StoreResult<()>;
+
     // --- Alerting: incidents, timeline, outbox, windows, job leases (issue 12) ---
     /// The incident of `(source, subject)` that is not resolved, if any.
     async fn active_incident(&mut self, source: &str, subject: &str) -> StoreResult<Option<Incident>>;
@@ -669,6 +689,44 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// What decides an agent's central configuration. `NotFound` when the agent does not exist.
     async fn agent_config_sources(&self, agent_id: &str) -> StoreResult<AgentConfigSources>;
 
+    // --- Technician dashboard (issue 13) ---
+    /// Every current finding of the agents visible to `scope`, in brief (no evidence), for
+    /// fleet-wide roll-ups: one query instead of one per agent.
+    async fn finding_briefs(&self, scope: &Scope) -> StoreResult<Vec<FindingBrief>>;
+    /// The stored observations of `kind` of every agent of practice `practice_id` visible to
+    /// `scope`, observed in `from..to`, oldest first (rows are written when a payload changes,
+    /// so this is the history of changes). `NotFound` when the practice is not visible.
+    async fn observation_history(
+        &self,
+        scope: &Scope,
+        practice_id: i64,
+        kind: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> StoreResult<Vec<StoredObservation>>;
+    /// Every dashboard user (no password hashes), by name, with their practice's name.
+    async fn users(&self) -> StoreResult<Vec<UserSummary>>;
+
+    // --- Security: revocation and API-key expiry (issue 15) ---
+    /// Revokes an agent (see [`Tx::revoke_agent`]).
+    async fn revoke_agent(&self, agent_id: &str, now: DateTime<Utc>) -> StoreResult<bool> {
+        in_tx!(self, |tx| tx.revoke_agent(agent_id, now))
+    }
+    /// Revokes an API key (see [`Tx::revoke_api_key`]).
+    async fn revoke_api_key(&self, id: i64, now: DateTime<Utc>) -> StoreResult<bool> {
+        in_tx!(self, |tx| tx.revoke_api_key(id, now))
+    }
+    /// Removes a dashboard user (see [`Tx::remove_user`]).
+    async fn remove_user(&self, username: &str) -> StoreResult<()> {
+        in_tx!(self, |tx| tx.remove_user(username))
+    }
+    /// Every API key (never the key itself), oldest first.
+    async fn api_keys(&self) -> StoreResult<Vec<ApiKeyRow>>;
+    /// The scope of an API key that is neither revoked nor expired at `now`.
+    async fn api_key_valid(&self, key_hash: &str, now: DateTime<Utc>) -> StoreResult<Option<Scope>>;
+    /// Number of users with the admin role.
+    async fn admin_count(&self) -> StoreResult<u64>;
+
     // --- Alerting: incidents, timeline, outbox, windows, job leases (issue 12) ---
     /// Incidents visible to `scope` that match `query`, newest first. A practice manager sees
     /// their practice's incidents and the MSP-wide ones naming it.
@@ -787,4 +845,41 @@ pub struct AgentConfigSources {
     pub site: String,
     pub practice_toml: Option<String>,
     pub site_toml: Option<String>,
+}
+
+// --- Technician dashboard (issue 13) ---
+
+/// One current finding in brief: which agent, which rule, its status and since when, and
+/// whether an accepted risk is attached.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FindingBrief {
+    pub agent_id: String,
+    pub rule: String,
+    pub status: Status,
+    pub severity: Severity,
+    pub accepted: bool,
+    pub status_since: DateTime<Utc>,
+}
+
+/// A dashboard user as the admin page lists them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UserSummary {
+    pub username: String,
+    pub role: Role,
+    pub practice: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+// --- Security: revocation and API-key expiry (issue 15) ---
+
+/// An API key as listed (`apikey list`, `GET /api/v1/apikeys`); the key itself is never stored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ApiKeyRow {
+    pub id: i64,
+    pub label: String,
+    pub role: Role,
+    pub practice: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
 }

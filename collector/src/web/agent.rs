@@ -32,6 +32,80 @@ pub struct AgentPage {
     pub findings: Vec<FindingLine>,
     /// Delivery state and chain integrity.
     pub delivery: super::delivery::DeliveryCard,
+    // Technician dashboard (issue 13).
+    pub is_admin: bool,
+    /// The practice's id, for the link back.
+    pub practice_id: i64,
+    /// Every check's latest observation.
+    pub checks: Vec<CheckLine>,
+    /// The finding history, newest first (at most [`HISTORY_LIMIT`]).
+    pub history: Vec<HistoryLine>,
+    /// Technicians and admins may revoke.
+    pub can_act: bool,
+    /// The agent's credentials are revoked.
+    pub revoked: bool,
+    /// What an action said.
+    pub notice: Option<String>,
+}
+
+/// Finding changes the machine page lists at most.
+pub const HISTORY_LIMIT: usize = 200;
+
+/// One check's latest observation (kind and subject).
+#[derive(Debug)]
+pub struct CheckLine {
+    pub kind: String,
+    pub subject: String,
+    pub at: Seen,
+    /// `ok`, or the error the check reported.
+    pub ok: bool,
+    pub error: Option<String>,
+    /// The payload as compact JSON, cut at 400 characters.
+    pub data: String,
+}
+
+/// One change of a finding.
+#[derive(Debug)]
+pub struct HistoryLine {
+    pub at: Seen,
+    pub rule: String,
+    pub title: String,
+    /// `appeared as Fail`, `Pass → Fail`, `retired (was Pass)`, `accepted risk changed`.
+    pub change: String,
+    pub class: &'static str,
+    pub message: String,
+}
+
+/// How a change reads.
+pub fn change_text(c: &crate::store::FindingChange) -> (String, &'static str) {
+    let label = |s: Status| status_badge(s).1;
+    match (c.old_status, c.new_status) {
+        (None, Some(n)) => (format!("appeared as {}", label(n)), status_badge(n).0),
+        (Some(o), None) => (format!("retired (was {})", label(o)), "na"),
+        (Some(o), Some(n)) if o != n => (format!("{} → {}", label(o), label(n)), status_badge(n).0),
+        (_, Some(n)) => ("accepted risk changed".to_string(), status_badge(n).0),
+        (None, None) => ("recorded".to_string(), "na"),
+    }
+}
+
+/// Every check's latest observation, by kind and subject.
+pub fn check_lines(rows: Vec<StoredObservation>, now: DateTime<Utc>) -> Vec<CheckLine> {
+    rows.into_iter()
+        .map(|o| {
+            let mut data = serde_json::to_string(&o.observation.data).unwrap_or_default();
+            if data.chars().count() > 400 {
+                data = data.chars().take(400).collect::<String>() + "…";
+            }
+            CheckLine {
+                kind: o.observation.kind,
+                subject: o.observation.subject,
+                at: Seen::new(o.observation.observed_at, now),
+                ok: o.observation.status == rounds_protocol::ObservationStatus::Ok,
+                error: o.observation.error,
+                data,
+            }
+        })
+        .collect()
 }
 
 /// What the page says about the machine.
@@ -246,6 +320,17 @@ pub async fn agent_page(
     session: Session,
     Path(agent_id): Path<String>,
 ) -> Result<Response, WebError> {
+    let html = build(&state, &session, agent_id, None).await?.render()?;
+    Ok(page(StatusCode::OK, html))
+}
+
+/// The agent page, with a notice left by an action; `NotFound` when the user may not see it.
+pub async fn build(
+    state: &AppState,
+    session: &Session,
+    agent_id: String,
+    notice: Option<String>,
+) -> Result<AgentPage, WebError> {
     let scope = session.scope();
     let now = state.now();
     let agent = state.store.agent(&scope, &agent_id).await?;
@@ -258,18 +343,54 @@ pub async fn agent_page(
     let summary = FindingsSummary::new(&agent.findings);
     let online = state.is_online(agent.last_seen_at);
     let delivery = super::delivery::DeliveryCard::new(state.store.delivery_status(&scope, &agent_id).await?);
-    let html = AgentPage {
-        username: session.user.username,
+    let checks = check_lines(state.store.latest_observations(&scope, &agent_id, None).await?, now);
+    let changes = state
+        .store
+        .finding_changes(
+            &scope,
+            &crate::store::ChangeQuery {
+                agent_id: Some(agent_id.clone()),
+                practice_id: None,
+                from: agent.enrolled_at - chrono::Duration::days(1),
+                to: now + chrono::Duration::seconds(1),
+            },
+        )
+        .await?;
+    let history = changes
+        .iter()
+        .rev()
+        .take(HISTORY_LIMIT)
+        .map(|c| {
+            let (change, class) = change_text(c);
+            HistoryLine {
+                at: Seen::new(c.at, now),
+                rule: c.rule.clone(),
+                title: c.title.clone(),
+                change,
+                class,
+                message: c.message.clone(),
+            }
+        })
+        .collect();
+    let practice_id = agent.practice_id;
+    let revoked = state.store.agent_auth(&agent_id).await?.is_some_and(|a| a.revoked);
+    Ok(AgentPage {
+        is_admin: session.user.role == crate::store::Role::Admin,
+        can_act: session.user.role != crate::store::Role::PracticeManager,
+        revoked,
+        notice,
+        practice_id,
+        checks,
+        history,
+        username: session.user.username.clone(),
         role: role_label(session.user.role),
-        csrf: session.user.csrf_token,
+        csrf: session.user.csrf_token.clone(),
         generated_at: Seen::new(now, now).absolute,
         agent: details(agent, online, newest, now),
         summary,
         findings: finding_lines(findings, now),
         delivery,
-    }
-    .render()?;
-    Ok(page(StatusCode::OK, html))
+    })
 }
 
 #[cfg(test)]

@@ -11,12 +11,20 @@
 //!
 //! Invariants: only a session token's SHA-256 is stored; every state-changing form carries a
 //! CSRF token (double-submit cookie before login, the session's token after); no page loads
-//! anything from elsewhere (the CSP in [`security_headers`] forbids it) and no page has scripts.
+//! anything from elsewhere (the CSP in [`security_headers`] forbids it) and the only script is
+//! `/static/app.js`, served by the collector ([`live`]).
 
 pub mod agent;
+// Technician dashboard (issue 13).
+pub mod actions;
+pub mod charts;
 pub mod delivery;
+pub mod domains;
+pub mod incidents;
+pub mod live;
 pub mod login;
 pub mod overview;
+pub mod practice;
 pub mod session;
 pub mod throttle;
 
@@ -38,6 +46,20 @@ pub fn routes() -> Router<AppState> {
         .route("/agents/{agent_id}", get(agent::agent_page))
         .route("/login", get(login::login_page).post(login::login))
         .route("/logout", post(login::logout))
+        // Technician dashboard (issue 13).
+        .route("/practices/{practice_id}", get(practice::practice_page))
+        .route("/events", get(live::events))
+        .route("/static/app.js", get(live::app_js))
+        .route("/practices/{practice_id}/tokens", post(actions::create_token))
+        .route("/practices/{practice_id}/policy", post(actions::set_policy))
+        .route("/admin/users", get(actions::users_page).post(actions::create_user))
+        .route("/admin/audit", get(actions::audit_page))
+        .route("/agents/{agent_id}/revoke", post(actions::revoke_agent))
+        .route("/incidents", get(incidents::list))
+        .route("/incidents/{id}", get(incidents::detail))
+        .route("/incidents/{id}/acknowledge", post(incidents::acknowledge))
+        .route("/incidents/{id}/resolve", post(incidents::resolve))
+        .route("/incidents/{id}/notes", post(incidents::note))
 }
 
 /// Adds security headers to every response.
@@ -54,7 +76,7 @@ pub async fn security_headers(req: Request, next: Next) -> Response {
     h.insert(
         "content-security-policy",
         HeaderValue::from_static(
-            "default-src 'self'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'; form-action 'self'",
+            "default-src 'self'; script-src 'self'; connect-src 'self'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'; form-action 'self'",
         ),
     );
     resp
@@ -75,6 +97,10 @@ pub enum WebError {
     /// Something on our side failed; logged, never shown.
     #[error("internal error: {0}")]
     Internal(String),
+    /// The user's role may not do this (a technician on an admin page, a practice manager
+    /// acting); nothing was changed.
+    #[error("forbidden for this role")]
+    Forbidden,
 }
 
 impl From<StoreError> for WebError {
@@ -108,6 +134,12 @@ impl IntoResponse for WebError {
                 )
                     .into_response()
             }
+            WebError::Forbidden => (
+                StatusCode::FORBIDDEN,
+                [(header::CACHE_CONTROL, "no-store")],
+                "forbidden: your role may not open this page or do this",
+            )
+                .into_response(),
             WebError::Internal(detail) => {
                 tracing::error!(error = %detail, "dashboard request failed");
                 (StatusCode::INTERNAL_SERVER_ERROR, crate::request::internal_error_body()).into_response()

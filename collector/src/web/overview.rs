@@ -1,19 +1,26 @@
-//! `GET /`: the overview of the practices, sites and agents the user may see.
+//! `GET /`: the fleet at a glance. Every practice the user may see is one row with a status per
+//! domain ([`super::domains`]) and its compliance score, worst first; below, the machines that
+//! match the search, offline and failing first. Search and filters are GET query parameters
+//! (`q`, `practice`, `site`, `domain`, `status`, `os`), applied on the server.
+
+use std::collections::HashMap;
 
 use askama::Template;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
+use serde::Deserialize;
 
+use super::domains::{Domain, DomainStatus, Level, Tally, agents_status, tally_by_agent};
 use super::session::Session;
 use super::{WebError, page};
-use crate::api::admin::{AgentView, agent_views, by_site};
+use crate::api::admin::{AgentView, agent_views};
 use crate::app::AppState;
-use crate::store::{FindingCounts, PracticeRow, Role};
+use crate::store::{FindingCounts, Role};
 
-/// Seconds between automatic reloads of the overview.
-pub const REFRESH_SECS: u32 = 10;
+/// Machines listed at most on the overview; the search narrows the rest.
+pub const MACHINE_LIMIT: usize = 200;
 
 /// The overview page.
 #[derive(Template)]
@@ -23,27 +30,119 @@ pub struct OverviewPage {
     pub role: &'static str,
     /// The session's CSRF token, for the logout form.
     pub csrf: String,
-    pub refresh_secs: u32,
+    pub is_admin: bool,
     pub generated_at: String,
     pub online: usize,
     pub offline: usize,
-    pub practices: Vec<PracticeSection>,
+    /// Practices the user sees in all (before filters).
+    pub practice_total: usize,
+    pub domains: Vec<(&'static str, &'static str)>,
+    pub filter: Filter,
+    pub practices: Vec<PracticeLine>,
+    pub machines: Vec<AgentLine>,
+    /// Machines that matched beyond [`MACHINE_LIMIT`].
+    pub machines_more: usize,
+    /// Open and acknowledged incidents with their probable cause, newest first.
+    pub incidents: Vec<super::incidents::IncidentLine>,
 }
 
-/// A practice: its counts for the summary and a table of its sites' agents.
+/// The search and filters, as given in the query string.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Filter {
+    /// Text found in a practice, site or host name.
+    #[serde(default)]
+    pub q: String,
+    #[serde(default)]
+    pub practice: String,
+    #[serde(default)]
+    pub site: String,
+    /// A [`Domain::key`].
+    #[serde(default)]
+    pub domain: String,
+    /// A [`Level::key`].
+    #[serde(default)]
+    pub status: String,
+    /// Text found in the machine's OS.
+    #[serde(default)]
+    pub os: String,
+}
+
+fn has(haystack: &str, needle: &str) -> bool {
+    needle.is_empty() || haystack.to_lowercase().contains(&needle.to_lowercase())
+}
+
+impl Filter {
+    fn machine_filtered(&self) -> bool {
+        !(self.q.is_empty() && self.site.is_empty() && self.os.is_empty())
+    }
+
+    fn keeps_agent(&self, a: &AgentView) -> bool {
+        has(&a.practice, &self.practice)
+            && has(&a.site, &self.site)
+            && (has(&a.os, &self.os) || a.os_description.as_deref().is_some_and(|d| has(d, &self.os)))
+            && (self.q.is_empty() || has(&a.hostname, &self.q) || has(&a.site, &self.q) || has(&a.practice, &self.q))
+    }
+
+    fn keeps_statuses(&self, statuses: &[DomainStatus]) -> bool {
+        let domain = Domain::parse(&self.domain);
+        let level = Level::parse(&self.status);
+        statuses.iter().any(|s| {
+            domain.is_none_or(|d| d == s.domain)
+                && match level {
+                    Some(l) => s.level == l,
+                    // A domain alone asks for what needs attention there.
+                    None => domain.is_none() || matches!(s.level, Level::Fail | Level::Warn),
+                }
+        })
+    }
+}
+
+/// One practice's row.
 #[derive(Debug)]
-pub struct PracticeSection {
+pub struct PracticeLine {
+    pub id: i64,
     pub name: String,
+    pub sites: usize,
     pub online: usize,
-    pub offline: usize,
-    pub sites: Vec<SiteSection>,
+    pub total: usize,
+    pub score: Option<u8>,
+    /// `pass`, `warn` or `fail`, from the score.
+    pub score_class: &'static str,
+    pub statuses: Vec<StatusCell>,
 }
 
-/// A site and its agents.
+/// One domain cell.
 #[derive(Debug)]
-pub struct SiteSection {
-    pub name: String,
-    pub agents: Vec<AgentLine>,
+pub struct StatusCell {
+    pub key: &'static str,
+    pub label: &'static str,
+    pub class: &'static str,
+    pub icon: &'static str,
+    pub text: String,
+    pub since: Option<Seen>,
+}
+
+impl StatusCell {
+    pub fn new(s: &DomainStatus, now: DateTime<Utc>) -> Self {
+        StatusCell {
+            key: s.domain.key(),
+            label: s.domain.label(),
+            class: s.level.class(),
+            icon: s.level.icon(),
+            text: s.text.clone(),
+            since: s.since.map(|t| Seen::new(t, now)),
+        }
+    }
+}
+
+/// The badge class of a score.
+pub fn score_class(score: Option<u8>) -> &'static str {
+    match score {
+        None => "na",
+        Some(90..) => "pass",
+        Some(70..90) => "warn",
+        Some(_) => "fail",
+    }
 }
 
 /// One agent's row.
@@ -51,12 +150,32 @@ pub struct SiteSection {
 pub struct AgentLine {
     /// For the link to the agent's page.
     pub agent_id: String,
+    pub practice_id: i64,
+    pub practice: String,
+    pub site: String,
     pub hostname: String,
     pub os: String,
     pub agent_version: String,
     pub online: bool,
     pub last_seen: Option<Seen>,
     pub findings: FindingsSummary,
+}
+
+impl AgentLine {
+    pub fn new(a: &AgentView, practice_id: i64, now: DateTime<Utc>) -> Self {
+        AgentLine {
+            agent_id: a.agent_id.clone(),
+            practice_id,
+            practice: a.practice.clone(),
+            site: a.site.clone(),
+            hostname: a.hostname.clone(),
+            os: a.os_description.clone().unwrap_or_else(|| a.os.clone()),
+            agent_version: a.agent_version.clone(),
+            online: a.online,
+            last_seen: a.last_seen_at.map(|t| Seen::new(t, now)),
+            findings: FindingsSummary::new(&a.findings),
+        }
+    }
 }
 
 /// An agent's findings in a few words, and the badge class that colours them (the words
@@ -150,66 +269,131 @@ pub fn role_label(role: Role) -> &'static str {
     }
 }
 
-/// Groups agents under their practice and site, in the store's order, and counts them.
-pub fn sections(practices: Vec<PracticeRow>, agents: Vec<AgentView>, now: DateTime<Utc>) -> Vec<PracticeSection> {
-    let grouped = by_site(&agents, |a| (a.practice.as_str(), a.site.as_str()));
-    practices
-        .into_iter()
-        .map(|p| {
-            let sites: Vec<SiteSection> = p
-                .sites
-                .iter()
-                .map(|site| SiteSection {
-                    name: site.clone(),
-                    agents: grouped
-                        .get(&(p.name.as_str(), site.as_str()))
-                        .map(Vec::as_slice)
-                        .unwrap_or(&[])
-                        .iter()
-                        .map(|a| AgentLine {
-                            agent_id: a.agent_id.clone(),
-                            hostname: a.hostname.clone(),
-                            os: a.os_description.clone().unwrap_or_else(|| a.os.clone()),
-                            agent_version: a.agent_version.clone(),
-                            online: a.online,
-                            last_seen: a.last_seen_at.map(|t| Seen::new(t, now)),
-                            findings: FindingsSummary::new(&a.findings),
-                        })
-                        .collect(),
-                })
-                .collect();
-            let online = sites.iter().flat_map(|s| &s.agents).filter(|a| a.online).count();
-            let total: usize = sites.iter().map(|s| s.agents.len()).sum();
-            PracticeSection {
-                name: p.name,
-                online,
-                offline: total - online,
-                sites,
+/// The domain statuses of a group of agents: online counts and their findings' tallies.
+pub fn group_statuses(
+    agents: &[&AgentView],
+    tallies: &HashMap<&str, HashMap<Domain, Tally>>,
+) -> (Vec<DomainStatus>, Tally) {
+    let online = agents.iter().filter(|a| a.online).count();
+    let offline_since = agents.iter().filter(|a| !a.online).filter_map(|a| a.last_seen_at).min();
+    let mut per: HashMap<Domain, Tally> = HashMap::new();
+    let mut all = Tally::default();
+    for a in agents {
+        if let Some(t) = tallies.get(a.agent_id.as_str()) {
+            for (d, t) in t {
+                per.entry(*d).or_default().merge(t);
+                all.merge(t);
             }
-        })
-        .collect()
+        }
+    }
+    let mut statuses = vec![agents_status(online, agents.len(), offline_since)];
+    statuses.extend(
+        Domain::ALL[1..]
+            .iter()
+            .map(|d| per.get(d).copied().unwrap_or_default().status(*d)),
+    );
+    (statuses, all)
 }
 
-/// `GET /`: practices, sites and agents visible to the user, with online state.
-pub async fn overview(State(state): State<AppState>, session: Session) -> Result<Response, WebError> {
+/// Builds the overview from what the store returned.
+pub async fn build(state: &AppState, session: &Session, filter: Filter) -> Result<OverviewPage, WebError> {
     let scope = session.scope();
     let now = state.now();
     let practices = state.store.practices(&scope).await?;
-    let agents = agent_views(&state, &scope)
+    let agents = agent_views(state, &scope)
         .await
         .map_err(|e| WebError::Internal(e.to_string()))?;
-    let practices = sections(practices, agents, now);
-    let html = OverviewPage {
-        online: practices.iter().map(|p| p.online).sum(),
-        offline: practices.iter().map(|p| p.offline).sum(),
-        practices,
-        username: session.user.username,
-        role: role_label(session.user.role),
-        csrf: session.user.csrf_token,
-        refresh_secs: REFRESH_SECS,
-        generated_at: Seen::new(now, now).absolute,
+    let briefs = state.store.finding_briefs(&scope).await?;
+    let tallies = tally_by_agent(&briefs);
+    let ids: HashMap<&str, i64> = practices.iter().map(|p| (p.name.as_str(), p.id)).collect();
+    let kept: Vec<&AgentView> = agents.iter().filter(|a| filter.keeps_agent(a)).collect();
+    let mut by_practice: HashMap<&str, Vec<&AgentView>> = HashMap::new();
+    for a in &kept {
+        by_practice.entry(a.practice.as_str()).or_default().push(a);
     }
-    .render()?;
+    let mut lines = Vec::new();
+    for p in &practices {
+        let group = by_practice.remove(p.name.as_str()).unwrap_or_default();
+        if !has(&p.name, &filter.practice) || (filter.machine_filtered() && group.is_empty()) {
+            continue;
+        }
+        let (statuses, all) = group_statuses(&group, &tallies);
+        if !filter.keeps_statuses(&statuses) {
+            continue;
+        }
+        let score = all.score();
+        lines.push(PracticeLine {
+            id: p.id,
+            name: p.name.clone(),
+            sites: p.sites.len(),
+            online: group.iter().filter(|a| a.online).count(),
+            total: group.len(),
+            score,
+            score_class: score_class(score),
+            statuses: statuses.iter().map(|s| StatusCell::new(s, now)).collect(),
+        });
+    }
+    // Worst first: the most domains failing, then cannot be checked, then the lowest score,
+    // then by name.
+    lines.sort_by_cached_key(|l| {
+        let count = |class: &str| std::cmp::Reverse(l.statuses.iter().filter(|s| s.class == class).count());
+        (count("fail"), count("warn"), l.score.unwrap_or(101), l.name.clone())
+    });
+    let shown: std::collections::HashSet<i64> = lines.iter().map(|l| l.id).collect();
+    let mut machines: Vec<&AgentView> = kept
+        .iter()
+        .copied()
+        .filter(|a| ids.get(a.practice.as_str()).is_some_and(|id| shown.contains(id)))
+        .collect();
+    let badness = |c: &FindingCounts| (c.fail, c.error);
+    machines.sort_by(|a, b| {
+        (
+            a.online,
+            std::cmp::Reverse(badness(&a.findings)),
+            &a.practice,
+            &a.site,
+            &a.hostname,
+        )
+            .cmp(&(
+                b.online,
+                std::cmp::Reverse(badness(&b.findings)),
+                &b.practice,
+                &b.site,
+                &b.hostname,
+            ))
+    });
+    let machines_more = machines.len().saturating_sub(MACHINE_LIMIT);
+    let machines = machines
+        .into_iter()
+        .take(MACHINE_LIMIT)
+        .map(|a| AgentLine::new(a, ids.get(a.practice.as_str()).copied().unwrap_or(0), now))
+        .collect();
+    let online = agents.iter().filter(|a| a.online).count();
+    Ok(OverviewPage {
+        online,
+        offline: agents.len() - online,
+        practice_total: practices.len(),
+        domains: Domain::ALL.iter().map(|d| (d.key(), d.label())).collect(),
+        filter,
+        practices: lines,
+        machines,
+        machines_more,
+        incidents: super::incidents::active(state, &scope, now, 20).await?,
+        username: session.user.username.clone(),
+        role: role_label(session.user.role),
+        csrf: session.user.csrf_token.clone(),
+        is_admin: session.user.role == Role::Admin,
+        generated_at: Seen::new(now, now).absolute,
+    })
+}
+
+/// `GET /`: the overview, filtered by the query string.
+pub async fn overview(
+    State(state): State<AppState>,
+    session: Session,
+    Query(filter): Query<Filter>,
+) -> Result<Response, WebError> {
+    let html = build(&state, &session, filter).await?.render()?;
     Ok(page(StatusCode::OK, html))
 }
 

@@ -4,6 +4,9 @@ mod agent_config;
 mod alert_harness;
 mod alerting;
 mod api;
+// Technician dashboard (issue 13).
+mod browser;
+mod dash;
 mod delivery;
 mod ingest;
 mod notify;

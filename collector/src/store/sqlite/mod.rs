@@ -20,10 +20,13 @@ mod alerting;
 mod audit;
 mod auth;
 mod codec;
+// Technician dashboard (issue 13).
+mod dashboard;
 mod delivery;
 mod findings;
 mod policy;
 mod reports;
+mod security;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -53,6 +56,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0005_delivery_config",
         include_str!("migrations/0005_delivery_config.sql"),
     ),
+    ("0007_security", include_str!("migrations/0007_security.sql")),
     ("0006_alerting", include_str!("migrations/0006_alerting.sql")),
 ];
 
@@ -424,6 +428,37 @@ impl Tx for SqliteTx {
             .await
     }
 
+    // --- Security: revocation and API-key expiry (issue 15) ---
+
+    async fn revoke_agent(&mut self, agent_id: &str, now: DateTime<Utc>) -> StoreResult<bool> {
+        let agent_id = agent_id.to_string();
+        self.run(move |c| security::revoke_agent(c, &agent_id, now)).await
+    }
+
+    async fn create_api_key_expiring(
+        &mut self,
+        key_hash: &str,
+        role: Role,
+        practice: Option<&str>,
+        label: &str,
+        expires_at: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<i64> {
+        let (key_hash, label) = (key_hash.to_string(), label.to_string());
+        let practice = practice.map(str::to_string);
+        self.run(move |c| security::create_api_key(c, &key_hash, role, practice.as_deref(), &label, expires_at, now))
+            .await
+    }
+
+    async fn revoke_api_key(&mut self, id: i64, now: DateTime<Utc>) -> StoreResult<bool> {
+        self.run(move |c| security::revoke_api_key(c, id, now)).await
+    }
+
+    async fn remove_user(&mut self, username: &str) -> StoreResult<()> {
+        let username = username.to_string();
+        self.run(move |c| security::remove_user(c, &username)).await
+    }
+
     // --- Alerting (issue 12) ---
 
     async fn active_incident(&mut self, source: &str, subject: &str) -> StoreResult<Option<Incident>> {
@@ -689,6 +724,45 @@ impl Store for SqliteStore {
     async fn agent_config_sources(&self, agent_id: &str) -> StoreResult<AgentConfigSources> {
         let agent_id = agent_id.to_string();
         self.with(move |c| agent_config::sources(c, &agent_id)).await
+    }
+
+    // --- Technician dashboard (issue 13) ---
+    async fn finding_briefs(&self, scope: &Scope) -> StoreResult<Vec<crate::store::FindingBrief>> {
+        let scope = scope.clone();
+        self.read(move |c| dashboard::briefs(c, &scope)).await
+    }
+
+    async fn observation_history(
+        &self,
+        scope: &Scope,
+        practice_id: i64,
+        kind: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> StoreResult<Vec<StoredObservation>> {
+        let scope = scope.clone();
+        let kind = kind.to_string();
+        self.read(move |c| dashboard::history(c, &scope, practice_id, &kind, from, to))
+            .await
+    }
+
+    async fn users(&self) -> StoreResult<Vec<crate::store::UserSummary>> {
+        self.read(dashboard::users).await
+    }
+
+    // --- Security: revocation and API-key expiry (issue 15) ---
+
+    async fn api_keys(&self) -> StoreResult<Vec<ApiKeyRow>> {
+        self.read(security::api_keys).await
+    }
+
+    async fn api_key_valid(&self, key_hash: &str, now: DateTime<Utc>) -> StoreResult<Option<Scope>> {
+        let key_hash = key_hash.to_string();
+        self.read(move |c| security::api_key_valid(c, &key_hash, now)).await
+    }
+
+    async fn admin_count(&self) -> StoreResult<u64> {
+        self.read(security::admin_count).await
     }
 
     // --- Alerting (issue 12) ---
