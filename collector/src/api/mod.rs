@@ -40,7 +40,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for AgentJson<T> {
         if !content_type.is_some_and(|c| c.starts_with("application/json")) {
             return Err(reject(ApiError::UnsupportedMediaType(format!(
                 "expected content-type application/json, got {}",
-                content_type.unwrap_or("none")
+                crate::security::echo::capped(content_type.unwrap_or("none"))
             ))));
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {

@@ -3,4 +3,5 @@
 //! commands call these; each owns its state.
 
 pub mod echo;
+pub mod login;
 pub mod revoke;

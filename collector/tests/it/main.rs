@@ -5,6 +5,7 @@ mod api;
 mod delivery;
 mod ingest;
 mod policy;
+mod security;
 mod serve;
 mod store;
 mod support;

@@ -12,7 +12,7 @@ use rounds_protocol::{Observation, obs};
 
 use crate::support::{TestApp, body_text};
 
-const PASSWORD: &str = "correct horse battery staple";
+pub(crate) const PASSWORD: &str = "correct horse battery staple";
 
 // ---- requests and responses
 
@@ -100,7 +100,7 @@ fn row<'b>(body: &'b str, hostname: &str) -> &'b str {
 
 // ---- data
 
-async fn user(app: &TestApp, name: &str, role: Role, practice: Option<&str>) {
+pub(crate) async fn user(app: &TestApp, name: &str, role: Role, practice: Option<&str>) {
     admin::user_add(app.store(), name, role, practice, Some(PASSWORD.to_string()))
         .await
         .unwrap();
@@ -153,7 +153,7 @@ async fn login_form(app: &TestApp) -> String {
     csrf
 }
 
-async fn login(app: &TestApp, username: &str, password: &str) -> Response<Body> {
+pub(crate) async fn login(app: &TestApp, username: &str, password: &str) -> Response<Body> {
     let csrf = login_form(app).await;
     app.send(post_form(
         "/login",

@@ -1,0 +1,362 @@
+//! Security (issue 15): revocation, API-key expiry, caps on echoed values, login throttling,
+//! limits of the real TLS server, key files.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use rounds_collector::security::revoke;
+use rounds_collector::store::Role;
+use rounds_protocol::error_codes::CREDENTIALS_REVOKED;
+use serde_json::{Value, json};
+
+use crate::api::{enrolled, get, post_json};
+use crate::support::{TestApp, body_text};
+
+fn heartbeat(agent_id: &str) -> Value {
+    json!({"protocol": 1, "agent_id": agent_id, "sent_at": chrono::Utc::now(), "agent_version": "0.1.0", "agent_uptime_secs": 5})
+}
+
+fn bearer(method: &str, path: &str, key: &str, body: Option<Value>) -> Request<Body> {
+    let b = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(header::AUTHORIZATION, format!("Bearer {key}"));
+    match body {
+        Some(v) => b
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(v.to_string()))
+            .unwrap(),
+        None => b.body(Body::empty()).unwrap(),
+    }
+}
+
+async fn admin_key(app: &TestApp) -> String {
+    revoke::apikey_create(app.store(), Role::Admin, None, "admin", None, "test", app.state.now())
+        .await
+        .unwrap()
+        .key
+}
+
+#[tokio::test]
+async fn a_revoked_agent_is_refused_with_the_revoked_code_on_its_next_request() {
+    let app = TestApp::new();
+    let e = enrolled(&app, "Smith", "frontdesk").await;
+    let creds = Some((e.agent_id.as_str(), e.agent_secret.as_str()));
+    let resp = app
+        .send(post_json("/api/v1/agent/heartbeat", &heartbeat(&e.agent_id), creds))
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+
+    assert!(
+        revoke::agent_revoke(app.store(), &e.agent_id, "cli", app.state.now())
+            .await
+            .unwrap()
+    );
+    let resp = app
+        .send(post_json("/api/v1/agent/heartbeat", &heartbeat(&e.agent_id), creds))
+        .await;
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    let body: Value = serde_json::from_str(&body_text(resp).await).unwrap();
+    assert_eq!(body["code"], CREDENTIALS_REVOKED, "{body}");
+
+    // A wrong secret for the revoked id learns nothing about revocation.
+    let resp = app
+        .send(post_json(
+            "/api/v1/agent/heartbeat",
+            &heartbeat(&e.agent_id),
+            Some((&e.agent_id, "wrong")),
+        ))
+        .await;
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    let body: Value = serde_json::from_str(&body_text(resp).await).unwrap();
+    assert!(body.get("code").is_none(), "{body}");
+
+    // Revoking again says so; an unknown agent is not found; the audit log has it once.
+    assert!(
+        !revoke::agent_revoke(app.store(), &e.agent_id, "cli", app.state.now())
+            .await
+            .unwrap()
+    );
+    assert!(
+        revoke::agent_revoke(app.store(), "nope", "cli", app.state.now())
+            .await
+            .is_err()
+    );
+    let audit = app.store().audit_entries(50).await.unwrap();
+    assert_eq!(audit.iter().filter(|a| a.action == "agent.revoke").count(), 1);
+}
+
+#[tokio::test]
+async fn revoked_and_expired_api_keys_are_refused_from_the_next_request() {
+    let app = TestApp::new();
+    let key = revoke::apikey_create(app.store(), Role::Technician, None, "t", None, "test", app.state.now())
+        .await
+        .unwrap();
+    assert_eq!(
+        app.send(get("/api/v1/agents", Some(&key.key))).await.status(),
+        StatusCode::OK
+    );
+    assert!(
+        revoke::apikey_revoke(app.store(), key.id, "cli", app.state.now())
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        app.send(get("/api/v1/agents", Some(&key.key))).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+
+    let short = revoke::apikey_create(
+        app.store(),
+        Role::Technician,
+        None,
+        "short",
+        Some(std::time::Duration::from_secs(3600)),
+        "test",
+        app.state.now(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        app.send(get("/api/v1/agents", Some(&short.key))).await.status(),
+        StatusCode::OK
+    );
+    app.advance(3601);
+    assert_eq!(
+        app.send(get("/api/v1/agents", Some(&short.key))).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let listed = app.store().api_keys().await.unwrap();
+    assert!(listed.iter().any(|k| k.id == key.id && k.revoked_at.is_some()));
+    assert!(listed.iter().any(|k| k.id == short.id && k.expires_at.is_some()));
+}
+
+#[tokio::test]
+async fn apikey_practice_is_refused_for_roles_that_see_every_practice() {
+    let app = TestApp::new();
+    let _ = enrolled(&app, "Alpha", "h").await;
+    for role in [Role::Admin, Role::Technician] {
+        let e = rounds_collector::admin::apikey_create(app.store(), role, Some("Alpha"), "k")
+            .await
+            .unwrap_err();
+        assert!(e.is_usage(), "{e}");
+        assert!(
+            e.to_string()
+                .contains("--practice applies only to the practice_manager role"),
+            "{e}"
+        );
+    }
+    assert!(app.store().api_keys().await.unwrap().is_empty(), "nothing was stored");
+    rounds_collector::admin::apikey_create(app.store(), Role::PracticeManager, Some("Alpha"), "pm")
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn the_admin_api_revokes_agents_and_keys_and_removes_users_for_admins_only() {
+    let app = TestApp::new();
+    let e = enrolled(&app, "Smith", "frontdesk").await;
+    let admin = admin_key(&app).await;
+    let tech = revoke::apikey_create(app.store(), Role::Technician, None, "t", None, "test", app.state.now())
+        .await
+        .unwrap();
+    let path = format!("/api/v1/agents/{}/revoke", e.agent_id);
+    assert_eq!(
+        app.send(bearer("POST", &path, &tech.key, None)).await.status(),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        app.send(bearer("POST", &path, &admin, None)).await.status(),
+        StatusCode::OK
+    );
+    let creds = Some((e.agent_id.as_str(), e.agent_secret.as_str()));
+    let resp = app
+        .send(post_json("/api/v1/agent/heartbeat", &heartbeat(&e.agent_id), creds))
+        .await;
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+
+    // Keys: create with an expiry, list, revoke.
+    let resp = app
+        .send(bearer(
+            "POST",
+            "/api/v1/apikeys",
+            &admin,
+            Some(json!({"role": "technician", "label": "ci", "expires": "1d"})),
+        ))
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let created: Value = serde_json::from_str(&body_text(resp).await).unwrap();
+    let new_key = created["key"].as_str().unwrap().to_string();
+    assert!(created["expires_at"].is_string(), "{created}");
+    assert_eq!(
+        app.send(get("/api/v1/agents", Some(&new_key))).await.status(),
+        StatusCode::OK
+    );
+    let resp = app.send(bearer("GET", "/api/v1/apikeys", &admin, None)).await;
+    let listed = body_text(resp).await;
+    assert!(!listed.contains(&new_key), "the key itself is never listed");
+    let path = format!("/api/v1/apikeys/{}/revoke", created["id"]);
+    assert_eq!(
+        app.send(bearer("POST", &path, &admin, None)).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.send(get("/api/v1/agents", Some(&new_key))).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let resp = app
+        .send(bearer(
+            "POST",
+            "/api/v1/apikeys",
+            &admin,
+            Some(json!({"role": "admin", "practice": "Smith"})),
+        ))
+        .await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+
+    // Users: a removed user's session ends; the last admin stays.
+    rounds_collector::admin::user_add(
+        app.store(),
+        "carol",
+        Role::Technician,
+        None,
+        Some("a long password 1".into()),
+    )
+    .await
+    .unwrap();
+    let carol = app.store().user("carol").await.unwrap().unwrap();
+    let now = app.state.now();
+    app.store()
+        .create_session("h", carol.id, "csrf", now, now + chrono::Duration::hours(1))
+        .await
+        .unwrap();
+    assert!(app.store().session("h", now).await.unwrap().is_some());
+    assert_eq!(
+        app.send(bearer("DELETE", "/api/v1/users/carol", &admin, None))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    assert!(app.store().session("h", now).await.unwrap().is_none());
+    assert!(app.store().user("carol").await.unwrap().is_none());
+    rounds_collector::admin::user_add(app.store(), "root", Role::Admin, None, Some("a long password 1".into()))
+        .await
+        .unwrap();
+    assert_eq!(
+        app.send(bearer("DELETE", "/api/v1/users/root", &admin, None))
+            .await
+            .status(),
+        StatusCode::BAD_REQUEST
+    );
+}
+
+/// Log lines written while the returned guard lives, on this thread (the tests' runtime is
+/// single-threaded, so every request's log lines land here).
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Captured {
+    fn start() -> (Self, tracing::subscriber::DefaultGuard) {
+        let c = Captured::default();
+        let writer = c.clone();
+        let sub = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        (c, tracing::subscriber::set_default(sub))
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn an_unknown_protocol_value_is_echoed_capped_in_the_answer_and_the_log() {
+    let app = TestApp::new();
+    let (log, _guard) = Captured::start();
+    let huge = "A".repeat(200_000);
+    let body = json!({"protocol": huge, "token": "t", "hostname": "h", "os": "linux", "agent_version": "1"});
+    let resp = app.send(post_json("/api/v1/agent/enroll", &body, None)).await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let text = body_text(resp).await;
+    assert!(text.len() < 1024, "answer of {} bytes", text.len());
+    assert!(text.contains("bytes)"), "says it was cut: {text}");
+    // An unknown enum value quoted by the parser is capped too.
+    let os = "B".repeat(200_000);
+    let body = json!({"protocol": 1, "token": "t", "hostname": "h", "os": os, "agent_version": "1"});
+    let resp = app.send(post_json("/api/v1/agent/enroll", &body, None)).await;
+    let status = resp.status();
+    let text = body_text(resp).await;
+    assert!(status.is_client_error(), "{status}");
+    assert!(text.len() < 2048, "answer of {} bytes", text.len());
+    let logged = log.text();
+    assert!(logged.contains("agent request refused"), "{logged}");
+    assert!(logged.len() < 8 * 1024, "log of {} bytes", logged.len());
+    assert!(!logged.contains(&"A".repeat(1000)) && !logged.contains(&"B".repeat(1000)));
+}
+
+#[tokio::test]
+async fn failed_logins_name_known_users_and_never_the_text_typed_for_unknown_ones() {
+    use crate::web::{PASSWORD, login, user};
+    let app = TestApp::new();
+    user(&app, "alice", Role::Technician, None).await;
+    let (log, _guard) = Captured::start();
+    // A password typed into the username box.
+    let typed = "Summer2026!Sunshine";
+    assert_eq!(login(&app, typed, "x").await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        login(&app, "alice", "not her password").await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let audit = app.store().audit_entries(50).await.unwrap();
+    let failed: Vec<_> = audit.iter().filter(|a| a.action == "login_failed").collect();
+    assert_eq!(failed.len(), 2);
+    assert!(failed.iter().any(|a| a.actor == "alice"), "{failed:?}");
+    assert!(
+        failed.iter().any(|a| a.actor.starts_with("unknown-user#")),
+        "{failed:?}"
+    );
+    for a in &audit {
+        assert!(!a.actor.contains(typed) && !a.detail.contains(typed), "{a:?}");
+    }
+    let logged = log.text();
+    assert!(logged.contains("dashboard login failed"), "{logged}");
+    assert!(logged.contains("alice"), "{logged}");
+    assert!(!logged.contains(typed), "{logged}");
+    assert!(!logged.contains(PASSWORD));
+}
+
+#[tokio::test]
+async fn a_too_long_password_pays_the_same_argon2_check_as_any_other() {
+    use crate::web::{login, user};
+    use std::sync::atomic::Ordering;
+    let app = TestApp::new();
+    user(&app, "alice", Role::Technician, None).await;
+    let checks = || app.state.metrics.password_checks.load(Ordering::Relaxed);
+    for (username, password) in [
+        ("alice", "wrong".to_string()),
+        ("alice", "w".repeat(5_000)),
+        ("nobody", "w".repeat(5_000)),
+    ] {
+        let before = checks();
+        let resp = login(&app, username, &password).await;
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            checks() - before,
+            1,
+            "{username} with {} characters ran one argon2 check",
+            password.len()
+        );
+    }
+}
