@@ -34,6 +34,11 @@ pub struct AppState {
     pub ingest_gate: Arc<crate::api::delivery::IngestGate>,
     /// Failed dashboard log-ins per (username, address), for throttling.
     pub login_throttle: Arc<crate::web::throttle::LoginThrottle>,
+    // --- Security (issue 15) ---
+    /// Requests per authenticated agent (`429` with `Retry-After` over the rate).
+    pub agent_rate: Arc<crate::security::limits::AgentRate>,
+    /// The fleet figures of `/metrics`, computed at most every few seconds.
+    pub metrics_cache: Arc<crate::security::metrics::FleetCache>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -72,7 +77,13 @@ impl AppState {
             settings.max_clock_skew,
             settings.change_stream_capacity,
         );
+        let agent_rate = Arc::new(crate::security::limits::AgentRate::new(
+            settings.limits.agent_requests_per_minute,
+            settings.limits.agent_request_burst,
+        ));
         AppState {
+            agent_rate,
+            metrics_cache: Arc::default(),
             store,
             ingest_gate: Arc::default(),
             settings: Arc::new(settings),
@@ -129,6 +140,11 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(api::admin::healthz))
         .route("/metrics", get(api::admin::metrics))
         .merge(web::routes())
+        // Body and request deadlines (issue 15).
+        .layer(axum::middleware::from_fn_with_state(
+            state.settings.limits.clone(),
+            crate::security::limits::timeouts,
+        ))
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn(web::security_headers))
         .layer(axum::middleware::from_fn(crate::request::with_id))

@@ -137,6 +137,10 @@ pub async fn run(
     } = prepared;
     let addr = listener.local_addr().map_err(ServeError::Server)?;
     let header_timeout = settings.header_timeout;
+    let connections = Arc::new(crate::security::limits::ConnectionLimits::new(
+        settings.limits.max_connections,
+        settings.limits.max_connections_per_address,
+    ));
     let state = AppState::with_policy(store, settings, policy);
     let app = router(state);
     let handle = axum_server::Handle::new();
@@ -147,7 +151,9 @@ pub async fn run(
     });
     let rustls_config = axum_server::tls_rustls::RustlsConfig::from_config(tls.server_config);
     tracing::info!(%addr, "collector listening");
-    let mut server = axum_server::from_tcp_rustls(listener, rustls_config).handle(handle);
+    let mut server = axum_server::from_tcp_rustls(listener, rustls_config)
+        .map(|tls| tls.acceptor(crate::security::limits::LimitAcceptor::new(connections)))
+        .handle(handle);
     // A client that does not finish its request headers in time is disconnected, so slow
     // senders cannot hold connections open (the TLS handshake has its own 10 s limit).
     server

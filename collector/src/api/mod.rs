@@ -100,6 +100,12 @@ impl FromRequestParts<AppState> for AuthedAgent {
                     events::report_refused(&state.metrics, None, &e);
                     return Err(e);
                 }
+                // Requests per agent (issue 15): the same 429 as a saturated ingest queue.
+                if let Err(retry_after_secs) = state.agent_rate.check(&a.agent_id, state.now()) {
+                    tracing::warn!(agent_id = %a.agent_id, retry_after_secs, "agent over its request rate, answering 429");
+                    crate::events::Metrics::inc(&state.metrics.reports_rejected);
+                    return Err(ApiError::TooManyRequests { retry_after_secs });
+                }
                 Ok(AuthedAgent(a.agent_id))
             }
             _ => Err(refuse("invalid agent credentials")),

@@ -3,5 +3,7 @@
 //! commands call these; each owns its state.
 
 pub mod echo;
+pub mod limits;
 pub mod login;
+pub mod metrics;
 pub mod revoke;

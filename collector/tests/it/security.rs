@@ -360,3 +360,197 @@ async fn a_too_long_password_pays_the_same_argon2_check_as_any_other() {
         );
     }
 }
+
+/// The real HTTPS server on a free port with `settings` changed by `f`; its data dir, port,
+/// shutdown token and task.
+pub(crate) struct Served {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub shutdown: tokio_util::sync::CancellationToken,
+    pub task: tokio::task::JoinHandle<Result<(), rounds_collector::serve::ServeError>>,
+}
+
+pub(crate) async fn serve_with(f: impl FnOnce(&mut rounds_collector::config::Settings)) -> Served {
+    use rounds_collector::config::{Overrides, validate};
+    use rounds_collector::serve;
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = validate(Default::default(), &Overrides::default(), None).unwrap();
+    settings.data_dir = dir.path().to_path_buf();
+    f(&mut settings);
+    let listener = serve::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let prepared = serve::prepare(settings).await.unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(serve::run(prepared, listener, shutdown.clone()));
+    Served {
+        dir,
+        port,
+        shutdown,
+        task,
+    }
+}
+
+impl Served {
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_body_is_cut_off_and_its_connection_freed_and_connections_are_limited_per_address() {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+    let served = serve_with(|s| {
+        s.limits.body_timeout = Duration::from_secs(1);
+        s.limits.request_timeout = Duration::from_secs(3);
+        s.limits.max_connections_per_address = 2;
+    })
+    .await;
+    let (port, ca) = (served.port, served.dir.path().join("ca.pem"));
+    let outcome = tokio::task::spawn_blocking(move || {
+        // Two slow uploads: headers complete, then a trickle that never finishes.
+        let mut slow: Vec<_> = (0..2)
+            .map(|_| {
+                let mut s = crate::serve::connect(port, &ca);
+                s.write_all(
+                    b"POST /api/v1/agent/enroll HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{\"protocol\":1,",
+                )
+                .unwrap();
+                s.flush().unwrap();
+                s
+            })
+            .collect();
+        // A third connection from the same address is closed before any answer.
+        std::thread::sleep(Duration::from_millis(200));
+        let mut third = crate::serve::connect(port, &ca);
+        let refused = third
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .and_then(|_| {
+                let mut answer = String::new();
+                third.read_to_string(&mut answer).map(|_| answer)
+            });
+        let third_answer = refused.unwrap_or_default();
+        // The slow ones are answered and closed after the body timeout, not held open.
+        let started = Instant::now();
+        let mut answers = Vec::new();
+        for s in &mut slow {
+            let mut answer = String::new();
+            let _ = s.read_to_string(&mut answer);
+            answers.push(answer);
+        }
+        let waited = started.elapsed();
+        // Their places are free again: a new connection is served.
+        let mut again = crate::serve::connect(port, &ca);
+        again
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut ok = String::new();
+        let _ = again.read_to_string(&mut ok);
+        (third_answer, answers, waited, ok)
+    })
+    .await
+    .unwrap();
+    let (third_answer, answers, waited, ok) = outcome;
+    assert!(
+        !third_answer.starts_with("HTTP/1.1"),
+        "the third connection was served: {third_answer}"
+    );
+    for a in &answers {
+        assert!(a.starts_with("HTTP/1.1 400") || a.starts_with("HTTP/1.1 408"), "{a}");
+        assert!(a.contains("did not arrive within 1 s"), "{a}");
+    }
+    assert!(waited < Duration::from_secs(5), "closed only after {waited:?}");
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    served.stop().await;
+}
+
+#[tokio::test]
+async fn an_agent_over_its_request_rate_gets_429_with_retry_after() {
+    let app = TestApp::with_settings(|s| {
+        s.limits.agent_requests_per_minute = 60;
+        s.limits.agent_request_burst = 3;
+    });
+    let e = enrolled(&app, "Smith", "frontdesk").await;
+    let creds = Some((e.agent_id.as_str(), e.agent_secret.as_str()));
+    for i in 0..3 {
+        let resp = app
+            .send(post_json("/api/v1/agent/heartbeat", &heartbeat(&e.agent_id), creds))
+            .await;
+        assert_eq!(resp.status(), StatusCode::OK, "request {i}");
+    }
+    let resp = app
+        .send(post_json("/api/v1/agent/heartbeat", &heartbeat(&e.agent_id), creds))
+        .await;
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(resp.headers()[header::RETRY_AFTER], "1");
+    // Another agent is not held up; after a second, this one gets one more.
+    let other = enrolled(&app, "Smith", "backoffice").await;
+    let resp = app
+        .send(post_json(
+            "/api/v1/agent/heartbeat",
+            &heartbeat(&other.agent_id),
+            Some((&other.agent_id, &other.agent_secret)),
+        ))
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    app.advance(1);
+    let resp = app
+        .send(post_json("/api/v1/agent/heartbeat", &heartbeat(&e.agent_id), creds))
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn healthz_touches_no_table_and_metrics_needs_its_token_and_is_cached() {
+    let app = TestApp::new();
+    let _ = enrolled(&app, "Smith", "frontdesk").await;
+    // Break the tables a per-request count would read: /healthz still answers.
+    let conn = rusqlite::Connection::open(app.db_path()).unwrap();
+    conn.execute_batch("ALTER TABLE reports RENAME TO reports_gone")
+        .unwrap();
+    let resp = app.send(get("/healthz", None)).await;
+    assert_eq!(resp.status(), StatusCode::OK, "{}", body_text(resp).await);
+    conn.execute_batch("ALTER TABLE reports_gone RENAME TO reports")
+        .unwrap();
+
+    assert_eq!(app.send(get("/metrics", None)).await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        app.send(get("/metrics", Some("wrong-token-wrong-token")))
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let token = Some(crate::support::METRICS_TOKEN);
+    let m = body_text(app.send(get("/metrics", token)).await).await;
+    assert!(m.contains("rounds_agents{state=\"offline\"} 1"), "{m}");
+    // A second agent: the figures come from memory until they are a few seconds old.
+    let _ = enrolled(&app, "Smith", "backoffice").await;
+    let m = body_text(app.send(get("/metrics", token)).await).await;
+    assert!(m.contains("rounds_agents{state=\"offline\"} 1"), "cached: {m}");
+    app.advance(rounds_collector::security::metrics::FLEET_TTL_SECS);
+    let m = body_text(app.send(get("/metrics", token)).await).await;
+    assert!(m.contains("rounds_agents{state=\"offline\"} 2"), "recomputed: {m}");
+
+    // Without a token configured, /metrics does not exist.
+    let open = TestApp::with_settings(|s| s.metrics_token = None);
+    assert_eq!(open.send(get("/metrics", None)).await.status(), StatusCode::NOT_FOUND);
+}
+
+#[test]
+fn a_short_metrics_token_and_bad_limits_are_refused_naming_the_key() {
+    let raw = rounds_collector::config::parse(
+        "metrics_token = \"short\"\n[limits]\nbody_timeout_secs = 0\nmax_connections = 2\nmax_connections_per_address = 5\n",
+        std::path::Path::new("collector.toml"),
+    )
+    .unwrap();
+    let e = rounds_collector::config::validate(raw, &Default::default(), Some(std::path::Path::new("collector.toml")))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("collector.toml: metrics_token"), "{e}");
+    assert!(e.contains("limits.body_timeout_secs: must be at least 1"), "{e}");
+    assert!(
+        e.contains("limits.max_connections_per_address: 5 is more than max_connections (2)"),
+        "{e}"
+    );
+}
