@@ -61,13 +61,21 @@ pub fn ensure_data_dir(dir: &Path) -> Result<(), ServeError> {
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(err)?;
         }
     }
+    // An existing dir readable by others is fixed, and the log says so (issue 15).
+    crate::security::files::keep_private(dir, true).map_err(err)?;
     Ok(())
 }
 
 /// Opens the embedded store in the data dir, creating the dir if needed.
 pub fn open_store(data_dir: &Path) -> Result<Arc<dyn Store>, ServeError> {
     ensure_data_dir(data_dir)?;
-    Ok(Arc::new(SqliteStore::open(&data_dir.join(DB_FILE))?))
+    let db = data_dir.join(DB_FILE);
+    // Created 0600 before SQLite opens it (issue 15).
+    crate::security::files::prepare_database(&db).map_err(|source| ServeError::DataDir {
+        path: db.clone(),
+        source,
+    })?;
+    Ok(Arc::new(SqliteStore::open(&db)?))
 }
 
 /// Loads the policy, opens the store, prepares TLS and creates the first admin when there is

@@ -554,3 +554,84 @@ fn a_short_metrics_token_and_bad_limits_are_refused_naming_the_key() {
         "{e}"
     );
 }
+
+#[cfg(unix)]
+#[tokio::test]
+async fn planted_symlinks_are_not_followed_and_files_readable_by_others_are_fixed() {
+    use std::os::unix::fs::{PermissionsExt, symlink};
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let outside = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // Someone with write access plants symlinks where temporary files used to go.
+    let mut victims = Vec::new();
+    for name in ["ca", "ca-key", "server", "server-key"] {
+        let victim = outside.path().join(format!("{name}-victim"));
+        std::fs::write(&victim, "untouched").unwrap();
+        symlink(&victim, data.join(format!("{name}.tmp"))).unwrap();
+        victims.push(victim);
+    }
+    let mut settings = rounds_collector::config::validate(Default::default(), &Default::default(), None).unwrap();
+    settings.data_dir = data.clone();
+    let prepared = rounds_collector::serve::prepare(settings.clone()).await.unwrap();
+    drop(prepared);
+    for v in &victims {
+        assert_eq!(
+            std::fs::read_to_string(v).unwrap(),
+            "untouched",
+            "{} was written through",
+            v.display()
+        );
+    }
+    assert!(
+        std::fs::read_to_string(data.join("server-key.pem"))
+            .unwrap()
+            .contains("PRIVATE KEY")
+    );
+    assert_eq!(mode(&data), 0o700, "the data dir was made private");
+    assert_eq!(mode(&data.join("rounds.db")), 0o600, "the database is created 0600");
+    assert_eq!(mode(&data.join("server-key.pem")), 0o600);
+
+    // Modes loosened later are fixed at the next start.
+    for (p, m) in [
+        (data.clone(), 0o755),
+        (data.join("ca-key.pem"), 0o644),
+        (data.join("server-key.pem"), 0o644),
+        (data.join("rounds.db"), 0o644),
+    ] {
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(m)).unwrap();
+    }
+    let (log, guard) = Captured::start();
+    let prepared = rounds_collector::serve::prepare(settings).await.unwrap();
+    drop((prepared, guard));
+    assert_eq!(mode(&data), 0o700);
+    assert_eq!(mode(&data.join("ca-key.pem")), 0o600);
+    assert_eq!(mode(&data.join("server-key.pem")), 0o600);
+    assert_eq!(mode(&data.join("rounds.db")), 0o600);
+    let logged = log.text();
+    assert!(logged.contains("readable by other users; mode fixed"), "{logged}");
+    assert!(logged.contains("ca-key.pem"), "{logged}");
+}
+
+/// Item 11: the store the server opens syncs the WAL at every commit, so a report acknowledged
+/// after its commit survives a power loss (cost: BENCHMARKS.md, 437 -> 355 reports/s).
+#[tokio::test]
+async fn the_store_the_server_opens_commits_with_synchronous_full() {
+    use rounds_collector::store::sqlite::{Durability, SqliteStore};
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("rounds.db")).unwrap();
+    assert_eq!(store.synchronous().unwrap(), 2, "PRAGMA synchronous is FULL (2)");
+    let normal = SqliteStore::open_with(&dir.path().join("n.db"), Durability::Normal).unwrap();
+    assert_eq!(
+        normal.synchronous().unwrap(),
+        1,
+        "the benchmark's NORMAL is what it says"
+    );
+    // The server opens its store with the default.
+    let _ = rounds_collector::serve::open_store(dir.path()).unwrap();
+    let reopened = SqliteStore::open(&dir.path().join(rounds_collector::serve::DB_FILE)).unwrap();
+    assert_eq!(reopened.synchronous().unwrap(), 2);
+    assert_eq!(Durability::default(), Durability::Full);
+}
