@@ -24,7 +24,7 @@ port=$(free_port)
 start_collector "$out/data" "$port" "$out/collector.log"
 token=$("$COLLECTOR" --data-dir "$out/data" token create --practice Bench --site Lab 2>/dev/null | tail -1)
 "$AGENT" enroll --collector "https://localhost:$port" --token "$token" --ca "$out/data/ca.pem" --state-dir "$out/agent" >/dev/null
-heartbeats() { curl -sf --cacert "$out/data/ca.pem" "https://localhost:$port/metrics" | awk '/^rounds_heartbeats_total/ {print $2}'; }
+heartbeats() { curl -sf --cacert "$out/data/ca.pem" -H "Authorization: Bearer $ROUNDS_METRICS_TOKEN" "https://localhost:$port/metrics" | awk '/^rounds_heartbeats_total/ {print $2}'; }
 now() { date +%s.%N; }
 ms_since() { awk -v a="$1" -v b="$(now)" 'BEGIN {printf "%.0f", (b - a) * 1000}'; }
 

@@ -6,6 +6,8 @@ TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 COLLECTOR=$TARGET/release/rounds-collector
 SIM=$TARGET/release/rounds-sim
 CLK_TCK=$(getconf CLK_TCK)
+# The collector's metrics_token in the bench runs (issue 15), sent by curl and the simulator.
+export ROUNDS_METRICS_TOKEN=${ROUNDS_METRICS_TOKEN:-bench-metrics-token-0123456789}
 PIDS=()
 cleanup() { for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
@@ -21,7 +23,9 @@ build_release() {
 start_collector() {
   local data=$1 port=$2 log=$3
   mkdir -p "$data"
-  "$COLLECTOR" --data-dir "$data" serve --listen "127.0.0.1:$port" >"$log" 2>&1 &
+  # /metrics needs a token (issue 15); the scripts and the simulator send this one.
+  printf 'metrics_token = "%s"\n' "$ROUNDS_METRICS_TOKEN" >"$data/bench-collector.toml"
+  "$COLLECTOR" --config "$data/bench-collector.toml" --data-dir "$data" serve --listen "127.0.0.1:$port" >"$log" 2>&1 &
   COLLECTOR_PID=$!
   PIDS+=("$COLLECTOR_PID")
   for _ in $(seq 1 300); do

@@ -37,6 +37,11 @@ pub struct AppState {
     // --- Alerting (issue 12) ---
     /// The alert engine (incidents, outbox); its tasks are spawned by `serve::run`.
     pub alerts: Arc<crate::alerting::Engine>,
+    // --- Security (issue 15) ---
+    /// Requests per authenticated agent (`429` with `Retry-After` over the rate).
+    pub agent_rate: Arc<crate::security::limits::AgentRate>,
+    /// The fleet figures of `/metrics`, computed at most every few seconds.
+    pub metrics_cache: Arc<crate::security::metrics::FleetCache>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -82,8 +87,14 @@ impl AppState {
             settings.alerting.clone(),
             Arc::new(crate::alerting::NoChannels),
         ));
+        let agent_rate = Arc::new(crate::security::limits::AgentRate::new(
+            settings.limits.agent_requests_per_minute,
+            settings.limits.agent_request_burst,
+        ));
         AppState {
             alerts,
+            agent_rate,
+            metrics_cache: Arc::default(),
             store,
             ingest_gate: Arc::default(),
             settings: Arc::new(settings),
@@ -158,6 +169,11 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(api::admin::healthz))
         .route("/metrics", get(api::admin::metrics))
         .merge(web::routes())
+        // Body and request deadlines (issue 15).
+        .layer(axum::middleware::from_fn_with_state(
+            state.settings.limits.clone(),
+            crate::security::limits::timeouts,
+        ))
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn(web::security_headers))
         .layer(axum::middleware::from_fn(crate::request::with_id))

@@ -58,6 +58,109 @@ pub struct RawConfig {
     /// Silences and maintenance windows.
     #[serde(default)]
     pub silence: Vec<crate::alerting::config::RawSilence>,
+    // --- Security (issue 15) ---
+    /// Limits on connections, request time and agent request rates.
+    pub limits: Option<RawLimits>,
+    /// When set, `GET /metrics` needs `Authorization: Bearer <metrics_token>`; without it
+    /// `/metrics` answers 404 (fleet-wide figures are not for anyone who can reach the port).
+    pub metrics_token: Option<String>,
+}
+
+/// The `[limits]` table (issue 15); every key is optional, see [`LimitSettings`] defaults.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    /// Seconds a client may take to send its whole request body (default 30).
+    pub body_timeout_secs: Option<u64>,
+    /// Seconds a whole request may take, body and answer included (default 60).
+    pub request_timeout_secs: Option<u64>,
+    /// Connections open at once, in all (default 1024).
+    pub max_connections: Option<usize>,
+    /// Connections open at once from one address (default 64).
+    pub max_connections_per_address: Option<usize>,
+    /// Requests an agent may make per minute, sustained (default 120).
+    pub agent_requests_per_minute: Option<u32>,
+    /// Requests an agent may make at once above that rate (default 60).
+    pub agent_request_burst: Option<u32>,
+}
+
+/// Validated limits (issue 15).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitSettings {
+    pub body_timeout: Duration,
+    pub request_timeout: Duration,
+    pub max_connections: usize,
+    pub max_connections_per_address: usize,
+    pub agent_requests_per_minute: u32,
+    pub agent_request_burst: u32,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        LimitSettings {
+            body_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(60),
+            max_connections: 1024,
+            max_connections_per_address: 64,
+            agent_requests_per_minute: 120,
+            agent_request_burst: 60,
+        }
+    }
+}
+
+/// Validates the `[limits]` table, adding problems to `problems`.
+fn validate_limits(raw: Option<RawLimits>, at: &str, problems: &mut Vec<String>) -> LimitSettings {
+    let d = LimitSettings::default();
+    let Some(r) = raw else { return d };
+    let mut positive = |name: &str, v: Option<u64>, default: u64| -> u64 {
+        match v {
+            Some(0) => {
+                problems.push(format!("{at}limits.{name}: must be at least 1"));
+                default
+            }
+            Some(n) => n,
+            None => default,
+        }
+    };
+    let body = positive("body_timeout_secs", r.body_timeout_secs, d.body_timeout.as_secs());
+    let request = positive(
+        "request_timeout_secs",
+        r.request_timeout_secs,
+        d.request_timeout.as_secs(),
+    );
+    let max = positive(
+        "max_connections",
+        r.max_connections.map(|n| n as u64),
+        d.max_connections as u64,
+    );
+    let per = positive(
+        "max_connections_per_address",
+        r.max_connections_per_address.map(|n| n as u64),
+        d.max_connections_per_address as u64,
+    );
+    let rate = positive(
+        "agent_requests_per_minute",
+        r.agent_requests_per_minute.map(u64::from),
+        u64::from(d.agent_requests_per_minute),
+    );
+    let burst = positive(
+        "agent_request_burst",
+        r.agent_request_burst.map(u64::from),
+        u64::from(d.agent_request_burst),
+    );
+    if per > max {
+        problems.push(format!(
+            "{at}limits.max_connections_per_address: {per} is more than max_connections ({max})"
+        ));
+    }
+    LimitSettings {
+        body_timeout: Duration::from_secs(body),
+        request_timeout: Duration::from_secs(request),
+        max_connections: max as usize,
+        max_connections_per_address: per as usize,
+        agent_requests_per_minute: rate.min(u64::from(u32::MAX)) as u32,
+        agent_request_burst: burst.min(u64::from(u32::MAX)) as u32,
+    }
 }
 
 /// The `[tls]` table.
@@ -91,6 +194,10 @@ pub struct Settings {
     pub channels: Vec<crate::notify::settings::ChannelSettings>,
     // --- Alerting (issue 12) ---
     pub alerting: crate::alerting::config::AlertSettings,
+    // --- Security (issue 15) ---
+    pub limits: LimitSettings,
+    /// The bearer token `/metrics` needs; `None`: `/metrics` is not served.
+    pub metrics_token: Option<String>,
 }
 
 /// Where the server's certificate comes from.
@@ -201,6 +308,8 @@ pub fn validate(raw: RawConfig, overrides: &Overrides, file: Option<&Path>) -> R
         alerting,
         route,
         silence,
+        limits,
+        metrics_token,
     } = raw;
     let at = file.map(|f| format!("{}: ", f.display())).unwrap_or_default();
     let mut problems = Vec::new();
@@ -294,6 +403,12 @@ pub fn validate(raw: RawConfig, overrides: &Overrides, file: Option<&Path>) -> R
         &at,
         &mut problems,
     );
+    let limits = validate_limits(limits, &at, &mut problems);
+    if let Some(t) = &metrics_token
+        && t.trim().len() < 16
+    {
+        problems.push(format!("{at}metrics_token: use at least 16 characters"));
+    }
     if !problems.is_empty() {
         return Err(ConfigError { problems });
     }
@@ -315,6 +430,8 @@ pub fn validate(raw: RawConfig, overrides: &Overrides, file: Option<&Path>) -> R
         smtp,
         channels,
         alerting,
+        limits,
+        metrics_token: metrics_token.map(|t| t.trim().to_string()),
     })
 }
 

@@ -78,7 +78,8 @@ impl IntoResponse for ApiError {
         let mut resp = (
             status,
             Json(ErrorBody {
-                error: self.to_string(),
+                // Messages may quote what the client sent: capped (issue 15).
+                error: crate::security::echo::capped_message(&self.to_string()),
                 code: matches!(self, ApiError::Revoked)
                     .then(|| rounds_protocol::error_codes::CREDENTIALS_REVOKED.to_string()),
             }),

@@ -24,6 +24,9 @@ pub struct Metrics {
     pub evaluations_failed: AtomicU64,
     pub changes_published: AtomicU64,
     pub consumer_lagged: AtomicU64,
+    // --- Security (issue 15) ---
+    /// Argon2 password checks run by dashboard log-ins (real or against the dummy hash).
+    pub password_checks: AtomicU64,
 }
 
 impl Metrics {
@@ -147,6 +150,7 @@ pub fn report_duplicate(m: &Metrics, agent_id: &str, sequence: u64) {
 /// An agent request (report, heartbeat, enrollment body) was refused, and why.
 pub fn report_refused(m: &Metrics, agent_id: Option<&str>, reason: &dyn std::fmt::Display) {
     Metrics::inc(&m.reports_rejected);
+    let reason = crate::security::echo::capped_message(&reason.to_string());
     tracing::warn!(agent_id, %reason, "agent request refused");
 }
 

@@ -64,13 +64,21 @@ pub fn ensure_data_dir(dir: &Path) -> Result<(), ServeError> {
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(err)?;
         }
     }
+    // An existing dir readable by others is fixed, and the log says so (issue 15).
+    crate::security::files::keep_private(dir, true).map_err(err)?;
     Ok(())
 }
 
 /// Opens the embedded store in the data dir, creating the dir if needed.
 pub fn open_store(data_dir: &Path) -> Result<Arc<dyn Store>, ServeError> {
     ensure_data_dir(data_dir)?;
-    Ok(Arc::new(SqliteStore::open(&data_dir.join(DB_FILE))?))
+    let db = data_dir.join(DB_FILE);
+    // Created 0600 before SQLite opens it (issue 15).
+    crate::security::files::prepare_database(&db).map_err(|source| ServeError::DataDir {
+        path: db.clone(),
+        source,
+    })?;
+    Ok(Arc::new(SqliteStore::open(&db)?))
 }
 
 /// Loads the policy, opens the store, prepares TLS and creates the first admin when there is
@@ -140,6 +148,10 @@ pub async fn run(
     } = prepared;
     let addr = listener.local_addr().map_err(ServeError::Server)?;
     let header_timeout = settings.header_timeout;
+    let connections = Arc::new(crate::security::limits::ConnectionLimits::new(
+        settings.limits.max_connections,
+        settings.limits.max_connections_per_address,
+    ));
     let state = AppState::with_policy(store, settings, policy);
     // notify: the engine delivers through the configured [[channel]]s.
     let channels = crate::notify::Channels::from_settings(&state.settings).map_err(ServeError::Channels)?;
@@ -158,7 +170,9 @@ pub async fn run(
     });
     let rustls_config = axum_server::tls_rustls::RustlsConfig::from_config(tls.server_config);
     tracing::info!(%addr, "collector listening");
-    let mut server = axum_server::from_tcp_rustls(listener, rustls_config).handle(handle);
+    let mut server = axum_server::from_tcp_rustls(listener, rustls_config)
+        .map(|tls| tls.acceptor(crate::security::limits::LimitAcceptor::new(connections)))
+        .handle(handle);
     // A client that does not finish its request headers in time is disconnected, so slow
     // senders cannot hold connections open (the TLS handshake has its own 10 s limit).
     server

@@ -5,7 +5,6 @@
 //! mode 0600). Agents enroll with `--ca DATA_DIR/ca.pem`; the CA's SHA-256 fingerprint is
 //! logged so a technician can compare it.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -62,19 +61,8 @@ fn write_file(path: &Path, contents: &str, private: bool) -> Result<(), TlsError
         path: path.to_path_buf(),
         source,
     };
-    let tmp = path.with_extension("tmp");
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(if private { 0o600 } else { 0o644 });
-    }
-    let _ = private;
-    let mut f = opts.open(&tmp).map_err(err)?;
-    f.write_all(contents.as_bytes()).map_err(err)?;
-    f.sync_all().map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(err)
+    // An exclusively created temporary file, never a planted one (issue 15).
+    crate::security::files::write_atomically(path, contents.as_bytes(), private).map_err(err)
 }
 
 fn generate(data_dir: &Path, extra_names: &[String]) -> Result<(), TlsError> {
@@ -216,6 +204,12 @@ pub fn prepare(settings: &TlsSettings, data_dir: &Path) -> Result<TlsMaterial, T
                 return Err(TlsError::Partial {
                     data_dir: data_dir.to_path_buf(),
                 });
+            }
+            for key in [&files[1], &files[3]] {
+                crate::security::files::keep_private(key, false).map_err(|source| TlsError::Write {
+                    path: key.clone(),
+                    source,
+                })?;
             }
             let ca = read_certs(&files[0])?;
             let certs = read_certs(&files[2])?;

@@ -357,6 +357,16 @@ impl std::fmt::Display for VersionError {
 
 impl std::error::Error for VersionError {}
 
+/// `value` cut to 64 characters, with its length said when cut: what an error quotes of a
+/// value the other side sent (issue 15).
+fn capped(value: &str) -> String {
+    const MAX: usize = 64;
+    match value.char_indices().nth(MAX) {
+        None => value.to_string(),
+        Some((at, _)) => format!("{}… ({} bytes)", &value[..at], value.len()),
+    }
+}
+
 /// Checks a JSON body's `protocol` field against [`PROTOCOL_MAJOR`].
 pub fn check_version(body: &serde_json::Value) -> Result<(), VersionError> {
     match body.get("protocol") {
@@ -364,7 +374,7 @@ pub fn check_version(body: &serde_json::Value) -> Result<(), VersionError> {
         Some(v) => match v.as_u64() {
             Some(n) if n == u64::from(PROTOCOL_MAJOR) => Ok(()),
             Some(n) => Err(VersionError::Unsupported(n)),
-            None => Err(VersionError::NotANumber(v.to_string())),
+            None => Err(VersionError::NotANumber(capped(&v.to_string()))),
         },
     }
 }

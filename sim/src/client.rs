@@ -194,14 +194,14 @@ impl SimClient {
         result
     }
 
-    /// The collector's `/metrics` text (unauthenticated), outside the recorded requests.
+    /// The collector's `/metrics` text, outside the recorded requests; with the bearer token in
+    /// `ROUNDS_METRICS_TOKEN` (the collector's `metrics_token`, issue 15) when set.
     pub async fn metrics_text(&self) -> Result<String, String> {
-        let resp = self
-            .http
-            .get(format!("{}/metrics", self.base))
-            .send()
-            .await
-            .map_err(|e| classify(&e))?;
+        let mut req = self.http.get(format!("{}/metrics", self.base));
+        if let Ok(token) = std::env::var("ROUNDS_METRICS_TOKEN") {
+            req = req.bearer_auth(token);
+        }
+        let resp = req.send().await.map_err(|e| classify(&e))?;
         resp.text().await.map_err(|e| classify(&e))
     }
 }

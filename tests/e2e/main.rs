@@ -11,3 +11,4 @@ mod enrollment;
 mod footprint;
 mod ingest;
 mod probes;
+mod security_secrets;

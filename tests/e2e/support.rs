@@ -68,12 +68,17 @@ pub struct Running {
 
 impl Running {
     pub fn start(name: &str, args: &[&str]) -> Self {
+        Self::start_with(name, args, "info", Stdio::inherit())
+    }
+
+    /// [`start`](Self::start) at log level `rust_log`, its stderr (the log) to `stderr`.
+    pub fn start_with(name: &str, args: &[&str], rust_log: &str, stderr: Stdio) -> Self {
         let mut child = Command::new(bin(name))
             .args(args)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", rust_log)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();

@@ -626,3 +626,33 @@ async fn a_change_in_a_watched_path_runs_the_check_at_once() {
     assert_eq!(reports[0]["observations"][0]["error"], "0 files");
     assert_eq!(reports[1]["observations"][0]["error"], "1 files");
 }
+
+/// Issue 15: the collector's `credentials_revoked` answer stops the agent with a clear error
+/// instead of retrying for ever; the report stays in the spool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_credentials_stop_the_agent_with_a_clear_error() {
+    let e = enrolled(|req| {
+        if req.path == paths::ENROLL {
+            healthy(req)
+        } else {
+            (
+                401,
+                r#"{"error":"this agent's credentials were revoked","code":"credentials_revoked"}"#.into(),
+            )
+        }
+    })
+    .await;
+    let (shutdown, handle) = start(fast(&e.state_dir, settings(50, HOURLY)));
+    let outcome = tokio::time::timeout(Duration::from_secs(15), handle)
+        .await
+        .expect("a revoked agent stops on its own")
+        .unwrap();
+    assert!(!shutdown.is_cancelled(), "nobody asked it to stop");
+    let err = outcome.unwrap_err();
+    assert!(matches!(err, rounds_agent::RunError::Revoked(_)), "{err:?}");
+    assert!(err.to_string().contains("revoked"), "{err}");
+    assert!(err.to_string().contains("enroll the machine again"), "{err}");
+    // It did not keep knocking: one or two requests, not a retry loop.
+    let attempts = e.collector.on(paths::REPORTS).len() + e.collector.on(paths::HEARTBEAT).len();
+    assert!(attempts <= 3, "{attempts} requests after the revocation");
+}

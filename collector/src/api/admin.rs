@@ -230,16 +230,28 @@ pub async fn findings_history(
     Ok(Json(state.store.finding_changes(&scope, &query).await?))
 }
 
-/// `GET /healthz`: answers without authentication when the store answers.
-pub async fn healthz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
-    state.store.report_count().await?;
-    Ok(Json(
-        serde_json::json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}),
-    ))
+/// `GET /healthz`: answers without authentication, touching no database (issue 15: anyone
+/// can call it, so it costs nothing).
+pub async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}))
 }
 
-/// `GET /metrics`: Prometheus text format.
-pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+/// `GET /metrics`: Prometheus text format, for the holder of `metrics_token` only (issue 15);
+/// `404` when no token is configured. The fleet figures are computed at most every
+/// [`crate::security::metrics::FLEET_TTL_SECS`] seconds, on a read connection.
+pub async fn metrics(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    crate::security::metrics::authorize(&state, &headers)?;
+    let fleet = state.metrics_cache.fleet(&state, fleet_figures).await?;
+    let mut text = state.metrics.render();
+    text.push_str(&fleet);
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text))
+}
+
+/// The fleet gauges of `/metrics`, from the store.
+async fn fleet_figures(state: AppState) -> Result<String, ApiError> {
     let everyone = crate::store::Scope {
         role: crate::store::Role::Admin,
         practice_id: None,
@@ -247,15 +259,13 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse,
     let agents = state.store.agents(&everyone).await?;
     let online = agents.iter().filter(|a| state.is_online(a.last_seen_at)).count();
     let failing = agents.iter().filter(|a| a.findings.fail > 0).count();
-    let mut text = state.metrics.render();
-    text.push_str(&format!(
+    Ok(format!(
         "# HELP rounds_agents Enrolled agents by heartbeat state.\n# TYPE rounds_agents gauge\n\
          rounds_agents{{state=\"online\"}} {online}\nrounds_agents{{state=\"offline\"}} {}\n\
          # HELP rounds_agents_failing Agents with at least one failing finding.\n\
          # TYPE rounds_agents_failing gauge\nrounds_agents_failing {failing}\n",
         agents.len() - online
-    ));
-    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text))
+    ))
 }
 
 /// `GET /api/v1/openapi.json`: the OpenAPI document of this API.

@@ -43,7 +43,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for AgentJson<T> {
         if !content_type.is_some_and(|c| c.starts_with("application/json")) {
             return Err(reject(ApiError::UnsupportedMediaType(format!(
                 "expected content-type application/json, got {}",
-                content_type.unwrap_or("none")
+                crate::security::echo::capped(content_type.unwrap_or("none"))
             ))));
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
@@ -102,6 +102,12 @@ impl FromRequestParts<AppState> for AuthedAgent {
                     let e = ApiError::Revoked;
                     events::report_refused(&state.metrics, None, &e);
                     return Err(e);
+                }
+                // Requests per agent (issue 15): the same 429 as a saturated ingest queue.
+                if let Err(retry_after_secs) = state.agent_rate.check(&a.agent_id, state.now()) {
+                    tracing::warn!(agent_id = %a.agent_id, retry_after_secs, "agent over its request rate, answering 429");
+                    crate::events::Metrics::inc(&state.metrics.reports_rejected);
+                    return Err(ApiError::TooManyRequests { retry_after_secs });
                 }
                 Ok(AuthedAgent(a.agent_id))
             }

@@ -5,14 +5,27 @@
 
 /// Most characters of a client-supplied value echoed.
 pub const MAX_ECHO: usize = 64;
+/// Most characters of an error message answered or logged (it may quote client values, as
+/// serde's messages do).
+pub const MAX_MESSAGE: usize = 512;
 
 /// `value` for an answer or log line: at most [`MAX_ECHO`] characters, control characters
 /// escaped, and `… (N bytes)` when cut.
 pub fn capped(value: &str) -> String {
+    capped_to(value, MAX_ECHO)
+}
+
+/// An error message for an answer or a log line, at most [`MAX_MESSAGE`] characters.
+pub fn capped_message(message: &str) -> String {
+    capped_to(message, MAX_MESSAGE)
+}
+
+/// `value` cut to `max` characters, control characters escaped.
+pub fn capped_to(value: &str, max: usize) -> String {
     let mut out = String::new();
     let mut cut = false;
     for (n, c) in value.chars().enumerate() {
-        if n >= MAX_ECHO {
+        if n >= max {
             cut = true;
             break;
         }

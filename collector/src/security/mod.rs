@@ -3,4 +3,8 @@
 //! commands call these; each owns its state.
 
 pub mod echo;
+pub mod files;
+pub mod limits;
+pub mod login;
+pub mod metrics;
 pub mod revoke;

@@ -22,9 +22,10 @@ use super::session::{
     CSRF_COOKIE, LOGIN_CSRF_MAX_AGE_SECS, SESSION_COOKIE, SESSION_PREFIX, Session, clear_cookie, cookie, csrf_matches,
     is_csrf_token, new_csrf_token, set_cookie,
 };
+use super::throttle::Refusal;
 use super::{WebError, page};
 use crate::app::AppState;
-use crate::events;
+use crate::events::{self, Metrics};
 use crate::secrets;
 use crate::store::UserRow;
 
@@ -109,15 +110,31 @@ pub async fn login(
         return Err(WebError::Csrf);
     }
     let addr = extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-    if let Some(until) = state.login_throttle.refused_until(&form.username, addr, state.now()) {
-        let shown: String = form.username.chars().take(200).collect();
-        events::login_failed(&state.metrics, &shown, true);
+    let user = if form.username.is_empty() || form.username.chars().count() > MAX_INPUT_CHARS {
+        None
+    } else {
+        state.store.user(&form.username).await?
+    };
+    // Who the log and the audit table name: a known user by name, anything else without its
+    // text (it may be a password typed into the username box) (issue 15).
+    let actor = match &user {
+        Some(u) => u.username.clone(),
+        None => crate::security::login::unknown_user(&form.username),
+    };
+    let shown: String = form.username.chars().take(200).collect();
+    if let Some((until, why)) = state.login_throttle.refused(&form.username, addr, state.now()) {
+        events::login_failed(&state.metrics, &actor, true);
         state
             .store
-            .audit(&shown, "login_throttled", "dashboard", state.now())
+            .audit(&actor, "login_throttled", "dashboard", state.now())
             .await?;
+        let whom = match why {
+            Refusal::AccountFromAddress => "for this username from your address",
+            Refusal::Address => "from your address",
+            Refusal::Account => "for this username",
+        };
         let message = format!(
-            "too many failed log-ins for this username from your address; try again after {} UTC",
+            "too many failed log-ins {whom}; try again after {} UTC",
             until.format("%H:%M")
         );
         let html = LoginPage {
@@ -128,14 +145,13 @@ pub async fn login(
         .render()?;
         return Ok(page(StatusCode::TOO_MANY_REQUESTS, html));
     }
-    let user = if form.username.is_empty() || form.username.chars().count() > MAX_INPUT_CHARS {
-        None
-    } else {
-        state.store.user(&form.username).await?
-    };
+    // A too-long password still pays the argon2 check (on its first characters), so its
+    // answer takes as long as any other (issue 15).
     let too_long = form.password.chars().count() > MAX_INPUT_CHARS;
+    let password: String = form.password.chars().take(MAX_INPUT_CHARS).collect();
     let hash = user.as_ref().map(|u| u.password_hash.clone());
-    let verified = !too_long && password_matches(form.password, hash).await?;
+    Metrics::inc(&state.metrics.password_checks);
+    let verified = password_matches(password, hash).await? && !too_long;
     match user {
         Some(user) if verified => {
             state.login_throttle.succeeded(&form.username, addr);
@@ -144,9 +160,8 @@ pub async fn login(
         _ => {
             let now = state.now();
             state.login_throttle.failed(&form.username, addr, now);
-            let shown: String = form.username.chars().take(200).collect();
-            events::login_failed(&state.metrics, &shown, false);
-            state.store.audit(&shown, "login_failed", "dashboard", now).await?;
+            events::login_failed(&state.metrics, &actor, false);
+            state.store.audit(&actor, "login_failed", "dashboard", now).await?;
             let html = LoginPage {
                 csrf: &form.csrf,
                 username: &shown,

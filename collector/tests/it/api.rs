@@ -415,7 +415,7 @@ async fn health_metrics_and_openapi_answer() {
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(resp.headers()["x-content-type-options"], "nosniff");
     let _ = enrolled(&app, "P", "h").await;
-    let metrics = body_text(app.send(get("/metrics", None)).await).await;
+    let metrics = body_text(app.send(get("/metrics", Some(crate::support::METRICS_TOKEN))).await).await;
     assert!(metrics.contains("rounds_enrollments_total 1"), "{metrics}");
     assert!(metrics.contains("rounds_agents{state=\"online\"} 0"), "{metrics}");
     assert!(metrics.contains("rounds_agents{state=\"offline\"} 1"), "{metrics}");
@@ -528,7 +528,7 @@ async fn a_failing_firewall_is_a_finding_until_a_report_fixes_it() {
     assert_eq!(status, StatusCode::OK);
     let fw = rule(&body, "hipaa.network.firewall");
     assert_eq!(fw["status"], "fail", "{fw:#}");
-    let metrics = body_text(app.send(get("/metrics", None)).await).await;
+    let metrics = body_text(app.send(get("/metrics", Some(crate::support::METRICS_TOKEN))).await).await;
     assert!(metrics.contains("rounds_agents_failing 1"), "{metrics}");
     assert_eq!(fw["severity"], "high");
     assert!(fw["title"].as_str().unwrap().contains("firewall"), "{fw:#}");
@@ -601,7 +601,7 @@ async fn a_failing_firewall_is_a_finding_until_a_report_fixes_it() {
         .await;
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
 
-    let metrics = body_text(app.send(get("/metrics", None)).await).await;
+    let metrics = body_text(app.send(get("/metrics", Some(crate::support::METRICS_TOKEN))).await).await;
     assert_eq!(metric(&metrics, "rounds_evaluations_total"), 3, "one per stored report");
     assert_eq!(metric(&metrics, "rounds_evaluations_failed_total"), 0);
 }
@@ -630,7 +630,7 @@ async fn without_an_inventory_the_enrolled_os_decides_and_an_unknown_os_stores_t
     let odd: EnrollResponse = serde_json::from_str(&body_text(resp).await).unwrap();
     deliver(&app, &odd, 1, &[firewall(false, t0)], true).await;
     assert_eq!(findings(&app, &odd.agent_id, &tech).await.1, json!([]));
-    let metrics = body_text(app.send(get("/metrics", None)).await).await;
+    let metrics = body_text(app.send(get("/metrics", Some(crate::support::METRICS_TOKEN))).await).await;
     assert_eq!(metric(&metrics, "rounds_evaluations_total"), 1);
     assert_eq!(metric(&metrics, "rounds_evaluations_failed_total"), 1);
     // Its inventory names the family: the next report is evaluated.

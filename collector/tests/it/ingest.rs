@@ -88,7 +88,12 @@ async fn two_agents_reports_evaluated_at_once_give_the_findings_of_one_after_the
             "round {round}, second agent"
         );
     }
-    let m = body_text(together.send(crate::api::get("/metrics", None)).await).await;
+    let m = body_text(
+        together
+            .send(crate::api::get("/metrics", Some(crate::support::METRICS_TOKEN)))
+            .await,
+    )
+    .await;
     assert_eq!(metric(&m, "rounds_evaluations_total"), 60);
     assert_eq!(metric(&m, "rounds_evaluations_failed_total"), 0);
 }
@@ -171,7 +176,11 @@ async fn changes_are_published_after_commit_and_a_lagging_subscriber_never_block
         matches!(next, Change::AgentSeen { .. } | Change::FindingsChanged { .. }),
         "{next:?}"
     );
-    let m = body_text(app.send(crate::api::get("/metrics", None)).await).await;
+    let m = body_text(
+        app.send(crate::api::get("/metrics", Some(crate::support::METRICS_TOKEN)))
+            .await,
+    )
+    .await;
     assert!(metric(&m, "rounds_change_consumer_lagged_total") > 0, "{m}");
     assert_eq!(metric(&m, "rounds_reports_stored_total"), 20);
 }
@@ -310,7 +319,11 @@ async fn a_report_dated_a_day_ahead_does_not_hide_a_later_correct_one_and_the_cl
         .unwrap();
     assert!(stored[0].future_dated, "flagged");
     assert_eq!(stored[0].observation.observed_at, now, "stored with the receive time");
-    let m = body_text(app.send(crate::api::get("/metrics", None)).await).await;
+    let m = body_text(
+        app.send(crate::api::get("/metrics", Some(crate::support::METRICS_TOKEN)))
+            .await,
+    )
+    .await;
     assert_eq!(metric(&m, "rounds_observations_future_dated_total"), 2);
 
     // The clock is fixed; the next report has a correct date, earlier than the bad one.

@@ -11,6 +11,7 @@ mod delivery;
 mod ingest;
 mod notify;
 mod policy;
+mod security;
 mod serve;
 mod store;
 mod support;

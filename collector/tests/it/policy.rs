@@ -182,7 +182,7 @@ async fn a_practice_threshold_flips_the_disk_finding_and_leaves_other_practices_
         "{details:?}"
     );
     assert!(details[2].contains("smith.toml"), "{details:?}");
-    let metrics = body_of(&app, get("/metrics", None)).await;
+    let metrics = body_of(&app, get("/metrics", Some(crate::support::METRICS_TOKEN))).await;
     assert_eq!(metric(&metrics, "rounds_evaluations_failed_total"), 0);
 }
 
@@ -404,7 +404,7 @@ async fn settings_that_no_longer_build_fall_back_to_the_built_in_policy_and_are_
         "pass",
         "findings stay current"
     );
-    let metrics = body_of(&app, get("/metrics", None)).await;
+    let metrics = body_of(&app, get("/metrics", Some(crate::support::METRICS_TOKEN))).await;
     assert_eq!(metric(&metrics, "rounds_evaluations_total"), 1);
     assert_eq!(metric(&metrics, "rounds_evaluations_failed_total"), 1);
     let shown = admin::policy_show(app.store(), &pack(), "Smith", None).await.unwrap();

@@ -12,7 +12,7 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use tokio_util::sync::CancellationToken;
 
 /// A TLS stream to the collector, trusting only the CA in its data dir.
-fn connect(port: u16, ca: &std::path::Path) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+pub(crate) fn connect(port: u16, ca: &std::path::Path) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(ca).unwrap() {
         roots.add(cert.unwrap()).unwrap();

@@ -20,6 +20,9 @@ pub fn policy() -> Arc<Policy> {
     Arc::clone(POLICY.get_or_init(|| Arc::new(Policy::builtin().unwrap())))
 }
 
+/// The `metrics_token` of every test collector (issue 15: `/metrics` needs one).
+pub const METRICS_TOKEN: &str = "test-metrics-token-0123456789";
+
 /// A test collector: state, router, a settable clock and the temp dir keeping it alive.
 pub struct TestApp {
     pub state: AppState,
@@ -36,6 +39,7 @@ impl TestApp {
         let dir = tempfile::tempdir().unwrap();
         let mut settings = validate(Default::default(), &Overrides::default(), None).unwrap();
         settings.data_dir = dir.path().to_path_buf();
+        settings.metrics_token = Some(METRICS_TOKEN.to_string());
         f(&mut settings);
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("rounds.db")).unwrap());
         // Millisecond precision, as the store keeps times.

@@ -12,7 +12,7 @@ use rounds_protocol::{Observation, obs};
 
 use crate::support::{TestApp, body_text};
 
-const PASSWORD: &str = "correct horse battery staple";
+pub(crate) const PASSWORD: &str = "correct horse battery staple";
 
 // ---- requests and responses
 

@@ -131,6 +131,16 @@ impl SqliteStore {
         })
     }
 
+    /// The `synchronous` setting of the writer connection (`PRAGMA synchronous`: 1 NORMAL,
+    /// 2 FULL), which decides whether an acknowledged report survives a power loss (issue 15).
+    pub fn synchronous(&self) -> StoreResult<i64> {
+        let conn = self
+            .conn
+            .try_lock()
+            .map_err(|_| StoreError::message(DbErrorKind::Busy, "reading synchronous", "the store is in use"))?;
+        conn.pragma_query_value(None, "synchronous", |r| r.get(0)).map_err(db)
+    }
+
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
