@@ -5,6 +5,9 @@ mod api;
 mod delivery;
 mod ingest;
 mod policy;
+// Compliance reports (issue 14).
+mod report_seed;
+mod reports;
 mod serve;
 mod store;
 mod support;
