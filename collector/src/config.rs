@@ -40,6 +40,15 @@ pub struct RawConfig {
     pub change_stream_capacity: Option<usize>,
     /// TLS settings; without them the collector makes its own CA in the data dir.
     pub tls: Option<RawTls>,
+    // --- notification channels (notify) ---
+    /// The `[smtp]` relay for e-mail channels and scheduled reports.
+    pub smtp: Option<toml::Spanned<crate::notify::settings::RawSmtp>>,
+    /// The `[[channel]]` tables.
+    #[serde(default)]
+    pub channel: Vec<toml::Spanned<crate::notify::settings::RawChannel>>,
+    /// The file's text, kept by [`parse`] so validation can name lines.
+    #[serde(skip)]
+    pub source_text: String,
 }
 
 /// The `[tls]` table.
@@ -68,6 +77,9 @@ pub struct Settings {
     pub max_clock_skew: Duration,
     pub change_stream_capacity: usize,
     pub tls: TlsSettings,
+    // --- notification channels (notify) ---
+    pub smtp: Option<crate::notify::SmtpSettings>,
+    pub channels: Vec<crate::notify::settings::ChannelSettings>,
 }
 
 /// Where the server's certificate comes from.
@@ -106,14 +118,20 @@ pub fn line_of(text: &str, offset: usize) -> usize {
 
 /// Parses the file's text; errors name the file and line.
 pub fn parse(text: &str, file: &Path) -> Result<RawConfig, ConfigError> {
-    toml::from_str(text).map_err(|e| {
-        let line = e.span().map(|s| line_of(text, s.start));
-        let msg = e.message().trim().to_string();
-        ConfigError::one(match line {
-            Some(l) => format!("{}:{l}: {msg}", file.display()),
-            None => format!("{}: {msg}", file.display()),
+    let parsed: Result<RawConfig, toml::de::Error> = toml::from_str(text);
+    parsed
+        .map(|mut raw| {
+            raw.source_text = text.to_string();
+            raw
         })
-    })
+        .map_err(|e| {
+            let line = e.span().map(|s| line_of(text, s.start));
+            let msg = e.message().trim().to_string();
+            ConfigError::one(match line {
+                Some(l) => format!("{}:{l}: {msg}", file.display()),
+                None => format!("{}: {msg}", file.display()),
+            })
+        })
 }
 
 /// Reads and validates the configuration.
@@ -165,6 +183,9 @@ pub fn validate(raw: RawConfig, overrides: &Overrides, file: Option<&Path>) -> R
         max_clock_skew_secs,
         change_stream_capacity,
         tls,
+        smtp,
+        channel,
+        source_text,
     } = raw;
     let at = file.map(|f| format!("{}: ", f.display())).unwrap_or_default();
     let mut problems = Vec::new();
@@ -233,6 +254,14 @@ pub fn validate(raw: RawConfig, overrides: &Overrides, file: Option<&Path>) -> R
             }
         },
     };
+    // --- notification channels (notify) ---
+    let locator = crate::notify::settings::Locator {
+        file,
+        text: &source_text,
+    };
+    let smtp_present = smtp.is_some();
+    let smtp = smtp.and_then(|s| crate::notify::settings::validate_smtp(s, &locator, &mut problems));
+    let channels = crate::notify::settings::validate_channels(channel, smtp_present, &locator, &mut problems);
     if !problems.is_empty() {
         return Err(ConfigError { problems });
     }
@@ -251,6 +280,8 @@ pub fn validate(raw: RawConfig, overrides: &Overrides, file: Option<&Path>) -> R
         max_clock_skew: Duration::from_secs(max_clock_skew),
         change_stream_capacity,
         tls,
+        smtp,
+        channels,
     })
 }
 

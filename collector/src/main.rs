@@ -54,9 +54,24 @@ enum Command {
     /// Central agent configuration per practice and per site (the agent's own TOML format).
     #[command(subcommand)]
     AgentConfig(AgentConfigCmd),
+    // --- alerting: notification channels (notify) ---
+    /// Alerting: notification channels.
+    #[command(subcommand)]
+    Alert(AlertCmd),
     // --- Compliance reports (issue 14) ---
     /// Issue a compliance report of a practice for a period, or verify an issued file.
     Report(ReportArgs),
+}
+
+/// `alert` subcommands (notify: channels).
+#[derive(Debug, Subcommand)]
+enum AlertCmd {
+    /// Send a test notification through a configured [[channel]] and say whether it was delivered.
+    Test {
+        /// The channel's `name` in the configuration file.
+        #[arg(long)]
+        channel: String,
+    },
 }
 
 // --- Compliance reports (issue 14) ---
@@ -327,6 +342,24 @@ async fn run(cli: Cli) -> Result<(), ExitCode> {
         Command::Policy(cmd) => policy(cmd, &settings.data_dir).await,
         Command::AgentConfig(cmd) => agent_config(cmd, &settings).await,
         Command::Report(args) => report(args, &settings).await,
+        // --- alerting: notification channels (notify) ---
+        Command::Alert(AlertCmd::Test { channel }) => {
+            use rounds_collector::notify::channels::{AlertTestError, alert_test};
+            match alert_test(&settings, &channel).await {
+                Ok(done) => {
+                    println!("{done}");
+                    Ok(())
+                }
+                Err(e @ AlertTestError::UnknownChannel(_)) => {
+                    eprintln!("error: --channel: {e}");
+                    Err(ExitCode::from(EX_CONFIG))
+                }
+                Err(e) => {
+                    eprintln!("error: not delivered: {e}");
+                    Err(ExitCode::FAILURE)
+                }
+            }
+        }
     }
 }
 

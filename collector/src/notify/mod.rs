@@ -14,6 +14,15 @@ use serde::Serialize;
 
 pub use rounds_policies::Severity;
 
+pub mod channels;
+pub mod email;
+pub mod render;
+pub mod roots;
+pub mod settings;
+
+pub use channels::Channels;
+pub use email::{Attachment, Mail, SmtpSettings, SmtpTls, send_mail};
+
 /// Why a notification is sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]

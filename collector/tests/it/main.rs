@@ -4,6 +4,7 @@ mod agent_config;
 mod api;
 mod delivery;
 mod ingest;
+mod notify;
 mod policy;
 // Compliance reports (issue 14).
 mod report_seed;
