@@ -115,6 +115,11 @@ pub fn router(state: AppState) -> Router {
             get(api::admin::findings_history),
         )
         .route("/api/v1/openapi.json", get(api::admin::openapi))
+        // Compliance reports (issue 14).
+        .route(
+            "/api/v1/practices/{practice_id}/report",
+            get(crate::reports::http::download),
+        )
         .route("/healthz", get(api::admin::healthz))
         .route("/metrics", get(api::admin::metrics))
         .merge(web::routes())

@@ -46,6 +46,10 @@ pub struct RawConfig {
     /// The `[[channel]]` tables.
     #[serde(default)]
     pub channel: Vec<toml::Spanned<crate::notify::settings::RawChannel>>,
+    // --- Compliance reports (issue 14) ---
+    /// The `[[report_schedule]]` tables: reports e-mailed on cron schedules.
+    #[serde(default)]
+    pub report_schedule: Vec<toml::Spanned<crate::reports::schedule::RawSchedule>>,
     /// The file's text, kept by [`parse`] so validation can name lines.
     #[serde(skip)]
     pub source_text: String,
@@ -80,6 +84,8 @@ pub struct Settings {
     // --- notification channels (notify) ---
     pub smtp: Option<crate::notify::SmtpSettings>,
     pub channels: Vec<crate::notify::settings::ChannelSettings>,
+    // --- Compliance reports (issue 14) ---
+    pub report_schedules: Vec<crate::reports::schedule::Schedule>,
 }
 
 /// Where the server's certificate comes from.
@@ -185,6 +191,7 @@ pub fn validate(raw: RawConfig, overrides: &Overrides, file: Option<&Path>) -> R
         tls,
         smtp,
         channel,
+        report_schedule,
         source_text,
     } = raw;
     let at = file.map(|f| format!("{}: ", f.display())).unwrap_or_default();
@@ -262,6 +269,8 @@ pub fn validate(raw: RawConfig, overrides: &Overrides, file: Option<&Path>) -> R
     let smtp_present = smtp.is_some();
     let smtp = smtp.and_then(|s| crate::notify::settings::validate_smtp(s, &locator, &mut problems));
     let channels = crate::notify::settings::validate_channels(channel, smtp_present, &locator, &mut problems);
+    // --- Compliance reports (issue 14) ---
+    let report_schedules = crate::reports::schedule::validate(report_schedule, smtp_present, &locator, &mut problems);
     if !problems.is_empty() {
         return Err(ConfigError { problems });
     }
@@ -282,6 +291,7 @@ pub fn validate(raw: RawConfig, overrides: &Overrides, file: Option<&Path>) -> R
         tls,
         smtp,
         channels,
+        report_schedules,
     })
 }
 

@@ -16,6 +16,7 @@
 pub mod csv;
 pub mod document;
 pub mod html;
+pub mod http;
 pub mod model;
 pub mod pdf;
 pub mod schedule;
@@ -279,6 +280,14 @@ pub fn method_rows() -> Vec<MethodRow> {
         .collect()
 }
 
+/// The built-in pack, loaded once per process.
+pub fn builtin_pack() -> Result<Arc<Pack>, ReportError> {
+    static PACK: std::sync::OnceLock<Result<Arc<Pack>, String>> = std::sync::OnceLock::new();
+    PACK.get_or_init(|| Pack::builtin().map(Arc::new).map_err(|e| e.to_string()))
+        .clone()
+        .map_err(|e| ReportError::Usage(format!("the built-in policy pack does not load: {e}")))
+}
+
 /// Generates, records and verifies reports. Holds handles only; cheap to clone.
 #[derive(Clone)]
 pub struct ReportService {
@@ -302,6 +311,15 @@ impl ReportService {
             clock,
             method: Arc::new(method_rows()),
         }
+    }
+
+    /// The service over an app's store and clock, with the built-in pack (loaded once).
+    pub fn for_app(state: &crate::app::AppState) -> Result<Self, ReportError> {
+        Ok(Self::new(
+            Arc::clone(&state.store),
+            builtin_pack()?,
+            Arc::clone(&state.clock),
+        ))
     }
 
     /// The practice called `name`; the error lists the known ones.

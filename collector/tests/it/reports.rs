@@ -607,3 +607,185 @@ async fn csv_quotes_commas_quotes_and_newlines_and_html_escapes() {
     assert!(html.contains("@media print"));
     assert!(html.contains("name=\"rounds-content-sha256\""));
 }
+
+async fn get(app: &TestApp, uri: &str, key: Option<&str>) -> axum::http::Response<axum::body::Body> {
+    let mut req = axum::http::Request::get(uri);
+    if let Some(k) = key {
+        req = req.header("authorization", format!("Bearer {k}"));
+    }
+    app.send(req.body(axum::body::Body::empty()).unwrap()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_download_scoped_to_the_managers_practice_and_audited() {
+    use rounds_collector::store::Role;
+    let app = seeded().await;
+    let s = service(&app);
+    let smith = s.practice(SMITH).await.unwrap().id;
+    let jones = s.practice(JONES).await.unwrap().id;
+    let manager = rounds_collector::admin::apikey_create(app.store(), Role::PracticeManager, Some(SMITH), "smith-pm")
+        .await
+        .unwrap();
+    let tech = rounds_collector::admin::apikey_create(app.store(), Role::Technician, None, "tech")
+        .await
+        .unwrap();
+    let q = "from=2026-11-01&to=2026-11-30";
+
+    let resp = get(
+        &app,
+        &format!("/api/v1/practices/{smith}/report?{q}&format=pdf"),
+        Some(&manager),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "application/pdf");
+    let disposition = resp.headers()["content-disposition"].to_str().unwrap().to_string();
+    assert!(
+        disposition.contains("rounds-report-smith-family-practice-2026-11-01-2026-11-30.pdf"),
+        "{disposition}"
+    );
+    let bytes = axum::body::to_bytes(resp.into_body(), 64 << 20).await.unwrap();
+    assert!(matches!(s.verify(&bytes).await.unwrap(), Verification::Issued(r) if r.issued_by == "api-key"));
+
+    // The manager of Smith cannot get Jones's report: the same answer as an unknown practice.
+    let resp = get(&app, &format!("/api/v1/practices/{jones}/report?{q}"), Some(&manager)).await;
+    assert_eq!(resp.status(), 404);
+    let resp = get(&app, &format!("/api/v1/practices/9999/report?{q}"), Some(&manager)).await;
+    assert_eq!(resp.status(), 404);
+    // A technician sees every practice; CSV comes as CSV.
+    let resp = get(
+        &app,
+        &format!("/api/v1/practices/{jones}/report?{q}&format=csv"),
+        Some(&tech),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/csv"));
+    // No credentials; bad input named.
+    assert_eq!(
+        get(&app, &format!("/api/v1/practices/{smith}/report?{q}"), None)
+            .await
+            .status(),
+        401
+    );
+    let resp = get(
+        &app,
+        &format!("/api/v1/practices/{smith}/report?from=2026-11-31&to=2026-11-30"),
+        Some(&tech),
+    )
+    .await;
+    assert_eq!(resp.status(), 400);
+    assert!(
+        crate::support::body_text(resp)
+            .await
+            .contains("`2026-11-31` is not a date")
+    );
+    let resp = get(
+        &app,
+        &format!("/api/v1/practices/{smith}/report?{q}&format=xls"),
+        Some(&tech),
+    )
+    .await;
+    assert_eq!(resp.status(), 400);
+
+    let audit = app.store().audit_entries(100).await.unwrap();
+    let downloads: Vec<_> = audit.iter().filter(|e| e.action == "report.download").collect();
+    assert_eq!(downloads.len(), 2, "{audit:?}");
+    assert!(
+        downloads
+            .iter()
+            .any(|e| e.detail.contains(SMITH) && e.detail.contains("pdf"))
+    );
+    assert!(
+        downloads
+            .iter()
+            .any(|e| e.detail.contains(JONES) && e.detail.contains("csv"))
+    );
+}
+
+/// The base64 body of the MIME part whose headers name `content_type`, decoded.
+fn attachment(raw: &str, content_type: &str) -> Vec<u8> {
+    use base64::Engine;
+    let raw = raw.replace("\r\n", "\n");
+    let start = raw
+        .find(&format!("Content-Type: {content_type}"))
+        .unwrap_or_else(|| panic!("no {content_type} part in:\n{}", &raw[..raw.len().min(2000)]));
+    let part = &raw[start..];
+    let body_start = part.find("\n\n").unwrap() + 2;
+    let body: String = part[body_start..]
+        .lines()
+        .take_while(|l| !l.starts_with("--") && !l.is_empty())
+        .collect();
+    base64::engine::general_purpose::STANDARD.decode(body).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_report_arrives_at_a_real_smtp_server_with_the_pdf_attached() {
+    use rounds_collector::notify::SmtpTls;
+    use rounds_collector::reports::schedule::{ReportScheduler, parse_cron};
+    let app = seeded().await;
+    let server = crate::notify::SmtpServer::start("plain", None, None).await;
+    let schedule = rounds_collector::reports::schedule::Schedule {
+        name: "smith-monthly".into(),
+        practice: SMITH.into(),
+        cron_text: "0 7 1 * *".into(),
+        cron: parse_cron("0 7 1 * *").unwrap(),
+        period: reports::RelativePeriod::PreviousMonth,
+        format: Format::Pdf,
+        recipients: vec!["manager@smith.example".into(), "auditor@smith.example".into()],
+    };
+    app.clock.set(at("2026-12-01T06:59:00Z"));
+    let scheduler = ReportScheduler::new(
+        service(&app),
+        Arc::clone(&app.state.store),
+        Some(server.settings(SmtpTls::None, None)),
+        app.state.clock.clone(),
+        vec![schedule],
+    );
+    assert!(scheduler.tick().await.is_empty(), "nothing is due before 07:00");
+    app.clock.set(at("2026-12-01T07:00:20Z"));
+    let runs = scheduler.tick().await;
+    assert_eq!(runs.len(), 1);
+    assert!(runs[0].delivered, "{:?}", runs[0]);
+    assert!(scheduler.tick().await.is_empty(), "sent once");
+
+    let received = server.received();
+    assert_eq!(received.len(), 1);
+    let (raw, meta) = &received[0];
+    let rcpts = meta.to_string();
+    assert!(
+        rcpts.contains("manager@smith.example") && rcpts.contains("auditor@smith.example"),
+        "{rcpts}"
+    );
+    assert!(raw.contains("Compliance report: Smith Family Practice, 2026-11-01 to 2026-11-30"));
+    assert!(raw.contains("rounds-report-smith-family-pr"), "attachment file name");
+    let pdf = attachment(raw, "application/pdf");
+    assert!(pdf.starts_with(b"%PDF-"));
+    let s = service(&app);
+    match s.verify(&pdf).await.unwrap() {
+        Verification::Issued(r) => {
+            assert_eq!(r.issued_by, "schedule:smith-monthly");
+            assert_eq!((r.period_from, r.period_to), (november().from, november().to));
+            assert_eq!(Some(r.report_id.clone()), runs[0].report_id);
+        }
+        other => panic!("the attached PDF does not verify: {other:?}"),
+    }
+    let path = artefacts().join("scheduled.pdf");
+    std::fs::write(&path, &pdf).unwrap();
+    assert!(flat(&pdftotext(&path)).contains(BACKUP_ERROR));
+
+    let deliveries = app.store().report_deliveries("smith-monthly").await.unwrap();
+    assert_eq!(deliveries.len(), 1);
+    assert!(deliveries[0].delivered);
+    assert_eq!(
+        deliveries[0].recipients,
+        vec!["manager@smith.example", "auditor@smith.example"]
+    );
+    assert_eq!(deliveries[0].attempted_at, at("2026-12-01T07:00:20Z"));
+    let audit = app.store().audit_entries(50).await.unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.action == "report.delivered" && e.actor == "schedule:smith-monthly")
+    );
+}
