@@ -37,7 +37,11 @@ fn machines() -> Vec<Machine> {
             agent_id: format!("bench-{i:02}"),
             hostname: format!("bench-host-{i:02}"),
             trouble: Trouble {
-                backup_fails: if i % 5 == 0 { vec![(i as i64) % 28, (i as i64) % 28 + 1] } else { vec![] },
+                backup_fails: if i % 5 == 0 {
+                    vec![(i as i64) % 28, (i as i64) % 28 + 1]
+                } else {
+                    vec![]
+                },
                 backup_error: "repository locked".into(),
                 ehr_down: if i % 4 == 0 { vec![(i as i64 * 3) % 29] } else { vec![] },
                 ehr_cause: "connection timed out".into(),
@@ -86,7 +90,14 @@ async fn main() {
     );
     let ms = machines();
     let t = Instant::now();
-    report_seed::enroll(store.as_ref(), "Bench Practice", "Main", &ms, at("2026-10-31T12:00:00Z")).await;
+    report_seed::enroll(
+        store.as_ref(),
+        "Bench Practice",
+        "Main",
+        &ms,
+        at("2026-10-31T12:00:00Z"),
+    )
+    .await;
     let reports_in = report_seed::history(&state.evaluator, &clock, &ms, start, DAYS, 1).await;
     let changes = store
         .finding_changes(
@@ -140,7 +151,10 @@ async fn main() {
         let median = stats(&format!("issue {} ({} KiB)", format.as_str(), size / 1024), ms);
         worst = worst.max(median);
         if format == Format::Pdf {
-            let pdf = service.issue(&practice, period, format, "bench", "report.issue").await.unwrap();
+            let pdf = service
+                .issue(&practice, period, format, "bench", "report.issue")
+                .await
+                .unwrap();
             std::fs::write(dir.join("bench-report.pdf"), &pdf.bytes).unwrap();
         }
     }

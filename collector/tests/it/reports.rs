@@ -789,3 +789,44 @@ async fn scheduled_report_arrives_at_a_real_smtp_server_with_the_pdf_attached() 
             .any(|e| e.action == "report.delivered" && e.actor == "schedule:smith-monthly")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_session_of_a_practice_manager_downloads_only_their_practice() {
+    use rounds_collector::store::Role;
+    let app = seeded().await;
+    let s = service(&app);
+    let (smith, jones) = (s.practice(SMITH).await.unwrap().id, s.practice(JONES).await.unwrap().id);
+    rounds_collector::admin::user_add(
+        app.store(),
+        "pm-smith",
+        Role::PracticeManager,
+        Some(SMITH),
+        Some(crate::web::PASSWORD.to_string()),
+    )
+    .await
+    .unwrap();
+    let token = crate::web::session(&app, "pm-smith").await;
+    let with_cookie = |uri: String| {
+        axum::http::Request::get(uri)
+            .header("cookie", format!("rounds_session={token}"))
+            .body(axum::body::Body::empty())
+            .unwrap()
+    };
+    let q = "from=2026-11-01&to=2026-11-30&format=html";
+    let resp = app
+        .send(with_cookie(format!("/api/v1/practices/{smith}/report?{q}")))
+        .await;
+    assert_eq!(resp.status(), 200);
+    let html = crate::support::body_text(resp).await;
+    assert!(html.contains(SMITH) && !html.contains(JONES));
+    let resp = app
+        .send(with_cookie(format!("/api/v1/practices/{jones}/report?{q}")))
+        .await;
+    assert_eq!(resp.status(), 404);
+    let audit = app.store().audit_entries(100).await.unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.action == "report.download" && e.actor == "pm-smith")
+    );
+}

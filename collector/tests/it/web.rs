@@ -12,7 +12,7 @@ use rounds_protocol::{Observation, obs};
 
 use crate::support::{TestApp, body_text};
 
-const PASSWORD: &str = "correct horse battery staple";
+pub(crate) const PASSWORD: &str = "correct horse battery staple";
 
 // ---- requests and responses
 
@@ -164,7 +164,7 @@ async fn login(app: &TestApp, username: &str, password: &str) -> Response<Body> 
 }
 
 /// Logs in; returns the session token.
-async fn session(app: &TestApp, username: &str) -> String {
+pub(crate) async fn session(app: &TestApp, username: &str) -> String {
     let resp = login(app, username, PASSWORD).await;
     assert_eq!(resp.status(), StatusCode::SEE_OTHER, "login of {username}");
     assert_eq!(location(&resp), Some("/"));
