@@ -42,17 +42,24 @@ struct Font {
     data: &'static [u8],
     face: ttf_parser::Face<'static>,
     units: f32,
+    /// Advance widths (1000 units per em) of the ASCII characters, looked up once.
+    ascii: [f32; 128],
 }
 
 impl Font {
     fn load(name: &'static str, data: &'static [u8]) -> Result<Font, PdfError> {
         let face = ttf_parser::Face::parse(data, 0).map_err(|e| PdfError::Font(name, e.to_string()))?;
-        Ok(Font {
+        let mut font = Font {
             name,
             data,
             units: f32::from(face.units_per_em()),
             face,
-        })
+            ascii: [0.0; 128],
+        };
+        for b in 0u8..128 {
+            font.ascii[usize::from(b)] = font.advance(font.glyph(char::from(b)));
+        }
+        Ok(font)
     }
 
     /// The glyph of a character, `?` for one the font lacks.
@@ -74,7 +81,14 @@ impl Font {
     }
 
     fn width(&self, text: &str, size: f32) -> f32 {
-        text.chars().map(|c| self.advance(self.glyph(c))).sum::<f32>() * size / 1000.0
+        text.chars()
+            .map(|c| match self.ascii.get(c as usize) {
+                Some(w) => *w,
+                None => self.advance(self.glyph(c)),
+            })
+            .sum::<f32>()
+            * size
+            / 1000.0
     }
 }
 
@@ -165,35 +179,45 @@ impl<'f> Layout<'f> {
         }
     }
 
-    /// Word-wraps `text` to `width` points.
+    /// Word-wraps `text` to `width` points (widths summed once per word, not per line).
     fn wrap(&self, text: &str, face: Face, size: f32, width: f32) -> Vec<String> {
         let font = self.font(face);
+        let space = font.width(" ", size);
         let mut lines = Vec::new();
         for paragraph in text.split('\n') {
             let mut line = String::new();
+            let mut line_w = 0.0;
             for word in paragraph.split_whitespace() {
-                let candidate = if line.is_empty() {
-                    word.to_string()
-                } else {
-                    format!("{line} {word}")
-                };
-                if font.width(&candidate, size) <= width {
-                    line = candidate;
+                let word_w = font.width(word, size);
+                if line.is_empty() && word_w <= width {
+                    line.push_str(word);
+                    line_w = word_w;
+                    continue;
+                }
+                if !line.is_empty() && line_w + space + word_w <= width {
+                    line.push(' ');
+                    line.push_str(word);
+                    line_w += space + word_w;
                     continue;
                 }
                 if !line.is_empty() {
                     lines.push(std::mem::take(&mut line));
+                    line_w = 0.0;
+                }
+                if word_w <= width {
+                    line.push_str(word);
+                    line_w = word_w;
+                    continue;
                 }
                 // A word wider than the column is broken where it must be.
                 for c in word.chars() {
-                    let mut next = line.clone();
-                    next.push(c);
-                    if font.width(&next, size) > width && !line.is_empty() {
+                    let cw = font.width(c.encode_utf8(&mut [0; 4]), size);
+                    if line_w + cw > width && !line.is_empty() {
                         lines.push(std::mem::take(&mut line));
-                        line.push(c);
-                    } else {
-                        line = next;
+                        line_w = 0.0;
                     }
+                    line.push(c);
+                    line_w += cw;
                 }
             }
             lines.push(line);
