@@ -166,6 +166,11 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/users/{username}",
             axum::routing::delete(api::security::remove_user),
         )
+        // Compliance reports (issue 14).
+        .route(
+            "/api/v1/practices/{practice_id}/report",
+            get(crate::reports::http::download),
+        )
         .route("/healthz", get(api::admin::healthz))
         .route("/metrics", get(api::admin::metrics))
         .merge(web::routes())

@@ -46,6 +46,10 @@ pub struct RawConfig {
     /// The `[[channel]]` tables.
     #[serde(default)]
     pub channel: Vec<toml::Spanned<crate::notify::settings::RawChannel>>,
+    // --- Compliance reports (issue 14) ---
+    /// The `[[report_schedule]]` tables: reports e-mailed on cron schedules.
+    #[serde(default)]
+    pub report_schedule: Vec<toml::Spanned<crate::reports::schedule::RawSchedule>>,
     /// The file's text, kept by [`parse`] so validation can name lines.
     #[serde(skip)]
     pub source_text: String,
@@ -198,6 +202,8 @@ pub struct Settings {
     pub limits: LimitSettings,
     /// The bearer token `/metrics` needs; `None`: `/metrics` is not served.
     pub metrics_token: Option<String>,
+    // --- Compliance reports (issue 14) ---
+    pub report_schedules: Vec<crate::reports::schedule::Schedule>,
 }
 
 /// Where the server's certificate comes from.
@@ -304,6 +310,7 @@ pub fn validate(raw: RawConfig, overrides: &Overrides, file: Option<&Path>) -> R
         tls,
         smtp,
         channel,
+        report_schedule,
         source_text,
         alerting,
         route,
@@ -409,6 +416,8 @@ pub fn validate(raw: RawConfig, overrides: &Overrides, file: Option<&Path>) -> R
     {
         problems.push(format!("{at}metrics_token: use at least 16 characters"));
     }
+    // --- Compliance reports (issue 14) ---
+    let report_schedules = crate::reports::schedule::validate(report_schedule, smtp_present, &locator, &mut problems);
     if !problems.is_empty() {
         return Err(ConfigError { problems });
     }
@@ -432,6 +441,7 @@ pub fn validate(raw: RawConfig, overrides: &Overrides, file: Option<&Path>) -> R
         alerting,
         limits,
         metrics_token: metrics_token.map(|t| t.trim().to_string()),
+        report_schedules,
     })
 }
 

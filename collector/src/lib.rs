@@ -17,6 +17,8 @@ pub mod evaluation;
 pub mod events;
 pub mod ingest;
 pub mod notify;
+// Compliance reports (issue 14).
+pub mod reports;
 pub mod request;
 pub mod secrets;
 // Security services (issue 15).

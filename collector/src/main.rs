@@ -65,6 +65,9 @@ enum Command {
     /// Alerting: notification channels.
     #[command(subcommand)]
     Alert(AlertCmd),
+    // --- Compliance reports (issue 14) ---
+    /// Issue a compliance report of a practice for a period, or verify an issued file.
+    Report(ReportArgs),
 }
 
 /// Enrolled agents (issue 15).
@@ -114,6 +117,35 @@ enum AlertCmd {
         #[arg(long)]
         channel: String,
     },
+}
+
+// --- Compliance reports (issue 14) ---
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct ReportArgs {
+    #[command(subcommand)]
+    command: Option<ReportCmd>,
+    /// The practice's name.
+    #[arg(long)]
+    practice: Option<String>,
+    /// First day of the period, YYYY-MM-DD (UTC).
+    #[arg(long)]
+    from: Option<String>,
+    /// Last day of the period, YYYY-MM-DD (UTC, inclusive).
+    #[arg(long)]
+    to: Option<String>,
+    /// pdf, html or csv.
+    #[arg(long, default_value = "pdf")]
+    format: String,
+    /// Where to write the report.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum ReportCmd {
+    /// Say whether FILE is a report this collector issued, unchanged (exit 0), or not (exit 1).
+    Verify { file: PathBuf },
 }
 
 #[derive(Debug, Subcommand)]
@@ -355,6 +387,7 @@ async fn run(cli: Cli) -> Result<(), ExitCode> {
         Command::Policy(cmd) => policy(cmd, &settings.data_dir).await,
         Command::AgentConfig(cmd) => agent_config(cmd, &settings).await,
         Command::Incident(cmd) => incident(cmd, &settings).await,
+        Command::Report(args) => report(args, &settings).await,
         // --- alerting: notification channels (notify) ---
         Command::Alert(AlertCmd::Test { channel }) => {
             use rounds_collector::notify::channels::{AlertTestError, alert_test};
@@ -405,6 +438,117 @@ async fn incident(cmd: IncidentCmd, settings: &config::Settings) -> Result<(), E
             Err(ExitCode::FAILURE)
         }
     }
+}
+
+// --- Compliance reports (issue 14) ---
+async fn report(args: ReportArgs, settings: &config::Settings) -> Result<(), ExitCode> {
+    use rounds_collector::reports::{self, Format, ReportService, Verification};
+    let usage = |msg: String| {
+        eprintln!("error: {msg}");
+        ExitCode::from(EX_CONFIG)
+    };
+    let fail = |e: &reports::ReportError| {
+        eprintln!("error: {e}");
+        if e.is_usage() {
+            ExitCode::from(EX_CONFIG)
+        } else {
+            ExitCode::FAILURE
+        }
+    };
+    let pack = Pack::builtin().map_err(|e| {
+        eprintln!("error: the built-in policy pack does not load: {e}");
+        ExitCode::FAILURE
+    })?;
+    let store = serve::open_store(&settings.data_dir).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::FAILURE
+    })?;
+    let service = ReportService::new(
+        store,
+        std::sync::Arc::new(pack),
+        std::sync::Arc::new(rounds_collector::clock::SystemClock),
+    );
+    if let Some(ReportCmd::Verify { file }) = args.command {
+        let bytes = std::fs::read(&file).map_err(|e| usage(format!("cannot read {}: {e}", file.display())))?;
+        return match service.verify(&bytes).await.map_err(|e| fail(&e))? {
+            Verification::Issued(r) => {
+                println!(
+                    "{}: issued by this collector and unchanged: report {} of {} for {} to {} ({}), issued {} by {}, content SHA-256 {}",
+                    file.display(),
+                    r.report_id,
+                    r.practice,
+                    r.period_from,
+                    r.period_to,
+                    r.format,
+                    r.issued_at.to_rfc3339(),
+                    r.issued_by,
+                    r.content_sha256
+                );
+                Ok(())
+            }
+            Verification::Altered(r) => {
+                println!(
+                    "{}: NOT VALID: it names report {} of {} ({} to {}), but its bytes differ from the file issued (SHA-256 {}); it was changed after issue",
+                    file.display(),
+                    r.report_id,
+                    r.practice,
+                    r.period_from,
+                    r.period_to,
+                    r.file_sha256
+                );
+                Err(ExitCode::FAILURE)
+            }
+            Verification::Unknown { claimed_id } => {
+                match claimed_id {
+                    Some(id) => println!(
+                        "{}: NOT VALID: report {id} was not issued by this collector",
+                        file.display()
+                    ),
+                    None => println!("{}: NOT VALID: not a report issued by this collector", file.display()),
+                }
+                Err(ExitCode::FAILURE)
+            }
+        };
+    }
+    let practice = args
+        .practice
+        .ok_or_else(|| usage("--practice is required".to_string()))?;
+    let from = args
+        .from
+        .ok_or_else(|| usage("--from is required (YYYY-MM-DD)".to_string()))?;
+    let to = args
+        .to
+        .ok_or_else(|| usage("--to is required (YYYY-MM-DD)".to_string()))?;
+    let out = args.out.ok_or_else(|| usage("--out FILE is required".to_string()))?;
+    let format = Format::parse(&args.format).map_err(|e| fail(&e))?;
+    let period = reports::parse_period(&from, &to).map_err(|e| fail(&e))?;
+    let practice = service.practice(&practice).await.map_err(|e| fail(&e))?;
+    // Write beside the target first, so a failure leaves no half-written file.
+    let tmp = out.with_file_name(format!(
+        ".{}.tmp",
+        out.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    ));
+    let issued = service
+        .issue(&practice, period, format, "cli", "report.issue")
+        .await
+        .map_err(|e| fail(&e))?;
+    std::fs::write(&tmp, &issued.bytes)
+        .and_then(|()| std::fs::rename(&tmp, &out))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            usage(format!("cannot write {}: {e}", out.display()))
+        })?;
+    println!(
+        "report {} written to {} ({} bytes, SHA-256 {}); content SHA-256 {}",
+        issued.record.report_id,
+        out.display(),
+        issued.record.size_bytes,
+        issued.record.file_sha256,
+        issued.record.content_sha256
+    );
+    Ok(())
 }
 
 async fn agent_config(cmd: AgentConfigCmd, settings: &config::Settings) -> Result<(), ExitCode> {

@@ -161,6 +161,22 @@ pub async fn run(
     let changes = state.evaluator.changes().subscribe("alert-engine");
     let engine_stop = shutdown.clone();
     tokio::spawn(async move { alerts.run(changes, engine_stop).await });
+    // --- Compliance reports (issue 14): the report scheduler, a background task ---
+    if !state.settings.report_schedules.is_empty() {
+        match crate::reports::ReportService::for_app(&state) {
+            Ok(service) => {
+                let scheduler = std::sync::Arc::new(crate::reports::schedule::ReportScheduler::new(
+                    service,
+                    std::sync::Arc::clone(&state.store),
+                    state.settings.smtp.clone(),
+                    std::sync::Arc::clone(&state.clock),
+                    state.settings.report_schedules.clone(),
+                ));
+                tokio::spawn(scheduler.run(Duration::from_secs(30), shutdown.clone()));
+            }
+            Err(e) => tracing::error!(error = %e, "report schedules not started"),
+        }
+    }
     let app = router(state);
     let handle = axum_server::Handle::new();
     let h = handle.clone();

@@ -506,6 +506,11 @@ pub trait Tx: Send {
         until: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> StoreResult<bool>;
+    // --- Compliance reports (issue 14) ---
+    /// Records a report the collector issued (its file's and its content's SHA-256).
+    async fn record_issued_report(&mut self, report: &IssuedReport) -> StoreResult<()>;
+    /// Records one attempt of a scheduled delivery of an issued report.
+    async fn record_report_delivery(&mut self, delivery: &ReportDelivery) -> StoreResult<()>;
     /// Makes every write of this unit of work durable and visible.
     async fn commit(self: Box<Self>) -> StoreResult<()>;
 }
@@ -744,6 +749,31 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> StoreResult<bool> {
         in_tx!(self, |tx| tx.claim_lease(name, holder, until, now))
     }
+    // --- Compliance reports (issue 14) ---
+    /// Observations of `kinds` an agent made in `from..to` (observation time), and for each
+    /// (kind, subject) the last one made before `from`, oldest first. Callers check the scope.
+    async fn agent_observation_history(
+        &self,
+        agent_id: &str,
+        kinds: &[&str],
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> StoreResult<Vec<StoredObservation>>;
+    /// When the collector received each report of an agent in `from..to`, oldest first.
+    async fn report_receipts(
+        &self,
+        agent_id: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> StoreResult<Vec<DateTime<Utc>>>;
+    /// The issued reports whose file has this hex SHA-256.
+    async fn issued_reports_by_file_hash(&self, file_sha256: &str) -> StoreResult<Vec<IssuedReport>>;
+    /// An issued report by its id.
+    async fn issued_report(&self, report_id: &str) -> StoreResult<Option<IssuedReport>>;
+    /// The issued reports of a practice, oldest first.
+    async fn issued_reports_of_practice(&self, practice_id: i64) -> StoreResult<Vec<IssuedReport>>;
+    /// The delivery attempts of a report schedule, oldest first.
+    async fn report_deliveries(&self, schedule: &str) -> StoreResult<Vec<ReportDelivery>>;
 }
 
 /// One entry of the collector's audit log.
@@ -882,4 +912,42 @@ pub struct ApiKeyRow {
     pub created_at: DateTime<Utc>,
     pub expires_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
+}
+
+// --- Compliance reports (issue 14) ---
+
+/// A report the collector issued, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IssuedReport {
+    /// The report's id, printed in the file (`RR-` and 16 hex digits).
+    pub report_id: String,
+    pub practice_id: i64,
+    pub practice: String,
+    /// First and last day of the period (UTC, inclusive).
+    pub period_from: chrono::NaiveDate,
+    pub period_to: chrono::NaiveDate,
+    /// `pdf`, `html` or `csv`.
+    pub format: String,
+    /// Hex SHA-256 of the canonical content (printed in the file).
+    pub content_sha256: String,
+    /// Hex SHA-256 of the exact bytes issued.
+    pub file_sha256: String,
+    pub size_bytes: u64,
+    pub issued_at: DateTime<Utc>,
+    /// Who asked for it: `cli`, a user name, `schedule:NAME`.
+    pub issued_by: String,
+    pub collector_version: String,
+}
+
+/// One attempt of a scheduled delivery of an issued report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReportDelivery {
+    pub report_id: String,
+    /// The schedule's name.
+    pub schedule: String,
+    pub recipients: Vec<String>,
+    pub attempted_at: DateTime<Utc>,
+    pub delivered: bool,
+    /// What the mail server answered, or why it failed.
+    pub detail: String,
 }

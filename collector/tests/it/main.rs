@@ -12,6 +12,9 @@ mod ingest;
 mod notify;
 mod policy;
 mod security;
+// Compliance reports (issue 14).
+mod report_seed;
+mod reports;
 mod serve;
 mod store;
 mod support;

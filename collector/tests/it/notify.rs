@@ -49,7 +49,7 @@ fn notification(kind: NotificationKind) -> Notification {
 }
 
 /// TLS material for 127.0.0.1/localhost, made with the collector's own generator (rcgen).
-struct Certs {
+pub(crate) struct Certs {
     _dir: tempfile::TempDir,
     ca: PathBuf,
     cert: PathBuf,
@@ -78,14 +78,14 @@ fn certs() -> Certs {
 /// Debian's python3-aiosmtpd (installed by .ci/run), run by our handler script.
 const PYTHON: &str = "/usr/bin/python3";
 
-struct SmtpServer {
+pub(crate) struct SmtpServer {
     child: tokio::process::Child,
     port: u16,
     out: tempfile::TempDir,
 }
 
 impl SmtpServer {
-    async fn start(mode: &str, certs: Option<&Certs>, auth: Option<(&str, &str)>) -> SmtpServer {
+    pub(crate) async fn start(mode: &str, certs: Option<&Certs>, auth: Option<(&str, &str)>) -> SmtpServer {
         let out = tempfile::tempdir().unwrap();
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/smtp_server.py");
         let mut cmd = tokio::process::Command::new(PYTHON);
@@ -112,7 +112,7 @@ impl SmtpServer {
         SmtpServer { child, port, out }
     }
 
-    fn settings(&self, tls: SmtpTls, ca: Option<&Path>) -> SmtpSettings {
+    pub(crate) fn settings(&self, tls: SmtpTls, ca: Option<&Path>) -> SmtpSettings {
         SmtpSettings {
             host: "localhost".into(),
             port: self.port,
@@ -126,7 +126,7 @@ impl SmtpServer {
     }
 
     /// The messages received so far: (raw message, metadata).
-    fn received(&self) -> Vec<(String, Value)> {
+    pub(crate) fn received(&self) -> Vec<(String, Value)> {
         let mut out = Vec::new();
         for n in 1.. {
             let meta = self.out.path().join(format!("{n}.json"));

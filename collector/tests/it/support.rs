@@ -53,6 +53,20 @@ impl TestApp {
         }
     }
 
+    /// A test collector over the data dir `dir` (a copy of a seeded one), its clock at `now`.
+    pub fn in_dir(dir: tempfile::TempDir, now: chrono::DateTime<Utc>) -> Self {
+        let mut settings = validate(Default::default(), &Overrides::default(), None).unwrap();
+        settings.data_dir = dir.path().to_path_buf();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("rounds.db")).unwrap());
+        let clock = Arc::new(FakeClock::new(now));
+        let state = AppState::with_clock(store, settings, policy(), clock.clone());
+        TestApp {
+            state,
+            clock,
+            _dir: dir,
+        }
+    }
+
     /// The SQLite file of this collector, for tests that reach under the store.
     pub fn db_path(&self) -> std::path::PathBuf {
         self._dir.path().join("rounds.db")

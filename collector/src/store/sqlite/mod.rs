@@ -27,6 +27,8 @@ mod findings;
 mod policy;
 mod reports;
 mod security;
+// Compliance reports (issue 14).
+mod issued;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -56,8 +58,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0005_delivery_config",
         include_str!("migrations/0005_delivery_config.sql"),
     ),
-    ("0007_security", include_str!("migrations/0007_security.sql")),
     ("0006_alerting", include_str!("migrations/0006_alerting.sql")),
+    ("0007_security", include_str!("migrations/0007_security.sql")),
+    // Compliance reports (issue 14).
+    ("0008_reports", include_str!("migrations/0008_reports.sql")),
 ];
 
 /// How `synchronous` is set: `Normal` loses at most the last transactions on power loss
@@ -544,6 +548,17 @@ impl Tx for SqliteTx {
             .await
     }
 
+    // --- Compliance reports (issue 14) ---
+    async fn record_issued_report(&mut self, report: &IssuedReport) -> StoreResult<()> {
+        let report = report.clone();
+        self.run(move |c| issued::record(c, &report)).await
+    }
+
+    async fn record_report_delivery(&mut self, delivery: &ReportDelivery) -> StoreResult<()> {
+        let delivery = delivery.clone();
+        self.run(move |c| issued::record_delivery(c, &delivery)).await
+    }
+
     async fn commit(mut self: Box<Self>) -> StoreResult<()> {
         if self.failed {
             return Err(aborted());
@@ -785,5 +800,48 @@ impl Store for SqliteStore {
     async fn incident(&self, scope: &Scope, id: i64) -> StoreResult<IncidentDetail> {
         let scope = scope.clone();
         self.read(move |c| alerting::detail(c, &scope, id)).await
+    }
+
+    // --- Compliance reports (issue 14) ---
+    async fn agent_observation_history(
+        &self,
+        agent_id: &str,
+        kinds: &[&str],
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> StoreResult<Vec<StoredObservation>> {
+        let agent_id = agent_id.to_string();
+        let kinds: Vec<String> = kinds.iter().map(|k| k.to_string()).collect();
+        self.read(move |c| issued::observation_history(c, &agent_id, &kinds, from, to))
+            .await
+    }
+
+    async fn report_receipts(
+        &self,
+        agent_id: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> StoreResult<Vec<DateTime<Utc>>> {
+        let agent_id = agent_id.to_string();
+        self.read(move |c| issued::receipts(c, &agent_id, from, to)).await
+    }
+
+    async fn issued_reports_by_file_hash(&self, file_sha256: &str) -> StoreResult<Vec<IssuedReport>> {
+        let hash = file_sha256.to_string();
+        self.read(move |c| issued::by_file_hash(c, &hash)).await
+    }
+
+    async fn issued_report(&self, report_id: &str) -> StoreResult<Option<IssuedReport>> {
+        let id = report_id.to_string();
+        self.read(move |c| issued::by_id(c, &id)).await
+    }
+
+    async fn issued_reports_of_practice(&self, practice_id: i64) -> StoreResult<Vec<IssuedReport>> {
+        self.read(move |c| issued::of_practice(c, practice_id)).await
+    }
+
+    async fn report_deliveries(&self, schedule: &str) -> StoreResult<Vec<ReportDelivery>> {
+        let schedule = schedule.to_string();
+        self.read(move |c| issued::deliveries(c, &schedule)).await
     }
 }
