@@ -54,6 +54,21 @@ enum Command {
     /// Central agent configuration per practice and per site (the agent's own TOML format).
     #[command(subcommand)]
     AgentConfig(AgentConfigCmd),
+    // Backup and restore (deploy).
+    /// Write a consistent copy of the store to FILE (a new file), also while serving.
+    Backup {
+        /// The backup file to create.
+        file: PathBuf,
+    },
+    /// Replace the store with a backup; refuses while a collector serves the data dir, and
+    /// refuses a store that holds data without --force.
+    Restore {
+        /// The backup file (made by `rounds-collector backup`).
+        file: PathBuf,
+        /// Replace a store that holds agents or reports.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -127,6 +142,10 @@ enum TokenCmd {
         /// Lifetime, e.g. 30m, 24h, 7d.
         #[arg(long, default_value = "24h")]
         expires: String,
+        /// The collector URL agents reach, for the printed install command
+        /// [default: https://HOSTNAME:PORT of this machine and the listen port].
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
     },
 }
 
@@ -210,6 +229,9 @@ async fn run(cli: Cli) -> Result<(), ExitCode> {
             Ok(())
         }
         Command::Serve { .. } => {
+            serve::ensure_data_dir(&settings.data_dir).map_err(|e| fail(&e))?;
+            // Held while serving, so `restore` cannot replace the store under a running server.
+            let _serve_lock = rounds_collector::deploy::ServeLock::acquire(&settings.data_dir).map_err(|e| fail(&e))?;
             let listener = serve::bind(settings.listen).map_err(|e| fail(&e))?;
             let prepared = serve::prepare(settings).await.map_err(|e| fail(&e))?;
             let addr = listener.local_addr().map_err(|e| fail(&e))?;
@@ -239,6 +261,7 @@ async fn run(cli: Cli) -> Result<(), ExitCode> {
             practice,
             site,
             expires,
+            url,
         }) => {
             let expires = config::parse_duration(&expires).map_err(|e| {
                 eprintln!("error: --expires: {e}");
@@ -252,6 +275,15 @@ async fn run(cli: Cli) -> Result<(), ExitCode> {
                 "enrollment token for {practice} / {site}, valid {}s, one use:",
                 expires.as_secs()
             );
+            // The install command with the CA fingerprint (deploy); the token stays the last line.
+            match rounds_collector::deploy::ca_fingerprint(&settings) {
+                Some(fp) => {
+                    let url = rounds_collector::deploy::public_url(url.as_deref(), &settings);
+                    println!("install on a machine of this site, as root (or Administrator):");
+                    println!("  {}", rounds_collector::deploy::install_command(&url, &token, &fp));
+                }
+                None => println!("(no CA yet: start `rounds-collector serve` once to print the install command)"),
+            }
             println!("{token}");
             Ok(())
         }
@@ -294,6 +326,24 @@ async fn run(cli: Cli) -> Result<(), ExitCode> {
         }
         Command::Policy(cmd) => policy(cmd, &settings.data_dir).await,
         Command::AgentConfig(cmd) => agent_config(cmd, &settings).await,
+        Command::Backup { file } => {
+            let summary = rounds_collector::deploy::backup(&settings.data_dir, &file).map_err(|e| fail(&e))?;
+            println!("backup written to {}: {summary}", file.display());
+            println!("(keep the TLS files of the data dir too: ca.pem, ca-key.pem, server.pem, server-key.pem)");
+            Ok(())
+        }
+        Command::Restore { file, force } => {
+            let summary = rounds_collector::deploy::restore(&settings.data_dir, &file, force).map_err(|e| {
+                eprintln!("error: {e}");
+                ExitCode::from(EX_CONFIG)
+            })?;
+            println!(
+                "restored {} into {}: {summary}",
+                file.display(),
+                settings.data_dir.display()
+            );
+            Ok(())
+        }
     }
 }
 

@@ -614,3 +614,9 @@ impl Store for SqliteStore {
         self.with(move |c| agent_config::sources(c, &agent_id)).await
     }
 }
+
+// Backup and restore (deploy): the schema version this build writes, to check a backup with.
+/// The schema version (`PRAGMA user_version`) of a database this build has migrated.
+pub fn schema_version() -> usize {
+    MIGRATIONS.len()
+}
