@@ -49,6 +49,14 @@ pub enum DeployError {
     NotEmpty { path: PathBuf, agents: i64, reports: i64 },
 }
 
+impl DeployError {
+    /// Whether the error is in what the operator asked (a file, a running server, a store
+    /// with data) rather than a failure while doing it.
+    pub fn is_usage(&self) -> bool {
+        !matches!(self, DeployError::Io { .. } | DeployError::Db { .. })
+    }
+}
+
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DeployError + '_ {
     move |source| DeployError::Io {
         path: path.to_path_buf(),

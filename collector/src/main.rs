@@ -335,7 +335,11 @@ async fn run(cli: Cli) -> Result<(), ExitCode> {
         Command::Restore { file, force } => {
             let summary = rounds_collector::deploy::restore(&settings.data_dir, &file, force).map_err(|e| {
                 eprintln!("error: {e}");
-                ExitCode::from(EX_CONFIG)
+                if e.is_usage() {
+                    ExitCode::from(EX_CONFIG)
+                } else {
+                    ExitCode::FAILURE
+                }
             })?;
             println!(
                 "restored {} into {}: {summary}",
