@@ -47,7 +47,14 @@ gid=$(awk -F: '$1 == "rounds" { print $4 }' "$root/etc/passwd")
 check "rounds is a system user (uid $uid < 1000)" test "$uid" -lt 1000
 check "collector data dir 0700 rounds" test "$(mode "$root/var/lib/rounds-collector")" = "700 $uid"
 check "collector config 0640 root:rounds" test "$(stat -c '%a %u %g' "$root/etc/rounds-collector/collector.toml")" = "640 0 $gid"
-check "collector unit runs as rounds" grep -qx 'User=rounds' "$root/lib/systemd/system/rounds-collector.service"
+for line in 'User=rounds' 'ProtectSystem=strict' 'ReadWritePaths=/var/lib/rounds-collector' 'ProtectHome=yes' \
+    'PrivateTmp=yes' 'NoNewPrivileges=yes' 'CapabilityBoundingSet=' 'StateDirectoryMode=0700'; do
+  check "collector unit has $line" grep -qx "$line" "$root/lib/systemd/system/rounds-collector.service"
+done
+for line in 'ProtectSystem=strict' 'ReadWritePaths=/var/lib/rounds-agent' 'ProtectHome=read-only' 'PrivateTmp=yes' \
+    'NoNewPrivileges=yes' 'ExecStart=/usr/bin/rounds-agent run --state-dir /var/lib/rounds-agent --config /etc/rounds-agent/agent.toml'; do
+  check "agent unit has $line" grep -qx "$line" "$root/lib/systemd/system/rounds-agent.service"
+done
 # systemd-analyze verify on the packaged units, their ExecStart pointed at the binary in the
 # root (a throwaway root has no systemd targets for --root).
 if command -v systemd-analyze >/dev/null; then
