@@ -60,12 +60,20 @@ pub enum EnrollError {
     Protocol { got: u32 },
     #[error("cannot save the enrollment: {0}")]
     State(#[from] StateError),
+    // Fingerprint enrollment (deploy).
+    #[error(transparent)]
+    Pin(#[from] crate::pin::PinError),
 }
 
 impl EnrollError {
     /// Whether the error is in what the operator gave (a file, a URL) rather than at run time.
     pub fn is_usage(&self) -> bool {
-        matches!(self, EnrollError::ReadCa { .. } | EnrollError::Client(_))
+        matches!(
+            self,
+            EnrollError::ReadCa { .. }
+                | EnrollError::Client(_)
+                | EnrollError::Pin(crate::pin::PinError::BadFingerprint { .. } | crate::pin::PinError::BadUrl { .. })
+        )
     }
 }
 
@@ -82,7 +90,81 @@ pub async fn enroll(opts: EnrollOptions) -> Result<Identity, EnrollError> {
         path: ca_file.clone(),
         source,
     })?;
-    let client = CollectorClient::new(&collector, &ca_pem, &ca_file.display().to_string(), None)?;
+    enroll_trusting(
+        collector,
+        token,
+        ca_pem,
+        &ca_file.display().to_string(),
+        state_dir,
+        hostname,
+    )
+    .await
+}
+
+/// What [`enroll_by_fingerprint`] needs: as [`EnrollOptions`], with the CA's SHA-256
+/// fingerprint instead of its file. `Debug` does not show the token.
+#[derive(Clone)]
+pub struct FingerprintEnrollOptions {
+    /// Base URL of the collector, e.g. `https://collector.example:8443`.
+    pub collector: String,
+    /// The one-time enrollment token.
+    pub token: String,
+    /// The CA's SHA-256 fingerprint as typed (`sha256:HEX`, or hex with or without colons).
+    pub ca_fingerprint: String,
+    /// Where to keep the identity and the CA.
+    pub state_dir: PathBuf,
+    /// The host name to enroll as; `None` for this machine's.
+    pub hostname: Option<String>,
+}
+
+impl std::fmt::Debug for FingerprintEnrollOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let FingerprintEnrollOptions {
+            collector,
+            token: _,
+            ca_fingerprint,
+            state_dir,
+            hostname,
+        } = self;
+        f.debug_struct("FingerprintEnrollOptions")
+            .field("collector", collector)
+            .field("token", &"<redacted>")
+            .field("ca_fingerprint", ca_fingerprint)
+            .field("state_dir", state_dir)
+            .field("hostname", hostname)
+            .finish()
+    }
+}
+
+/// Enrolls with the CA fetched from the collector and pinned by its fingerprint (see
+/// [`crate::pin`]); a CA whose fingerprint differs is refused before anything is stored or the
+/// token is sent.
+pub async fn enroll_by_fingerprint(opts: FingerprintEnrollOptions) -> Result<Identity, EnrollError> {
+    let FingerprintEnrollOptions {
+        collector,
+        token,
+        ca_fingerprint,
+        state_dir,
+        hostname,
+    } = opts;
+    let expected = crate::pin::Fingerprint::parse(&ca_fingerprint)?;
+    let ca_pem = crate::pin::fetch_ca(&collector, expected).await?;
+    tracing::info!(fingerprint = %expected, "collector CA matches the fingerprint");
+    let source = format!("the CA fetched from {collector} ({expected})");
+    enroll_trusting(collector, token, ca_pem, &source, state_dir, hostname).await
+}
+
+/// Enrolls trusting the CA in `ca_pem` (named `ca_source` in errors) and saves it with the
+/// identity.
+async fn enroll_trusting(
+    collector: String,
+    token: String,
+    ca_pem: Vec<u8>,
+    ca_source: &str,
+    state_dir: PathBuf,
+    hostname: Option<String>,
+) -> Result<Identity, EnrollError> {
+    let client = CollectorClient::new(&collector, &ca_pem, ca_source, None)?;
     let state = StateDir::new(state_dir);
     // Fail on an unwritable state dir before the token is spent.
     state.create()?;

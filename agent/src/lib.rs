@@ -18,16 +18,19 @@ pub mod clock;
 pub mod config;
 pub mod enroll;
 pub mod local_check;
+// Fingerprint enrollment and service installation (deploy).
+pub mod pin;
 pub mod probes;
 pub mod run;
 pub mod sender;
+pub mod service;
 pub mod spool;
 pub mod state;
 pub mod status;
 pub mod watch;
 
 pub use config::AgentSettings;
-pub use enroll::{EnrollError, EnrollOptions, enroll};
+pub use enroll::{EnrollError, EnrollOptions, FingerprintEnrollOptions, enroll, enroll_by_fingerprint};
 pub use run::{RunError, RunOptions, run};
 pub use state::{Identity, StateDir};
 pub use status::{AgentStatus, status};

@@ -40,6 +40,55 @@ enum Command {
     /// Backup sources: `backup restore-test NAME` restores a sample and records the result.
     #[command(subcommand)]
     Backup(BackupCommand),
+    // Deployment (deploy): install as a service, remove it, print the service definition.
+    /// Enroll this machine and install the agent as a service (systemd, launchd or Windows
+    /// service), started now and at every boot.
+    Install(InstallArgs),
+    /// Stop and remove the service; the state dir (identity, spool, cached configuration) is
+    /// kept unless --purge.
+    Uninstall(UninstallArgs),
+    /// Print the service definition `install` writes (used to build packages).
+    ServiceFile(ServiceFileArgs),
+}
+
+#[derive(Debug, Args)]
+struct InstallArgs {
+    #[command(flatten)]
+    enroll: EnrollArgs,
+    /// Configuration file the service runs with.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Install under this folder instead of / (tests, package builds): files are written
+    /// there and no service manager is called.
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    root: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct UninstallArgs {
+    /// Also remove the state dir: identity, CA, spool and cached configuration.
+    #[arg(long)]
+    purge: bool,
+    #[command(flatten)]
+    state: StateDirArg,
+    /// Uninstall under this folder instead of / (tests); no service manager is called.
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    root: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct ServiceFileArgs {
+    /// Platform of the service definition [default: this one].
+    #[arg(long, value_enum)]
+    platform: Option<rounds_agent::service::Platform>,
+    /// The agent binary the service runs [default: this binary].
+    #[arg(long, value_name = "FILE")]
+    exe: Option<PathBuf>,
+    #[command(flatten)]
+    state: StateDirArg,
+    /// Configuration file the service runs with.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -112,8 +161,18 @@ struct EnrollArgs {
     #[arg(long, value_name = "T")]
     token: String,
     /// PEM file with the collector's CA certificate; copied into the state dir.
-    #[arg(long, value_name = "FILE")]
-    ca: PathBuf,
+    #[arg(
+        long,
+        value_name = "FILE",
+        required_unless_present = "ca_fingerprint",
+        conflicts_with = "ca_fingerprint"
+    )]
+    ca: Option<PathBuf>,
+    /// SHA-256 fingerprint of the collector's CA (as `rounds-collector token create` prints:
+    /// sha256:HEX, or hex with or without colons): the CA is fetched from the collector and
+    /// kept only if it matches.
+    #[arg(long, value_name = "SHA256")]
+    ca_fingerprint: Option<String>,
     #[command(flatten)]
     state: StateDirArg,
 }
@@ -215,6 +274,9 @@ async fn dispatch(command: Command) -> Result<ExitCode, Failure> {
         Command::Validate(args) => validate(args),
         Command::Check(args) => check(args).await,
         Command::Backup(BackupCommand::RestoreTest(args)) => restore_test(args).await,
+        Command::Install(args) => install(args).await,
+        Command::Uninstall(args) => uninstall(args),
+        Command::ServiceFile(args) => service_file(args),
     }
 }
 
@@ -316,21 +378,49 @@ fn state_dir(arg: StateDirArg) -> Result<PathBuf, Failure> {
 }
 
 async fn enroll(args: EnrollArgs) -> Result<ExitCode, Failure> {
+    let dir = state_dir(StateDirArg {
+        state_dir: args.state.state_dir.clone(),
+    })?;
+    enroll_into(args, dir).await
+}
+
+/// Enrolls with `--ca FILE` or `--ca-fingerprint` into `state_dir` and prints who we are.
+async fn enroll_into(args: EnrollArgs, state_dir: PathBuf) -> Result<ExitCode, Failure> {
     let EnrollArgs {
         collector,
         token,
         ca,
-        state,
+        ca_fingerprint,
+        state: _,
     } = args;
-    let opts = EnrollOptions {
-        collector,
-        token,
-        ca_file: ca,
-        state_dir: state_dir(state)?,
-        hostname: None,
+    let result = match (ca, ca_fingerprint) {
+        (Some(ca), _) => {
+            rounds_agent::enroll(EnrollOptions {
+                collector,
+                token,
+                ca_file: ca,
+                state_dir: state_dir.clone(),
+                hostname: None,
+            })
+            .await
+        }
+        (None, Some(fp)) => {
+            rounds_agent::enroll_by_fingerprint(rounds_agent::FingerprintEnrollOptions {
+                collector,
+                token,
+                ca_fingerprint: fp,
+                state_dir: state_dir.clone(),
+                hostname: None,
+            })
+            .await
+        }
+        (None, None) => {
+            return Err(Failure::config(anyhow::anyhow!(
+                "give the collector's CA: --ca FILE or --ca-fingerprint SHA256"
+            )));
+        }
     };
-    let state_dir = opts.state_dir.clone();
-    match rounds_agent::enroll(opts).await {
+    match result {
         Ok(identity) => {
             println!("enrolled as agent {}", identity.agent_id);
             println!("practice: {}", identity.practice);
@@ -341,6 +431,100 @@ async fn enroll(args: EnrollArgs) -> Result<ExitCode, Failure> {
         Err(e) if e.is_usage() => Err(Failure::config(e)),
         Err(e) => Err(Failure::runtime(e)),
     }
+}
+
+/// The service's state dir: `--state-dir`, else the platform's service default; both as the
+/// service will see them (under `--root` on disk).
+fn service_state_dir(arg: &StateDirArg, platform: rounds_agent::service::Platform) -> PathBuf {
+    arg.state_dir.clone().unwrap_or_else(|| platform.default_state_dir())
+}
+
+fn this_platform() -> Result<rounds_agent::service::Platform, Failure> {
+    rounds_agent::service::Platform::current().ok_or_else(|| {
+        Failure::config(rounds_agent::service::ServiceError::Unsupported(
+            std::env::consts::OS.into(),
+        ))
+    })
+}
+
+fn this_exe() -> Result<PathBuf, Failure> {
+    std::env::current_exe()
+        .and_then(|p| p.canonicalize())
+        .map_err(|e| Failure::runtime(anyhow::anyhow!("cannot tell where this binary is: {e}")))
+}
+
+async fn install(args: InstallArgs) -> Result<ExitCode, Failure> {
+    use rounds_agent::service;
+    let InstallArgs { enroll, config, root } = args;
+    let platform = this_platform()?;
+    let logical_state = service_state_dir(&enroll.state, platform);
+    let spec = service::ServiceSpec {
+        platform,
+        exe: this_exe()?,
+        state_dir: logical_state.clone(),
+        config,
+    };
+    // The definition is checked before the token is spent.
+    let plan = service::install_plan(&spec).map_err(Failure::config)?;
+    let code = enroll_into(enroll, service::under(&root, &logical_state)).await?;
+    let outcome = service::execute(&plan, &root, &service::SystemRunner).map_err(Failure::runtime)?;
+    report_outcome(&outcome, &root);
+    Ok(code)
+}
+
+fn uninstall(args: UninstallArgs) -> Result<ExitCode, Failure> {
+    use rounds_agent::service;
+    let UninstallArgs { purge, state, root } = args;
+    let platform = this_platform()?;
+    let plan = service::uninstall_plan(platform, &service_state_dir(&state, platform), purge);
+    let outcome = service::execute(&plan, &root, &service::SystemRunner).map_err(Failure::runtime)?;
+    report_outcome(&outcome, &root);
+    if !purge {
+        println!("state kept (identity, spool, cached configuration); `uninstall --purge` removes it");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn report_outcome(outcome: &rounds_agent::service::Outcome, root: &std::path::Path) {
+    for line in &outcome.done {
+        println!("{line}");
+    }
+    if !outcome.skipped.is_empty() {
+        let why = if root == std::path::Path::new("/") {
+            "not found on this machine"
+        } else {
+            "not run for an install under --root"
+        };
+        println!("commands {why}; run them to finish:");
+        for cmd in &outcome.skipped {
+            println!("  {cmd}");
+        }
+    }
+}
+
+fn service_file(args: ServiceFileArgs) -> Result<ExitCode, Failure> {
+    use rounds_agent::service;
+    let ServiceFileArgs {
+        platform,
+        exe,
+        state,
+        config,
+    } = args;
+    let platform = match platform {
+        Some(p) => p,
+        None => this_platform()?,
+    };
+    let spec = service::ServiceSpec {
+        platform,
+        exe: match exe {
+            Some(e) => e,
+            None => this_exe()?,
+        },
+        state_dir: service_state_dir(&state, platform),
+        config,
+    };
+    print!("{}", service::render(&spec).map_err(Failure::config)?);
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Test hook (not for production): while the file this names exists, spool writes fail as on

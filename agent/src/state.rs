@@ -219,6 +219,10 @@ impl StateDir {
                 fs::set_permissions(&self.path, fs::Permissions::from_mode(0o700)).map_err(err)?;
             }
         }
+        // Windows state dir ACL (deploy): explicit, SYSTEM and Administrators only, instead of
+        // whatever the parent folder passes on (see crate::service::windows).
+        #[cfg(windows)]
+        crate::service::windows::protect_dir(&self.path).map_err(err)?;
         Ok(())
     }
 
@@ -238,6 +242,12 @@ impl StateDir {
         })?;
         json.push(b'\n');
         write_atomic(&self.identity_path(), &json)?;
+        // Windows secret file ACL (deploy): SYSTEM and Administrators only.
+        #[cfg(windows)]
+        crate::service::windows::protect_file(&self.identity_path()).map_err(|source| StateError::Write {
+            path: self.identity_path(),
+            source,
+        })?;
         for stale in [
             self.sequence_path(),
             self.status_path(),

@@ -12,6 +12,8 @@ pub mod app;
 pub mod clock;
 pub mod config;
 pub mod delivery;
+// Deployment: install command, serve lock, backup and restore (deploy).
+pub mod deploy;
 pub mod error;
 pub mod evaluation;
 pub mod events;

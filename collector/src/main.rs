@@ -68,6 +68,21 @@ enum Command {
     // --- Compliance reports (issue 14) ---
     /// Issue a compliance report of a practice for a period, or verify an issued file.
     Report(ReportArgs),
+    // Backup and restore (deploy).
+    /// Write a consistent copy of the store to FILE (a new file), also while serving.
+    Backup {
+        /// The backup file to create.
+        file: PathBuf,
+    },
+    /// Replace the store with a backup; refuses while a collector serves the data dir, and
+    /// refuses a store that holds data without --force.
+    Restore {
+        /// The backup file (made by `rounds-collector backup`).
+        file: PathBuf,
+        /// Replace a store that holds agents or reports.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 /// Enrolled agents (issue 15).
@@ -219,6 +234,10 @@ enum TokenCmd {
         /// Lifetime, e.g. 30m, 24h, 7d.
         #[arg(long, default_value = "24h")]
         expires: String,
+        /// The collector URL agents reach, for the printed install command
+        /// [default: https://HOSTNAME:PORT of this machine and the listen port].
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
     },
 }
 
@@ -311,6 +330,9 @@ async fn run(cli: Cli) -> Result<(), ExitCode> {
             Ok(())
         }
         Command::Serve { .. } => {
+            serve::ensure_data_dir(&settings.data_dir).map_err(|e| fail(&e))?;
+            // Held while serving, so `restore` cannot replace the store under a running server.
+            let _serve_lock = rounds_collector::deploy::ServeLock::acquire(&settings.data_dir).map_err(|e| fail(&e))?;
             let listener = serve::bind(settings.listen).map_err(|e| fail(&e))?;
             let prepared = serve::prepare(settings).await.map_err(|e| fail(&e))?;
             let addr = listener.local_addr().map_err(|e| fail(&e))?;
@@ -340,6 +362,7 @@ async fn run(cli: Cli) -> Result<(), ExitCode> {
             practice,
             site,
             expires,
+            url,
         }) => {
             let expires = config::parse_duration(&expires).map_err(|e| {
                 eprintln!("error: --expires: {e}");
@@ -353,6 +376,15 @@ async fn run(cli: Cli) -> Result<(), ExitCode> {
                 "enrollment token for {practice} / {site}, valid {}s, one use:",
                 expires.as_secs()
             );
+            // The install command with the CA fingerprint (deploy); the token stays the last line.
+            match rounds_collector::deploy::ca_fingerprint(&settings) {
+                Some(fp) => {
+                    let url = rounds_collector::deploy::public_url(url.as_deref(), &settings);
+                    println!("install on a machine of this site, as root (or Administrator):");
+                    println!("  {}", rounds_collector::deploy::install_command(&url, &token, &fp));
+                }
+                None => println!("(no CA yet: start `rounds-collector serve` once to print the install command)"),
+            }
             println!("{token}");
             Ok(())
         }
@@ -405,6 +437,28 @@ async fn run(cli: Cli) -> Result<(), ExitCode> {
                     Err(ExitCode::FAILURE)
                 }
             }
+        }
+        Command::Backup { file } => {
+            let summary = rounds_collector::deploy::backup(&settings.data_dir, &file).map_err(|e| fail(&e))?;
+            println!("backup written to {}: {summary}", file.display());
+            println!("(keep the TLS files of the data dir too: ca.pem, ca-key.pem, server.pem, server-key.pem)");
+            Ok(())
+        }
+        Command::Restore { file, force } => {
+            let summary = rounds_collector::deploy::restore(&settings.data_dir, &file, force).map_err(|e| {
+                eprintln!("error: {e}");
+                if e.is_usage() {
+                    ExitCode::from(EX_CONFIG)
+                } else {
+                    ExitCode::FAILURE
+                }
+            })?;
+            println!(
+                "restored {} into {}: {summary}",
+                file.display(),
+                settings.data_dir.display()
+            );
+            Ok(())
         }
     }
 }

@@ -7,6 +7,7 @@ mod backup_secrets;
 mod config;
 mod delivery;
 mod demo;
+mod deploy;
 mod enrollment;
 mod footprint;
 mod ingest;

@@ -845,3 +845,9 @@ impl Store for SqliteStore {
         self.read(move |c| issued::deliveries(c, &schedule)).await
     }
 }
+
+// Backup and restore (deploy): the schema version this build writes, to check a backup with.
+/// The schema version (`PRAGMA user_version`) of a database this build has migrated.
+pub fn schema_version() -> usize {
+    MIGRATIONS.len()
+}

@@ -1,0 +1,3 @@
+//! Integration tests of the wire types: golden JSON files and the compatibility rules.
+
+mod golden;
