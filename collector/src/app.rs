@@ -114,6 +114,11 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/agents/{agent_id}/findings/history",
             get(api::admin::findings_history),
         )
+        // Tamper acknowledgement (core, issue 11).
+        .route(
+            "/api/v1/agents/{agent_id}/tamper/{tamper_id}/acknowledge",
+            post(api::tamper::acknowledge),
+        )
         .route("/api/v1/openapi.json", get(api::admin::openapi))
         .route("/healthz", get(api::admin::healthz))
         .route("/metrics", get(api::admin::metrics))

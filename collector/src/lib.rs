@@ -20,5 +20,7 @@ pub mod request;
 pub mod secrets;
 pub mod serve;
 pub mod store;
+// Tamper acknowledgement (core, issue 11).
+pub mod tamper;
 pub mod tls;
 pub mod web;

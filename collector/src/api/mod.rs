@@ -4,6 +4,8 @@
 pub mod admin;
 pub mod agent;
 pub mod delivery;
+// Tamper acknowledgement (core, issue 11).
+pub mod tamper;
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};

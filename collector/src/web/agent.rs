@@ -32,6 +32,8 @@ pub struct AgentPage {
     pub findings: Vec<FindingLine>,
     /// Delivery state and chain integrity.
     pub delivery: super::delivery::DeliveryCard,
+    /// Tamper acknowledgement (core, issue 11): one line per tamper event nobody acknowledged.
+    pub open_tampers: Vec<String>,
 }
 
 /// What the page says about the machine.
@@ -258,6 +260,25 @@ pub async fn agent_page(
     let summary = FindingsSummary::new(&agent.findings);
     let online = state.is_online(agent.last_seen_at);
     let delivery = super::delivery::DeliveryCard::new(state.store.delivery_status(&scope, &agent_id).await?);
+    // Tamper acknowledgement (core, issue 11).
+    let open_tampers = state
+        .store
+        .tampers(&scope, &agent_id)
+        .await?
+        .into_iter()
+        .filter(|t| t.acknowledged.is_none())
+        .map(|t| {
+            format!(
+                "{} ({} on {}, detected {}): rounds-collector audit ack --agent {} --tamper {} --reason TEXT --by NAME",
+                t.tamper_id,
+                t.kind,
+                t.path,
+                t.detected_at.to_rfc3339(),
+                t.agent_id,
+                t.tamper_id
+            )
+        })
+        .collect();
     let html = AgentPage {
         username: session.user.username,
         role: role_label(session.user.role),
@@ -267,6 +288,7 @@ pub async fn agent_page(
         summary,
         findings: finding_lines(findings, now),
         delivery,
+        open_tampers,
     }
     .render()?;
     Ok(page(StatusCode::OK, html))

@@ -31,7 +31,7 @@ fn agent(id: &str) -> NewAgent {
     }
 }
 
-async fn enroll(store: &dyn Store, practice: &str, site: &str, id: &str) {
+pub(crate) async fn enroll(store: &dyn Store, practice: &str, site: &str, id: &str) {
     let token = format!("tok-{id}");
     let t = NewToken {
         practice: practice.into(),
@@ -1035,7 +1035,9 @@ async fn sqlite_upgrades_a_version_1_database_with_its_data() {
          ALTER TABLE agents DROP COLUMN reports_stored; ALTER TABLE agents DROP COLUMN chain_sequence;
          ALTER TABLE agents DROP COLUMN chain_hash; ALTER TABLE agents DROP COLUMN config_version;
          ALTER TABLE agents DROP COLUMN config_error; ALTER TABLE agents DROP COLUMN spool_depth;
-         ALTER TABLE agents DROP COLUMN spool_error; PRAGMA user_version = 1;",
+         ALTER TABLE agents DROP COLUMN spool_error;
+         DROP TABLE tamper_events;
+         PRAGMA user_version = 1;",
     )
     .unwrap();
     drop(conn);

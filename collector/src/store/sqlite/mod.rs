@@ -21,8 +21,12 @@ mod auth;
 mod codec;
 mod delivery;
 mod findings;
+// Group commit of ingest (core, issue 7).
+pub mod group;
 mod policy;
+// Tamper acknowledgement (core, issue 11).
 mod reports;
+mod tamper;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -52,6 +56,8 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0005_delivery_config",
         include_str!("migrations/0005_delivery_config.sql"),
     ),
+    // Tamper acknowledgement (core, issue 11).
+    ("0009_tamper_ack", include_str!("migrations/0009_tamper_ack.sql")),
 ];
 
 /// How `synchronous` is set: `Normal` loses at most the last transactions on power loss
@@ -74,6 +80,10 @@ pub struct SqliteStore {
     readers: Arc<[Arc<Mutex<Connection>>]>,
     next_reader: Arc<std::sync::atomic::AtomicUsize>,
     path: PathBuf,
+    /// Group commit of ingest (core, issue 7): units of many callers in one transaction.
+    group: Arc<group::GroupCommit>,
+    /// `false`: each unit in a transaction of its own (benchmarks compare the two).
+    group_commit: bool,
 }
 
 /// How many read connections a store opens.
@@ -122,7 +132,46 @@ impl SqliteStore {
             readers: readers.into(),
             next_reader: Arc::default(),
             path: path.to_path_buf(),
+            group: Arc::default(),
+            group_commit: true,
         })
+    }
+
+    /// Groups committed by group commit so far, and the units in them (benchmark, tests).
+    pub fn group_commit_counts(&self) -> (u64, u64) {
+        self.group.counts()
+    }
+
+    /// Units of work waiting for the writer to be committed as a group (tests).
+    pub fn group_commit_queued(&self) -> usize {
+        self.group.queued()
+    }
+
+    /// The same store committing every unit of work in a transaction of its own, as before
+    /// group commit (for benchmarks that compare the two).
+    pub fn without_group_commit(mut self) -> Self {
+        self.group_commit = false;
+        self
+    }
+
+    /// Runs `f` as a unit of a group commit (see [`group`]), or alone without group commit.
+    async fn grouped<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<group::Done<T>> + Send + 'static,
+    {
+        if self.group_commit {
+            return self.group.submit(&self.conn, f).await;
+        }
+        let mut tx = SqliteTx {
+            conn: Some(Arc::clone(&self.conn).lock_owned().await),
+            failed: false,
+        };
+        let done = tx.run(f).await?;
+        if done.keep {
+            Box::new(tx).commit().await?;
+        }
+        Ok(done.value)
     }
 
     /// The database file.
@@ -440,6 +489,20 @@ impl Tx for SqliteTx {
         self.conn = Some(guard);
         out
     }
+
+    // --- Tamper acknowledgement (core, issue 11) ---
+
+    async fn note_tampers(&mut self, agent_id: &str, seen: &[TamperSeen], now: DateTime<Utc>) -> StoreResult<()> {
+        let agent_id = agent_id.to_string();
+        let seen = seen.to_vec();
+        self.run(move |c| tamper::note(c, &agent_id, &seen, now)).await
+    }
+
+    async fn acknowledge_tamper(&mut self, agent_id: &str, tamper_id: &str, ack: &TamperAck) -> StoreResult<TamperRow> {
+        let (agent_id, tamper_id, ack) = (agent_id.to_string(), tamper_id.to_string(), ack.clone());
+        self.run(move |c| tamper::acknowledge(c, &agent_id, &tamper_id, &ack))
+            .await
+    }
 }
 
 #[async_trait]
@@ -612,5 +675,53 @@ impl Store for SqliteStore {
     async fn agent_config_sources(&self, agent_id: &str) -> StoreResult<AgentConfigSources> {
         let agent_id = agent_id.to_string();
         self.with(move |c| agent_config::sources(c, &agent_id)).await
+    }
+
+    // --- Tamper acknowledgement (core, issue 11) ---
+
+    async fn tampers(&self, scope: &Scope, agent_id: &str) -> StoreResult<Vec<TamperRow>> {
+        let scope = scope.clone();
+        let agent_id = agent_id.to_string();
+        self.read(move |c| {
+            agents::check_visible(c, &scope, &agent_id)?;
+            tamper::list(c, &agent_id)
+        })
+        .await
+    }
+
+    // --- Group commit of ingest (core, issue 7) ---
+
+    async fn replace_findings(
+        &self,
+        agent_id: &str,
+        findings: &[Finding],
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<FindingChange>> {
+        let agent_id = agent_id.to_string();
+        let findings = findings.to_vec();
+        self.grouped(move |c| findings::replace(c, &agent_id, &findings, now).map(group::Done::keep))
+            .await
+    }
+
+    async fn deliver_reports(
+        &self,
+        agent_id: &str,
+        reports: &[IncomingReport<'_>],
+    ) -> StoreResult<Vec<DeliveryOutcome>> {
+        let agent_id = agent_id.to_string();
+        let owned: Vec<delivery::OwnedDelivery> = reports.iter().map(|r| delivery::OwnedDelivery::new(*r)).collect();
+        self.grouped(move |c| {
+            let mut outcomes = Vec::with_capacity(owned.len());
+            for d in &owned {
+                let out = delivery::deliver(c, &agent_id, d)?;
+                let conflict = matches!(out.delivery, Delivery::Conflict { .. });
+                outcomes.push(out);
+                if conflict {
+                    return Ok(group::Done::discard(outcomes));
+                }
+            }
+            Ok(group::Done::keep(outcomes))
+        })
+        .await
     }
 }
