@@ -220,10 +220,11 @@ impl GroupCommit {
         {
             commit_failed = Some(failed(e));
         }
-        if commit_failed.is_some() && !c.is_autocommit() {
-            if let Err(error) = c.execute_batch("ROLLBACK").map_err(db) {
-                tracing::error!(%error, "rolling back a group of units of work failed");
-            }
+        if commit_failed.is_some()
+            && !c.is_autocommit()
+            && let Err(error) = c.execute_batch("ROLLBACK").map_err(db)
+        {
+            tracing::error!(%error, "rolling back a group of units of work failed");
         }
         if commit_failed.is_none() {
             use std::sync::atomic::Ordering::Relaxed;
