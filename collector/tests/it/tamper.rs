@@ -199,24 +199,20 @@ async fn a_tamper_is_held_failing_until_acknowledged_and_a_new_one_opens_again()
     assert_eq!(open[0]["id"], t2_id);
 }
 
+/// Report 1 of `e`: an inventory and the look that found tamper `id` of `kind`.
+async fn first_report_tampered(app: &TestApp, e: &EnrollResponse, id: &str, kind: &str) {
+    let at = app.state.now();
+    let look = audit_log(at, Some((id, kind)), Some((id, kind)));
+    deliver(app, e, 1, &[inventory(at), look], true).await;
+}
+
 #[tokio::test]
 async fn acknowledging_is_scoped_and_errors_name_what_was_typed() {
     let app = TestApp::new();
     let e = enrolled(&app, "Smith Family Practice", "frontdesk").await;
     let _other = enrolled(&app, "Lakeside Dental", "xray").await;
-    let at = app.state.now();
     let id = "tmp-deleted-1";
-    deliver(
-        &app,
-        &e,
-        1,
-        &[
-            inventory(at),
-            audit_log(at, Some((id, "deleted")), Some((id, "deleted"))),
-        ],
-        true,
-    )
-    .await;
+    first_report_tampered(&app, &e, id, "deleted").await;
     let pm_other = admin::apikey_create(app.store(), Role::PracticeManager, Some("Lakeside Dental"), "pm")
         .await
         .unwrap();
@@ -282,4 +278,56 @@ async fn acknowledging_is_scoped_and_errors_name_what_was_typed() {
     .unwrap();
     assert_eq!(row.acknowledged.unwrap().by, "Dana");
     assert_eq!(integrity(&app, &e, &tech).await["status"], "pass");
+}
+
+#[tokio::test]
+async fn the_cli_acknowledges_and_names_what_was_typed_with_exit_64() {
+    let app = TestApp::new();
+    let tech = admin::apikey_create(app.store(), Role::Technician, None, "t")
+        .await
+        .unwrap();
+    let e = enrolled(&app, "Smith Family Practice", "frontdesk").await;
+    let id = "tmp-replaced-1";
+    first_report_tampered(&app, &e, id, "replaced").await;
+    app.advance(60);
+    let now = app.state.now();
+    deliver(&app, &e, 2, &[audit_log(now, None, Some((id, "replaced")))], true).await;
+    let data = app._dir.path();
+    let ack = |agent: &str, tamper: &str| {
+        crate::policy::collector(
+            data,
+            &[
+                "audit",
+                "ack",
+                "--agent",
+                agent,
+                "--tamper",
+                tamper,
+                "--reason",
+                "new log host",
+                "--by",
+                "Dana",
+            ],
+        )
+    };
+
+    let (code, _, err) = ack("agt_typo", id);
+    assert_eq!((code, err.trim()), (64, "error: unknown agent `agt_typo`"));
+    let (code, _, err) = ack(&e.agent_id, "tmp-typo");
+    assert_eq!(code, 64, "{err}");
+    assert!(
+        err.contains("no tamper event `tmp-typo`")
+            && err.contains("its open tamper events: tmp-replaced-1 (replaced on /var/log/ehr/access.log)"),
+        "{err}"
+    );
+    assert_eq!(integrity(&app, &e, &tech).await["status"], "fail");
+
+    let (code, out, err) = ack(&e.agent_id, id);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("acknowledged by Dana"), "{out}");
+    assert_eq!(
+        integrity(&app, &e, &tech).await["status"],
+        "pass",
+        "re-evaluated by the command"
+    );
 }
