@@ -120,6 +120,8 @@ pub enum RequestError {
     Conflict {
         url: String,
         next_expected: u64,
+        /// The collector's chain head (hash of `next_expected - 1`), when it said.
+        chain_hash: Option<String>,
         message: String,
     },
     #[error("unexpected answer from {url}: {detail}")]
@@ -304,6 +306,7 @@ async fn answer<R: DeserializeOwned>(url: String, resp: reqwest::Response) -> Re
             Ok(c) => RequestError::Conflict {
                 url,
                 next_expected: c.next_expected,
+                chain_hash: c.chain_hash,
                 message,
             },
             Err(_) => RequestError::Rejected {

@@ -84,7 +84,8 @@ enum Outcome {
     NoBatchPath,
     /// The batch was refused as a whole (400/413/422): send its reports singly.
     BatchRefused,
-    Conflict(u64),
+    /// `409`: the next sequence the collector expects, and its chain head when it said.
+    Conflict(u64, Option<String>),
     Rejected {
         sequence: u64,
         status: u16,
@@ -109,7 +110,11 @@ async fn send(client: &CollectorClient, agent_id: &str, pending: Vec<Pending>) -
                 url: client.url(rounds_protocol::paths::REPORTS),
                 detail: format!("acknowledged sequence {} for {}", ack.sequence, report.sequence),
             }),
-            Err(RequestError::Conflict { next_expected, .. }) => Outcome::Conflict(next_expected),
+            Err(RequestError::Conflict {
+                next_expected,
+                chain_hash,
+                ..
+            }) => Outcome::Conflict(next_expected, chain_hash),
             Err(RequestError::Rejected { status, message, .. }) if permanently_refused(status) => Outcome::Rejected {
                 sequence: report.sequence,
                 status,
@@ -145,7 +150,11 @@ async fn send(client: &CollectorClient, agent_id: &str, pending: Vec<Pending>) -
         }
         Err(RequestError::Rejected { status: 404 | 405, .. }) => Outcome::NoBatchPath,
         Err(RequestError::Rejected { status, .. }) if permanently_refused(status) => Outcome::BatchRefused,
-        Err(RequestError::Conflict { next_expected, .. }) => Outcome::Conflict(next_expected),
+        Err(RequestError::Conflict {
+            next_expected,
+            chain_hash,
+            ..
+        }) => Outcome::Conflict(next_expected, chain_hash),
         Err(e) => Outcome::Retry(e),
     }
 }
@@ -227,13 +236,13 @@ pub async fn deliver<F, Fut>(
                 warn!(first, "collector refused a batch, sending its reports one by one");
                 singly_once = true;
             }
-            Outcome::Conflict(next_expected) if next_expected != first => {
+            Outcome::Conflict(next_expected, chain_hash) if next_expected != first => {
                 warn!(
                     first,
                     next_expected,
                     "collector already holds other reports with these sequence numbers (state restored from an old backup?), renumbering undelivered reports"
                 );
-                match on_spool(spool, move |s| s.renumber_from(next_expected)).await {
+                match on_spool(spool, move |s| s.renumber_from(next_expected, chain_hash.as_deref())).await {
                     Ok(count) => on_delivered(Delivered::Renumbered { next_expected, count }).await,
                     Err(e) => {
                         error!(error = %e, "cannot renumber the spool");
@@ -266,7 +275,7 @@ pub async fn deliver<F, Fut>(
                 on_delivered(Delivered::Revoked { error: e.to_string() }).await;
                 break;
             }
-            Outcome::Conflict(_) | Outcome::Retry(_) => {
+            Outcome::Conflict(..) | Outcome::Retry(_) => {
                 let e = match outcome {
                     Outcome::Retry(e) => e,
                     _ => RequestError::BadResponse {

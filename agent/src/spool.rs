@@ -694,14 +694,20 @@ impl Spool {
 
     /// The collector already holds other reports up to `next_expected - 1` (this agent's
     /// sequence went back in time): renumbers every undelivered report from `next_expected`
-    /// on, recomputing the chain, and rewrites the spool. Returns how many were renumbered.
-    pub fn renumber_from(&self, next_expected: u64) -> Result<usize, SpoolError> {
+    /// on, recomputing the chain, and rewrites the spool. The first renumbered report chains to
+    /// `chain_hash`, the collector's hash of report `next_expected - 1`, when it gave one (so
+    /// the collector's copy of the chain stays whole); else to the agent's own history. Returns
+    /// how many were renumbered.
+    pub fn renumber_from(&self, next_expected: u64, chain_hash: Option<&str>) -> Result<usize, SpoolError> {
         let pending = self.pending(usize::MAX, u64::MAX)?;
         let mut inner = self.lock();
-        let mut prev = pending
-            .first()
-            .and_then(|p| p.report.prev_hash.clone())
-            .unwrap_or_else(|| inner.last_hash.clone());
+        let mut prev = match chain_hash {
+            Some(h) => h.to_string(),
+            None => pending
+                .first()
+                .and_then(|p| p.report.prev_hash.clone())
+                .unwrap_or_else(|| inner.last_hash.clone()),
+        };
         let mut records = Vec::new();
         let mut next = next_expected.max(1);
         for (p, e) in pending.into_iter().zip(inner.entries.iter()) {
@@ -1003,8 +1009,14 @@ mod tests {
             s.append(None, true, Priority::Routine, obs(1)).unwrap();
         }
         s.ack_through(1).unwrap();
-        assert_eq!(s.renumber_from(40).unwrap(), 2);
+        assert_eq!(s.renumber_from(40, Some("c0ffee")).unwrap(), 2);
         assert_eq!(seqs(&s), vec![40, 41]);
+        let first = s.pending(1, u64::MAX).unwrap();
+        assert_eq!(
+            first[0].report.prev_hash.as_deref(),
+            Some("c0ffee"),
+            "chained to the collector's head"
+        );
         assert_eq!(s.append(None, true, Priority::Routine, obs(1)).unwrap(), 42);
         let p = s.pending(10, u64::MAX).unwrap();
         for w in p.windows(2) {

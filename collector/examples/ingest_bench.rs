@@ -9,7 +9,10 @@
 //!
 //! `throughput`: reports per second through the real router over loopback HTTP (no TLS), with
 //! `--senders` concurrent agents each sending reports of `--observations` observations, every
-//! report stored and evaluated. `--full` sets `synchronous=FULL` instead of NORMAL.
+//! report stored and evaluated. `--full` sets `synchronous=FULL` instead of NORMAL. It also
+//! prints how many units of work (deliveries, findings replaced) group commit put in each
+//! transaction; `--no-group-commit` commits each unit in a transaction of its own, as the store
+//! did before group commit.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -35,21 +38,31 @@ fn arg(args: &[String], name: &str, default: u64) -> u64 {
 struct Bench {
     state: AppState,
     clock: Arc<FakeClock>,
+    sqlite: SqliteStore,
     db: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
 
 fn bench(durability: Durability) -> Bench {
+    bench_with(durability, true)
+}
+
+fn bench_with(durability: Durability, group_commit: bool) -> Bench {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("rounds.db");
     let mut settings = validate(Default::default(), &Overrides::default(), None).unwrap();
     settings.data_dir = dir.path().to_path_buf();
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open_with(&db, durability).unwrap());
+    let mut sqlite = SqliteStore::open_with(&db, durability).unwrap();
+    if !group_commit {
+        sqlite = sqlite.without_group_commit();
+    }
+    let store: Arc<dyn Store> = Arc::new(sqlite.clone());
     let clock = Arc::new(FakeClock::new(Utc::now()));
     let state = AppState::with_clock(store, settings, Arc::new(Policy::builtin().unwrap()), clock.clone());
     Bench {
         state,
         clock,
+        sqlite,
         db,
         _dir: dir,
     }
@@ -180,7 +193,8 @@ async fn throughput(args: &[String]) {
     } else {
         Durability::Normal
     };
-    let b = bench(durability);
+    let group_commit = !args.iter().any(|a| a == "--no-group-commit");
+    let b = bench_with(durability, group_commit);
     let enrolled = enroll(&b, senders).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -198,6 +212,7 @@ async fn throughput(args: &[String]) {
         })
         .collect();
     let start = Instant::now();
+    let (groups_before, units_before) = b.sqlite.group_commit_counts();
     let mut tasks = Vec::new();
     for (e, bodies) in enrolled.into_iter().zip(bodies) {
         let client = client.clone();
@@ -221,10 +236,17 @@ async fn throughput(args: &[String]) {
     let secs = start.elapsed().as_secs_f64();
     let total = per_sender * senders;
     println!(
-        "throughput: {total} reports x {observations} observations, {senders} senders, synchronous={:?}: {:.2} s, {:.0} reports/s",
+        "throughput: {total} reports x {observations} observations, {senders} senders, synchronous={:?}, group commit {}: {:.2} s, {:.0} reports/s",
         durability,
+        if group_commit { "on" } else { "off" },
         secs,
         total as f64 / secs
+    );
+    let (groups, units) = b.sqlite.group_commit_counts();
+    let (groups, units) = (groups - groups_before, units - units_before);
+    println!(
+        "group commit: {units} units of work in {groups} transactions ({:.1} per transaction)",
+        units as f64 / groups.max(1) as f64
     );
     server.abort();
 }
@@ -238,7 +260,7 @@ async fn main() {
         Some("growth") => growth(&args).await,
         Some("throughput") => throughput(&args).await,
         _ => eprintln!(
-            "usage: ingest_bench growth [--agents N] [--days D] [--every-row] | throughput [--senders N] [--reports N] [--observations N] [--full]"
+            "usage: ingest_bench growth [--agents N] [--days D] [--every-row] | throughput [--senders N] [--reports N] [--observations N] [--full] [--no-group-commit]"
         ),
     }
 }

@@ -154,6 +154,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/incidents/{id}/acknowledge", post(api::incidents::acknowledge))
         .route("/api/v1/incidents/{id}/resolve", post(api::incidents::resolve))
         .route("/api/v1/incidents/{id}/notes", post(api::incidents::note))
+        // Tamper acknowledgement (core, issue 11).
+        .route(
+            "/api/v1/agents/{agent_id}/tamper/{tamper_id}/acknowledge",
+            post(api::tamper::acknowledge),
+        )
         .route("/api/v1/openapi.json", get(api::admin::openapi))
         // --- Security: revocation (issue 15) ---
         .route("/api/v1/agents/{agent_id}/revoke", post(api::security::revoke_agent))

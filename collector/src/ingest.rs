@@ -18,6 +18,10 @@
 //! heartbeat, is off by more than `max_clock_skew` has an `error` finding of rule
 //! [`CLOCK_RULE`] (a wrong clock breaks audit-log timestamps, 164.312(b)), which passes again
 //! once the clock is right.
+//!
+//! A tamper event an agent's audit-log check reported holds the `hipaa.audit.log_integrity`
+//! finding failing until a person acknowledges it ([`crate::tamper`]): each evaluation records
+//! the events the observations name and applies the hold after the policy's verdict.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -230,6 +234,17 @@ impl Evaluator {
         &self.policies
     }
 
+    /// The store this evaluator writes to (services that re-evaluate after their own unit of
+    /// work, such as [`crate::tamper::acknowledge`]).
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The current time by the evaluator's clock.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
     /// Records a heartbeat, the agent's clock skew (`sent_at` by its clock against ours) and
     /// what it says of its configuration and spool, in one unit of work; re-evaluates the agent
     /// when its clock crossed the allowed skew either way.
@@ -433,6 +448,14 @@ impl Evaluator {
         let policy = self.effective_policy(agent_id).await?;
         let mut findings = evaluate(&observations, &policy, &ctx);
         findings.extend(self.clock_finding(&agent));
+        // A tamper event holds the log-integrity finding failing until a person acknowledges it.
+        let seen = crate::tamper::seen(&observations);
+        let mut tampers = self.store.tampers(&scope, agent_id).await?;
+        if seen.iter().any(|s| !tampers.iter().any(|t| t.tamper_id == s.tamper_id)) {
+            self.store.note_tampers(agent_id, &seen, now).await?;
+            tampers = self.store.tampers(&scope, agent_id).await?;
+        }
+        crate::tamper::hold(&mut findings, &tampers);
         let changes = self.store.replace_findings(agent_id, &findings, now).await?;
         let count = |s: Status| findings.iter().filter(|f| f.status == s).count();
         Ok(Evaluated {

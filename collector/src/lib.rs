@@ -27,5 +27,7 @@ pub mod secrets;
 pub mod security;
 pub mod serve;
 pub mod store;
+// Tamper acknowledgement (core, issue 11).
+pub mod tamper;
 pub mod tls;
 pub mod web;

@@ -83,6 +83,31 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    // Tamper acknowledgement (core, issue 11).
+    /// Audit-log integrity: acknowledge tamper events reported by agents.
+    #[command(subcommand)]
+    Audit(AuditCmd),
+}
+
+// Tamper acknowledgement (core, issue 11).
+#[derive(Debug, Subcommand)]
+enum AuditCmd {
+    /// Acknowledge a tamper event of an agent's watched log; its log-integrity finding is held
+    /// failing until then. Who and why are kept in the finding history and the audit log.
+    Ack {
+        /// The agent id (as listed by `GET /api/v1/agents`).
+        #[arg(long)]
+        agent: String,
+        /// The tamper event id (`last_tamper.id` in the agent's audit.log observation).
+        #[arg(long)]
+        tamper: String,
+        /// Why the change to the log is accepted.
+        #[arg(long)]
+        reason: String,
+        /// The person acknowledging.
+        #[arg(long)]
+        by: String,
+    },
 }
 
 /// Enrolled agents (issue 15).
@@ -460,6 +485,13 @@ async fn run(cli: Cli) -> Result<(), ExitCode> {
             );
             Ok(())
         }
+        // Tamper acknowledgement (core, issue 11).
+        Command::Audit(AuditCmd::Ack {
+            agent,
+            tamper,
+            reason,
+            by,
+        }) => audit_ack(&settings, &agent, &tamper, &reason, &by).await,
     }
 }
 
@@ -823,5 +855,45 @@ async fn security_cmd(cmd: SecurityCmd, data_dir: &std::path::Path) -> Result<()
             }
         }
     }
+    Ok(())
+}
+
+// Tamper acknowledgement (core, issue 11).
+async fn audit_ack(
+    settings: &config::Settings,
+    agent: &str,
+    tamper: &str,
+    reason: &str,
+    by: &str,
+) -> Result<(), ExitCode> {
+    let store = serve::open_store(&settings.data_dir).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::FAILURE
+    })?;
+    let state = rounds_collector::app::AppState::new(store, settings.clone()).map_err(|e| {
+        eprintln!("error: the built-in policy pack does not load: {e}");
+        ExitCode::FAILURE
+    })?;
+    let scope = rounds_collector::store::Scope {
+        role: Role::Admin,
+        practice_id: None,
+    };
+    let row = rounds_collector::tamper::acknowledge(&state.evaluator, &scope, "cli", agent, tamper, by, reason)
+        .await
+        .map_err(|e| {
+            eprintln!("error: {e}");
+            if e.is_usage() {
+                ExitCode::from(EX_CONFIG)
+            } else {
+                ExitCode::FAILURE
+            }
+        })?;
+    println!(
+        "tamper event {} ({} on {}, detected {}) of agent {agent} acknowledged by {by}; the log-integrity finding is re-evaluated",
+        row.tamper_id,
+        row.kind,
+        row.path,
+        row.detected_at.to_rfc3339()
+    );
     Ok(())
 }

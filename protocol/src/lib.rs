@@ -207,6 +207,12 @@ pub struct BatchAck {
 pub struct SequenceConflict {
     pub error: String,
     pub next_expected: u64,
+    /// The hash of report `next_expected - 1` as the collector holds it (the head of its copy
+    /// of the agent's chain), when it has one. The agent chains its renumbered reports to it,
+    /// so the collector's chain stays whole and the event is recorded once (as the conflict).
+    /// Absent from older collectors: the agent then chains to its own history.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain_hash: Option<String>,
 }
 
 /// The agent's effective configuration, as served by the collector: the same TOML an agent's

@@ -435,7 +435,8 @@ async fn a_sequence_conflict_renumbers_from_what_the_collector_expects() {
         match seq.or(first_in_batch) {
             Some(s) if s < 50 => (
                 409,
-                r#"{"error":"sequence 1 is already stored with other content","next_expected":50}"#.into(),
+                r#"{"error":"sequence 1 is already stored with other content","next_expected":50,"chain_hash":"c0ffee49"}"#
+                    .into(),
             ),
             _ => healthy(req),
         }
@@ -458,6 +459,8 @@ async fn a_sequence_conflict_renumbers_from_what_the_collector_expects() {
     let seqs: Vec<u64> = accepted.iter().map(|r| r["sequence"].as_u64().unwrap()).collect();
     assert_eq!(seqs, (50..50 + seqs.len() as u64).collect::<Vec<_>>());
     assert_chained(&accepted);
+    // Chained to the collector's head (report 49 as it holds it), so it flags no rollback.
+    assert_eq!(accepted[0]["prev_hash"], "c0ffee49");
     let AgentStatus::Enrolled(s) = status(state_dir).unwrap() else {
         panic!("enrolled")
     };

@@ -111,7 +111,7 @@ pub fn check_report(authed: &AuthedAgent, report: &Report) -> Result<(), ApiErro
     Ok(())
 }
 
-fn conflict(next_expected: u64, sequence: u64) -> Response {
+fn conflict(next_expected: u64, sequence: u64, chain_hash: Option<String>) -> Response {
     (
         StatusCode::CONFLICT,
         Json(SequenceConflict {
@@ -119,6 +119,7 @@ fn conflict(next_expected: u64, sequence: u64) -> Response {
                 "sequence {sequence} is already stored with other content; the next sequence expected is {next_expected}"
             ),
             next_expected,
+            chain_hash,
         }),
     )
         .into_response()
@@ -146,7 +147,17 @@ async fn refuse_conflict(
     tx.commit().await?;
     // The journal's integrity is judged with the agent's other audit logs.
     let _ = state.evaluator.evaluate_agent(agent_id).await;
-    Ok(conflict(next_expected, sequence))
+    // The agent chains what it renumbers to the head of our copy of its chain: the event is
+    // recorded once, here, not again as a rollback at the first renumbered report.
+    let collector = crate::store::Scope {
+        role: crate::store::Role::Admin,
+        practice_id: None,
+    };
+    let status = state.store.delivery_status(&collector, agent_id).await?;
+    let chain_hash = status
+        .chain_hash
+        .filter(|_| status.chain_sequence.is_some_and(|s| s + 1 == next_expected));
+    Ok(conflict(next_expected, sequence, chain_hash))
 }
 
 fn log_problems(agent_id: &str, problems: &[crate::delivery::IntegrityProblem]) {
@@ -170,14 +181,18 @@ pub async fn one(state: &AppState, agent: &AuthedAgent, report: Report) -> Resul
     let _permit = state.ingest_gate.enter(&state.metrics).await?;
     let first = state.evaluator.awaiting_first_report(&agent.0).await?;
     let now = state.now();
-    let mut tx = state.store.begin().await?;
-    let out = tx.deliver_report(&agent.0, incoming(state, &report, now)).await?;
+    // One unit of work, committed with other agents' units (group commit) before the answer.
+    let out = state
+        .store
+        .deliver_reports(&agent.0, &[incoming(state, &report, now)])
+        .await?
+        .pop()
+        .ok_or_else(|| ApiError::Internal("storing a report gave no outcome".into()))?;
     let stored = match out.delivery {
         Delivery::Conflict {
             stored_digest,
             new_digest,
         } => {
-            drop(tx);
             return refuse_conflict(
                 state,
                 &agent.0,
@@ -189,12 +204,10 @@ pub async fn one(state: &AppState, agent: &AuthedAgent, report: Report) -> Resul
             .await;
         }
         Delivery::Duplicate => {
-            drop(tx);
             state.evaluator.duplicate(&agent.0, report.sequence);
             false
         }
         Delivery::Stored { problems } => {
-            tx.commit().await?;
             log_problems(&agent.0, &problems);
             true
         }
@@ -245,19 +258,19 @@ pub async fn batch(
     let permit = state.ingest_gate.enter(&state.metrics).await?;
     let first = state.evaluator.awaiting_first_report(&agent.0).await?;
     let now = state.now();
-    let mut tx = state.store.begin().await?;
+    let incoming_reports: Vec<IncomingReport<'_>> = reports.iter().map(|r| incoming(&state, r, now)).collect();
+    // One unit of work for the whole batch (group commit with other agents' units).
+    let outcomes = state.store.deliver_reports(&agent.0, &incoming_reports).await?;
     let mut acks = Vec::with_capacity(reports.len());
     let mut problems = Vec::new();
     let mut next_expected = 0;
-    for r in &reports {
-        let out = tx.deliver_report(&agent.0, incoming(&state, r, now)).await?;
+    for (r, out) in reports.iter().zip(outcomes) {
         next_expected = out.next_expected;
         let stored = match out.delivery {
             Delivery::Conflict {
                 stored_digest,
                 new_digest,
             } => {
-                drop(tx);
                 return refuse_conflict(
                     &state,
                     &agent.0,
@@ -280,7 +293,6 @@ pub async fn batch(
             next_expected: Some(out.next_expected),
         });
     }
-    tx.commit().await?;
     drop(permit);
     let mut stored = Vec::with_capacity(reports.len());
     for (r, a) in reports.iter().zip(&acks) {

@@ -9,6 +9,8 @@ pub mod security;
 
 // Alerting (issue 12).
 pub mod incidents;
+// Tamper acknowledgement (core, issue 11).
+pub mod tamper;
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};

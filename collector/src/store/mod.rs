@@ -513,6 +513,16 @@ pub trait Tx: Send {
     async fn record_report_delivery(&mut self, delivery: &ReportDelivery) -> StoreResult<()>;
     /// Makes every write of this unit of work durable and visible.
     async fn commit(self: Box<Self>) -> StoreResult<()>;
+
+    // --- Tamper acknowledgement (core, issue 11) ---
+    /// Records the tamper events an agent's audit-log check reported that are not recorded
+    /// yet (a known id changes nothing: what was recorded first stays). `NotFound` when the
+    /// agent does not exist.
+    async fn note_tampers(&mut self, agent_id: &str, seen: &[TamperSeen], now: DateTime<Utc>) -> StoreResult<()>;
+    /// Records that a person acknowledged a tamper event, once: `NotFound` for an unknown agent
+    /// or tamper id, `Conflict` when it was acknowledged before (the first acknowledgement
+    /// stays). Returns the event as acknowledged.
+    async fn acknowledge_tamper(&mut self, agent_id: &str, tamper_id: &str, ack: &TamperAck) -> StoreResult<TamperRow>;
 }
 
 /// Runs one [`Tx`] method in its own unit of work.
@@ -774,6 +784,39 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn issued_reports_of_practice(&self, practice_id: i64) -> StoreResult<Vec<IssuedReport>>;
     /// The delivery attempts of a report schedule, oldest first.
     async fn report_deliveries(&self, schedule: &str) -> StoreResult<Vec<ReportDelivery>>;
+    // --- Tamper acknowledgement (core, issue 11) ---
+    /// The tamper events recorded for an agent visible to `scope`, newest detected first.
+    /// `NotFound` when the agent does not exist or is not visible.
+    async fn tampers(&self, scope: &Scope, agent_id: &str) -> StoreResult<Vec<TamperRow>>;
+    /// Records tamper events in their own unit of work (see [`Tx::note_tampers`]).
+    async fn note_tampers(&self, agent_id: &str, seen: &[TamperSeen], now: DateTime<Utc>) -> StoreResult<()> {
+        in_tx!(self, |tx| tx.note_tampers(agent_id, seen, now))
+    }
+
+    // --- Group commit of ingest (core, issue 7) ---
+    /// Delivers `reports` of one agent, in order, as one unit of work (see
+    /// [`Tx::deliver_report`]): every report is stored or none. At the first `Conflict` it
+    /// stops and keeps nothing; the outcomes up to and including the conflict are returned.
+    /// An implementation may commit several callers' units together (SQLite: group commit),
+    /// but answers only after the unit is durable.
+    async fn deliver_reports(
+        &self,
+        agent_id: &str,
+        reports: &[IncomingReport<'_>],
+    ) -> StoreResult<Vec<DeliveryOutcome>> {
+        let mut tx = self.begin().await?;
+        let mut outcomes = Vec::with_capacity(reports.len());
+        for r in reports {
+            let out = tx.deliver_report(agent_id, *r).await?;
+            let conflict = matches!(out.delivery, Delivery::Conflict { .. });
+            outcomes.push(out);
+            if conflict {
+                return Ok(outcomes);
+            }
+        }
+        tx.commit().await?;
+        Ok(outcomes)
+    }
 }
 
 /// One entry of the collector's audit log.
@@ -950,4 +993,45 @@ pub struct ReportDelivery {
     pub delivered: bool,
     /// What the mail server answered, or why it failed.
     pub detail: String,
+}
+
+// --- Tamper acknowledgement (core, issue 11) ---
+
+/// A tamper event as an agent's audit-log check reported it (`tamper` or `last_tamper` of an
+/// `audit.log` observation).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TamperSeen {
+    /// The agent's stable id of the event.
+    pub tamper_id: String,
+    /// The watched log it happened to.
+    pub path: String,
+    /// `rewritten`, `truncated`, `deleted`, `replaced`, `owner_changed`, `mode_widened`.
+    pub kind: String,
+    /// When the agent detected it (by the agent's clock).
+    pub detected_at: DateTime<Utc>,
+    /// The event as the agent sent it (byte range, sizes, inodes).
+    pub event: serde_json::Value,
+}
+
+/// Who acknowledged a tamper event, when and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TamperAck {
+    pub by: String,
+    pub at: DateTime<Utc>,
+    pub reason: String,
+}
+
+/// A recorded tamper event of an agent, open until acknowledged.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TamperRow {
+    pub agent_id: String,
+    pub tamper_id: String,
+    pub path: String,
+    pub kind: String,
+    pub detected_at: DateTime<Utc>,
+    /// When the collector first received it.
+    pub first_seen_at: DateTime<Utc>,
+    pub event: serde_json::Value,
+    /// `None` while open.
+    pub acknowledged: Option<TamperAck>,
 }

@@ -46,6 +46,8 @@ pub struct AgentPage {
     pub revoked: bool,
     /// What an action said.
     pub notice: Option<String>,
+    /// Tamper acknowledgement (core, issue 11): one line per tamper event nobody acknowledged.
+    pub open_tampers: Vec<String>,
 }
 
 /// Finding changes the machine page lists at most.
@@ -374,7 +376,27 @@ pub async fn build(
         .collect();
     let practice_id = agent.practice_id;
     let revoked = state.store.agent_auth(&agent_id).await?.is_some_and(|a| a.revoked);
+    // Tamper acknowledgement (core, issue 11).
+    let open_tampers = state
+        .store
+        .tampers(&scope, &agent_id)
+        .await?
+        .into_iter()
+        .filter(|t| t.acknowledged.is_none())
+        .map(|t| {
+            format!(
+                "{} ({} on {}, detected {}): rounds-collector audit ack --agent {} --tamper {} --reason TEXT --by NAME",
+                t.tamper_id,
+                t.kind,
+                t.path,
+                t.detected_at.to_rfc3339(),
+                t.agent_id,
+                t.tamper_id
+            )
+        })
+        .collect();
     Ok(AgentPage {
+        open_tampers,
         is_admin: session.user.role == crate::store::Role::Admin,
         can_act: session.user.role != crate::store::Role::PracticeManager,
         revoked,

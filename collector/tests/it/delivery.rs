@@ -143,20 +143,27 @@ async fn a_replayed_report_changes_nothing_and_is_acknowledged_again() {
     assert_eq!(d["delivery"]["gaps"], serde_json::json!([]));
 }
 
+/// Reports 1 to 3 stored; the agent's state then goes back to a backup taken after report 1.
+/// Returns the restored chain (after its next report), that next report (another report 2)
+/// and reports 2 and 3 as stored.
+async fn restored_after_report_1(app: &TestApp, e: &EnrollResponse) -> (Chain, Report, Vec<Report>) {
+    let mut chain = Chain::new(e);
+    stored_ok(app, e, &chain.next(vec![]), true).await;
+    let mut restored = chain.clone();
+    let delivered = chain.take(2);
+    for r in &delivered {
+        stored_ok(app, e, r, true).await;
+    }
+    restored.t0 += chrono::Duration::hours(1);
+    let other = restored.next(vec![]);
+    (restored, other, delivered)
+}
+
 #[tokio::test]
 async fn other_content_at_a_stored_sequence_is_409_with_the_next_expected_and_flagged() {
     let app = TestApp::new();
     let e = enrolled(&app, "P", "frontdesk").await;
-    let mut chain = Chain::new(&e);
-    stored_ok(&app, &e, &chain.next(vec![]), true).await;
-    // A backup of the agent's state after report 1.
-    let mut restored = chain.clone();
-    for r in chain.take(2) {
-        stored_ok(&app, &e, &r, true).await;
-    }
-    // The agent's state went back to that backup: its next report is another report 2.
-    restored.t0 += chrono::Duration::hours(1);
-    let other = restored.next(vec![]);
+    let (_, other, _) = restored_after_report_1(&app, &e).await;
     let (status, body) = send(&app, &e, &other).await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     let c: SequenceConflict = serde_json::from_value(body).unwrap();
@@ -180,6 +187,43 @@ async fn other_content_at_a_stored_sequence_is_409_with_the_next_expected_and_fl
         rollback["detail"].as_str().unwrap().contains("from report 1"),
         "{rollback}"
     );
+}
+
+#[tokio::test]
+async fn an_agent_renumbering_onto_the_chain_head_the_409_gave_is_flagged_once_not_as_a_rollback() {
+    let app = TestApp::new();
+    let e = enrolled(&app, "P", "frontdesk").await;
+    let (restored, other, delivered) = restored_after_report_1(&app, &e).await;
+    let (status, body) = send(&app, &e, &other).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    let c: SequenceConflict = serde_json::from_value(body).unwrap();
+    assert_eq!(
+        (c.next_expected, c.error.contains("sequence 2 is already stored")),
+        (4, true)
+    );
+    assert_eq!(
+        c.chain_hash.as_deref(),
+        delivered[1].hash.as_deref(),
+        "the 409 names the hash of report 3, the head the agent renumbers onto"
+    );
+
+    // The agent renumbers from 4 onto that head (agent/src/spool.rs `renumber_from`), and
+    // goes on chaining: the event is the one `rewritten` of the 409, no rollback, no fork.
+    let mut renumbered = other.clone();
+    renumbered.sequence = 4;
+    renumbered.prev_hash = c.chain_hash.clone();
+    renumbered.hash = None;
+    renumbered.hash = Some(digest(&renumbered));
+    stored_ok(&app, &e, &renumbered, true).await;
+    let mut after = Chain {
+        prev: renumbered.hash.clone().unwrap(),
+        next: 5,
+        ..restored
+    };
+    stored_ok(&app, &e, &after.next(vec![]), true).await;
+    let d = detail(&app, &e).await;
+    assert_eq!(kinds(&d), vec!["rewritten"], "{d}");
+    assert_eq!(d["delivery"]["chain_sequence"], 5);
 }
 
 #[tokio::test]
@@ -480,5 +524,36 @@ async fn the_journal_feeds_hipaa_audit_log_integrity_pass_while_intact_fail_once
     // It does not clear by itself: later good reports keep it failing.
     stored_ok(&app, &e, &chain.next(vec![]), true).await;
     let (_, f) = crate::api::findings(&app, &e.agent_id, &key).await;
-    assert_eq!(crate::api::rule(&f, "hipaa.audit.log_integrity")["status"], "fail");
+    let rule = crate::api::rule(&f, "hipaa.audit.log_integrity");
+    assert_eq!(rule["status"], "fail");
+    // Until a person acknowledges the chain's tamper events (issue 11): the forged report, and
+    // the next one, which does not chain to the forged report stored before it.
+    let open: Vec<String> = rule["evidence"]["open_tampers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(open.len(), 2, "{rule:#}");
+    let scope = rounds_collector::store::Scope {
+        role: Role::Admin,
+        practice_id: None,
+    };
+    for id in &open {
+        assert!(id.starts_with("chain-"), "{rule}");
+        rounds_collector::tamper::acknowledge(
+            &app.state.evaluator,
+            &scope,
+            "cli",
+            &e.agent_id,
+            id,
+            "Dana",
+            "test fork",
+        )
+        .await
+        .unwrap();
+    }
+    let (_, f) = crate::api::findings(&app, &e.agent_id, &key).await;
+    let rule = crate::api::rule(&f, "hipaa.audit.log_integrity");
+    assert_eq!(rule["status"], "pass", "{rule:#}");
 }

@@ -8,6 +8,8 @@ mod api;
 mod browser;
 mod dash;
 mod delivery;
+// Group commit of ingest (core, issue 7).
+mod group_commit;
 mod ingest;
 mod notify;
 mod policy;
@@ -18,4 +20,6 @@ mod reports;
 mod serve;
 mod store;
 mod support;
+// Tamper acknowledgement (core, issue 11).
+mod tamper;
 mod web;

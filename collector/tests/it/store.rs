@@ -31,7 +31,7 @@ fn agent(id: &str) -> NewAgent {
     }
 }
 
-async fn enroll(store: &dyn Store, practice: &str, site: &str, id: &str) {
+pub(crate) async fn enroll(store: &dyn Store, practice: &str, site: &str, id: &str) {
     let token = format!("tok-{id}");
     let t = NewToken {
         practice: practice.into(),
@@ -1037,7 +1037,9 @@ async fn sqlite_upgrades_a_version_1_database_with_its_data() {
          ALTER TABLE agents DROP COLUMN config_error; ALTER TABLE agents DROP COLUMN spool_depth;
          ALTER TABLE agents DROP COLUMN spool_error;
          ALTER TABLE agents DROP COLUMN revoked_at; ALTER TABLE api_keys DROP COLUMN expires_at;
-         ALTER TABLE api_keys DROP COLUMN revoked_at; PRAGMA user_version = 1;",
+         ALTER TABLE api_keys DROP COLUMN revoked_at;
+         DROP TABLE tamper_events;
+         PRAGMA user_version = 1;",
     )
     .unwrap();
     drop(conn);

@@ -1015,3 +1015,48 @@ async fn agent_page_shows_delivery_gaps_integrity_and_a_refused_configuration_es
         assert!(body.contains(text), "{text:?} missing in {body}");
     }
 }
+
+// Tamper acknowledgement (core, issue 11).
+#[tokio::test]
+async fn agent_page_lists_open_tamper_events_escaped_until_acknowledged() {
+    let app = TestApp::new();
+    let id = agent(&app, "P", "Main", "frontdesk", "linux", "0.1.0").await;
+    user(&app, "alice", Role::Technician, None).await;
+    let token = session(&app, "alice").await;
+    let now = app.state.now();
+    let path = "/var/log/<b>ehr</b>.log";
+    let tamper = serde_json::json!({"id": "tmp-1", "kind": "truncated", "detected_at": now});
+    let o = Observation {
+        kind: "audit.log".into(),
+        subject: path.into(),
+        observed_at: now,
+        status: rounds_protocol::ObservationStatus::Ok,
+        data: serde_json::json!({"path": path, "present": true, "truncated": true, "append_only": false,
+                                 "tamper": tamper, "last_tamper": tamper}),
+        error: None,
+    };
+    report_and_evaluate(&app, &id, 1, &[o]).await;
+    let (_, body) = agent_page(&app, &token, &id).await;
+    assert!(
+        body.contains("tmp-1 (truncated on /var/log/&#60;b&#62;ehr&#60;/b&#62;.log"),
+        "{body}"
+    );
+    assert!(body.contains("--tamper tmp-1"), "{body}");
+    let scope = rounds_collector::store::Scope {
+        role: Role::Admin,
+        practice_id: None,
+    };
+    rounds_collector::tamper::acknowledge(
+        &app.state.evaluator,
+        &scope,
+        "cli",
+        &id,
+        "tmp-1",
+        "alice",
+        "rotation test",
+    )
+    .await
+    .unwrap();
+    let (_, body) = agent_page(&app, &token, &id).await;
+    assert!(!body.contains("open-tamper"), "{body}");
+}

@@ -242,6 +242,7 @@ fn every_message_type_reads_its_golden_file_and_writes_it_back() {
         &SequenceConflict {
             error: "sequence 42 is held with other content".into(),
             next_expected: 43,
+            chain_hash: Some("9f2b6c1e0d4a7b3c5e8f1a2d4c6b8e0f1a3c5e7b9d1f3a5c7e9b1d3f5a7c9e1b".into()),
         },
     ));
     problems.extend(check(

@@ -253,23 +253,39 @@ const JOURNAL_CHECK: &str = "collector.chain";
 /// report was forged, altered, forked, rolled back or resent with other content; `truncated`
 /// when reports went missing without the agent saying it dropped them. Never clears by itself.
 pub fn journal_observation(conn: &Connection, agent_id: &str, now: DateTime<Utc>) -> StoreResult<()> {
-    use rounds_protocol::obs::{AuditLog, Payload};
-    let kinds: Vec<String> = conn
-        .prepare_cached("SELECT DISTINCT kind FROM integrity_events WHERE agent_id = ?1")
-        .and_then(|mut s| s.query_map([agent_id], |r| r.get(0))?.collect::<Result<_, _>>())
+    use rounds_protocol::obs::{AuditLog, Payload, TamperEvent};
+    // Tamper acknowledgement (core, issue 11): the newest chain problem is the journal's
+    // `last_tamper` (id `chain-<event id>`), which the evaluator holds open until a person
+    // acknowledges it (crate::tamper); the look itself is append-only, so an acknowledged
+    // journal passes again and a later problem opens a new event.
+    let newest: Option<(i64, String, i64, i64)> = conn
+        .prepare_cached(
+            "SELECT id, kind, at, sequence FROM integrity_events WHERE agent_id = ?1 ORDER BY id DESC LIMIT 1",
+        )
+        .and_then(|mut s| {
+            s.query_row([agent_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                .optional()
+        })
         .map_err(db)?;
-    let rewritten = kinds.iter().any(|k| k != "gap");
-    let truncated = kinds.iter().any(|k| k == "gap");
+    let last_tamper = newest.map(|(id, kind, at, sequence)| TamperEvent {
+        id: format!("chain-{id}"),
+        kind: if kind == "gap" { "truncated" } else { "rewritten" }.to_string(),
+        detected_at: from_ms(at),
+        range_start: Some(sequence.max(0) as u64),
+        range_end: Some(sequence.max(0) as u64 + 1),
+        ..TamperEvent::default()
+    });
     let data = AuditLog {
         path: "rounds-agent journal (hash chain verified by the collector)".into(),
         present: true,
-        append_only: Some(!rewritten && !truncated),
-        truncated: Some(truncated),
-        rewritten: Some(rewritten),
+        append_only: Some(true),
+        truncated: Some(false),
+        rewritten: Some(false),
         world_writable: None,
         last_entry_at: Some(now),
         longest_gap_secs: None,
         cleared: None,
+        last_tamper,
         ..AuditLog::default()
     };
     let json = serde_json::to_string(&data).map_err(|e| StoreError::Invalid(e.to_string()))?;

@@ -24,11 +24,15 @@ mod codec;
 mod dashboard;
 mod delivery;
 mod findings;
+// Group commit of ingest (core, issue 7).
+pub mod group;
 mod policy;
+// Tamper acknowledgement (core, issue 11).
 mod reports;
 mod security;
 // Compliance reports (issue 14).
 mod issued;
+mod tamper;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -62,6 +66,8 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("0007_security", include_str!("migrations/0007_security.sql")),
     // Compliance reports (issue 14).
     ("0008_reports", include_str!("migrations/0008_reports.sql")),
+    // Tamper acknowledgement (core, issue 11).
+    ("0009_tamper_ack", include_str!("migrations/0009_tamper_ack.sql")),
 ];
 
 /// How `synchronous` is set: `Normal` loses at most the last transactions on power loss
@@ -84,6 +90,10 @@ pub struct SqliteStore {
     readers: Arc<[Arc<Mutex<Connection>>]>,
     next_reader: Arc<std::sync::atomic::AtomicUsize>,
     path: PathBuf,
+    /// Group commit of ingest (core, issue 7): units of many callers in one transaction.
+    group: Arc<group::GroupCommit>,
+    /// `false`: each unit in a transaction of its own (benchmarks compare the two).
+    group_commit: bool,
 }
 
 /// How many read connections a store opens.
@@ -132,6 +142,8 @@ impl SqliteStore {
             readers: readers.into(),
             next_reader: Arc::default(),
             path: path.to_path_buf(),
+            group: Arc::default(),
+            group_commit: true,
         })
     }
 
@@ -143,6 +155,43 @@ impl SqliteStore {
             .try_lock()
             .map_err(|_| StoreError::message(DbErrorKind::Busy, "reading synchronous", "the store is in use"))?;
         conn.pragma_query_value(None, "synchronous", |r| r.get(0)).map_err(db)
+    }
+
+    /// Groups committed by group commit so far, and the units in them (benchmark, tests).
+    pub fn group_commit_counts(&self) -> (u64, u64) {
+        self.group.counts()
+    }
+
+    /// Units of work waiting for the writer to be committed as a group (tests).
+    pub fn group_commit_queued(&self) -> usize {
+        self.group.queued()
+    }
+
+    /// The same store committing every unit of work in a transaction of its own, as before
+    /// group commit (for benchmarks that compare the two).
+    pub fn without_group_commit(mut self) -> Self {
+        self.group_commit = false;
+        self
+    }
+
+    /// Runs `f` as a unit of a group commit (see [`group`]), or alone without group commit.
+    async fn grouped<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<group::Done<T>> + Send + 'static,
+    {
+        if self.group_commit {
+            return self.group.submit(&self.conn, f).await;
+        }
+        let mut tx = SqliteTx {
+            conn: Some(Arc::clone(&self.conn).lock_owned().await),
+            failed: false,
+        };
+        let done = tx.run(f).await?;
+        if done.keep {
+            Box::new(tx).commit().await?;
+        }
+        Ok(done.value)
     }
 
     /// The database file.
@@ -577,6 +626,20 @@ impl Tx for SqliteTx {
         self.conn = Some(guard);
         out
     }
+
+    // --- Tamper acknowledgement (core, issue 11) ---
+
+    async fn note_tampers(&mut self, agent_id: &str, seen: &[TamperSeen], now: DateTime<Utc>) -> StoreResult<()> {
+        let agent_id = agent_id.to_string();
+        let seen = seen.to_vec();
+        self.run(move |c| tamper::note(c, &agent_id, &seen, now)).await
+    }
+
+    async fn acknowledge_tamper(&mut self, agent_id: &str, tamper_id: &str, ack: &TamperAck) -> StoreResult<TamperRow> {
+        let (agent_id, tamper_id, ack) = (agent_id.to_string(), tamper_id.to_string(), ack.clone());
+        self.run(move |c| tamper::acknowledge(c, &agent_id, &tamper_id, &ack))
+            .await
+    }
 }
 
 #[async_trait]
@@ -843,6 +906,54 @@ impl Store for SqliteStore {
     async fn report_deliveries(&self, schedule: &str) -> StoreResult<Vec<ReportDelivery>> {
         let schedule = schedule.to_string();
         self.read(move |c| issued::deliveries(c, &schedule)).await
+    }
+
+    // --- Tamper acknowledgement (core, issue 11) ---
+
+    async fn tampers(&self, scope: &Scope, agent_id: &str) -> StoreResult<Vec<TamperRow>> {
+        let scope = scope.clone();
+        let agent_id = agent_id.to_string();
+        self.read(move |c| {
+            agents::check_visible(c, &scope, &agent_id)?;
+            tamper::list(c, &agent_id)
+        })
+        .await
+    }
+
+    // --- Group commit of ingest (core, issue 7) ---
+
+    async fn replace_findings(
+        &self,
+        agent_id: &str,
+        findings: &[Finding],
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<FindingChange>> {
+        let agent_id = agent_id.to_string();
+        let findings = findings.to_vec();
+        self.grouped(move |c| findings::replace(c, &agent_id, &findings, now).map(group::Done::keep))
+            .await
+    }
+
+    async fn deliver_reports(
+        &self,
+        agent_id: &str,
+        reports: &[IncomingReport<'_>],
+    ) -> StoreResult<Vec<DeliveryOutcome>> {
+        let agent_id = agent_id.to_string();
+        let owned: Vec<delivery::OwnedDelivery> = reports.iter().map(|r| delivery::OwnedDelivery::new(*r)).collect();
+        self.grouped(move |c| {
+            let mut outcomes = Vec::with_capacity(owned.len());
+            for d in &owned {
+                let out = delivery::deliver(c, &agent_id, d)?;
+                let conflict = matches!(out.delivery, Delivery::Conflict { .. });
+                outcomes.push(out);
+                if conflict {
+                    return Ok(group::Done::discard(outcomes));
+                }
+            }
+            Ok(group::Done::keep(outcomes))
+        })
+        .await
     }
 }
 
