@@ -1210,3 +1210,24 @@ async fn reports_through_the_evaluator_reach_the_engine_on_the_change_stream() {
     assert_eq!(ehr_inc.cause_kind, CauseKind::EhrVendor, "{}", ehr_inc.probable_cause);
     assert_eq!(ehr_inc.detail["reasons"], json!(["tcp_timeout"]));
 }
+
+#[tokio::test]
+async fn the_openapi_document_lists_the_incident_endpoints() {
+    let app = TestApp::new();
+    let resp = app
+        .send(Request::get("/api/v1/openapi.json").body(Body::empty()).unwrap())
+        .await;
+    let doc: Value = serde_json::from_str(&body_text(resp).await).unwrap();
+    for (path, method) in [
+        ("/api/v1/incidents", "get"),
+        ("/api/v1/incidents/{id}", "get"),
+        ("/api/v1/incidents/{id}/acknowledge", "post"),
+        ("/api/v1/incidents/{id}/resolve", "post"),
+        ("/api/v1/incidents/{id}/notes", "post"),
+    ] {
+        assert!(
+            doc["paths"][path].get(method).is_some(),
+            "openapi documents {method} {path}"
+        );
+    }
+}
