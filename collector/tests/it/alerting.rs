@@ -1231,3 +1231,40 @@ async fn the_openapi_document_lists_the_incident_endpoints() {
         );
     }
 }
+
+#[tokio::test]
+async fn an_open_incident_is_reminded_every_interval_until_acknowledged() {
+    let settings = AlertSettings {
+        renotify: std::time::Duration::from_secs(60),
+        ..AlertSettings::default()
+    };
+    let mut lab = Lab::new(settings, &["ops"]).await;
+    let a = lab.agent("Smith", "main", "a").await;
+    lab.agent("Smith", "main", "b").await;
+    lab.alive.remove(&a);
+    lab.run(100).await;
+    assert_eq!(
+        kinds(&lab.notifier.log()),
+        [(NotificationKind::Opened, "agent_offline")]
+    );
+    lab.run(60).await;
+    assert_eq!(
+        kinds(&lab.notifier.log()),
+        [
+            (NotificationKind::Opened, "agent_offline"),
+            (NotificationKind::Reminder, "agent_offline")
+        ]
+    );
+    let id = lab.of_source("agent_offline").await[0].id;
+    lab.engine.acknowledge(&admin(), id, "dana").await.unwrap();
+    lab.run(180).await;
+    assert_eq!(
+        kinds(&lab.notifier.log()),
+        [
+            (NotificationKind::Opened, "agent_offline"),
+            (NotificationKind::Reminder, "agent_offline"),
+            (NotificationKind::Acknowledged, "agent_offline")
+        ],
+        "no reminder once acknowledged"
+    );
+}
