@@ -356,7 +356,13 @@ impl Engine {
                         let target = endpoint_key(o);
                         let newer = probes.endpoints.get(&target).is_none_or(|old| old.at <= s.at);
                         if newer {
-                            samples.push((target.clone(), !s.up));
+                            // Each attempt is a probe result: a failure the agent retried
+                            // before reporting it is two failed samples.
+                            let attempts = o.data.get("attempts").and_then(|a| a.as_u64()).unwrap_or(1);
+                            let n = if s.up { 1 } else { attempts.clamp(1, 2) };
+                            for _ in 0..n {
+                                samples.push((target.clone(), !s.up));
+                            }
                             probes.endpoints.insert(target, s);
                         }
                     }

@@ -1210,3 +1210,61 @@ async fn reports_through_the_evaluator_reach_the_engine_on_the_change_stream() {
     assert_eq!(ehr_inc.cause_kind, CauseKind::EhrVendor, "{}", ehr_inc.probable_cause);
     assert_eq!(ehr_inc.detail["reasons"], json!(["tcp_timeout"]));
 }
+
+#[tokio::test]
+async fn the_openapi_document_lists_the_incident_endpoints() {
+    let app = TestApp::new();
+    let resp = app
+        .send(Request::get("/api/v1/openapi.json").body(Body::empty()).unwrap())
+        .await;
+    let doc: Value = serde_json::from_str(&body_text(resp).await).unwrap();
+    for (path, method) in [
+        ("/api/v1/incidents", "get"),
+        ("/api/v1/incidents/{id}", "get"),
+        ("/api/v1/incidents/{id}/acknowledge", "post"),
+        ("/api/v1/incidents/{id}/resolve", "post"),
+        ("/api/v1/incidents/{id}/notes", "post"),
+    ] {
+        assert!(
+            doc["paths"][path].get(method).is_some(),
+            "openapi documents {method} {path}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_open_incident_is_reminded_every_interval_until_acknowledged() {
+    let settings = AlertSettings {
+        renotify: std::time::Duration::from_secs(60),
+        ..AlertSettings::default()
+    };
+    let mut lab = Lab::new(settings, &["ops"]).await;
+    let a = lab.agent("Smith", "main", "a").await;
+    lab.agent("Smith", "main", "b").await;
+    lab.alive.remove(&a);
+    lab.run(100).await;
+    assert_eq!(
+        kinds(&lab.notifier.log()),
+        [(NotificationKind::Opened, "agent_offline")]
+    );
+    lab.run(60).await;
+    assert_eq!(
+        kinds(&lab.notifier.log()),
+        [
+            (NotificationKind::Opened, "agent_offline"),
+            (NotificationKind::Reminder, "agent_offline")
+        ]
+    );
+    let id = lab.of_source("agent_offline").await[0].id;
+    lab.engine.acknowledge(&admin(), id, "dana").await.unwrap();
+    lab.run(180).await;
+    assert_eq!(
+        kinds(&lab.notifier.log()),
+        [
+            (NotificationKind::Opened, "agent_offline"),
+            (NotificationKind::Reminder, "agent_offline"),
+            (NotificationKind::Acknowledged, "agent_offline")
+        ],
+        "no reminder once acknowledged"
+    );
+}

@@ -1019,6 +1019,12 @@ async fn sqlite_upgrades_a_version_1_database_with_its_data() {
     drop(s);
     // What a collector of schema version 1 left behind.
     let conn = rusqlite::Connection::open(&path).unwrap();
+    // Alerting (issue 12, migration 0006) first: its tables refer to practices.
+    conn.execute_batch(
+        "DROP TABLE job_leases; DROP TABLE alert_windows; DROP TABLE alert_outbox;
+         DROP TABLE incident_events; DROP TABLE incidents;",
+    )
+    .unwrap();
     conn.execute_batch(
         "DROP TABLE finding_changes; DROP INDEX observations_by_agent_sequence;
          ALTER TABLE reports DROP COLUMN check_name; ALTER TABLE reports DROP COLUMN complete;
