@@ -225,6 +225,21 @@ impl Renewer {
 #[cfg(test)]
 mod tests {
     #[test]
+    fn a_ca_key_beside_the_server_files_is_moved_apart_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = crate::config::TlsSettings::Generated {
+            subject_alt_names: vec![],
+        };
+        let first = crate::tls::prepare(&settings, dir.path()).unwrap();
+        // As an older collector left it.
+        std::fs::rename(super::ca_key_path(dir.path()), dir.path().join("ca-key.pem")).unwrap();
+        let again = crate::tls::prepare(&settings, dir.path()).unwrap();
+        assert!(!dir.path().join("ca-key.pem").exists());
+        assert!(super::ca_key_path(dir.path()).is_file());
+        assert_eq!(first.fingerprint, again.fingerprint, "the same CA");
+    }
+
+    #[test]
     fn reads_the_expiry_of_a_generated_certificate() {
         let dir = tempfile::tempdir().unwrap();
         crate::tls::prepare(
