@@ -48,6 +48,8 @@ pub struct Prepared {
     pub policy: Arc<Policy>,
     /// Password of the admin user created by this start, to print once.
     pub initial_admin_password: Option<String>,
+    /// The clock of the server and of its certificate renewal (issue 15); tests replace it.
+    pub clock: Arc<dyn crate::clock::Clock>,
 }
 
 /// Creates the data dir (mode 0700) if needed.
@@ -116,6 +118,7 @@ pub async fn prepare(settings: Settings) -> Result<Prepared, ServeError> {
         tls,
         policy,
         initial_admin_password,
+        clock: Arc::new(crate::clock::SystemClock),
     })
 }
 
@@ -145,14 +148,20 @@ pub async fn run(
         tls,
         policy,
         initial_admin_password: _,
+        clock,
     } = prepared;
+    let renew_names = match &settings.tls {
+        crate::config::TlsSettings::Generated { subject_alt_names } => Some(subject_alt_names.clone()),
+        crate::config::TlsSettings::Files { .. } => None,
+    };
+    let data_dir = settings.data_dir.clone();
     let addr = listener.local_addr().map_err(ServeError::Server)?;
     let header_timeout = settings.header_timeout;
     let connections = Arc::new(crate::security::limits::ConnectionLimits::new(
         settings.limits.max_connections,
         settings.limits.max_connections_per_address,
     ));
-    let state = AppState::with_policy(store, settings, policy);
+    let state = AppState::with_clock(store, settings, policy, Arc::clone(&clock));
     // notify: the engine delivers through the configured [[channel]]s.
     let channels = crate::notify::Channels::from_settings(&state.settings).map_err(ServeError::Channels)?;
     let state = state.with_notifier(Arc::new(channels));
@@ -180,11 +189,22 @@ pub async fn run(
     let app = router(state);
     let handle = axum_server::Handle::new();
     let h = handle.clone();
+    let shutdown_renewal = shutdown.clone();
     tokio::spawn(async move {
         shutdown.cancelled().await;
         h.graceful_shutdown(Some(Duration::from_secs(10)));
     });
     let rustls_config = axum_server::tls_rustls::RustlsConfig::from_config(tls.server_config);
+    // The generated certificate renews itself from the CA (issue 15).
+    if let Some(names) = renew_names {
+        let renewer = crate::security::renew::Renewer {
+            data_dir,
+            names,
+            clock,
+            config: rustls_config.clone(),
+        };
+        tokio::spawn(renewer.run(shutdown_renewal.clone()));
+    }
     tracing::info!(%addr, "collector listening");
     let mut server = axum_server::from_tcp_rustls(listener, rustls_config)
         .map(|tls| tls.acceptor(crate::security::limits::LimitAcceptor::new(connections)))

@@ -1,7 +1,7 @@
 //! TLS for the collector: TLS 1.2 and 1.3 only (rustls, ring provider).
 //!
 //! With no certificate configured, the first start creates a CA and a server certificate
-//! signed by it in the data dir (`ca.pem`, `ca-key.pem`, `server.pem`, `server-key.pem`; keys
+//! signed by it in the data dir (`ca.pem`, `ca/ca-key.pem`, `server.pem`, `server-key.pem`; keys
 //! mode 0600). Agents enroll with `--ca DATA_DIR/ca.pem`; the CA's SHA-256 fingerprint is
 //! logged so a technician can compare it.
 
@@ -30,7 +30,7 @@ pub enum TlsError {
     #[error("invalid TLS configuration: {0}")]
     Rustls(String),
     #[error(
-        "{data_dir} has some but not all of ca.pem, ca-key.pem, server.pem, server-key.pem; restore the missing files or move them all away to generate new ones (agents must then re-enroll)"
+        "{data_dir} has some but not all of ca.pem, ca/ca-key.pem, server.pem, server-key.pem; restore the missing files or move them all away to generate new ones (agents must then re-enroll)"
     )]
     Partial { data_dir: PathBuf },
 }
@@ -56,7 +56,7 @@ pub fn fingerprint(der: &[u8]) -> String {
         .join(":")
 }
 
-fn write_file(path: &Path, contents: &str, private: bool) -> Result<(), TlsError> {
+pub(crate) fn write_file(path: &Path, contents: &str, private: bool) -> Result<(), TlsError> {
     let err = |source| TlsError::Write {
         path: path.to_path_buf(),
         source,
@@ -65,9 +65,10 @@ fn write_file(path: &Path, contents: &str, private: bool) -> Result<(), TlsError
     crate::security::files::write_atomically(path, contents.as_bytes(), private).map_err(err)
 }
 
-fn generate(data_dir: &Path, extra_names: &[String]) -> Result<(), TlsError> {
+/// The generated CA's parameters: the same subject every time, so that a leaf signed again
+/// with the CA's key (renewal) chains to the `ca.pem` agents hold.
+pub(crate) fn ca_params(now: chrono::DateTime<chrono::Utc>) -> Result<CertificateParams, TlsError> {
     let g = |e: rcgen::Error| TlsError::Generate(e.to_string());
-    let ca_key = KeyPair::generate().map_err(g)?;
     let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(g)?;
     ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     ca.distinguished_name.push(DnType::CommonName, "Rounds collector CA");
@@ -77,9 +78,44 @@ fn generate(data_dir: &Path, extra_names: &[String]) -> Result<(), TlsError> {
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
-    validity(&mut ca, 10);
-    let ca_cert = ca.self_signed(&ca_key).map_err(g)?;
+    validity(&mut ca, 10, now);
+    Ok(ca)
+}
 
+fn generate(data_dir: &Path, extra_names: &[String]) -> Result<(), TlsError> {
+    let g = |e: rcgen::Error| TlsError::Generate(e.to_string());
+    let ca_key = KeyPair::generate().map_err(g)?;
+    let ca_cert = ca_params(chrono::Utc::now())?.self_signed(&ca_key).map_err(g)?;
+    let (server_cert, server_key) = leaf(extra_names, &ca_cert, &ca_key, chrono::Utc::now())?;
+
+    std::fs::create_dir_all(data_dir).map_err(|source| TlsError::Write {
+        path: data_dir.to_path_buf(),
+        source,
+    })?;
+    // The CA key apart, in its own 0700 dir: the server's TLS needs only the leaf (issue 15).
+    let ca_key_path = crate::security::renew::ca_key_path(data_dir);
+    crate::security::renew::ensure_ca_dir(data_dir)?;
+    write_file(&ca_key_path, &ca_key.serialize_pem(), true)?;
+    write_file(&data_dir.join("server-key.pem"), &server_key.serialize_pem(), true)?;
+    write_file(
+        &data_dir.join("server.pem"),
+        &(server_cert.pem() + &ca_cert.pem()),
+        false,
+    )?;
+    // ca.pem last: its presence marks a complete set.
+    write_file(&data_dir.join("ca.pem"), &ca_cert.pem(), false)?;
+    Ok(())
+}
+
+/// A server certificate for `extra_names` (and this host's names), valid two years from
+/// `now`, signed by the CA.
+pub(crate) fn leaf(
+    extra_names: &[String],
+    ca_cert: &rcgen::Certificate,
+    ca_key: &KeyPair,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(rcgen::Certificate, KeyPair), TlsError> {
+    let g = |e: rcgen::Error| TlsError::Generate(e.to_string());
     let mut names = vec!["localhost".to_string()];
     if let Ok(h) = std::fs::read_to_string("/etc/hostname") {
         let h = h.trim();
@@ -105,36 +141,22 @@ fn generate(data_dir: &Path, extra_names: &[String]) -> Result<(), TlsError> {
     }
     server.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
     server.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
-    validity(&mut server, 2);
+    validity(&mut server, 2, now);
     let server_key = KeyPair::generate().map_err(g)?;
-    let server_cert = server.signed_by(&server_key, &ca_cert, &ca_key).map_err(g)?;
-
-    std::fs::create_dir_all(data_dir).map_err(|source| TlsError::Write {
-        path: data_dir.to_path_buf(),
-        source,
-    })?;
-    write_file(&data_dir.join("ca-key.pem"), &ca_key.serialize_pem(), true)?;
-    write_file(&data_dir.join("server-key.pem"), &server_key.serialize_pem(), true)?;
-    write_file(
-        &data_dir.join("server.pem"),
-        &(server_cert.pem() + &ca_cert.pem()),
-        false,
-    )?;
-    // ca.pem last: its presence marks a complete set.
-    write_file(&data_dir.join("ca.pem"), &ca_cert.pem(), false)?;
-    Ok(())
+    let server_cert = server.signed_by(&server_key, ca_cert, ca_key).map_err(g)?;
+    Ok((server_cert, server_key))
 }
 
-/// A validity window from yesterday (tolerating small clock skew) for `years` years.
-fn validity(params: &mut CertificateParams, years: i32) {
+/// A validity window from the day before `now` (tolerating small clock skew) for `years` years.
+fn validity(params: &mut CertificateParams, years: i32, now: chrono::DateTime<chrono::Utc>) {
     use chrono::Datelike;
-    let start = (chrono::Utc::now() - chrono::Duration::days(1)).date_naive();
+    let start = (now - chrono::Duration::days(1)).date_naive();
     let (m, d) = (start.month() as u8, start.day().min(28) as u8);
     params.not_before = rcgen::date_time_ymd(start.year(), m, d);
     params.not_after = rcgen::date_time_ymd(start.year() + years, m, d);
 }
 
-fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+pub(crate) fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let bytes = std::fs::read(path).map_err(|source| TlsError::Read {
         path: path.to_path_buf(),
         source,
@@ -154,7 +176,7 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     Ok(certs)
 }
 
-fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+pub(crate) fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     let bytes = std::fs::read(path).map_err(|source| TlsError::Read {
         path: path.to_path_buf(),
         source,
@@ -195,7 +217,14 @@ pub fn prepare(settings: &TlsSettings, data_dir: &Path) -> Result<TlsMaterial, T
             })
         }
         TlsSettings::Generated { subject_alt_names } => {
-            let files = ["ca.pem", "ca-key.pem", "server.pem", "server-key.pem"].map(|f| data_dir.join(f));
+            // A CA key of an older version, beside the server's files, goes into the CA dir.
+            crate::security::renew::move_ca_key(data_dir)?;
+            let files = [
+                data_dir.join("ca.pem"),
+                crate::security::renew::ca_key_path(data_dir),
+                data_dir.join("server.pem"),
+                data_dir.join("server-key.pem"),
+            ];
             let present = files.iter().filter(|f| f.exists()).count();
             let generated_now = present == 0;
             if generated_now {
@@ -240,7 +269,7 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.path().join("ca-key.pem"))
+            let mode = std::fs::metadata(dir.path().join("ca/ca-key.pem"))
                 .unwrap()
                 .permissions()
                 .mode();

@@ -7,4 +7,5 @@ pub mod files;
 pub mod limits;
 pub mod login;
 pub mod metrics;
+pub mod renew;
 pub mod revoke;

@@ -597,7 +597,7 @@ async fn planted_symlinks_are_not_followed_and_files_readable_by_others_are_fixe
     // Modes loosened later are fixed at the next start.
     for (p, m) in [
         (data.clone(), 0o755),
-        (data.join("ca-key.pem"), 0o644),
+        (data.join("ca/ca-key.pem"), 0o644),
         (data.join("server-key.pem"), 0o644),
         (data.join("rounds.db"), 0o644),
     ] {
@@ -607,7 +607,7 @@ async fn planted_symlinks_are_not_followed_and_files_readable_by_others_are_fixe
     let prepared = rounds_collector::serve::prepare(settings).await.unwrap();
     drop((prepared, guard));
     assert_eq!(mode(&data), 0o700);
-    assert_eq!(mode(&data.join("ca-key.pem")), 0o600);
+    assert_eq!(mode(&data.join("ca/ca-key.pem")), 0o600);
     assert_eq!(mode(&data.join("server-key.pem")), 0o600);
     assert_eq!(mode(&data.join("rounds.db")), 0o600);
     let logged = log.text();
@@ -634,4 +634,116 @@ async fn the_store_the_server_opens_commits_with_synchronous_full() {
     let reopened = SqliteStore::open(&dir.path().join(rounds_collector::serve::DB_FILE)).unwrap();
     assert_eq!(reopened.synchronous().unwrap(), 2);
     assert_eq!(Durability::default(), Durability::Full);
+}
+
+/// A TLS client living at the collector's fake time: an agent in the future the clock shows.
+#[derive(Debug)]
+struct At(std::sync::Arc<rounds_collector::clock::FakeClock>);
+
+impl rustls::time_provider::TimeProvider for At {
+    fn current_time(&self) -> Option<rustls::pki_types::UnixTime> {
+        use rounds_collector::clock::Clock;
+        Some(rustls::pki_types::UnixTime::since_unix_epoch(
+            std::time::Duration::from_secs(self.0.now().timestamp() as u64),
+        ))
+    }
+}
+
+/// Connects trusting only `ca`, at the fake clock's time; the leaf's expiry and the answer.
+fn fetch_healthz(
+    port: u16,
+    ca: &std::path::Path,
+    clock: std::sync::Arc<rounds_collector::clock::FakeClock>,
+) -> (chrono::DateTime<chrono::Utc>, String) {
+    use rustls::pki_types::pem::PemObject;
+    use std::io::{Read, Write};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_details(
+        std::sync::Arc::new(rustls::crypto::ring::default_provider()),
+        std::sync::Arc::new(At(clock)),
+    )
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let conn = rustls::ClientConnection::new(
+        std::sync::Arc::new(config),
+        rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+    )
+    .unwrap();
+    let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    tls.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    let _ = tls.read_to_string(&mut answer);
+    let leaf = tls.conn.peer_certificates().unwrap()[0].clone();
+    (
+        rounds_collector::security::renew::der_not_after(leaf.as_ref()).unwrap(),
+        answer,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_certificate_near_expiry_is_renewed_from_the_ca_and_agents_still_connect() {
+    use rounds_collector::clock::FakeClock;
+    use rounds_collector::security::renew::{RENEW_BEFORE_DAYS, ca_key_path, not_after};
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = rounds_collector::config::validate(Default::default(), &Default::default(), None).unwrap();
+    settings.data_dir = dir.path().to_path_buf();
+    let mut prepared = rounds_collector::serve::prepare(settings).await.unwrap();
+    let server_pem = dir.path().join("server.pem");
+    let old = not_after(&server_pem).unwrap();
+    let ca_before = std::fs::read(dir.path().join("ca.pem")).unwrap();
+    // The CA key is apart from what the server loads, private.
+    assert!(ca_key_path(dir.path()).is_file());
+    assert!(!dir.path().join("ca-key.pem").exists());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir.path().join("ca")), 0o700);
+        assert_eq!(mode(&ca_key_path(dir.path())), 0o600);
+    }
+
+    // The collector's clock shows ten days before the leaf expires: due for renewal.
+    let clock = std::sync::Arc::new(FakeClock::new(old - chrono::Duration::days(10)));
+    prepared.clock = clock.clone();
+    let listener = rounds_collector::serve::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let server = tokio::spawn(rounds_collector::serve::run(prepared, listener, shutdown.clone()));
+    let mut renewed = old;
+    for _ in 0..100 {
+        renewed = not_after(&server_pem).unwrap();
+        if renewed != old {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        renewed > old + chrono::Duration::days(300),
+        "renewed until {renewed}, was {old}"
+    );
+    assert!(renewed - rounds_collector::clock::Clock::now(clock.as_ref()) > chrono::Duration::days(RENEW_BEFORE_DAYS));
+    assert_eq!(
+        std::fs::read(dir.path().join("ca.pem")).unwrap(),
+        ca_before,
+        "the CA stays"
+    );
+
+    // An agent trusting only the CA connects and is served the new certificate, with no restart.
+    let ca = dir.path().join("ca.pem");
+    let c = clock.clone();
+    let (served, answer) = tokio::task::spawn_blocking(move || fetch_healthz(port, &ca, c))
+        .await
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(served, renewed, "the running server swapped in the new certificate");
+    shutdown.cancel();
+    server.await.unwrap().unwrap();
 }
