@@ -1035,7 +1035,9 @@ async fn sqlite_upgrades_a_version_1_database_with_its_data() {
          ALTER TABLE agents DROP COLUMN reports_stored; ALTER TABLE agents DROP COLUMN chain_sequence;
          ALTER TABLE agents DROP COLUMN chain_hash; ALTER TABLE agents DROP COLUMN config_version;
          ALTER TABLE agents DROP COLUMN config_error; ALTER TABLE agents DROP COLUMN spool_depth;
-         ALTER TABLE agents DROP COLUMN spool_error; PRAGMA user_version = 1;",
+         ALTER TABLE agents DROP COLUMN spool_error;
+         DROP TABLE report_deliveries; DROP TABLE issued_reports;
+         PRAGMA user_version = 1;",
     )
     .unwrap();
     drop(conn);
