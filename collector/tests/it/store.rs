@@ -1045,6 +1045,7 @@ async fn sqlite_upgrades_a_version_1_database_with_its_data() {
          ALTER TABLE agents DROP COLUMN revoked_at; ALTER TABLE api_keys DROP COLUMN expires_at;
          ALTER TABLE api_keys DROP COLUMN revoked_at;
          DROP TABLE tamper_events;
+         DROP TABLE report_deliveries; DROP TABLE issued_reports;
          PRAGMA user_version = 1;",
     )
     .unwrap();
