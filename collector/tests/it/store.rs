@@ -1035,7 +1035,11 @@ async fn sqlite_upgrades_a_version_1_database_with_its_data() {
          ALTER TABLE agents DROP COLUMN reports_stored; ALTER TABLE agents DROP COLUMN chain_sequence;
          ALTER TABLE agents DROP COLUMN chain_hash; ALTER TABLE agents DROP COLUMN config_version;
          ALTER TABLE agents DROP COLUMN config_error; ALTER TABLE agents DROP COLUMN spool_depth;
-         ALTER TABLE agents DROP COLUMN spool_error; PRAGMA user_version = 1;",
+         ALTER TABLE agents DROP COLUMN spool_error;
+         ALTER TABLE agents DROP COLUMN revoked_at; ALTER TABLE api_keys DROP COLUMN expires_at;
+         ALTER TABLE api_keys DROP COLUMN revoked_at;
+         DROP TABLE job_leases; DROP TABLE alert_windows; DROP TABLE alert_outbox;
+         DROP TABLE incident_events; DROP TABLE incidents; PRAGMA user_version = 1;",
     )
     .unwrap();
     drop(conn);
