@@ -8,7 +8,7 @@
 //!
 //! Modules: [`checks`] (what is observed), [`config`] (the file and its validated form),
 //! [`state`] (the state dir and its files), [`client`] (TLS and HTTP to the collector),
-//! [`enroll`], [`probes`] (EHR connectivity and the network baseline), [`run`] (the task runtime), [`sender`] (report delivery), [`backoff`], [`status`].
+//! [`enroll`], [`probes`] (EHR connectivity and the network baseline), [`run`] (the task runtime), [`schedule`] (per-agent schedule offsets), [`sender`] (report delivery), [`backoff`], [`status`].
 
 pub mod backoff;
 pub mod central;
@@ -20,6 +20,7 @@ pub mod enroll;
 pub mod local_check;
 pub mod probes;
 pub mod run;
+pub mod schedule;
 pub mod sender;
 pub mod spool;
 pub mod state;
