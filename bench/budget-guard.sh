@@ -4,7 +4,11 @@
 # peak RSS of a short standard run (`rounds-agent check` over this machine: every check once,
 # the built-in HIPAA pack evaluated) is above --max-rss-mb. Fixed budgets, not timings.
 #
-#   bench/budget-guard.sh [--max-binary-mb 15] [--max-rss-mb 25] [--binary PATH]
+#   bench/budget-guard.sh [--max-binary-mb 15] [--max-rss-mb 11] [--binary PATH]
+#
+# The RSS budget was 25 MB (the issue's ceiling); it is now 11 MB, just above what `check` peaks
+# at after the idle-memory work (10.3 MB), so a change that adds a megabyte fails CI. The
+# roadmap's 10 MB is not enforced yet: see BENCHMARKS.md, "Agent idle memory: where it goes".
 #
 # MB are 10^6 bytes. Without --binary the agent is built with the `agent` profile first
 # (minutes on 2 cores the first time, seconds once built). Needs GNU time (/usr/bin/time).
@@ -13,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 max_binary_mb=15
-max_rss_mb=25
+max_rss_mb=11
 binary=""
 usage() { echo "usage: $0 [--max-binary-mb N] [--max-rss-mb N] [--binary PATH]" >&2; exit 64; }
 number() { [[ "$2" =~ ^[0-9]+([.][0-9]+)?$ ]] || { echo "error: $1 must be a number of MB, got '$2'" >&2; exit 64; }; }

@@ -6,7 +6,8 @@
 #
 #   bench/collector-load.sh N DURATION_SECS [OUT_DIR]      e.g. bench/collector-load.sh 1000 600
 #
-# Extra simulator options in SIM_ARGS (e.g. SIM_ARGS=--faults). Results: OUT_DIR/summary.txt
+# Extra simulator options in SIM_ARGS (e.g. SIM_ARGS=--faults); TEMPLATE=DIR starts from a copy
+# of DIR/data and DIR/tokens.tsv (made by bench/capacity.sh) instead of creating tokens. Results: OUT_DIR/summary.txt
 # (also printed), sim.json (rounds-sim --json), samples.csv, collector.log.
 source "$(dirname "$0")/lib.sh"
 [ $# -ge 2 ] || { echo "usage: $0 N DURATION_SECS [OUT_DIR]" >&2; exit 64; }
@@ -19,10 +20,21 @@ rm -rf "$out"; mkdir -p "$out"
 } | tee "$out/summary.txt"
 
 port=$(free_port)
-start_collector "$out/data" "$port" "$out/collector.log"
-t=$(date +%s.%N)
-make_tokens "$out/data" "$n" "$out/tokens.tsv"
-echo "tokens: $n created with 'rounds-collector token create' in $(awk -v a="$t" -v b="$(date +%s.%N)" 'BEGIN {printf "%.0f", b - a}') s" | tee -a "$out/summary.txt"
+if [ -n "${TEMPLATE:-}" ]; then
+  # A copy of a store whose tokens were made once (bench/capacity.sh: make_template), and its
+  # first N tokens: every step of a ramp starts from the same fresh store without minutes of
+  # token creation each.
+  [ "$(wc -l <"$TEMPLATE/tokens.tsv")" -ge "$n" ] || { echo "$TEMPLATE/tokens.tsv has fewer than $n tokens"; exit 1; }
+  cp -a "$TEMPLATE/data" "$out/data"
+  start_collector "$out/data" "$port" "$out/collector.log"
+  head -n "$n" "$TEMPLATE/tokens.tsv" >"$out/tokens.tsv"
+  echo "tokens: the first $n of $TEMPLATE/tokens.tsv (made once with 'rounds-collector token create')" | tee -a "$out/summary.txt"
+else
+  start_collector "$out/data" "$port" "$out/collector.log"
+  t=$(date +%s.%N)
+  make_tokens "$out/data" "$n" "$out/tokens.tsv"
+  echo "tokens: $n created with 'rounds-collector token create' in $(awk -v a="$t" -v b="$(date +%s.%N)" 'BEGIN {printf "%.0f", b - a}') s" | tee -a "$out/summary.txt"
+fi
 store0=$(store_bytes "$out/data")
 
 (

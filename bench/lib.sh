@@ -64,6 +64,21 @@ make_tokens() {
   [ "$(wc -l <"$out")" -eq "$n" ] || { echo "expected $n tokens in $out"; return 1; }
 }
 
+# make_template DIR N: a stopped collector's data dir DIR/data holding N unused enrollment
+# tokens (DIR/tokens.tsv), for runs that each start from a copy of it (TEMPLATE=DIR).
+make_template() {
+  local dir=$1 n=$2 port pid
+  rm -rf "$dir"; mkdir -p "$dir"
+  port=$(free_port)
+  start_collector "$dir/data" "$port" "$dir/collector.log"
+  pid=$COLLECTOR_PID
+  make_tokens "$dir/data" "$n" "$dir/tokens.tsv"
+  kill "$pid"; while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+  local keep=() p
+  for p in "${PIDS[@]}"; do [ "$p" = "$pid" ] || keep+=("$p"); done
+  PIDS=("${keep[@]}")
+}
+
 # proc_sample PID: "cpu_ticks rss_kib hwm_kib" of a running process, from /proc.
 proc_sample() {
   local pid=$1 ticks rss hwm

@@ -23,13 +23,7 @@ fn main() {
         .unwrap_or_else(std::env::temp_dir);
     let dir = tempfile::tempdir_in(&base).expect("temp dir");
     let spool = Spool::open(
-        SpoolOptions {
-            dir: dir.path().to_path_buf(),
-            agent_id: "agt_bench".into(),
-            settings: Default::default(),
-            first_sequence: 1,
-            fail_writes_while: None,
-        },
+        SpoolOptions::new(dir.path().to_path_buf(), "agt_bench".into(), Default::default(), 1),
         Arc::new(SystemClock),
     )
     .expect("spool");

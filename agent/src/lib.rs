@@ -8,7 +8,7 @@
 //!
 //! Modules: [`checks`] (what is observed), [`config`] (the file and its validated form),
 //! [`state`] (the state dir and its files), [`client`] (TLS and HTTP to the collector),
-//! [`enroll`], [`probes`] (EHR connectivity and the network baseline), [`run`] (the task runtime), [`sender`] (report delivery), [`backoff`], [`status`].
+//! [`enroll`], [`probes`] (EHR connectivity and the network baseline), [`run`] (the task runtime), [`schedule`] (per-agent schedule offsets), [`sender`] (report delivery), [`backoff`], [`status`].
 
 pub mod backoff;
 pub mod central;
@@ -22,6 +22,7 @@ pub mod local_check;
 pub mod pin;
 pub mod probes;
 pub mod run;
+pub mod schedule;
 pub mod sender;
 pub mod service;
 pub mod spool;

@@ -15,7 +15,8 @@
 //!   ([`crate::probes::run`]), whose state changes (important) and summaries (routine) are
 //!   appended to the spool as `ehr` reports with `complete = false`.
 //!
-//! A check task runs its check at start, then on its cron schedule (machine local time) and at
+//! A check task runs its check at start, then on its cron schedule (machine local time, shifted
+//! by the agent's own stable offset: [`crate::schedule`]) and at
 //! once when one of its `watch_paths` changes; each run is appended to the spool. Time comes
 //! from the [`Clock`] and each run's [`Host`] from the host factory in [`RunOptions`], so tests
 //! run all of this under `tokio::time::pause()`.
@@ -79,7 +80,9 @@ pub struct RunOptions {
     pub retry: RetryPolicy,
     pub clock: Arc<dyn Clock>,
     pub host: HostFactory,
-    /// Test hook: while this file exists, spool writes fail as on a full disk.
+    /// Test hook: while this file exists, spool writes fail as on a full disk. Only with the
+    /// non-default `test-hooks` feature (the end-to-end tests), never in the release binary.
+    #[cfg(any(test, feature = "test-hooks"))]
     pub spool_fail_writes_while: Option<PathBuf>,
 }
 
@@ -114,6 +117,7 @@ impl RunOptions {
                 state_dir: Some(host_state.clone()),
                 ..Host::system()
             }),
+            #[cfg(any(test, feature = "test-hooks"))]
             spool_fail_writes_while: None,
         }
     }
@@ -147,6 +151,7 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Ru
         retry,
         clock,
         host,
+        #[cfg(any(test, feature = "test-hooks"))]
         spool_fail_writes_while,
     } = opts;
     if settings.heartbeat_interval.is_zero() {
@@ -173,6 +178,7 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Ru
             agent_id: identity.agent_id.clone(),
             settings: settings.config.spool,
             first_sequence: state.load_next_sequence()?,
+            #[cfg(any(test, feature = "test-hooks"))]
             fail_writes_while: spool_fail_writes_while,
         },
         clock.clone(),
@@ -765,6 +771,9 @@ async fn check_loop(agent: &Agent, sc: ScheduledCheck, stop: &CancellationToken)
     };
     let checks = [check];
     let mut last_fire = agent.clock.now().with_timezone(&chrono::Local);
+    // Staggered schedules (issue 16): this agent's own offset, so a fleet does not run its
+    // hourly checks at the top of the hour all at once.
+    let offset = crate::schedule::offset(&agent.identity.agent_id, &schedule, &last_fire);
     let mut last_seen: Option<Vec<serde_json::Value>> = None;
     loop {
         let host = (agent.host)(agent.clock.now());
@@ -795,7 +804,8 @@ async fn check_loop(agent: &Agent, sc: ScheduledCheck, stop: &CancellationToken)
             }
         }
         let now = agent.clock.now();
-        let Some(next) = next_fire(&schedule, last_fire, now.with_timezone(&chrono::Local)) else {
+        let Some(next) = crate::schedule::next_fire(&schedule, offset, last_fire, now.with_timezone(&chrono::Local))
+        else {
             info!("schedule has no further runs");
             stop.cancelled().await;
             return;
@@ -817,7 +827,7 @@ async fn check_loop(agent: &Agent, sc: ScheduledCheck, stop: &CancellationToken)
 /// The next time a schedule fires: strictly after the last fire time (so a timer that wakes a
 /// moment early does not fire twice) and after `now` (so runs missed while busy or asleep are
 /// skipped, not caught up).
-fn next_fire<Tz: chrono::TimeZone>(
+pub(crate) fn next_fire<Tz: chrono::TimeZone>(
     schedule: &cron::Schedule,
     last_fire: DateTime<Tz>,
     now: DateTime<Tz>,

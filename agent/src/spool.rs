@@ -163,8 +163,25 @@ pub struct SpoolOptions {
     /// The first sequence number when the spool file does not exist yet (an agent upgraded
     /// from one without a spool continues its old sequence file).
     pub first_sequence: u64,
-    /// Test hook: while this file exists, every write fails as if the disk were full.
+    /// Test hook: while this file exists, every write fails as if the disk were full. Only in
+    /// unit tests and builds with the non-default `test-hooks` feature, never in the agent
+    /// release binary.
+    #[cfg(any(test, feature = "test-hooks"))]
     pub fail_writes_while: Option<PathBuf>,
+}
+
+impl SpoolOptions {
+    /// Options without any test hook (the same with or without the `test-hooks` feature).
+    pub fn new(dir: PathBuf, agent_id: String, settings: SpoolSettings, first_sequence: u64) -> Self {
+        SpoolOptions {
+            dir,
+            agent_id,
+            settings,
+            first_sequence,
+            #[cfg(any(test, feature = "test-hooks"))]
+            fail_writes_while: None,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -189,6 +206,7 @@ pub struct Spool {
     path: PathBuf,
     agent_id: String,
     clock: Arc<dyn Clock>,
+    #[cfg(any(test, feature = "test-hooks"))]
     fail_writes_while: Option<PathBuf>,
     inner: Mutex<Inner>,
     ready: Notify,
@@ -340,6 +358,7 @@ impl Spool {
             agent_id,
             settings,
             first_sequence,
+            #[cfg(any(test, feature = "test-hooks"))]
             fail_writes_while,
         } = opts;
         let path = dir.join(SPOOL_FILE);
@@ -391,6 +410,7 @@ impl Spool {
             path,
             agent_id,
             clock,
+            #[cfg(any(test, feature = "test-hooks"))]
             fail_writes_while,
             inner: Mutex::new(Inner {
                 file,
@@ -569,7 +589,8 @@ impl Spool {
     /// Appends `buf` at the end of the whole lines; on failure cuts the file back and records
     /// the error.
     fn write(&self, inner: &mut Inner, buf: &[u8], sync: bool) -> Result<(), SpoolError> {
-        let result = (|| {
+        let result: io::Result<()> = (|| {
+            #[cfg(any(test, feature = "test-hooks"))]
             if let Some(flag) = &self.fail_writes_while
                 && flag.exists()
             {
@@ -783,6 +804,7 @@ impl Spool {
             path: self.path.clone(),
             detail: e,
         };
+        #[cfg(any(test, feature = "test-hooks"))]
         if let Some(flag) = &self.fail_writes_while
             && flag.exists()
         {

@@ -225,7 +225,8 @@ fn a_full_disk_is_a_clear_error_in_log_and_status_and_delivery_resumes() {
     while !agent.status().contains("spool error:") {
         assert!(
             Instant::now() < deadline,
-            "no spool error in status: {}",
+            "no spool error in status (an injected error needs an agent built with the \
+             rounds-agent/test-hooks feature, as `cargo test` builds it): {}",
             agent.status()
         );
         std::thread::sleep(Duration::from_millis(200));

@@ -23,6 +23,9 @@ pub fn bin_dir() -> PathBuf {
                 let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
                 let status = Command::new(cargo)
                     .args(["build", "-p", "rounds-collector", "-p", "rounds-agent", "--bins"])
+                    // The agent's test hooks (a spool write failure on demand), as `cargo test`
+                    // builds it through the root package's dev-dependency.
+                    .args(["--features", "rounds-agent/test-hooks"])
                     .status()
                     .expect("run cargo build");
                 assert!(status.success(), "cargo build of the binaries failed");

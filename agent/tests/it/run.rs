@@ -349,6 +349,61 @@ async fn a_schedule_fires_every_second_of_tokio_time_and_reports_arrive_in_order
 }
 
 #[tokio::test(start_paused = true)]
+async fn an_hourly_schedule_runs_at_the_agents_own_offset_not_at_the_top_of_the_hour() {
+    use chrono::{TimeZone as _, Timelike as _};
+    let e = enrolled(healthy).await;
+    let (collector, state_dir) = (&e.collector, &e.state_dir);
+    // Started at 10:00:00 local time: the nominal runs would be 11:00 and 12:00.
+    let anchor = chrono::Local
+        .with_ymd_and_hms(2026, 11, 24, 10, 0, 0)
+        .single()
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    let mut opts = fast(state_dir, settings(3_600_000, HOURLY));
+    opts.clock = std::sync::Arc::new(rounds_agent::clock::TokioClock::starting_at(anchor));
+    let (shutdown, handle) = start(opts);
+    // Hours of paused time, a minute at a step.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while collector.report_sequences().len() < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            collector.report_sequences()
+        );
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    }
+    stop(shutdown, handle).await;
+    let offset = rounds_agent::schedule::offset(AGENT_ID, &cron::Schedule::from_str(HOURLY).unwrap(), &anchor);
+    assert!(
+        offset >= chrono::TimeDelta::minutes(1) && offset < chrono::TimeDelta::hours(1),
+        "{offset}"
+    );
+    let created: Vec<chrono::DateTime<chrono::Utc>> = collector
+        .reports()
+        .iter()
+        .map(|r| {
+            chrono::DateTime::parse_from_rfc3339(r["created_at"].as_str().unwrap())
+                .unwrap()
+                .to_utc()
+        })
+        .collect();
+    // At start, then at this agent's offset past each hour, one hour apart.
+    assert!((created[0] - anchor).num_seconds() < 2, "{created:?}");
+    for (run, hour) in created[1..3].iter().zip([0, 1]) {
+        let expected = anchor + chrono::TimeDelta::hours(hour) + offset;
+        assert!(
+            (*run - expected).num_milliseconds().abs() < 2000,
+            "{run} is not {expected}"
+        );
+        let local = run.with_timezone(&chrono::Local);
+        assert!(local.minute() > 0, "not at the top of the hour: {local}");
+    }
+    // Another agent id gets another offset.
+    let other = rounds_agent::schedule::offset("agt_test_2", &cron::Schedule::from_str(HOURLY).unwrap(), &anchor);
+    assert_ne!(offset, other);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_backlog_goes_in_batches_and_a_collector_without_the_batch_path_gets_singles() {
     let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let u = up.clone();

@@ -69,13 +69,7 @@ fn debug_never_shows_the_secret() {
 
 fn spool_in(dir: &std::path::Path, first_sequence: u64) -> Spool {
     Spool::open(
-        SpoolOptions {
-            dir: dir.to_path_buf(),
-            agent_id: "agt_9".into(),
-            settings: Default::default(),
-            first_sequence,
-            fail_writes_while: None,
-        },
+        SpoolOptions::new(dir.to_path_buf(), "agt_9".into(), Default::default(), first_sequence),
         std::sync::Arc::new(SystemClock),
     )
     .unwrap()
