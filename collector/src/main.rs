@@ -466,7 +466,7 @@ async fn run(cli: Cli) -> Result<(), ExitCode> {
         Command::Backup { file } => {
             let summary = rounds_collector::deploy::backup(&settings.data_dir, &file).map_err(|e| fail(&e))?;
             println!("backup written to {}: {summary}", file.display());
-            println!("(keep the TLS files of the data dir too: ca.pem, ca-key.pem, server.pem, server-key.pem)");
+            println!("(keep the TLS files of the data dir too: ca.pem, ca/ca-key.pem, server.pem, server-key.pem)");
             Ok(())
         }
         Command::Restore { file, force } => {

@@ -252,7 +252,8 @@ async fn a_backup_taken_while_an_agent_reports_every_second_restores_the_same_fl
     assert!(!out.status.success());
     assert!(text(&out).contains("--force"), "{}", text(&out));
     // The TLS files travel with the backup in the README's procedure.
-    for f in ["ca.pem", "ca-key.pem", "server.pem", "server-key.pem"] {
+    std::fs::create_dir_all(restored_dir.path().join("ca")).unwrap();
+    for f in ["ca.pem", "ca/ca-key.pem", "server.pem", "server-key.pem"] {
         std::fs::copy(c.data_dir.path().join(f), restored_dir.path().join(f)).unwrap();
     }
     let r = Collector::start_in(restored_dir, &[]);

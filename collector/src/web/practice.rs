@@ -418,9 +418,14 @@ pub async fn build(
         .into_iter()
         .find(|p| p.id == practice_id)
         .ok_or(WebError::NotFound)?;
+    // The user sees the practice: read it alone (a practice scope narrows the SQL to it).
+    let narrow = crate::store::Scope {
+        role: Role::PracticeManager,
+        practice_id: Some(practice_id),
+    };
     let rows: Vec<_> = state
         .store
-        .agents(&scope)
+        .agents(&narrow)
         .await?
         .into_iter()
         .filter(|a| a.practice_id == practice_id)
@@ -429,7 +434,7 @@ pub async fn build(
     let ids: std::collections::HashSet<&str> = views.iter().map(|a| a.agent_id.as_str()).collect();
     let briefs: Vec<FindingBrief> = state
         .store
-        .finding_briefs(&scope)
+        .finding_briefs(&narrow)
         .await?
         .into_iter()
         .filter(|b| ids.contains(b.agent_id.as_str()))
