@@ -358,6 +358,36 @@ pub struct AuditPage {
     pub is_admin: bool,
     pub entries: Vec<(Seen, AuditEntry)>,
     pub limit: u32,
+    /// The server certificate in use: when it expires and when it renews (issue 15, item 4).
+    pub certificate: String,
+}
+
+/// What the admin page says of the server certificate: its expiry and, for the certificate the
+/// collector generated, when the renewal job renews it from the CA.
+pub fn certificate_line(settings: &crate::config::Settings) -> String {
+    use crate::security::renew::{RENEW_BEFORE_DAYS, not_after};
+    let day = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%d %H:%M UTC").to_string();
+    match &settings.tls {
+        crate::config::TlsSettings::Generated { .. } => {
+            let pem = settings.data_dir.join("server.pem");
+            match not_after(&pem) {
+                Ok(t) => format!(
+                    "Server certificate (generated, signed by the collector's CA): expires {}; renewed from the CA on {} ({RENEW_BEFORE_DAYS} days before), agents keep trusting it.",
+                    day(t),
+                    day(t - chrono::Duration::days(RENEW_BEFORE_DAYS))
+                ),
+                Err(e) => format!("Server certificate: cannot be read ({e})."),
+            }
+        }
+        crate::config::TlsSettings::Files { cert_file, .. } => match not_after(cert_file) {
+            Ok(t) => format!(
+                "Server certificate ({}, your own): expires {}; the collector does not renew it, replace the file before then.",
+                cert_file.display(),
+                day(t)
+            ),
+            Err(e) => format!("Server certificate {}: cannot be read ({e}).", cert_file.display()),
+        },
+    }
 }
 
 /// `GET /admin/audit`: the newest entries of the collector's audit log.
@@ -372,6 +402,7 @@ pub async fn audit_page(State(state): State<AppState>, session: Session) -> Resu
         is_admin: true,
         entries: entries.into_iter().map(|e| (Seen::new(e.at, now), e)).collect(),
         limit: AUDIT_PAGE_LIMIT,
+        certificate: certificate_line(&state.settings),
     }
     .render()?;
     Ok(page(StatusCode::OK, html))

@@ -889,3 +889,32 @@ async fn incidents_are_listed_with_their_cause_and_acknowledged_resolved_and_not
         .unwrap();
     assert_eq!(detail.incident.state, rounds_collector::alerting::IncidentState::Open);
 }
+
+/// Issue 15, item 4: the admin page says when the server certificate expires and when the
+/// collector renews it, read from the certificate in the data dir.
+#[tokio::test]
+async fn the_admin_page_says_when_the_server_certificate_expires_and_renews() {
+    let app = TestApp::new();
+    user(&app, "admin", Role::Admin, None).await;
+    let admin = session(&app, "admin").await;
+    async fn page(app: &TestApp, s: &str) -> (StatusCode, String) {
+        let resp = app.send(get("/admin/audit", &[("rounds_session", s)])).await;
+        (resp.status(), body_text(resp).await)
+    }
+    // No certificate generated yet: the page says it cannot be read, not nothing.
+    let (status, body) = page(&app, &admin).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains("Server certificate: cannot be read"), "{body}");
+
+    let dir = app.state.settings.data_dir.clone();
+    rounds_collector::tls::prepare(&app.state.settings.tls, &dir).unwrap();
+    let expires = rounds_collector::security::renew::not_after(&dir.join("server.pem")).unwrap();
+    let renews = expires - chrono::Duration::days(rounds_collector::security::renew::RENEW_BEFORE_DAYS);
+    let (_, body) = page(&app, &admin).await;
+    let fmt = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%d %H:%M UTC").to_string();
+    assert!(
+        body.contains(&format!("expires {}", fmt(expires)))
+            && body.contains(&format!("renewed from the CA on {}", fmt(renews))),
+        "{body}"
+    );
+}
