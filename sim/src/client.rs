@@ -80,6 +80,7 @@ pub struct SimClient {
     pool: usize,
     slots: Arc<Semaphore>,
     pub recorder: Arc<Recorder>,
+    metrics_token: Option<String>,
 }
 
 fn build(
@@ -115,6 +116,7 @@ impl SimClient {
             pool: config.max_in_flight,
             slots: Arc::new(Semaphore::new(config.max_in_flight)),
             recorder,
+            metrics_token: config.metrics_token.clone(),
         })
     }
 
@@ -194,11 +196,11 @@ impl SimClient {
         result
     }
 
-    /// The collector's `/metrics` text, outside the recorded requests; with the bearer token in
-    /// `ROUNDS_METRICS_TOKEN` (the collector's `metrics_token`, issue 15) when set.
+    /// The collector's `/metrics` text, outside the recorded requests; with the configured
+    /// `metrics_token` (issue 15) as a bearer token when there is one.
     pub async fn metrics_text(&self) -> Result<String, String> {
         let mut req = self.http.get(format!("{}/metrics", self.base));
-        if let Ok(token) = std::env::var("ROUNDS_METRICS_TOKEN") {
+        if let Some(token) = &self.metrics_token {
             req = req.bearer_auth(token);
         }
         let resp = req.send().await.map_err(|e| classify(&e))?;

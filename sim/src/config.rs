@@ -134,6 +134,9 @@ pub struct SimConfig {
     pub seed: u64,
     pub json: Option<PathBuf>,
     pub faults: FaultSettings,
+    /// The collector's `metrics_token` (issue 15), sent as a bearer token to `/metrics`; the
+    /// command line takes it from `ROUNDS_METRICS_TOKEN`.
+    pub metrics_token: Option<String>,
 }
 
 /// Everything wrong with the arguments.
@@ -284,6 +287,7 @@ impl SimConfig {
             seed,
             json,
             faults,
+            metrics_token: std::env::var("ROUNDS_METRICS_TOKEN").ok().filter(|t| !t.is_empty()),
         })
     }
 }

@@ -52,6 +52,9 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// The `metrics_token` of the test collector (issue 15: `/metrics` needs it).
+pub const METRICS_TOKEN: &str = "sim-test-metrics-token-0123456789";
+
 impl Collector {
     /// Starts a collector that counts an agent offline after `offline_after_secs`.
     pub fn start(offline_after_secs: u64) -> Collector {
@@ -63,7 +66,7 @@ impl Collector {
         std::fs::write(
             &config,
             format!(
-                "data_dir = {:?}\nlisten = \"127.0.0.1:{port}\"\nheartbeat_interval_secs = 1\noffline_after_secs = {offline_after_secs}\n",
+                "data_dir = {:?}\nlisten = \"127.0.0.1:{port}\"\nheartbeat_interval_secs = 1\noffline_after_secs = {offline_after_secs}\nmetrics_token = {METRICS_TOKEN:?}\n",
                 data.display().to_string()
             ),
         )

@@ -30,6 +30,7 @@ fn config(c: &Collector, agents: usize, duration_secs: u64) -> SimConfig {
         seed: 11,
         json: None,
         faults: FaultSettings::NONE,
+        metrics_token: Some(crate::collector::METRICS_TOKEN.into()),
     }
 }
 
