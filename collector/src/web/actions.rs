@@ -44,12 +44,20 @@ fn actor(session: &Session) -> String {
     format!("web:{}", session.user.username)
 }
 
-fn admin_message(e: AdminError) -> Result<String, WebError> {
-    if e.is_usage() {
-        Ok(e.to_string())
-    } else {
-        Err(WebError::Internal(e.to_string()))
+/// A refused dashboard action: a usage error is shown on the page (400); anything else is an
+/// internal error.
+fn refused(e: AdminError) -> Result<(StatusCode, Notice), WebError> {
+    if !e.is_usage() {
+        return Err(WebError::Internal(e.to_string()));
     }
+    Ok((
+        StatusCode::BAD_REQUEST,
+        Notice {
+            text: e.to_string(),
+            command: None,
+            error: true,
+        },
+    ))
 }
 
 /// The practice's name, when the user sees it.
@@ -134,14 +142,7 @@ pub async fn create_token(
                 },
             )
         }
-        Err(e) => (
-            StatusCode::BAD_REQUEST,
-            Notice {
-                text: admin_message(e)?,
-                command: None,
-                error: true,
-            },
-        ),
+        Err(e) => refused(e)?,
     };
     practice_with(&state, &session, id, status, notice).await
 }
@@ -208,14 +209,7 @@ pub async fn set_policy(
                 error: false,
             },
         ),
-        Err(e) => (
-            StatusCode::BAD_REQUEST,
-            Notice {
-                text: admin_message(e)?,
-                command: None,
-                error: true,
-            },
-        ),
+        Err(e) => refused(e)?,
     };
     practice_with(&state, &session, id, status, notice).await
 }
@@ -336,14 +330,7 @@ pub async fn create_user(
                 error: false,
             },
         ),
-        Err(e) => (
-            StatusCode::BAD_REQUEST,
-            Notice {
-                text: admin_message(e)?,
-                command: None,
-                error: true,
-            },
-        ),
+        Err(e) => refused(e)?,
     };
     users_with(&state, &session, status, Some(notice)).await
 }
