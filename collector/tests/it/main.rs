@@ -18,6 +18,8 @@ mod security;
 mod report_seed;
 mod reports;
 mod serve;
+// Runtime silences (alerting, issue 12).
+mod silences;
 mod store;
 mod support;
 // Tamper acknowledgement (core, issue 11).
