@@ -485,3 +485,133 @@ async fn the_incidents_page_silences_for_a_period_with_csrf_and_ends_a_silence()
     );
     assert!(audit.iter().any(|e| e.actor == "web:tina" && e.action == "silence.end"));
 }
+
+#[tokio::test]
+async fn an_incidents_page_silences_what_selects_that_incident_and_its_timeline_says_so() {
+    let app = TestApp::new();
+    crate::web::agent(&app, "Smith", "main", "a", "linux", "1").await;
+    user(&app, "tina", Role::Technician, None).await;
+    let now = app.state.now();
+    let mut tx = app.store().begin().await.unwrap();
+    let inc = tx
+        .open_incident(
+            &rounds_collector::alerting::NewIncident {
+                source: "backup".into(),
+                subject: "a:hipaa.backup.recent".into(),
+                severity: rounds_policies::Severity::High,
+                title: "Backup stale on a".into(),
+                probable_cause: "newest snapshot is 3 days old".into(),
+                cause_kind: rounds_collector::alerting::CauseKind::Finding,
+                practice: Some("Smith".into()),
+                site: Some("main".into()),
+                agent_id: None,
+                practices_affected: Vec::new(),
+                parent_id: None,
+                manual_resolve: false,
+                detail: Value::Null,
+            },
+            now,
+        )
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let tina = session(&app, "tina").await;
+    let path = format!("/incidents/{}", inc.id);
+    let page = body_text(app.send(get(&path, &[("rounds_session", &tina)])).await).await;
+    assert!(page.contains(r#"id="silence-form""#), "{page}");
+    assert!(page.contains(r#"name="source" value="backup""#), "{page}");
+    let csrf = hidden_csrf(&page);
+    let id = inc.id.to_string();
+    let resp = app
+        .send(post_form(
+            "/incidents/silences",
+            &[("rounds_session", &tina)],
+            &[
+                ("csrf", &csrf),
+                ("incident", &id),
+                ("practice", "Smith"),
+                ("site", "main"),
+                ("source", "backup"),
+                ("duration", "4h"),
+                ("reason", "restoring the NAS"),
+            ],
+        ))
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let page = body_text(resp).await;
+    assert!(page.contains("Silence #1 created until"), "{page}");
+    assert!(
+        page.contains("silence #1 started (restoring the NAS)"),
+        "the incident's timeline shows it: {page}"
+    );
+}
+
+#[tokio::test]
+async fn the_cli_adds_lists_and_ends_silences() {
+    let app = TestApp::new();
+    crate::web::agent(&app, "Smith", "main", "a", "linux", "1").await;
+    let data = app._dir.path().to_path_buf();
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_rounds-collector"))
+            .arg("--data-dir")
+            .arg(&data)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, _, err) = cli(&[
+        "silence",
+        "add",
+        "--practice",
+        "Smith",
+        "--site",
+        "attic",
+        "--duration",
+        "2h",
+        "--reason",
+        "x",
+    ]);
+    assert_eq!(code, 64, "{err}");
+    assert!(
+        err.contains("site: practice `Smith` has no site named `attic`"),
+        "{err}"
+    );
+    let (code, out, err) = cli(&[
+        "silence",
+        "add",
+        "--practice",
+        "Smith",
+        "--source",
+        "agent_offline",
+        "--duration",
+        "2h",
+        "--reason",
+        "moving desks",
+        "--by",
+        "dave",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("created silence #1 (practice=Smith source=agent_offline)")
+            && out.contains("moving desks (by dave)"),
+        "{out}"
+    );
+    let (code, out, _) = cli(&["silence", "list"]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("silence #1 "), "{out}");
+    let (code, out, err) = cli(&["silence", "end", "1", "--by", "dave"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("ended silence #1"), "{out}");
+    let (_, out, _) = cli(&["silence", "list"]);
+    assert_eq!(out, "no silences\n");
+    let (_, out, _) = cli(&["silence", "list", "--all"]);
+    assert!(out.contains("[ended early by dave]"), "{out}");
+    let (code, _, err) = cli(&["silence", "end", "1"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("silence #1 is already over"), "{err}");
+}
