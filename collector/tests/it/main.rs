@@ -2,6 +2,8 @@
 
 mod agent_config;
 mod alert_harness;
+// Every alert source through real channels (issue 12).
+mod alert_sources;
 mod alerting;
 mod api;
 // Technician dashboard (issue 13).
