@@ -1556,6 +1556,29 @@ impl Engine {
                 tx.commit().await?;
                 continue;
             }
+            if !mirrors {
+                // A silence that started while it waited (its hold time, a backoff) holds it.
+                let mut tx = self.store.begin().await?;
+                if let Some((name, reason)) = self.silenced_by(&mut *tx, &inc, now).await? {
+                    item.status = OutboxStatus::Silenced;
+                    item.finished_at = Some(now);
+                    item.last_error = Some(format!("held by silence {name}"));
+                    tx.save_notification(&item).await?;
+                    self.event(
+                        &mut *tx,
+                        inc.id,
+                        NewIncidentEvent::engine(
+                            "silenced",
+                            format!("{} notification held by silence {name} ({reason})", item.kind.as_str()),
+                        ),
+                        now,
+                    )
+                    .await?;
+                    tx.commit().await?;
+                    continue;
+                }
+                tx.commit().await?;
+            }
             let n = self.notification(&inc, item.kind, item.created_at);
             attempts += 1;
             let result = self.notifier.send(&item.channel, &n).await;

@@ -615,3 +615,51 @@ async fn the_cli_adds_lists_and_ends_silences() {
     assert_eq!(code, 1);
     assert!(err.contains("silence #1 is already over"), "{err}");
 }
+
+#[tokio::test]
+async fn a_silence_that_starts_while_a_notification_waits_its_hold_time_holds_it() {
+    let settings = AlertSettings {
+        hold: std::time::Duration::from_secs(60),
+        ..AlertSettings::default()
+    };
+    let mut lab = Lab::new(settings, &["ops"]).await;
+    let a = lab.agent("Smith", "main", "a").await;
+    lab.agent("Smith", "main", "b").await;
+    lab.run(30).await;
+    lab.alive.remove(&a);
+    lab.run(100).await;
+    let inc = lab.of_source("agent_offline").await[0].clone();
+    let d = lab.store.incident(&admin(), inc.id).await.unwrap();
+    assert!(
+        d.notifications.iter().all(|n| n.status == OutboxStatus::Pending),
+        "waiting its hold time"
+    );
+    let s = lab
+        .engine
+        .create_silence(
+            &technician(),
+            &SilenceRequest {
+                subject: Some(a.clone()),
+                duration: Some("10m".into()),
+                reason: Some("reimaging".into()),
+                ..SilenceRequest::default()
+            },
+            "t",
+        )
+        .await
+        .unwrap();
+    lab.run(60).await;
+    assert!(lab.notifier.sent().is_empty(), "held");
+    let d = lab.store.incident(&admin(), inc.id).await.unwrap();
+    assert!(d.notifications.iter().all(|n| n.status == OutboxStatus::Silenced));
+    assert!(
+        timeline(&d)
+            .iter()
+            .any(|e| e == "silenced: opened notification held by silence #1 (reimaging)"),
+        "{:#?}",
+        timeline(&d)
+    );
+    lab.engine.end_silence(&technician(), s.id, "t").await.unwrap();
+    lab.run(65).await;
+    assert_eq!(lab.notifier.log().len(), 1, "sent once the silence ended");
+}
