@@ -87,6 +87,57 @@ enum Command {
     /// Audit-log integrity: acknowledge tamper events reported by agents.
     #[command(subcommand)]
     Audit(AuditCmd),
+    // Runtime silences (alerting, issue 12).
+    /// Silences created at run time: hold the notifications of the incidents they select for a
+    /// period (incidents are still recorded).
+    #[command(subcommand)]
+    Silence(SilenceCmd),
+}
+
+/// Runtime silences (alerting, issue 12).
+#[derive(Debug, Subcommand)]
+enum SilenceCmd {
+    /// Silence the incidents the matchers select (give at least one) for a period.
+    Add {
+        /// The practice's name.
+        #[arg(long)]
+        practice: Option<String>,
+        /// The site's name.
+        #[arg(long)]
+        site: Option<String>,
+        /// An incident source such as agent_offline, site_offline, ehr_endpoint, backup.
+        #[arg(long)]
+        source: Option<String>,
+        /// An incident's subject, or an agent id (every incident of that machine).
+        #[arg(long)]
+        subject: Option<String>,
+        /// RFC 3339 start (default: now).
+        #[arg(long)]
+        start: Option<String>,
+        /// RFC 3339 end (or --duration).
+        #[arg(long)]
+        end: Option<String>,
+        /// How long, such as 90m, 2h or 1d (or --end).
+        #[arg(long)]
+        duration: Option<String>,
+        /// Why (kept in the timelines and the audit log).
+        #[arg(long)]
+        reason: String,
+        /// Who creates it.
+        #[arg(long, default_value = "cli")]
+        by: String,
+    },
+    /// Silences not over yet, newest first (all of them with --all).
+    List {
+        #[arg(long)]
+        all: bool,
+    },
+    /// End a silence early: what it held goes out now.
+    End {
+        id: i64,
+        #[arg(long, default_value = "cli")]
+        by: String,
+    },
 }
 
 // Tamper acknowledgement (core, issue 11).
@@ -492,6 +543,62 @@ async fn run(cli: Cli) -> Result<(), ExitCode> {
             reason,
             by,
         }) => audit_ack(&settings, &agent, &tamper, &reason, &by).await,
+        // Runtime silences (alerting, issue 12).
+        Command::Silence(cmd) => silence(cmd, &settings).await,
+    }
+}
+
+/// Runtime silences (alerting, issue 12): `silence add|list|end`.
+async fn silence(cmd: SilenceCmd, settings: &config::Settings) -> Result<(), ExitCode> {
+    use rounds_collector::alerting::{SilenceError, SilenceRequest, cli};
+    let store = serve::open_store(&settings.data_dir).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::FAILURE
+    })?;
+    let engine = cli::engine(store, settings);
+    let out = match cmd {
+        SilenceCmd::Add {
+            practice,
+            site,
+            source,
+            subject,
+            start,
+            end,
+            duration,
+            reason,
+            by,
+        } => {
+            let req = SilenceRequest {
+                practice,
+                site,
+                source,
+                subject,
+                start,
+                end,
+                duration,
+                reason: Some(reason),
+                by: None,
+            };
+            cli::silence_add(&engine, &req, &by).await
+        }
+        SilenceCmd::List { all } => cli::silence_list(&engine, all).await,
+        SilenceCmd::End { id, by } => cli::silence_end(&engine, id, &by).await,
+    };
+    match out {
+        Ok(text) => {
+            print!("{text}");
+            Ok(())
+        }
+        Err(SilenceError::Invalid(problems)) => {
+            for p in problems {
+                eprintln!("error: {p}");
+            }
+            Err(ExitCode::from(EX_CONFIG))
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Err(ExitCode::FAILURE)
+        }
     }
 }
 

@@ -2,6 +2,8 @@
 
 mod agent_config;
 mod alert_harness;
+// Every alert source through real channels (issue 12).
+mod alert_sources;
 mod alerting;
 mod api;
 // Technician dashboard (issue 13).
@@ -18,6 +20,8 @@ mod security;
 mod report_seed;
 mod reports;
 mod serve;
+// Runtime silences (alerting, issue 12).
+mod silences;
 mod store;
 mod support;
 // Tamper acknowledgement (core, issue 11).

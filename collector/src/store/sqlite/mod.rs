@@ -30,6 +30,8 @@ mod policy;
 // Tamper acknowledgement (core, issue 11).
 mod reports;
 mod security;
+// Runtime silences (alerting, issue 12).
+mod silences;
 // Compliance reports (issue 14).
 mod issued;
 mod tamper;
@@ -68,6 +70,8 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("0008_reports", include_str!("migrations/0008_reports.sql")),
     // Tamper acknowledgement (core, issue 11).
     ("0009_tamper_ack", include_str!("migrations/0009_tamper_ack.sql")),
+    // Runtime silences (alerting, issue 12).
+    ("0010_silences", include_str!("migrations/0010_silences.sql")),
 ];
 
 /// How `synchronous` is set: `Normal` loses at most the last transactions on power loss
@@ -597,6 +601,22 @@ impl Tx for SqliteTx {
             .await
     }
 
+    // --- Runtime silences (alerting, issue 12) ---
+    async fn create_silence(&mut self, new: &NewSilence, now: DateTime<Utc>) -> StoreResult<StoredSilence> {
+        let new = new.clone();
+        self.run(move |c| silences::create(c, &new, now)).await
+    }
+
+    async fn save_silence(&mut self, silence: &StoredSilence) -> StoreResult<()> {
+        let silence = silence.clone();
+        self.run(move |c| silences::save(c, &silence)).await
+    }
+
+    async fn silences(&mut self, query: &SilenceQuery) -> StoreResult<Vec<StoredSilence>> {
+        let query = query.clone();
+        self.run(move |c| silences::list(c, &query)).await
+    }
+
     // --- Compliance reports (issue 14) ---
     async fn record_issued_report(&mut self, report: &IssuedReport) -> StoreResult<()> {
         let report = report.clone();
@@ -863,6 +883,12 @@ impl Store for SqliteStore {
     async fn incident(&self, scope: &Scope, id: i64) -> StoreResult<IncidentDetail> {
         let scope = scope.clone();
         self.read(move |c| alerting::detail(c, &scope, id)).await
+    }
+
+    // Runtime silences (alerting, issue 12).
+    async fn silences(&self, query: &SilenceQuery) -> StoreResult<Vec<StoredSilence>> {
+        let query = query.clone();
+        self.read(move |c| silences::list(c, &query)).await
     }
 
     // --- Compliance reports (issue 14) ---
