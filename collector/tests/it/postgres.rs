@@ -177,3 +177,15 @@ fn database_url_selects_postgres_and_a_wrong_one_is_refused_with_its_file() {
     );
     assert!(!e.contains(":pw@"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_collectors_on_one_database_never_interleave_their_units_of_work() {
+    let Some(url) = pg_schema().await else {
+        return;
+    };
+    // Two stores on one database, as two collectors have: their writer locks are their own,
+    // only the database's advisory lock orders them.
+    let a: std::sync::Arc<dyn Store> = std::sync::Arc::new(PgStore::open(&url).await.unwrap());
+    let b: std::sync::Arc<dyn Store> = std::sync::Arc::new(PgStore::open(&url).await.unwrap());
+    crate::store::concurrent_units_of_work_do_not_interleave_across(&[a, b]).await;
+}
