@@ -19,6 +19,8 @@ mod report_seed;
 mod reports;
 mod serve;
 mod store;
+// Conformance of the later storage areas on both backends (issue 17).
+mod store_ext;
 mod support;
 // Tamper acknowledgement (core, issue 11).
 mod tamper;
