@@ -21,6 +21,9 @@
 
 pub mod error;
 pub mod sqlite;
+// PostgreSQL backend (issue 17), and the value encodings both backends share.
+pub mod codec;
+pub mod postgres;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
