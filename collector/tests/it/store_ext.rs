@@ -940,6 +940,22 @@ macro_rules! store_ext_suite {
     };
 }
 
+/// Every case of this module on PostgreSQL, each in a fresh schema, when
+/// `ROUNDS_TEST_POSTGRES_URL` is set (said loudly when it is not).
+macro_rules! store_ext_suite_pg {
+    ($($case:ident),* $(,)?) => {
+        mod postgres_backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let Some(store) = super::pg_store().await else { return };
+                    super::$case(store).await;
+                }
+            )*
+        }
+    };
+}
+
 fn sqlite() -> (Arc<dyn Store>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let store = rounds_collector::store::sqlite::SqliteStore::open(&dir.path().join("rounds.db")).unwrap();
@@ -947,3 +963,30 @@ fn sqlite() -> (Arc<dyn Store>, tempfile::TempDir) {
 }
 
 store_ext_suite!(sqlite_backend, sqlite());
+
+store_ext_suite_pg!(
+    incidents_open_acknowledge_resolve_and_keep_their_timeline,
+    outbox_items_are_due_in_order_and_saved,
+    alert_windows_are_created_and_replaced,
+    leases_are_held_renewed_and_taken_over_after_expiry,
+    concurrent_claims_of_a_lease_have_one_winner,
+    issued_reports_and_deliveries_are_kept_as_recorded,
+    report_history_reads_the_period_and_the_state_before_it,
+    tamper_events_are_recorded_once_and_acknowledged_once,
+    revocation_and_api_key_expiry,
+    finding_briefs_cover_the_fleet_within_the_scope,
+);
+
+// TEMPORARY until s2-pgcore's support::pg_store lands.
+async fn pg_store() -> Option<Arc<dyn Store>> {
+    let url = std::env::var("ROUNDS_TEST_POSTGRES_URL").ok()?;
+    let schema = format!("t_{:016x}", rand::random::<u64>());
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    let task = tokio::spawn(conn);
+    client.batch_execute(&format!("CREATE SCHEMA {schema}")).await.unwrap();
+    drop(client);
+    let _ = task.await;
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let url = format!("{url}{sep}options=-csearch_path%3D{schema}");
+    Some(Arc::new(rounds_collector::store::postgres::PgStore::open(&url).await.unwrap()))
+}
