@@ -24,6 +24,8 @@ pub mod sqlite;
 // PostgreSQL backend (issue 17), and the value encodings both backends share.
 pub mod codec;
 pub mod postgres;
+// Export and import between stores (issue 17).
+pub mod transfer;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};

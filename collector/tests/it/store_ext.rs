@@ -879,7 +879,7 @@ pub async fn finding_briefs_cover_the_fleet_within_the_scope(store: Arc<dyn Stor
         .unwrap();
     let mut all = s.finding_briefs(&admin()).await.unwrap();
     all.sort_by(|a, b| (&a.agent_id, &a.rule).cmp(&(&b.agent_id, &b.rule)));
-    let seen: Vec<(&str, &str, Status, Severity, bool, DateTime<Utc>)> = all
+    let seen: Vec<_> = all
         .iter()
         .map(|b| {
             (
@@ -977,8 +977,8 @@ store_ext_suite_pg!(
     finding_briefs_cover_the_fleet_within_the_scope,
 );
 
-// TEMPORARY until s2-pgcore's support::pg_store lands.
-async fn pg_store() -> Option<Arc<dyn Store>> {
+// TEMPORARY until s2-pgcore's support::pg_schema / pg_store land.
+pub(crate) async fn pg_schema() -> Option<String> {
     let url = std::env::var("ROUNDS_TEST_POSTGRES_URL").ok()?;
     let schema = format!("t_{:016x}", rand::random::<u64>());
     let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
@@ -987,6 +987,12 @@ async fn pg_store() -> Option<Arc<dyn Store>> {
     drop(client);
     let _ = task.await;
     let sep = if url.contains('?') { '&' } else { '?' };
-    let url = format!("{url}{sep}options=-csearch_path%3D{schema}");
-    Some(Arc::new(rounds_collector::store::postgres::PgStore::open(&url).await.unwrap()))
+    Some(format!("{url}{sep}options=-csearch_path%3D{schema}"))
+}
+
+async fn pg_store() -> Option<Arc<dyn Store>> {
+    let url = pg_schema().await?;
+    Some(Arc::new(
+        rounds_collector::store::postgres::PgStore::open(&url).await.unwrap(),
+    ))
 }

@@ -69,7 +69,12 @@ async fn query_incidents(
     sql: &str,
     params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
 ) -> StoreResult<Vec<Incident>> {
-    c.query(sql, params).await.map_err(db)?.iter().map(incident_row).collect()
+    c.query(sql, params)
+        .await
+        .map_err(db)?
+        .iter()
+        .map(incident_row)
+        .collect()
 }
 
 pub async fn active(c: &Client, source: &str, subject: &str) -> StoreResult<Option<Incident>> {

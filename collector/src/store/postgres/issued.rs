@@ -78,18 +78,33 @@ fn issued_row(r: &Row) -> StoreResult<IssuedReport> {
 /// The issued reports whose file has this SHA-256 (normally one).
 pub async fn by_file_hash(c: &Client, file_sha256: &str) -> StoreResult<Vec<IssuedReport>> {
     let sql = format!("SELECT {ISSUED_COLUMNS} FROM issued_reports WHERE file_sha256 = $1 ORDER BY issued_at, id");
-    c.query(&sql, &[&file_sha256]).await.map_err(db)?.iter().map(issued_row).collect()
+    c.query(&sql, &[&file_sha256])
+        .await
+        .map_err(db)?
+        .iter()
+        .map(issued_row)
+        .collect()
 }
 
 pub async fn by_id(c: &Client, report_id: &str) -> StoreResult<Option<IssuedReport>> {
     let sql = format!("SELECT {ISSUED_COLUMNS} FROM issued_reports WHERE id = $1");
-    c.query_opt(&sql, &[&report_id]).await.map_err(db)?.as_ref().map(issued_row).transpose()
+    c.query_opt(&sql, &[&report_id])
+        .await
+        .map_err(db)?
+        .as_ref()
+        .map(issued_row)
+        .transpose()
 }
 
 /// Issued reports of a practice, oldest first.
 pub async fn of_practice(c: &Client, practice_id: i64) -> StoreResult<Vec<IssuedReport>> {
     let sql = format!("SELECT {ISSUED_COLUMNS} FROM issued_reports WHERE practice_id = $1 ORDER BY issued_at, id");
-    c.query(&sql, &[&practice_id]).await.map_err(db)?.iter().map(issued_row).collect()
+    c.query(&sql, &[&practice_id])
+        .await
+        .map_err(db)?
+        .iter()
+        .map(issued_row)
+        .collect()
 }
 
 pub async fn record_delivery(c: &Client, d: &ReportDelivery) -> StoreResult<()> {

@@ -77,8 +77,15 @@ fn decode(r: &Row) -> StoreResult<TamperRow> {
 
 /// An agent's events, newest detected first.
 pub async fn list(c: &Client, agent_id: &str) -> StoreResult<Vec<TamperRow>> {
-    let sql = format!("SELECT {COLUMNS} FROM tamper_events WHERE agent_id = $1 ORDER BY detected_at DESC, tamper_id COLLATE \"C\"");
-    c.query(&sql, &[&agent_id]).await.map_err(db)?.iter().map(decode).collect()
+    let sql = format!(
+        "SELECT {COLUMNS} FROM tamper_events WHERE agent_id = $1 ORDER BY detected_at DESC, tamper_id COLLATE \"C\""
+    );
+    c.query(&sql, &[&agent_id])
+        .await
+        .map_err(db)?
+        .iter()
+        .map(decode)
+        .collect()
 }
 
 /// Acknowledges an open event once.
