@@ -87,6 +87,10 @@ enum Command {
     /// Audit-log integrity: acknowledge tamper events reported by agents.
     #[command(subcommand)]
     Audit(AuditCmd),
+    // PostgreSQL backend (issue 17).
+    /// Bring the store's schema up to this build's version (SQLite in the data dir, or the
+    /// PostgreSQL database of `database_url` / ROUNDS_DATABASE_URL) and print the versions.
+    Migrate,
 }
 
 // Tamper acknowledgement (core, issue 11).
@@ -393,7 +397,7 @@ async fn run(cli: Cli) -> Result<(), ExitCode> {
                 eprintln!("error: --expires: {e}");
                 ExitCode::from(EX_CONFIG)
             })?;
-            let store = serve::open_store(&settings.data_dir).map_err(|e| fail(&e))?;
+            let store = serve::open_store(&settings).await.map_err(|e| fail(&e))?;
             let token = admin::token_create(store.as_ref(), &practice, &site, expires)
                 .await
                 .map_err(|e| fail(&e))?;
@@ -419,7 +423,7 @@ async fn run(cli: Cli) -> Result<(), ExitCode> {
             practice,
         }) => {
             let r = role(&r)?;
-            let store = serve::open_store(&settings.data_dir).map_err(|e| fail(&e))?;
+            let store = serve::open_store(&settings).await.map_err(|e| fail(&e))?;
             let pw = admin::user_add(store.as_ref(), &username, r, practice.as_deref(), None)
                 .await
                 .map_err(|e| fail(&e))?;
@@ -428,7 +432,7 @@ async fn run(cli: Cli) -> Result<(), ExitCode> {
             Ok(())
         }
         Command::User(UserCmd::ResetPassword { username }) => {
-            let store = serve::open_store(&settings.data_dir).map_err(|e| fail(&e))?;
+            let store = serve::open_store(&settings).await.map_err(|e| fail(&e))?;
             let pw = admin::user_reset_password(store.as_ref(), &username)
                 .await
                 .map_err(|e| fail(&e))?;
@@ -436,12 +440,10 @@ async fn run(cli: Cli) -> Result<(), ExitCode> {
             println!("{pw}");
             Ok(())
         }
-        Command::Apikey(cmd) => security_cmd(SecurityCmd::Apikey(cmd), &settings.data_dir).await,
-        Command::User(UserCmd::Remove { username }) => {
-            security_cmd(SecurityCmd::UserRemove(username), &settings.data_dir).await
-        }
-        Command::Agent(cmd) => security_cmd(SecurityCmd::Agent(cmd), &settings.data_dir).await,
-        Command::Policy(cmd) => policy(cmd, &settings.data_dir).await,
+        Command::Apikey(cmd) => security_cmd(SecurityCmd::Apikey(cmd), &settings).await,
+        Command::User(UserCmd::Remove { username }) => security_cmd(SecurityCmd::UserRemove(username), &settings).await,
+        Command::Agent(cmd) => security_cmd(SecurityCmd::Agent(cmd), &settings).await,
+        Command::Policy(cmd) => policy(cmd, &settings).await,
         Command::AgentConfig(cmd) => agent_config(cmd, &settings).await,
         Command::Incident(cmd) => incident(cmd, &settings).await,
         Command::Report(args) => report(args, &settings).await,
@@ -464,12 +466,25 @@ async fn run(cli: Cli) -> Result<(), ExitCode> {
             }
         }
         Command::Backup { file } => {
+            // PostgreSQL backend (issue 17): its database is backed up with its own tools.
+            if let Some(url) = &settings.database_url {
+                eprintln!(
+                    "error: the store is the PostgreSQL database {url}: back it up with pg_dump (e.g. `pg_dump -Fc -f rounds.dump DBNAME`), not `rounds-collector backup`"
+                );
+                return Err(ExitCode::from(EX_CONFIG));
+            }
             let summary = rounds_collector::deploy::backup(&settings.data_dir, &file).map_err(|e| fail(&e))?;
             println!("backup written to {}: {summary}", file.display());
             println!("(keep the TLS files of the data dir too: ca.pem, ca/ca-key.pem, server.pem, server-key.pem)");
             Ok(())
         }
         Command::Restore { file, force } => {
+            if let Some(url) = &settings.database_url {
+                eprintln!(
+                    "error: the store is the PostgreSQL database {url}: restore it with pg_restore, not `rounds-collector restore`"
+                );
+                return Err(ExitCode::from(EX_CONFIG));
+            }
             let summary = rounds_collector::deploy::restore(&settings.data_dir, &file, force).map_err(|e| {
                 eprintln!("error: {e}");
                 if e.is_usage() {
@@ -492,13 +507,27 @@ async fn run(cli: Cli) -> Result<(), ExitCode> {
             reason,
             by,
         }) => audit_ack(&settings, &agent, &tamper, &reason, &by).await,
+        // PostgreSQL backend (issue 17).
+        Command::Migrate => {
+            let (_, m) = serve::open_store_migrated(&settings).await.map_err(|e| fail(&e))?;
+            let which = match &settings.database_url {
+                Some(url) => format!("PostgreSQL {url}"),
+                None => format!("SQLite {}", settings.data_dir.join(serve::DB_FILE).display()),
+            };
+            if m.from == m.to {
+                println!("{which}: schema version {} is up to date", m.to);
+            } else {
+                println!("{which}: schema migrated from version {} to {}", m.from, m.to);
+            }
+            Ok(())
+        }
     }
 }
 
 /// Alerting (issue 12): `incident list|ack|resolve`.
 async fn incident(cmd: IncidentCmd, settings: &config::Settings) -> Result<(), ExitCode> {
     use rounds_collector::alerting::cli;
-    let store = serve::open_store(&settings.data_dir).map_err(|e| {
+    let store = serve::open_store(settings).await.map_err(|e| {
         eprintln!("error: {e}");
         ExitCode::FAILURE
     })?;
@@ -545,7 +574,7 @@ async fn report(args: ReportArgs, settings: &config::Settings) -> Result<(), Exi
         eprintln!("error: the built-in policy pack does not load: {e}");
         ExitCode::FAILURE
     })?;
-    let store = serve::open_store(&settings.data_dir).map_err(|e| {
+    let store = serve::open_store(settings).await.map_err(|e| {
         eprintln!("error: {e}");
         ExitCode::FAILURE
     })?;
@@ -647,7 +676,7 @@ async fn agent_config(cmd: AgentConfigCmd, settings: &config::Settings) -> Resul
             ExitCode::FAILURE
         }
     };
-    let store = serve::open_store(&settings.data_dir).map_err(|e| {
+    let store = serve::open_store(settings).await.map_err(|e| {
         eprintln!("error: {e}");
         ExitCode::FAILURE
     })?;
@@ -689,7 +718,7 @@ async fn agent_config(cmd: AgentConfigCmd, settings: &config::Settings) -> Resul
     Ok(())
 }
 
-async fn policy(cmd: PolicyCmd, data_dir: &std::path::Path) -> Result<(), ExitCode> {
+async fn policy(cmd: PolicyCmd, settings: &config::Settings) -> Result<(), ExitCode> {
     let fail = |e: &admin::AdminError| {
         eprintln!("error: {e}");
         if e.is_usage() {
@@ -702,7 +731,7 @@ async fn policy(cmd: PolicyCmd, data_dir: &std::path::Path) -> Result<(), ExitCo
         eprintln!("error: the built-in policy pack does not load: {e}");
         ExitCode::FAILURE
     })?;
-    let store = serve::open_store(data_dir).map_err(|e| {
+    let store = serve::open_store(settings).await.map_err(|e| {
         eprintln!("error: {e}");
         ExitCode::FAILURE
     })?;
@@ -767,7 +796,7 @@ enum SecurityCmd {
     Agent(AgentCmd),
 }
 
-async fn security_cmd(cmd: SecurityCmd, data_dir: &std::path::Path) -> Result<(), ExitCode> {
+async fn security_cmd(cmd: SecurityCmd, settings: &config::Settings) -> Result<(), ExitCode> {
     use rounds_collector::security::revoke;
     let fail = |e: &admin::AdminError| {
         eprintln!("error: {e}");
@@ -777,7 +806,7 @@ async fn security_cmd(cmd: SecurityCmd, data_dir: &std::path::Path) -> Result<()
             ExitCode::FAILURE
         }
     };
-    let store = serve::open_store(data_dir).map_err(|e| {
+    let store = serve::open_store(settings).await.map_err(|e| {
         eprintln!("error: {e}");
         ExitCode::FAILURE
     })?;
@@ -866,7 +895,7 @@ async fn audit_ack(
     reason: &str,
     by: &str,
 ) -> Result<(), ExitCode> {
-    let store = serve::open_store(&settings.data_dir).map_err(|e| {
+    let store = serve::open_store(settings).await.map_err(|e| {
         eprintln!("error: {e}");
         ExitCode::FAILURE
     })?;

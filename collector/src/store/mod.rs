@@ -824,6 +824,16 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     }
 }
 
+// --- PostgreSQL backend (issue 17) ---
+
+/// What opening a store did to its schema: the version it had and the version it has now
+/// (`rounds-collector migrate` prints both).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Migrated {
+    pub from: usize,
+    pub to: usize,
+}
+
 /// One entry of the collector's audit log.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AuditEntry {

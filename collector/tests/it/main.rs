@@ -13,6 +13,8 @@ mod group_commit;
 mod ingest;
 mod notify;
 mod policy;
+// PostgreSQL backend (issue 17).
+mod postgres;
 mod security;
 // Compliance reports (issue 14).
 mod report_seed;

@@ -12,8 +12,9 @@ pub fn kind(e: &tokio_postgres::Error) -> DbErrorKind {
         return DbErrorKind::Unavailable;
     }
     let Some(state) = e.code() else {
-        // No server answer: the connection broke or could not be made.
-        return if e.as_db_error().is_none() && e.to_string().contains("connection") {
+        // No SQLSTATE: the server could not be reached or the connection broke.
+        let io = std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>());
+        return if io || e.to_string().starts_with("error connecting") {
             DbErrorKind::Unavailable
         } else {
             DbErrorKind::Other

@@ -42,6 +42,7 @@ use tokio_postgres::Client;
 use self::codec::db;
 use self::pool::{Pool, Pooled};
 use super::*;
+pub use crate::store::Migrated;
 
 /// Versioned migrations; index + 1 is the schema version. They mirror SQLite's one to one
 /// (same numbers, tables and columns). Never edit a released one: append.
@@ -85,13 +86,6 @@ pub struct PgStore {
     pool: Arc<Pool>,
     /// This process's units of work, one at a time (the advisory lock orders processes).
     writer: Arc<Mutex<()>>,
-}
-
-/// What [`PgStore::open`] found and did: the schema version before and after.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Migrated {
-    pub from: usize,
-    pub to: usize,
 }
 
 impl PgStore {
