@@ -115,6 +115,20 @@ pub enum TransferError {
     Database { target: String, message: String },
 }
 
+impl TransferError {
+    /// Whether what was asked cannot work as given (another schema version, a store with data,
+    /// a file that is not an export), rather than a failure of the database or the disk.
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            TransferError::Format { .. }
+                | TransferError::SchemaVersion { .. }
+                | TransferError::NotEmpty { .. }
+                | TransferError::Schema { .. }
+        )
+    }
+}
+
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TransferError + '_ {
     move |source| TransferError::Io {
         path: path.to_path_buf(),

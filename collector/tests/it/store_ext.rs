@@ -948,7 +948,7 @@ macro_rules! store_ext_suite_pg {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
-                    let Some(store) = super::pg_store().await else { return };
+                    let Some(store) = crate::support::pg_store().await else { return };
                     super::$case(store).await;
                 }
             )*
@@ -976,23 +976,3 @@ store_ext_suite_pg!(
     revocation_and_api_key_expiry,
     finding_briefs_cover_the_fleet_within_the_scope,
 );
-
-// TEMPORARY until s2-pgcore's support::pg_schema / pg_store land.
-pub(crate) async fn pg_schema() -> Option<String> {
-    let url = std::env::var("ROUNDS_TEST_POSTGRES_URL").ok()?;
-    let schema = format!("t_{:016x}", rand::random::<u64>());
-    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
-    let task = tokio::spawn(conn);
-    client.batch_execute(&format!("CREATE SCHEMA {schema}")).await.unwrap();
-    drop(client);
-    let _ = task.await;
-    let sep = if url.contains('?') { '&' } else { '?' };
-    Some(format!("{url}{sep}options=-csearch_path%3D{schema}"))
-}
-
-async fn pg_store() -> Option<Arc<dyn Store>> {
-    let url = pg_schema().await?;
-    Some(Arc::new(
-        rounds_collector::store::postgres::PgStore::open(&url).await.unwrap(),
-    ))
-}

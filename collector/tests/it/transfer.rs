@@ -455,7 +455,7 @@ fn fresh_incident() -> NewIncident {
 
 #[tokio::test]
 async fn sqlite_to_postgres_keeps_every_row_and_what_the_store_reads() {
-    let Some(url) = crate::store_ext::pg_schema().await else {
+    let Some(url) = crate::support::pg_schema().await else {
         return;
     };
     let app = seeded().await;
@@ -579,4 +579,74 @@ async fn import_refuses_other_schema_versions_and_broken_files_and_writes_nothin
         .await
         .unwrap_err();
     assert!(matches!(err, TransferError::Io { .. }), "{err}");
+}
+
+fn cli(data_dir: &Path, database_url: Option<&str>, args: &[&str]) -> std::process::Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_rounds-collector"));
+    cmd.arg("--data-dir").arg(data_dir).args(args);
+    match database_url {
+        Some(url) => cmd.env("ROUNDS_DATABASE_URL", url),
+        None => cmd.env_remove("ROUNDS_DATABASE_URL"),
+    };
+    cmd.output().unwrap()
+}
+
+fn text(out: &[u8]) -> String {
+    String::from_utf8_lossy(out).into_owned()
+}
+
+#[tokio::test]
+async fn cli_export_and_import_move_an_installation() {
+    let app = seeded().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rounds-export.jsonl");
+    let source_dir = app.db_path().parent().unwrap().to_path_buf();
+    let out = cli(&source_dir, None, &["export", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let said = text(&out.stdout);
+    assert!(
+        said.contains("exported SQLite") && said.contains("rounds-export.jsonl"),
+        "{said}"
+    );
+    let source = counts(transfer::table_counts(&Location::Sqlite(app.db_path())).await.unwrap());
+    let rows: u64 = source.values().sum();
+    assert!(said.contains(&format!("{rows} rows")), "{said}");
+
+    // Into a new data dir (SQLite): created, filled, and refused a second time.
+    let new_dir = dir.path().join("new-data");
+    let out = cli(&new_dir, None, &["import", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("  finding_changes: "),
+        "{}",
+        text(&out.stdout)
+    );
+    let copied = counts(
+        transfer::table_counts(&Location::Sqlite(new_dir.join("rounds.db")))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(copied, source);
+    let out = cli(&new_dir, None, &["import", file.to_str().unwrap()]);
+    assert_eq!(
+        out.status.code(),
+        Some(64),
+        "a store with data is refused as a usage error"
+    );
+    assert!(text(&out.stderr).contains("--replace"), "{}", text(&out.stderr));
+    let out = cli(&new_dir, None, &["import", "--replace", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // Into PostgreSQL, selected as `serve` selects it.
+    let Some(url) = crate::support::pg_schema().await else {
+        return;
+    };
+    let pg_dir = dir.path().join("pg-data");
+    let out = cli(&pg_dir, Some(&url), &["import", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("into PostgreSQL"), "{}", text(&out.stdout));
+    assert_eq!(
+        counts(transfer::table_counts(&Location::Postgres(url)).await.unwrap()),
+        source
+    );
 }
