@@ -91,6 +91,24 @@ enum Command {
     /// Bring the store's schema up to this build's version (SQLite in the data dir, or the
     /// PostgreSQL database of `database_url` / ROUNDS_DATABASE_URL) and print the versions.
     Migrate,
+    // Export and import between stores (issue 17).
+    /// Write every table of the store (SQLite in the data dir, or the PostgreSQL database of
+    /// `database_url` / ROUNDS_DATABASE_URL) to FILE, a new file of JSON lines, to import into
+    /// another store (e.g. to move from SQLite to PostgreSQL).
+    Export {
+        /// The export file to create.
+        file: PathBuf,
+    },
+    /// Copy an export FILE into the store, in one transaction. Refuses a file of another
+    /// schema version, and a store that holds data unless --replace. Stop the collectors
+    /// using the store first.
+    Import {
+        /// The export file (made by `rounds-collector export`).
+        file: PathBuf,
+        /// Delete everything the store holds first (in the same transaction).
+        #[arg(long)]
+        replace: bool,
+    },
 }
 
 // Tamper acknowledgement (core, issue 11).
@@ -521,6 +539,26 @@ async fn run(cli: Cli) -> Result<(), ExitCode> {
             }
             Ok(())
         }
+        // Export and import between stores (issue 17).
+        Command::Export { file } => {
+            let from = transfer_location(&settings).await?;
+            let summary = transfer::export(&from, &file, chrono::Utc::now())
+                .await
+                .map_err(|e| transfer_failed(&e))?;
+            println!("exported {from} to {}: {summary}", file.display());
+            Ok(())
+        }
+        Command::Import { file, replace } => {
+            let into = transfer_location(&settings).await?;
+            let summary = transfer::import(&into, &file, replace)
+                .await
+                .map_err(|e| transfer_failed(&e))?;
+            println!("imported {} into {into}: {summary}", file.display());
+            for (table, rows) in &summary.tables {
+                println!("  {table}: {rows}");
+            }
+            Ok(())
+        }
     }
 }
 
@@ -925,4 +963,30 @@ async fn audit_ack(
         row.detected_at.to_rfc3339()
     );
     Ok(())
+}
+
+// --- Export and import between stores (issue 17) ---
+
+use rounds_collector::store::transfer;
+
+/// The store of the configuration as a transfer location; a SQLite data dir and file are
+/// created as `serve` creates them (mode 0600) when missing.
+async fn transfer_location(settings: &config::Settings) -> Result<transfer::Location, ExitCode> {
+    if let Some(url) = &settings.database_url {
+        return Ok(transfer::Location::Postgres(url.expose().to_string()));
+    }
+    drop(serve::open_store(settings).await.map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::FAILURE
+    })?);
+    Ok(transfer::Location::Sqlite(settings.data_dir.join(serve::DB_FILE)))
+}
+
+fn transfer_failed(e: &transfer::TransferError) -> ExitCode {
+    eprintln!("error: {e}");
+    if e.is_usage() {
+        ExitCode::from(EX_CONFIG)
+    } else {
+        ExitCode::FAILURE
+    }
 }

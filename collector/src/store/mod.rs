@@ -25,6 +25,8 @@ pub mod sqlite;
 pub mod codec;
 pub mod common;
 pub mod postgres;
+// Export and import between stores (issue 17).
+pub mod transfer;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};

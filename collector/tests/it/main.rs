@@ -21,7 +21,11 @@ mod report_seed;
 mod reports;
 mod serve;
 mod store;
+// Conformance of the later storage areas on both backends (issue 17).
+mod store_ext;
+// Export and import between stores (issue 17).
 mod support;
+mod transfer;
 // Tamper acknowledgement (core, issue 11).
 mod tamper;
 mod web;
