@@ -144,6 +144,19 @@ impl Incident {
     pub fn dedup_key(&self) -> String {
         format!("rounds-incident-{}", self.id)
     }
+
+    /// Whether `scope` sees this incident: its practice's, or an MSP-wide one that names the
+    /// practice manager's practice (`practice_name`). Used by the PostgreSQL backend (issue 17).
+    pub fn visible_to(&self, scope: &crate::store::Scope, practice_name: Option<&str>) -> bool {
+        use crate::store::Role;
+        match self.practice_id {
+            Some(p) => scope.sees(p),
+            None => match scope.role {
+                Role::Admin | Role::Technician => true,
+                Role::PracticeManager => practice_name.is_some_and(|n| self.practices_affected.iter().any(|p| p == n)),
+            },
+        }
+    }
 }
 
 /// An incident to open.

@@ -21,6 +21,12 @@
 
 pub mod error;
 pub mod sqlite;
+// PostgreSQL backend (issue 17), and the value encodings both backends share.
+pub mod codec;
+pub mod common;
+pub mod postgres;
+// Export and import between stores (issue 17).
+pub mod transfer;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -833,6 +839,16 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         tx.commit().await?;
         Ok(outcomes)
     }
+}
+
+// --- PostgreSQL backend (issue 17) ---
+
+/// What opening a store did to its schema: the version it had and the version it has now
+/// (`rounds-collector migrate` prints both).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Migrated {
+    pub from: usize,
+    pub to: usize,
 }
 
 /// One entry of the collector's audit log.

@@ -15,6 +15,8 @@ mod group_commit;
 mod ingest;
 mod notify;
 mod policy;
+// PostgreSQL backend (issue 17).
+mod postgres;
 mod security;
 // Compliance reports (issue 14).
 mod report_seed;
@@ -23,7 +25,11 @@ mod serve;
 // Runtime silences (alerting, issue 12).
 mod silences;
 mod store;
+// Conformance of the later storage areas on both backends (issue 17).
+mod store_ext;
+// Export and import between stores (issue 17).
 mod support;
+mod transfer;
 // Tamper acknowledgement (core, issue 11).
 mod tamper;
 mod web;

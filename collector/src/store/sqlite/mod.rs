@@ -988,3 +988,15 @@ impl Store for SqliteStore {
 pub fn schema_version() -> usize {
     MIGRATIONS.len()
 }
+
+// PostgreSQL backend (issue 17): `migrate` says which version a file had before opening it.
+/// The schema version (`PRAGMA user_version`) of the database file at `path`, read-only.
+pub fn file_schema_version(path: &Path) -> StoreResult<usize> {
+    let context = || format!("opening {}", path.display());
+    let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(|e| codec::db_in(e, context()))?;
+    let v: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(|e| codec::db_in(e, context()))?;
+    Ok(v.max(0) as usize)
+}
