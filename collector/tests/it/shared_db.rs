@@ -194,7 +194,7 @@ async fn two_collectors_notify_an_outage_once_and_move_leased_jobs_when_one_dies
         .unwrap();
     let site: Vec<_> = incidents.iter().filter(|i| i.source == "site_offline").collect();
     assert_eq!(site.len(), 1, "one site incident, seen alike by both collectors");
-    assert_eq!(site[0].subject.contains("Smith"), true, "{}", site[0].subject);
+    assert!(site[0].subject.contains("Smith"), "{}", site[0].subject);
 
     // The collector holding the leases dies; its agents move to the survivor; the site is back.
     let survivor = 1 - holder;
