@@ -23,6 +23,7 @@ pub mod error;
 pub mod sqlite;
 // PostgreSQL backend (issue 17), and the value encodings both backends share.
 pub mod codec;
+pub mod common;
 pub mod postgres;
 // Export and import between stores (issue 17).
 pub mod transfer;

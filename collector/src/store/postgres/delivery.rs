@@ -10,6 +10,7 @@ use tokio_postgres::Client;
 use super::codec::{db, from_ms, ms};
 use super::reports;
 use crate::delivery::{self, ChainContext, IntegrityProblem, Neighbour};
+use crate::store::common::{JOURNAL_CHECK, JOURNAL_SUBJECT, journal_payload};
 use crate::store::{
     AgentReportedState, Delivery, DeliveryOutcome, DeliveryStatus, IncomingReport, Ingested, IntegrityEvent,
     StoreError, StoreResult,
@@ -235,47 +236,19 @@ pub async fn record(c: &Client, agent_id: &str, problems: &[IntegrityProblem], n
     Ok(())
 }
 
-/// Subject of the observation that judges the agent's own journal (as SQLite's).
-pub const JOURNAL_SUBJECT: &str = "rounds-agent journal";
-/// `check_name` of that observation: no agent check retires it.
-const JOURNAL_CHECK: &str = "collector.chain";
-
 /// Keeps the agent's journal, as the collector verified it, in the current state as an
-/// `audit.log` observation (see `store/sqlite/delivery.rs`, `journal_observation`).
+/// `audit.log` observation (see [`journal_payload`]; as SQLite's).
 pub async fn journal_observation(c: &Client, agent_id: &str, now: DateTime<Utc>) -> StoreResult<()> {
-    use rounds_protocol::obs::{AuditLog, Payload, TamperEvent};
+    use rounds_protocol::obs::{AuditLog, Payload};
     let newest = c
         .query_opt(
             "SELECT id, kind, at, sequence FROM integrity_events WHERE agent_id = $1 ORDER BY id DESC LIMIT 1",
             &[&agent_id],
         )
         .await
-        .map_err(db)?;
-    let last_tamper = newest.map(|r| {
-        let (id, kind, at, sequence): (i64, String, i64, i64) = (r.get(0), r.get(1), r.get(2), r.get(3));
-        TamperEvent {
-            id: format!("chain-{id}"),
-            kind: if kind == "gap" { "truncated" } else { "rewritten" }.to_string(),
-            detected_at: from_ms(at),
-            range_start: Some(sequence.max(0) as u64),
-            range_end: Some(sequence.max(0) as u64 + 1),
-            ..TamperEvent::default()
-        }
-    });
-    let data = AuditLog {
-        path: "rounds-agent journal (hash chain verified by the collector)".into(),
-        present: true,
-        append_only: Some(true),
-        truncated: Some(false),
-        rewritten: Some(false),
-        world_writable: None,
-        last_entry_at: Some(now),
-        longest_gap_secs: None,
-        cleared: None,
-        last_tamper,
-        ..AuditLog::default()
-    };
-    let json = serde_json::to_string(&data).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        .map_err(db)?
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)));
+    let json = journal_payload(newest, now)?;
     c.execute(
         "INSERT INTO latest_observations (agent_id, sequence, kind, subject, observed_at, status, data, error,
                                           check_name, confirmed_at, confirmed_sequence, future_dated)

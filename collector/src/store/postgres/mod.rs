@@ -98,13 +98,20 @@ impl PgStore {
     /// [`open`](Self::open) with a pool size, also saying which versions it migrated between.
     pub async fn open_migrated(url: &str, pool_size: usize) -> StoreResult<(Self, Migrated)> {
         let shown = codec::redact_url(url);
-        let config: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| {
+        let mut config: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| {
             StoreError::message(
                 DbErrorKind::Unavailable,
                 format!("opening {shown}"),
                 format!("not a PostgreSQL URL: {}", codec::redact_url(&e.to_string())),
             )
         })?;
+        if config.get_application_name().is_none() {
+            config.application_name("rounds-collector");
+        }
+        // A server that does not answer is an error after a while, not a hang.
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(std::time::Duration::from_secs(10));
+        }
         let pool = Pool::new(config, shown, pool_size);
         let mut conn = pool.get().await?;
         let migrated = migrate(&mut conn, pool.shown()).await?;
