@@ -211,6 +211,14 @@ fn end(w: &mut impl Write, path: &Path, tables: &[(String, u64)]) -> Result<(), 
     line(w, path, &json!({ "end": { "rows": rows } }))
 }
 
+/// A value of a kind the file format has no place for.
+fn not_carried(at: &Location, t: &Table, col: &str, what: &str) -> TransferError {
+    TransferError::Database {
+        target: at.to_string(),
+        message: format!("{}.{col} holds {what}, which export does not carry", t.name),
+    }
+}
+
 fn sqlite_err(at: &Location) -> impl Fn(rusqlite::Error) -> TransferError + '_ {
     move |e| TransferError::Database {
         target: at.to_string(),
@@ -301,12 +309,7 @@ fn export_sqlite(
                             message: format!("{}.{col} holds text that is not UTF-8", t.name),
                         })?)
                     }
-                    ValueRef::Blob(_) => {
-                        return Err(TransferError::Database {
-                            target: at.to_string(),
-                            message: format!("{}.{col} holds a blob, which export does not carry", t.name),
-                        });
-                    }
+                    ValueRef::Blob(_) => return Err(not_carried(at, t, col, "a blob")),
                 });
             }
             line(w, file, &Value::Array(values))?;
@@ -450,12 +453,7 @@ async fn export_postgres(
                         .try_get::<_, Option<String>>(i)
                         .map_err(bad)?
                         .map_or(Value::Null, Value::String),
-                    other => {
-                        return Err(TransferError::Database {
-                            target: at.to_string(),
-                            message: format!("{}.{col} has type {other}, which export does not carry", t.name),
-                        });
-                    }
+                    other => return Err(not_carried(at, t, col, &format!("type {other}"))),
                 });
             }
             line(w, file, &Value::Array(values))?;
@@ -635,6 +633,18 @@ pub async fn import(into: &Location, file: &Path, replace: bool) -> Result<Summa
     }
 }
 
+/// A target table holding `n` rows refuses an import without `replace`.
+fn refuse_rows(into: &Location, t: &Table, n: i64) -> Result<(), TransferError> {
+    if n > 0 {
+        return Err(TransferError::NotEmpty {
+            target: into.to_string(),
+            table: t.name.clone(),
+            rows: n as u64,
+        });
+    }
+    Ok(())
+}
+
 /// Checks that `name` with `columns` is the next table the target expects.
 fn expect_table<'t>(
     reader: &Reader,
@@ -707,13 +717,7 @@ fn import_sqlite(
             let n: i64 = c
                 .query_row(&format!("SELECT COUNT(*) FROM {}", quote(&t.name)), [], |r| r.get(0))
                 .map_err(sqlite_err(into))?;
-            if n > 0 {
-                return Err(TransferError::NotEmpty {
-                    target: into.to_string(),
-                    table: t.name.clone(),
-                    rows: n as u64,
-                });
-            }
+            refuse_rows(into, t, n)?;
         }
     }
     let mut done: Vec<(String, u64)> = Vec::new();
@@ -817,13 +821,7 @@ async fn import_postgres(
                 .await
                 .map_err(pg_err(into))?
                 .get(0);
-            if n > 0 {
-                return Err(TransferError::NotEmpty {
-                    target: into.to_string(),
-                    table: t.name.clone(),
-                    rows: n as u64,
-                });
-            }
+            refuse_rows(into, t, n)?;
         }
     }
     let mut done: Vec<(String, u64)> = Vec::new();
