@@ -163,7 +163,12 @@ pub async fn export(from: &Location, file: &Path, now: DateTime<Utc>) -> Result<
         });
     }
     let tmp = file.with_extension("partial");
-    let out = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+    // Readable by its owner only: it holds password and key hashes and every report.
+    let mut open = std::fs::OpenOptions::new();
+    open.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut open, 0o600);
+    let out = open.open(&tmp).map_err(io(&tmp))?;
     let mut w = BufWriter::new(out);
     let result = match from {
         Location::Sqlite(path) => export_sqlite(path, from, &mut w, &tmp, now),
