@@ -163,7 +163,12 @@ pub async fn export(from: &Location, file: &Path, now: DateTime<Utc>) -> Result<
         });
     }
     let tmp = file.with_extension("partial");
-    let out = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+    // Readable by its owner only: it holds password and key hashes and every report.
+    let mut open = std::fs::OpenOptions::new();
+    open.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut open, 0o600);
+    let out = open.open(&tmp).map_err(io(&tmp))?;
     let mut w = BufWriter::new(out);
     let result = match from {
         Location::Sqlite(path) => export_sqlite(path, from, &mut w, &tmp, now),
@@ -209,6 +214,14 @@ fn line(w: &mut impl Write, path: &Path, v: &Value) -> Result<(), TransferError>
 fn end(w: &mut impl Write, path: &Path, tables: &[(String, u64)]) -> Result<(), TransferError> {
     let rows: serde_json::Map<String, Value> = tables.iter().map(|(t, n)| (t.clone(), json!(n))).collect();
     line(w, path, &json!({ "end": { "rows": rows } }))
+}
+
+/// A value of a kind the file format has no place for.
+fn not_carried(at: &Location, t: &Table, col: &str, what: &str) -> TransferError {
+    TransferError::Database {
+        target: at.to_string(),
+        message: format!("{}.{col} holds {what}, which export does not carry", t.name),
+    }
 }
 
 fn sqlite_err(at: &Location) -> impl Fn(rusqlite::Error) -> TransferError + '_ {
@@ -301,12 +314,7 @@ fn export_sqlite(
                             message: format!("{}.{col} holds text that is not UTF-8", t.name),
                         })?)
                     }
-                    ValueRef::Blob(_) => {
-                        return Err(TransferError::Database {
-                            target: at.to_string(),
-                            message: format!("{}.{col} holds a blob, which export does not carry", t.name),
-                        });
-                    }
+                    ValueRef::Blob(_) => return Err(not_carried(at, t, col, "a blob")),
                 });
             }
             line(w, file, &Value::Array(values))?;
@@ -450,12 +458,7 @@ async fn export_postgres(
                         .try_get::<_, Option<String>>(i)
                         .map_err(bad)?
                         .map_or(Value::Null, Value::String),
-                    other => {
-                        return Err(TransferError::Database {
-                            target: at.to_string(),
-                            message: format!("{}.{col} has type {other}, which export does not carry", t.name),
-                        });
-                    }
+                    other => return Err(not_carried(at, t, col, &format!("type {other}"))),
                 });
             }
             line(w, file, &Value::Array(values))?;
@@ -635,6 +638,18 @@ pub async fn import(into: &Location, file: &Path, replace: bool) -> Result<Summa
     }
 }
 
+/// A target table holding `n` rows refuses an import without `replace`.
+fn refuse_rows(into: &Location, t: &Table, n: i64) -> Result<(), TransferError> {
+    if n > 0 {
+        return Err(TransferError::NotEmpty {
+            target: into.to_string(),
+            table: t.name.clone(),
+            rows: n as u64,
+        });
+    }
+    Ok(())
+}
+
 /// Checks that `name` with `columns` is the next table the target expects.
 fn expect_table<'t>(
     reader: &Reader,
@@ -707,13 +722,7 @@ fn import_sqlite(
             let n: i64 = c
                 .query_row(&format!("SELECT COUNT(*) FROM {}", quote(&t.name)), [], |r| r.get(0))
                 .map_err(sqlite_err(into))?;
-            if n > 0 {
-                return Err(TransferError::NotEmpty {
-                    target: into.to_string(),
-                    table: t.name.clone(),
-                    rows: n as u64,
-                });
-            }
+            refuse_rows(into, t, n)?;
         }
     }
     let mut done: Vec<(String, u64)> = Vec::new();
@@ -817,13 +826,7 @@ async fn import_postgres(
                 .await
                 .map_err(pg_err(into))?
                 .get(0);
-            if n > 0 {
-                return Err(TransferError::NotEmpty {
-                    target: into.to_string(),
-                    table: t.name.clone(),
-                    rows: n as u64,
-                });
-            }
+            refuse_rows(into, t, n)?;
         }
     }
     let mut done: Vec<(String, u64)> = Vec::new();

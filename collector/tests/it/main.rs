@@ -30,6 +30,8 @@ mod store_ext;
 // Export and import between stores (issue 17).
 mod support;
 mod transfer;
+// Two collectors on one PostgreSQL database (issue 17).
+mod shared_db;
 // Tamper acknowledgement (core, issue 11).
 mod tamper;
 mod web;

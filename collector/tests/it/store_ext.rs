@@ -293,34 +293,29 @@ pub async fn outbox_items_are_due_in_order_and_saved(store: Arc<dyn Store>) {
         status,
         next_attempt_at: at(due),
     };
-    let late = tx
-        .enqueue_notification(
-            &item(inc.id, "mail", NotificationKind::Opened, OutboxStatus::Pending, 60),
-            at(1),
-        )
-        .await
-        .unwrap();
-    let early = tx
-        .enqueue_notification(
-            &item(inc.id, "chat", NotificationKind::Opened, OutboxStatus::Pending, 30),
-            at(1),
-        )
-        .await
-        .unwrap();
-    let silenced = tx
-        .enqueue_notification(
-            &item(inc.id, "page", NotificationKind::Opened, OutboxStatus::Silenced, 0),
-            at(2),
-        )
-        .await
-        .unwrap();
-    let theirs = tx
-        .enqueue_notification(
-            &item(other.id, "mail", NotificationKind::Reminder, OutboxStatus::Pending, 30),
-            at(3),
-        )
-        .await
-        .unwrap();
+    let mut ids = Vec::new();
+    for (incident, channel, kind, status, due, now) in [
+        (inc.id, "mail", NotificationKind::Opened, OutboxStatus::Pending, 60, 1),
+        (inc.id, "chat", NotificationKind::Opened, OutboxStatus::Pending, 30, 1),
+        (inc.id, "page", NotificationKind::Opened, OutboxStatus::Silenced, 0, 2),
+        (
+            other.id,
+            "mail",
+            NotificationKind::Reminder,
+            OutboxStatus::Pending,
+            30,
+            3,
+        ),
+    ] {
+        ids.push(
+            tx.enqueue_notification(&item(incident, channel, kind, status, due), at(now))
+                .await
+                .unwrap(),
+        );
+    }
+    let [late, early, silenced, theirs] = ids[..] else {
+        panic!("four ids: {ids:?}")
+    };
     tx.commit().await.unwrap();
 
     let mut tx = s.begin().await.unwrap();

@@ -608,6 +608,12 @@ async fn cli_export_and_import_move_an_installation() {
         said.contains("exported SQLite") && said.contains("rounds-export.jsonl"),
         "{said}"
     );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the export holds hashes: readable by its owner only");
+    }
     let source = counts(transfer::table_counts(&Location::Sqlite(app.db_path())).await.unwrap());
     let rows: u64 = source.values().sum();
     assert!(said.contains(&format!("{rows} rows")), "{said}");

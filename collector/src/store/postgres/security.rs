@@ -3,19 +3,24 @@
 
 use chrono::{DateTime, Utc};
 use tokio_postgres::Client;
+use tokio_postgres::types::{FromSqlOwned, ToSql};
 
 use super::agents::practice_id;
 use super::codec::{db, from_ms, ms, out_of_range};
 use crate::store::{ApiKeyRow, Role, Scope, StoreError, StoreResult};
 
-pub async fn revoke_agent(c: &Client, agent_id: &str, now: DateTime<Utc>) -> StoreResult<bool> {
-    let was: Option<i64> = c
-        .query_opt("SELECT revoked FROM agents WHERE id = $1", &[&agent_id])
+/// The first column of the row `sql` finds, if any.
+async fn first<T: FromSqlOwned>(c: &Client, sql: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<Option<T>> {
+    c.query_opt(sql, params)
         .await
         .map_err(db)?
         .map(|r| r.try_get(0))
         .transpose()
-        .map_err(db)?;
+        .map_err(db)
+}
+
+pub async fn revoke_agent(c: &Client, agent_id: &str, now: DateTime<Utc>) -> StoreResult<bool> {
+    let was: Option<i64> = first(c, "SELECT revoked FROM agents WHERE id = $1", &[&agent_id]).await?;
     match was {
         None => Err(StoreError::NotFound {
             what: "agent",
@@ -59,13 +64,7 @@ pub async fn create_api_key(
 }
 
 pub async fn revoke_api_key(c: &Client, id: i64, now: DateTime<Utc>) -> StoreResult<bool> {
-    let was: Option<Option<i64>> = c
-        .query_opt("SELECT revoked_at FROM api_keys WHERE id = $1", &[&id])
-        .await
-        .map_err(db)?
-        .map(|r| r.try_get(0))
-        .transpose()
-        .map_err(db)?;
+    let was: Option<Option<i64>> = first(c, "SELECT revoked_at FROM api_keys WHERE id = $1", &[&id]).await?;
     match was {
         None => Err(StoreError::NotFound {
             what: "API key",
@@ -82,13 +81,7 @@ pub async fn revoke_api_key(c: &Client, id: i64, now: DateTime<Utc>) -> StoreRes
 }
 
 pub async fn remove_user(c: &Client, username: &str) -> StoreResult<()> {
-    let id: Option<i64> = c
-        .query_opt("SELECT id FROM users WHERE username = $1", &[&username])
-        .await
-        .map_err(db)?
-        .map(|r| r.try_get(0))
-        .transpose()
-        .map_err(db)?;
+    let id: Option<i64> = first(c, "SELECT id FROM users WHERE username = $1", &[&username]).await?;
     let Some(id) = id else {
         return Err(StoreError::NotFound {
             what: "user",
