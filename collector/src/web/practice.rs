@@ -18,7 +18,7 @@ use rounds_protocol::obs;
 
 use super::charts::{self, Cell};
 use super::domains::{Level, Tally, tally_by_agent};
-use super::overview::{AgentLine, Seen, StatusCell, group_statuses, role_label, score_class};
+use super::overview::{AgentLine, Seen, StatusCell, agents_tallies, group_statuses, role_label, score_class};
 use super::session::Session;
 use super::{WebError, page};
 use crate::api::admin::{AgentView, agent_view};
@@ -411,18 +411,21 @@ pub async fn build(
 ) -> Result<PracticePage, WebError> {
     let scope = session.scope();
     let now = state.now();
-    let practice = state
-        .store
-        .practices(&scope)
-        .await?
-        .into_iter()
-        .find(|p| p.id == practice_id)
-        .ok_or(WebError::NotFound)?;
+    if !scope.sees(practice_id) {
+        return Err(WebError::NotFound);
+    }
     // The user sees the practice: read it alone (a practice scope narrows the SQL to it).
     let narrow = crate::store::Scope {
         role: Role::PracticeManager,
         practice_id: Some(practice_id),
     };
+    let practice = state
+        .store
+        .practices(&narrow)
+        .await?
+        .into_iter()
+        .find(|p| p.id == practice_id)
+        .ok_or(WebError::NotFound)?;
     let rows: Vec<_> = state
         .store
         .agents(&narrow)
@@ -441,7 +444,7 @@ pub async fn build(
         .collect();
     let tallies = tally_by_agent(&briefs);
     let refs: Vec<&AgentView> = views.iter().collect();
-    let (statuses, all) = group_statuses(&refs, &tallies);
+    let (statuses, all) = group_statuses(&refs, &agents_tallies(&refs, &tallies));
     let sites = practice
         .sites
         .iter()

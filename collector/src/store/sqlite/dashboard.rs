@@ -1,5 +1,5 @@
-//! Reads for the technician dashboard: every current finding in brief, and a practice's
-//! observation history of one kind over a period.
+//! Reads for the technician dashboard: every current finding in brief, the current findings
+//! tallied per practice and rule, and a practice's observation history of one kind over a period.
 
 use chrono::{DateTime, Utc};
 use rounds_protocol::{Observation, ObservationStatus};
@@ -7,7 +7,9 @@ use rusqlite::{Connection, params};
 
 use super::agents::scope_clause;
 use super::codec::{db, from_ms, from_name, ms};
-use crate::store::{DbErrorKind, FindingBrief, Role, Scope, StoreError, StoreResult, StoredObservation, UserSummary};
+use crate::store::{
+    DbErrorKind, FindingBrief, Role, RuleTally, Scope, StoreError, StoreResult, StoredObservation, UserSummary,
+};
 
 /// Every current finding of the agents `scope` sees, without evidence.
 pub fn briefs(conn: &Connection, scope: &Scope) -> StoreResult<Vec<FindingBrief>> {
@@ -42,6 +44,35 @@ pub fn briefs(conn: &Connection, scope: &Scope) -> StoreResult<Vec<FindingBrief>
         })
     })
     .collect()
+}
+
+/// The current findings of the practices `scope` sees per (practice, rule), from
+/// `practice_rule_tallies` (kept by triggers on `findings`, migration 0011).
+pub fn rule_tallies(conn: &Connection, scope: &Scope) -> StoreResult<Vec<RuleTally>> {
+    let (clause, arg) = scope_clause(scope);
+    let sql = format!(
+        "SELECT t.practice_id, t.rule, t.pass, t.fail, t.error, t.not_applicable, t.accepted, t.bad_since
+         FROM practice_rule_tallies t JOIN practices p ON p.id = t.practice_id WHERE {clause}"
+    );
+    let mut stmt = conn.prepare_cached(&sql).map_err(db)?;
+    let count = |r: &rusqlite::Row<'_>, i: usize| -> rusqlite::Result<u32> {
+        Ok(u32::try_from(r.get::<_, i64>(i)?).unwrap_or(0))
+    };
+    let rows = stmt
+        .query_map(params![arg], |r| {
+            Ok(RuleTally {
+                practice_id: r.get(0)?,
+                rule: r.get(1)?,
+                pass: count(r, 2)?,
+                fail: count(r, 3)?,
+                error: count(r, 4)?,
+                not_applicable: count(r, 5)?,
+                accepted: count(r, 6)?,
+                bad_since: r.get::<_, Option<i64>>(7)?.map(from_ms),
+            })
+        })
+        .map_err(db)?;
+    rows.collect::<Result<_, _>>().map_err(db)
 }
 
 /// The observations of `kind` of practice `practice_id`'s agents observed in `from..to`,

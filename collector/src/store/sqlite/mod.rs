@@ -68,6 +68,8 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("0008_reports", include_str!("migrations/0008_reports.sql")),
     // Tamper acknowledgement (core, issue 11).
     ("0009_tamper_ack", include_str!("migrations/0009_tamper_ack.sql")),
+    // Dashboard counts and indexes (issue 13; number 0011 as assigned, after 0010).
+    ("0011_dashboard", include_str!("migrations/0011_dashboard.sql")),
 ];
 
 /// How `synchronous` is set: `Normal` loses at most the last transactions on power loss
@@ -818,6 +820,11 @@ impl Store for SqliteStore {
     async fn finding_briefs(&self, scope: &Scope) -> StoreResult<Vec<crate::store::FindingBrief>> {
         let scope = scope.clone();
         self.read(move |c| dashboard::briefs(c, &scope)).await
+    }
+
+    async fn rule_tallies(&self, scope: &Scope) -> StoreResult<Vec<crate::store::RuleTally>> {
+        let scope = scope.clone();
+        self.read(move |c| dashboard::rule_tallies(c, &scope)).await
     }
 
     async fn observation_history(
