@@ -297,6 +297,15 @@ async fn render(dir: &std::path::Path, store: Arc<dyn Store>, policy: Arc<Policy
             .len()
     })
     .await;
+    let fleet = &scope;
+    measure("  read: agents of the fleet", 20, || async move {
+        state.store.agents(fleet).await.unwrap().len()
+    })
+    .await;
+    measure("  read: rule_tallies of the fleet", 20, || async move {
+        state.store.rule_tallies(fleet).await.unwrap().len()
+    })
+    .await;
     measure(
         "overview searching \"host-7\" (machine search: tallies every finding)",
         5,
@@ -330,6 +339,24 @@ async fn render(dir: &std::path::Path, store: Arc<dyn Store>, policy: Arc<Policy
                 .unwrap()
                 .len()
         })
+        .await;
+    }
+    for (kind, fields) in [
+        ("ehr.probe", rounds_collector::web::practice::PROBE_FIELDS),
+        ("ehr.summary", rounds_collector::web::practice::SUMMARY_FIELDS),
+    ] {
+        measure(
+            &format!("  read: observation_fields {kind} (what the page reads)"),
+            20,
+            || async move {
+                state
+                    .store
+                    .observation_fields(narrow, practice_id, kind, from, now, fields)
+                    .await
+                    .unwrap()
+                    .len()
+            },
+        )
         .await;
     }
     measure("  read: agents + finding_briefs of the practice", 20, || async move {

@@ -745,6 +745,36 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> StoreResult<Vec<StoredObservation>>;
+    /// Of what [`Store::observation_history`] returns, the observations that ran (status ok),
+    /// with only the top-level `fields` of each payload, in the order of `fields` (`null` where
+    /// absent), in the same order (issue 13: the practice page's charts read a few numbers of
+    /// thousands of payloads). The default picks them from `observation_history`; SQLite has
+    /// `json_extract` pick them.
+    async fn observation_fields(
+        &self,
+        scope: &Scope,
+        practice_id: i64,
+        kind: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        fields: &[&str],
+    ) -> StoreResult<Vec<ObservedFields>> {
+        Ok(self
+            .observation_history(scope, practice_id, kind, from, to)
+            .await?
+            .into_iter()
+            .filter(|o| o.observation.status == rounds_protocol::ObservationStatus::Ok)
+            .map(|o| ObservedFields {
+                values: fields
+                    .iter()
+                    .map(|f| o.observation.data.get(f).cloned().unwrap_or_default())
+                    .collect(),
+                agent_id: o.agent_id,
+                subject: o.observation.subject,
+                observed_at: o.observation.observed_at,
+            })
+            .collect())
+    }
     /// Every dashboard user (no password hashes), by name, with their practice's name.
     async fn users(&self) -> StoreResult<Vec<UserSummary>>;
 
@@ -958,6 +988,16 @@ pub struct FindingBrief {
     pub severity: Severity,
     pub accepted: bool,
     pub status_since: DateTime<Utc>,
+}
+
+/// Some top-level fields of one stored observation's payload (issue 13).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ObservedFields {
+    pub agent_id: String,
+    pub subject: String,
+    pub observed_at: DateTime<Utc>,
+    /// One value per field asked for, `null` where the payload has none.
+    pub values: Vec<serde_json::Value>,
 }
 
 /// The current findings of one rule on one practice's agents (issue 13), by outcome.

@@ -222,6 +222,25 @@ async fn practice_page_shows_machines_failing_findings_charts_and_accepted_risks
     .await;
     f.app.advance(600);
     report_and_evaluate(&f.app, &f.a_agent, 3, &[probe(true, 150.0, f.app.state.now())]).await;
+    // A probe summary of 10 minutes two hours ago: 9 of 10 probes up (the bars read its fields).
+    let end = f.app.state.now() - chrono::Duration::hours(2);
+    let summary = Observation::ok(
+        "ehr-cloud",
+        end,
+        &obs::ProbeSummary {
+            role: "endpoint".into(),
+            probe: "https".into(),
+            target: "https://ehr.example/fhir/metadata".into(),
+            period_start: Some(end - chrono::Duration::minutes(10)),
+            period_end: Some(end),
+            probes: 10,
+            up: 9,
+            down: 1,
+            latency_ms_p50: Some(140.0),
+            ..Default::default()
+        },
+    );
+    report_and_evaluate(&f.app, &f.a_agent, 4, &[summary]).await;
     // An accepted risk, set as `policy set` sets it.
     let pack = rounds_policies::Pack::builtin().unwrap();
     admin::policy_set(
@@ -270,6 +289,7 @@ async fn practice_page_shows_machines_failing_findings_charts_and_accepted_risks
         "{day}"
     );
     assert!(day.contains("down part of the time") || day.contains("down"), "{day}");
+    assert!(day.contains("90.0 % up (9 of 10 probes)"), "{day}");
     let backups = &body[body.find("backups by day").unwrap()..];
     assert!(backups[..backups.find("</svg>").unwrap()].contains(r#"data-level="fail""#));
 }
@@ -1061,5 +1081,84 @@ async fn sqlite_tallies_follow_every_change_of_the_current_findings() {
             .unwrap()
             .iter()
             .all(|t| t.practice_id == p1)
+    );
+}
+
+/// SQLite's `observation_fields` (json_extract) gives what picking the fields from
+/// `observation_history` gives (the trait's default): the same rows that ran, in order, with
+/// booleans, numbers, strings and missing fields as in the payload, one field or several.
+#[tokio::test]
+async fn sqlite_observation_fields_are_the_payloads_fields() {
+    let f = Fleet::new().await;
+    let t = f.app.state.now();
+    let failed = Observation::error("ehr.probe", "ehr-other", t, "could not probe");
+    report_and_evaluate(
+        &f.app,
+        &f.a_agent,
+        2,
+        &[probe(false, 3000.0, t), backup("failed", t), failed],
+    )
+    .await;
+    f.app.advance(60);
+    report_and_evaluate(&f.app, &f.a_agent, 3, &[probe(true, 150.5, f.app.state.now())]).await;
+    let store = f.app.store();
+    let scope = Scope {
+        role: Role::Technician,
+        practice_id: None,
+    };
+    let (from, to) = (t - chrono::Duration::days(1), t + chrono::Duration::days(1));
+    for (kind, fields) in [
+        ("ehr.probe", &["up"][..]),
+        ("ehr.probe", &["up", "latency_ms", "target", "no_such_field"][..]),
+        ("backup", &["tool", "last_result", "last_success_at"][..]),
+        ("backup", &[][..]),
+    ] {
+        let got = store
+            .observation_fields(&scope, f.a, kind, from, to, fields)
+            .await
+            .unwrap();
+        let want: Vec<_> = store
+            .observation_history(&scope, f.a, kind, from, to)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|o| o.observation.status == rounds_protocol::ObservationStatus::Ok)
+            .map(|o| rounds_collector::store::ObservedFields {
+                values: fields
+                    .iter()
+                    .map(|k| o.observation.data.get(k).cloned().unwrap_or_default())
+                    .collect(),
+                agent_id: o.agent_id,
+                subject: o.observation.subject,
+                observed_at: o.observation.observed_at,
+            })
+            .collect();
+        assert!(!want.is_empty(), "{kind}");
+        assert_eq!(got, want, "{kind} {fields:?}");
+    }
+    let probes = store
+        .observation_fields(&scope, f.a, "ehr.probe", from, to, &["up", "latency_ms"])
+        .await
+        .unwrap();
+    let values: Vec<_> = probes.iter().map(|o| o.values.clone()).collect();
+    assert_eq!(
+        values,
+        vec![
+            // Fleet::new's first report, then the two above.
+            vec![serde_json::json!(true), serde_json::json!(120.0)],
+            vec![serde_json::json!(false), serde_json::json!(3000.0)],
+            vec![serde_json::json!(true), serde_json::json!(150.5)]
+        ]
+    );
+    // Another practice's manager gets nothing of it.
+    let other = Scope {
+        role: Role::PracticeManager,
+        practice_id: Some(f.b),
+    };
+    assert!(
+        store
+            .observation_fields(&other, f.a, "ehr.probe", from, to, &["up"])
+            .await
+            .is_err()
     );
 }

@@ -841,6 +841,22 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn observation_fields(
+        &self,
+        scope: &Scope,
+        practice_id: i64,
+        kind: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        fields: &[&str],
+    ) -> StoreResult<Vec<crate::store::ObservedFields>> {
+        let scope = scope.clone();
+        let kind = kind.to_string();
+        let fields: Vec<String> = fields.iter().map(|f| f.to_string()).collect();
+        self.read(move |c| dashboard::fields(c, &scope, practice_id, &kind, from, to, &fields))
+            .await
+    }
+
     async fn users(&self) -> StoreResult<Vec<crate::store::UserSummary>> {
         self.read(dashboard::users).await
     }
