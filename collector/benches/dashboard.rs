@@ -3,9 +3,12 @@
 //! on every agent (about 280,000 findings and their history), 90 % of agents online, and for
 //! one practice 30 days of EHR probe summaries (hourly), probe state changes and daily backups.
 //!
-//! `cargo bench -p rounds-collector --bench dashboard [-- DIR]`: seeds a fresh SQLite store in
-//! DIR (default `target/dashboard-bench`), then renders the overview 20 times and the practice
-//! page 50 times (as a technician, who sees everything) and prints min / median / p95.
+//! `cargo bench -p rounds-collector --bench dashboard [-- [--reuse] DIR]`: seeds a fresh SQLite
+//! store in DIR (default `target/dashboard-bench`; `--reuse` keeps a store seeded by an earlier
+//! run), then renders the overview 20 times, the overview with a machine search 5 times and the
+//! practice page 50 times (as a technician, who sees everything) and prints min / median / p95
+//! of the wall time and the process CPU time per render (`/proc/self/stat`, in 10 ms ticks, so
+//! per render it is the mean over the runs: steadier than wall time on a loaded machine).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -69,12 +72,37 @@ fn report(agent_id: &str, sequence: u64, at: DateTime<Utc>, observations: Vec<Ob
     }
 }
 
-fn stats(name: &str, mut times: Vec<Duration>) {
+/// User plus system CPU time of this process so far, in clock ticks (10 ms on Linux).
+fn cpu_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which is in parentheses): utime is the 12th, stime the 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    field(11) + field(12)
+}
+
+/// Renders `runs` times; prints wall-time statistics and the mean CPU time per render.
+async fn measure<F, Fut>(name: &str, runs: usize, mut render: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = usize>,
+{
+    let mut times = Vec::new();
+    let mut bytes = 0;
+    let cpu = cpu_ticks();
+    for _ in 0..runs {
+        let t = Instant::now();
+        bytes = render().await;
+        times.push(t.elapsed());
+    }
+    let cpu_ms = (cpu_ticks() - cpu) as f64 * 10.0 / runs as f64;
     times.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let p95 = times[(times.len() * 95 / 100).min(times.len() - 1)];
     println!(
-        "{name}: n={} min {:.1} ms, median {:.1} ms, p95 {:.1} ms",
+        "{name} ({} KiB): n={} min {:.1} ms, median {:.1} ms, p95 {:.1} ms; CPU {cpu_ms:.1} ms per render",
+        bytes / 1024,
         times.len(),
         ms(times[0]),
         ms(times[times.len() / 2]),
@@ -89,11 +117,28 @@ async fn main() {
         .find(|a| !a.starts_with("--"))
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/dashboard-bench"));
-    let _ = std::fs::remove_dir_all(&dir);
+    let reuse = std::env::args().any(|a| a == "--reuse") && dir.join("rounds.db").exists();
+    if !reuse {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     std::fs::create_dir_all(&dir).unwrap();
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.join("rounds.db")).unwrap());
     let policy = Arc::new(Policy::builtin().unwrap());
-    let now = DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).unwrap();
+    // A reused store was seeded at the time written beside it: render as of then.
+    let stamp = dir.join("seeded-at");
+    let now = match std::fs::read_to_string(&stamp).ok().and_then(|s| s.trim().parse().ok()) {
+        Some(ms) if reuse => DateTime::from_timestamp_millis(ms).unwrap(),
+        _ => DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).unwrap(),
+    };
+    if !reuse {
+        seed(&store, &policy, now).await;
+        std::fs::write(&stamp, now.timestamp_millis().to_string()).unwrap();
+    }
+    render(&dir, store, policy, now).await;
+}
+
+/// 1,000 practices of 10 agents with every built-in rule's finding, and one practice's 30 days.
+async fn seed(store: &Arc<dyn Store>, policy: &Policy, now: DateTime<Utc>) {
     let started = Instant::now();
     let mut tx = store.begin().await.unwrap();
     let mut first_practice_agents = Vec::new();
@@ -132,7 +177,7 @@ async fn main() {
             }
             tx.replace_findings(
                 &agent_id,
-                &findings(&policy, p * AGENTS_PER_PRACTICE + a),
+                &findings(policy, p * AGENTS_PER_PRACTICE + a),
                 now - chrono::Duration::days(20),
             )
             .await
@@ -205,15 +250,18 @@ async fn main() {
     }
     tx.commit().await.unwrap();
     println!(
-        "seeded {PRACTICES} practices, {} agents, {} findings in {:.1} s ({})",
+        "seeded {PRACTICES} practices, {} agents, {} findings in {:.1} s (as of {})",
         PRACTICES * AGENTS_PER_PRACTICE,
         PRACTICES * AGENTS_PER_PRACTICE * policy.rules.len(),
         started.elapsed().as_secs_f64(),
-        dir.display()
+        now
     );
+}
 
+/// Renders the overview and the practice page, and prints how long they took.
+async fn render(dir: &std::path::Path, store: Arc<dyn Store>, policy: Arc<Policy>, now: DateTime<Utc>) {
     let mut settings = validate(Default::default(), &Overrides::default(), None).unwrap();
-    settings.data_dir = dir.clone();
+    settings.data_dir = dir.to_path_buf();
     let state = AppState::with_clock(Arc::clone(&store), settings, policy, Arc::new(FakeClock::new(now)));
     let session = Session {
         token_hash: String::new(),
@@ -238,35 +286,108 @@ async fn main() {
         .find(|p| p.name == "Practice 0000")
         .unwrap()
         .id;
-    let mut overview = Vec::new();
-    let mut bytes = 0;
-    for _ in 0..20 {
-        let t = Instant::now();
-        let html = rounds_collector::web::overview::build(&state, &session, Filter::default())
+    let state = &state;
+    let session = &session;
+    measure("overview (1,000 practice rows, 200 machine rows)", 20, || async move {
+        rounds_collector::web::overview::build(state, session, Filter::default())
             .await
             .unwrap()
             .render()
-            .unwrap();
-        overview.push(t.elapsed());
-        bytes = html.len();
+            .unwrap()
+            .len()
+    })
+    .await;
+    let fleet = &scope;
+    measure("  read: agents of the fleet", 20, || async move {
+        state.store.agents(fleet).await.unwrap().len()
+    })
+    .await;
+    measure("  read: rule_tallies of the fleet", 20, || async move {
+        state.store.rule_tallies(fleet).await.unwrap().len()
+    })
+    .await;
+    measure(
+        "overview searching \"host-7\" (machine search: tallies every finding)",
+        5,
+        || async move {
+            let filter = Filter {
+                q: "host-7".into(),
+                ..Filter::default()
+            };
+            rounds_collector::web::overview::build(state, session, filter)
+                .await
+                .unwrap()
+                .render()
+                .unwrap()
+                .len()
+        },
+    )
+    .await;
+    // The practice page's reads alone, to see where its time goes.
+    let narrow = Scope {
+        role: Role::PracticeManager,
+        practice_id: Some(practice_id),
+    };
+    let narrow = &narrow;
+    let from = now - chrono::Duration::days(30);
+    for kind in ["ehr.probe", "ehr.summary", "backup"] {
+        measure(&format!("  read: observation_history {kind}"), 20, || async move {
+            state
+                .store
+                .observation_history(narrow, practice_id, kind, from, now)
+                .await
+                .unwrap()
+                .len()
+        })
+        .await;
     }
-    stats(
-        &format!("overview (1,000 practice rows, 200 machine rows, {} KiB)", bytes / 1024),
-        overview,
-    );
-    let mut practice = Vec::new();
-    for _ in 0..50 {
-        let t = Instant::now();
-        let html = rounds_collector::web::practice::build(&state, &session, practice_id, None)
+    for (kind, fields) in [
+        ("ehr.probe", rounds_collector::web::practice::PROBE_FIELDS),
+        ("ehr.summary", rounds_collector::web::practice::SUMMARY_FIELDS),
+    ] {
+        measure(
+            &format!("  read: observation_fields {kind} (what the page reads)"),
+            20,
+            || async move {
+                state
+                    .store
+                    .observation_fields(narrow, practice_id, kind, from, now, fields)
+                    .await
+                    .unwrap()
+                    .len()
+            },
+        )
+        .await;
+    }
+    measure("  read: agents + finding_briefs of the practice", 20, || async move {
+        state.store.agents(narrow).await.unwrap().len() + state.store.finding_briefs(narrow).await.unwrap().len()
+    })
+    .await;
+    measure("  read: findings of its 10 machines", 20, || async move {
+        let mut n = 0;
+        for a in state.store.agents(narrow).await.unwrap() {
+            n += state.store.findings(narrow, &a.agent_id).await.unwrap().len();
+        }
+        n
+    })
+    .await;
+    measure("  read: finding_changes of the practice, 30 days", 20, || async move {
+        let q = rounds_collector::store::ChangeQuery {
+            agent_id: None,
+            practice_id: Some(practice_id),
+            from,
+            to: now,
+        };
+        state.store.finding_changes(narrow, &q).await.unwrap().len()
+    })
+    .await;
+    measure("practice page (10 machines, 30 days of history)", 50, || async move {
+        rounds_collector::web::practice::build(state, session, practice_id, None)
             .await
             .unwrap()
             .render()
-            .unwrap();
-        practice.push(t.elapsed());
-        bytes = html.len();
-    }
-    stats(
-        &format!("practice page (10 machines, 30 days of history, {} KiB)", bytes / 1024),
-        practice,
-    );
+            .unwrap()
+            .len()
+    })
+    .await;
 }

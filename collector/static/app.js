@@ -36,6 +36,18 @@
     each('[data-practice="' + attr(d.practice_id) + '"] [data-domain="agents"]', function (c) {
       badge(c, d.practice_class, d.practice_icon + ' ' + d.practice_text);
     });
+    fleet(d);
+  }
+
+  // The overview's total line: every agent the user sees, online and offline.
+  function fleet(d) {
+    if (typeof d.fleet_online !== 'number' || typeof d.fleet_offline !== 'number') { return; }
+    var set = function (selector, text) {
+      each(selector, function (e) { e.textContent = text; });
+    };
+    set('#fleet-counts', d.fleet_online + ' online, ' + d.fleet_offline + ' offline');
+    set('#fleet-total .badge.online', d.fleet_online + ' online');
+    set('#fleet-total .badge.offline', d.fleet_offline + ' offline');
   }
 
   function onFindings(d) {

@@ -725,6 +725,32 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Every current finding of the agents visible to `scope`, in brief (no evidence), for
     /// fleet-wide roll-ups: one query instead of one per agent.
     async fn finding_briefs(&self, scope: &Scope) -> StoreResult<Vec<FindingBrief>>;
+    /// The current findings of the practices visible to `scope` tallied per (practice, rule)
+    /// (issue 13: the overview reads these counts instead of every finding). The default
+    /// counts [`Store::finding_briefs`]; SQLite reads a table its triggers keep.
+    async fn rule_tallies(&self, scope: &Scope) -> StoreResult<Vec<RuleTally>> {
+        let practice_of: std::collections::HashMap<String, i64> = self
+            .agents(scope)
+            .await?
+            .into_iter()
+            .map(|a| (a.agent_id, a.practice_id))
+            .collect();
+        let mut tallies: std::collections::BTreeMap<(i64, String), RuleTally> = Default::default();
+        for b in self.finding_briefs(scope).await? {
+            let Some(&practice_id) = practice_of.get(&b.agent_id) else {
+                continue;
+            };
+            tallies
+                .entry((practice_id, b.rule.clone()))
+                .or_insert_with(|| RuleTally {
+                    practice_id,
+                    rule: b.rule.clone(),
+                    ..Default::default()
+                })
+                .add(b.status, b.accepted, b.status_since);
+        }
+        Ok(tallies.into_values().collect())
+    }
     /// The stored observations of `kind` of every agent of practice `practice_id` visible to
     /// `scope`, observed in `from..to`, oldest first (rows are written when a payload changes,
     /// so this is the history of changes). `NotFound` when the practice is not visible.
@@ -736,6 +762,36 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> StoreResult<Vec<StoredObservation>>;
+    /// Of what [`Store::observation_history`] returns, the observations that ran (status ok),
+    /// with only the top-level `fields` of each payload, in the order of `fields` (`null` where
+    /// absent), in the same order (issue 13: the practice page's charts read a few numbers of
+    /// thousands of payloads). The default picks them from `observation_history`; SQLite has
+    /// `json_extract` pick them.
+    async fn observation_fields(
+        &self,
+        scope: &Scope,
+        practice_id: i64,
+        kind: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        fields: &[&str],
+    ) -> StoreResult<Vec<ObservedFields>> {
+        Ok(self
+            .observation_history(scope, practice_id, kind, from, to)
+            .await?
+            .into_iter()
+            .filter(|o| o.observation.status == rounds_protocol::ObservationStatus::Ok)
+            .map(|o| ObservedFields {
+                values: fields
+                    .iter()
+                    .map(|f| o.observation.data.get(f).cloned().unwrap_or_default())
+                    .collect(),
+                agent_id: o.agent_id,
+                subject: o.observation.subject,
+                observed_at: o.observation.observed_at,
+            })
+            .collect())
+    }
     /// Every dashboard user (no password hashes), by name, with their practice's name.
     async fn users(&self) -> StoreResult<Vec<UserSummary>>;
 
@@ -964,6 +1020,49 @@ pub struct FindingBrief {
     pub severity: Severity,
     pub accepted: bool,
     pub status_since: DateTime<Utc>,
+}
+
+/// Some top-level fields of one stored observation's payload (issue 13).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ObservedFields {
+    pub agent_id: String,
+    pub subject: String,
+    pub observed_at: DateTime<Utc>,
+    /// One value per field asked for, `null` where the payload has none.
+    pub values: Vec<serde_json::Value>,
+}
+
+/// The current findings of one rule on one practice's agents (issue 13), by outcome.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RuleTally {
+    pub practice_id: i64,
+    pub rule: String,
+    pub pass: u32,
+    /// Failing without an accepted risk.
+    pub fail: u32,
+    /// Erroring (the check could not run) without an accepted risk.
+    pub error: u32,
+    pub not_applicable: u32,
+    /// Failing or erroring with an accepted risk.
+    pub accepted: u32,
+    /// The oldest `status_since` of the failing or erroring findings without an accepted risk.
+    pub bad_since: Option<DateTime<Utc>>,
+}
+
+impl RuleTally {
+    /// Counts one finding.
+    pub fn add(&mut self, status: Status, accepted: bool, since: DateTime<Utc>) {
+        match (status, accepted) {
+            (Status::Pass, _) => self.pass += 1,
+            (Status::NotApplicable, _) => self.not_applicable += 1,
+            (Status::Fail | Status::Error, true) => self.accepted += 1,
+            (Status::Fail, false) => self.fail += 1,
+            (Status::Error, false) => self.error += 1,
+        }
+        if matches!(status, Status::Fail | Status::Error) && !accepted {
+            self.bad_since = Some(self.bad_since.map_or(since, |s| s.min(since)));
+        }
+    }
 }
 
 /// A dashboard user as the admin page lists them.

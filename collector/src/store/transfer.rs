@@ -30,6 +30,11 @@ use crate::store::{StoreError, postgres, sqlite};
 /// The version of the file format (not of the schema).
 pub const FORMAT_VERSION: u64 = 1;
 
+/// Tables derived from others and kept by triggers in the same transaction (the dashboard's
+/// counts of current findings, migration 0011): neither exported nor imported; importing the
+/// findings rebuilds them on the target.
+const DERIVED: &[&str] = &["finding_counts", "practice_rule_tallies"];
+
 /// Rows per `INSERT` statement on PostgreSQL (fewer when a table has many columns).
 const BATCH_ROWS: usize = 500;
 
@@ -262,6 +267,7 @@ fn sqlite_tables(conn: &rusqlite::Connection, at: &Location) -> Result<Vec<Table
         .map_err(sqlite_err(at))?;
     names
         .into_iter()
+        .filter(|name| !DERIVED.contains(&name.as_str()))
         .map(|name| {
             let columns = conn
                 .prepare(&format!("PRAGMA table_info({})", quote(&name)))
@@ -363,6 +369,9 @@ async fn postgres_tables(c: &tokio_postgres::Client, at: &Location) -> Result<Ve
     let mut tables: Vec<Table> = Vec::new();
     for r in rows {
         let (table, column, ty): (String, String, String) = (r.get(0), r.get(1), r.get(2));
+        if DERIVED.contains(&table.as_str()) {
+            continue;
+        }
         if tables.last().map(|t| &t.name) != Some(&table) {
             tables.push(Table {
                 name: table,
@@ -718,6 +727,14 @@ fn import_sqlite(
         if replace {
             c.execute(&format!("DELETE FROM {}", quote(&t.name)), [])
                 .map_err(sqlite_err(into))?;
+            if t.name == "findings" {
+                // What the findings' delete triggers left (rows of counts at zero): gone too,
+                // so that the imported findings rebuild them from nothing.
+                for d in DERIVED {
+                    c.execute(&format!("DELETE FROM {}", quote(d)), [])
+                        .map_err(sqlite_err(into))?;
+                }
+            }
         } else {
             let n: i64 = c
                 .query_row(&format!("SELECT COUNT(*) FROM {}", quote(&t.name)), [], |r| r.get(0))
@@ -813,7 +830,13 @@ async fn import_postgres(
 ) -> Result<Vec<(String, u64)>, TransferError> {
     let tables = postgres_tables(c, into).await?;
     if replace {
-        let all = tables.iter().map(|t| quote(&t.name)).collect::<Vec<_>>().join(", ");
+        // TRUNCATE fires no row triggers: the derived counts are emptied with the rest.
+        let all = tables
+            .iter()
+            .map(|t| quote(&t.name))
+            .chain(DERIVED.iter().map(|d| quote(d)))
+            .collect::<Vec<_>>()
+            .join(", ");
         if !all.is_empty() {
             c.batch_execute(&format!("TRUNCATE {all}"))
                 .await

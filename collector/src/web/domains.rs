@@ -211,6 +211,18 @@ impl Tally {
     }
 }
 
+impl From<&crate::store::RuleTally> for Tally {
+    fn from(t: &crate::store::RuleTally) -> Self {
+        Tally {
+            pass: t.pass,
+            fail: t.fail,
+            error: t.error,
+            accepted: t.accepted,
+            since: t.bad_since,
+        }
+    }
+}
+
 /// Findings of each agent tallied per domain.
 pub fn tally_by_agent(briefs: &[FindingBrief]) -> HashMap<&str, HashMap<Domain, Tally>> {
     let mut out: HashMap<&str, HashMap<Domain, Tally>> = HashMap::new();

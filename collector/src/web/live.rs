@@ -10,7 +10,9 @@
 //! practice's agents.
 //!
 //! Events (JSON data, only ids, counts and words the page already shows):
-//! - `agent`: `{agent_id, practice_id, online, practice_online, practice_total, practice_text, practice_class}`;
+//! - `agent`: `{agent_id, practice_id, online, practice_online, practice_total, practice_text, practice_class,
+//!   practice_icon, fleet_online, fleet_offline}` (the fleet counts: every agent the stream knows, for the
+//!   overview's total line);
 //! - `findings`: `{agent_id, practice_id, text, class}`, the agent's new findings summary;
 //! - `domain`: `{practice_id, domain, class, icon, text}`, the practice's status in a domain its
 //!   findings just changed in (an EHR going down turns the practice's EHR cell red).
@@ -86,6 +88,7 @@ impl Live {
             .filter(|o| o.practice_id == k.practice_id)
             .fold((0, 0), |(on, all), o| (on + usize::from(o.online), all + 1));
         let status = agents_status(online, total, None);
+        let fleet_online = self.known.values().filter(|o| o.online).count();
         let data = serde_json::json!({
             "agent_id": agent_id,
             "practice_id": k.practice_id,
@@ -95,6 +98,8 @@ impl Live {
             "practice_text": status.text,
             "practice_class": status.level.class(),
             "practice_icon": status.level.icon(),
+            "fleet_online": fleet_online,
+            "fleet_offline": self.known.len() - fleet_online,
         });
         Event::default().event("agent").data(data.to_string())
     }

@@ -269,22 +269,30 @@ pub fn role_label(role: Role) -> &'static str {
     }
 }
 
-/// The domain statuses of a group of agents: online counts and their findings' tallies.
-pub fn group_statuses(
+/// The findings of a group of agents per domain, from each agent's tallies.
+pub fn agents_tallies(
     agents: &[&AgentView],
     tallies: &HashMap<&str, HashMap<Domain, Tally>>,
-) -> (Vec<DomainStatus>, Tally) {
-    let online = agents.iter().filter(|a| a.online).count();
-    let offline_since = agents.iter().filter(|a| !a.online).filter_map(|a| a.last_seen_at).min();
+) -> HashMap<Domain, Tally> {
     let mut per: HashMap<Domain, Tally> = HashMap::new();
-    let mut all = Tally::default();
     for a in agents {
         if let Some(t) = tallies.get(a.agent_id.as_str()) {
             for (d, t) in t {
                 per.entry(*d).or_default().merge(t);
-                all.merge(t);
             }
         }
+    }
+    per
+}
+
+/// The domain statuses of a group of agents: online counts and their findings' tallies per
+/// domain; and all their findings in one tally (for the score).
+pub fn group_statuses(agents: &[&AgentView], per: &HashMap<Domain, Tally>) -> (Vec<DomainStatus>, Tally) {
+    let online = agents.iter().filter(|a| a.online).count();
+    let offline_since = agents.iter().filter(|a| !a.online).filter_map(|a| a.last_seen_at).min();
+    let mut all = Tally::default();
+    for t in per.values() {
+        all.merge(t);
     }
     let mut statuses = vec![agents_status(online, agents.len(), offline_since)];
     statuses.extend(
@@ -303,8 +311,24 @@ pub async fn build(state: &AppState, session: &Session, filter: Filter) -> Resul
     let agents = agent_views(state, &scope)
         .await
         .map_err(|e| WebError::Internal(e.to_string()))?;
-    let briefs = state.store.finding_briefs(&scope).await?;
-    let tallies = tally_by_agent(&briefs);
+    // Each practice's findings per domain. Unless the search narrows the machines, these are
+    // the store's counts per practice and rule (not every finding of the fleet); a machine
+    // search tallies the findings of the machines it keeps.
+    let mut per_practice: HashMap<i64, HashMap<Domain, Tally>> = HashMap::new();
+    let briefs = if filter.machine_filtered() {
+        state.store.finding_briefs(&scope).await?
+    } else {
+        for t in state.store.rule_tallies(&scope).await? {
+            per_practice
+                .entry(t.practice_id)
+                .or_default()
+                .entry(Domain::of_rule(&t.rule))
+                .or_default()
+                .merge(&Tally::from(&t));
+        }
+        Vec::new()
+    };
+    let per_agent = tally_by_agent(&briefs);
     let ids: HashMap<&str, i64> = practices.iter().map(|p| (p.name.as_str(), p.id)).collect();
     let kept: Vec<&AgentView> = agents.iter().filter(|a| filter.keeps_agent(a)).collect();
     let mut by_practice: HashMap<&str, Vec<&AgentView>> = HashMap::new();
@@ -317,7 +341,11 @@ pub async fn build(state: &AppState, session: &Session, filter: Filter) -> Resul
         if !has(&p.name, &filter.practice) || (filter.machine_filtered() && group.is_empty()) {
             continue;
         }
-        let (statuses, all) = group_statuses(&group, &tallies);
+        let per = match per_practice.remove(&p.id) {
+            Some(per) => per,
+            None => agents_tallies(&group, &per_agent),
+        };
+        let (statuses, all) = group_statuses(&group, &per);
         if !filter.keeps_statuses(&statuses) {
             continue;
         }

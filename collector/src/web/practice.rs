@@ -18,12 +18,12 @@ use rounds_protocol::obs;
 
 use super::charts::{self, Cell};
 use super::domains::{Level, Tally, tally_by_agent};
-use super::overview::{AgentLine, Seen, StatusCell, group_statuses, role_label, score_class};
+use super::overview::{AgentLine, Seen, StatusCell, agents_tallies, group_statuses, role_label, score_class};
 use super::session::Session;
 use super::{WebError, page};
 use crate::api::admin::{AgentView, agent_view};
 use crate::app::AppState;
-use crate::store::{AgentPolicySettings, ChangeQuery, FindingBrief, Role, StoredObservation};
+use crate::store::{AgentPolicySettings, ChangeQuery, FindingBrief, ObservedFields, Role, StoredObservation};
 
 /// The practice page.
 #[derive(Template)]
@@ -170,44 +170,46 @@ fn availability_cell(
 /// Per endpoint: its probe state changes `(at, up)` and summaries `(period end, up, probes)`.
 type EndpointHistory = (Vec<(DateTime<Utc>, bool)>, Vec<(DateTime<Utc>, u64, u64)>);
 
-/// EHR availability per endpoint, and the latency chart over 24 hours.
+/// The fields of an `ehr.probe` payload [`ehr_availability`] reads.
+pub const PROBE_FIELDS: &[&str] = &["up", "latency_ms"];
+/// The fields of an `ehr.summary` payload [`ehr_availability`] reads.
+pub const SUMMARY_FIELDS: &[&str] = &["role", "period_end", "up", "probes", "latency_ms_p50"];
+
+/// EHR availability per endpoint, and the latency chart over 24 hours, from the probes'
+/// [`PROBE_FIELDS`] and the summaries' [`SUMMARY_FIELDS`].
 fn ehr_availability(
-    probes: &[StoredObservation],
-    summaries: &[StoredObservation],
+    probes: &[ObservedFields],
+    summaries: &[ObservedFields],
     now: DateTime<Utc>,
 ) -> (Vec<Availability>, Option<String>) {
     let mut by_endpoint: BTreeMap<String, EndpointHistory> = BTreeMap::new();
     let mut latency: BTreeMap<String, Vec<(DateTime<Utc>, f64)>> = BTreeMap::new();
     let day_ago = now - Duration::hours(24);
+    let field = |o: &ObservedFields, i: usize| o.values.get(i).cloned().unwrap_or_default();
     for o in probes {
-        let Some(Ok(p)) = o.observation.payload::<obs::EhrProbe>() else {
+        let Some(up) = field(o, 0).as_bool() else {
             continue;
         };
-        let t = o.observation.observed_at;
-        by_endpoint
-            .entry(o.observation.subject.clone())
-            .or_default()
-            .0
-            .push((t, p.up));
-        if let (Some(ms), true) = (p.latency_ms, t >= day_ago) {
-            latency.entry(o.observation.subject.clone()).or_default().push((t, ms));
+        let t = o.observed_at;
+        by_endpoint.entry(o.subject.clone()).or_default().0.push((t, up));
+        if let (Some(ms), true) = (field(o, 1).as_f64(), t >= day_ago) {
+            latency.entry(o.subject.clone()).or_default().push((t, ms));
         }
     }
     for o in summaries {
-        let Some(Ok(s)) = o.observation.payload::<obs::ProbeSummary>() else {
-            continue;
-        };
-        if s.role != "endpoint" {
+        if field(o, 0).as_str() != Some("endpoint") {
             continue;
         }
-        let t = s.period_end.unwrap_or(o.observation.observed_at);
-        by_endpoint
-            .entry(o.observation.subject.clone())
-            .or_default()
-            .1
-            .push((t, s.up, s.probes));
-        if let (Some(ms), true) = (s.latency_ms_p50, t >= day_ago) {
-            latency.entry(o.observation.subject.clone()).or_default().push((t, ms));
+        let (Some(up), Some(n)) = (field(o, 2).as_u64(), field(o, 3).as_u64()) else {
+            continue;
+        };
+        let t = field(o, 1)
+            .as_str()
+            .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+            .map_or(o.observed_at, |t| t.to_utc());
+        by_endpoint.entry(o.subject.clone()).or_default().1.push((t, up, n));
+        if let (Some(ms), true) = (field(o, 4).as_f64(), t >= day_ago) {
+            latency.entry(o.subject.clone()).or_default().push((t, ms));
         }
     }
     let out = by_endpoint
@@ -411,18 +413,21 @@ pub async fn build(
 ) -> Result<PracticePage, WebError> {
     let scope = session.scope();
     let now = state.now();
-    let practice = state
-        .store
-        .practices(&scope)
-        .await?
-        .into_iter()
-        .find(|p| p.id == practice_id)
-        .ok_or(WebError::NotFound)?;
+    if !scope.sees(practice_id) {
+        return Err(WebError::NotFound);
+    }
     // The user sees the practice: read it alone (a practice scope narrows the SQL to it).
     let narrow = crate::store::Scope {
         role: Role::PracticeManager,
         practice_id: Some(practice_id),
     };
+    let practice = state
+        .store
+        .practices(&narrow)
+        .await?
+        .into_iter()
+        .find(|p| p.id == practice_id)
+        .ok_or(WebError::NotFound)?;
     let rows: Vec<_> = state
         .store
         .agents(&narrow)
@@ -441,7 +446,7 @@ pub async fn build(
         .collect();
     let tallies = tally_by_agent(&briefs);
     let refs: Vec<&AgentView> = views.iter().collect();
-    let (statuses, all) = group_statuses(&refs, &tallies);
+    let (statuses, all) = group_statuses(&refs, &agents_tallies(&refs, &tallies));
     let sites = practice
         .sites
         .iter()
@@ -473,22 +478,24 @@ pub async fn build(
     let month_ago = now - Duration::days(30);
     let probes = state
         .store
-        .observation_history(
+        .observation_fields(
             &scope,
             practice_id,
             <obs::EhrProbe as obs::Payload>::KIND,
             month_ago,
             now,
+            PROBE_FIELDS,
         )
         .await?;
     let summaries = state
         .store
-        .observation_history(
+        .observation_fields(
             &scope,
             practice_id,
             <obs::ProbeSummary as obs::Payload>::KIND,
             month_ago,
             now,
+            SUMMARY_FIELDS,
         )
         .await?;
     let (ehr, latency_svg) = ehr_availability(&probes, &summaries, now);

@@ -240,6 +240,9 @@ async fn the_dashboard_in_a_real_browser() {
     c.execute("window.__same_page = 1", vec![]).await.unwrap();
     let status = format!(r#"tr[data-agent="{}"] td.online"#, f.a_agent);
     assert_eq!(text(&c, &status).await, "● Online");
+    // The fleet's total line: the three machines, all online (heartbeats just now).
+    assert_eq!(text(&c, "#fleet-counts").await, "3 online, 0 offline");
+    assert_eq!(text(&c, "#fleet-total .badge.offline").await, "0 offline");
     f.app.advance(200);
     eventually("agent shown offline", Duration::from_secs(10), || async {
         text(&c, &status).await == "○ Offline"
@@ -250,6 +253,13 @@ async fn the_dashboard_in_a_real_browser() {
         text(&c, &practice_cell).await.contains("all 2 offline")
     })
     .await;
+    // The total line follows the stream too, without a reload.
+    eventually("fleet totals updated", Duration::from_secs(5), || async {
+        text(&c, "#fleet-counts").await == "0 online, 3 offline"
+    })
+    .await;
+    assert_eq!(text(&c, "#fleet-total .badge.online").await, "0 online");
+    assert_eq!(text(&c, "#fleet-total .badge.offline").await, "3 offline");
     let same = c.execute("return window.__same_page === 1", vec![]).await.unwrap();
     assert_eq!(same, serde_json::Value::Bool(true), "the page was reloaded");
     shot(&c, "03-overview-offline").await;

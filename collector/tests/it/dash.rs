@@ -222,6 +222,25 @@ async fn practice_page_shows_machines_failing_findings_charts_and_accepted_risks
     .await;
     f.app.advance(600);
     report_and_evaluate(&f.app, &f.a_agent, 3, &[probe(true, 150.0, f.app.state.now())]).await;
+    // A probe summary of 10 minutes two hours ago: 9 of 10 probes up (the bars read its fields).
+    let end = f.app.state.now() - chrono::Duration::hours(2);
+    let summary = Observation::ok(
+        "ehr-cloud",
+        end,
+        &obs::ProbeSummary {
+            role: "endpoint".into(),
+            probe: "https".into(),
+            target: "https://ehr.example/fhir/metadata".into(),
+            period_start: Some(end - chrono::Duration::minutes(10)),
+            period_end: Some(end),
+            probes: 10,
+            up: 9,
+            down: 1,
+            latency_ms_p50: Some(140.0),
+            ..Default::default()
+        },
+    );
+    report_and_evaluate(&f.app, &f.a_agent, 4, &[summary]).await;
     // An accepted risk, set as `policy set` sets it.
     let pack = rounds_policies::Pack::builtin().unwrap();
     admin::policy_set(
@@ -270,6 +289,7 @@ async fn practice_page_shows_machines_failing_findings_charts_and_accepted_risks
         "{day}"
     );
     assert!(day.contains("down part of the time") || day.contains("down"), "{day}");
+    assert!(day.contains("90.0 % up (9 of 10 probes)"), "{day}");
     let backups = &body[body.find("backups by day").unwrap()..];
     assert!(backups[..backups.find("</svg>").unwrap()].contains(r#"data-level="fail""#));
 }
@@ -916,5 +936,243 @@ async fn the_admin_page_says_when_the_server_certificate_expires_and_renews() {
         body.contains(&format!("expires {}", fmt(expires)))
             && body.contains(&format!("renewed from the CA on {}", fmt(renews))),
         "{body}"
+    );
+}
+
+/// Counts one rule's finding of an agent for the tallies test.
+fn tally_finding(rule: &str, status: rounds_policies::Status, accepted: bool) -> rounds_policies::Finding {
+    rounds_policies::Finding {
+        rule: rule.into(),
+        title: rule.into(),
+        status,
+        severity: rounds_policies::Severity::High,
+        citations: vec!["164.312(a)(1)".into()],
+        partial_citations: Vec::new(),
+        evidence: serde_json::json!({"rule": rule}),
+        message: format!("{rule} is {status}"),
+        remediation: None,
+        exception: accepted.then(|| rounds_policies::Exception {
+            reason: "isolated VLAN".into(),
+            accepted_by: "Dr. Smith".into(),
+            expires: chrono::NaiveDate::from_ymd_opt(2027, 6, 1).unwrap(),
+            source: "practice.toml".into(),
+        }),
+    }
+}
+
+/// What the tallies must be: the current findings counted per (practice, rule), and per agent.
+async fn counted(
+    s: &dyn rounds_collector::store::Store,
+    scope: &Scope,
+) -> (
+    Vec<rounds_collector::store::RuleTally>,
+    Vec<(String, rounds_collector::store::FindingCounts)>,
+) {
+    use rounds_collector::store::{FindingCounts, RuleTally};
+    use rounds_policies::Status;
+    let agents = s.agents(scope).await.unwrap();
+    let mut tallies: std::collections::BTreeMap<(i64, String), RuleTally> = Default::default();
+    let mut counts: std::collections::BTreeMap<String, FindingCounts> = agents
+        .iter()
+        .map(|a| (a.agent_id.clone(), FindingCounts::default()))
+        .collect();
+    for b in s.finding_briefs(scope).await.unwrap() {
+        let practice_id = agents.iter().find(|a| a.agent_id == b.agent_id).unwrap().practice_id;
+        tallies
+            .entry((practice_id, b.rule.clone()))
+            .or_insert_with(|| RuleTally {
+                practice_id,
+                rule: b.rule.clone(),
+                ..Default::default()
+            })
+            .add(b.status, b.accepted, b.status_since);
+        let c = counts.get_mut(&b.agent_id).unwrap();
+        match b.status {
+            Status::Pass => c.pass += 1,
+            Status::Fail => c.fail += 1,
+            Status::Error => c.error += 1,
+            Status::NotApplicable => c.not_applicable += 1,
+        }
+        if b.accepted && matches!(b.status, Status::Fail | Status::Error) {
+            c.accepted += 1;
+        }
+    }
+    (tallies.into_values().collect(), counts.into_iter().collect())
+}
+
+/// The SQLite store keeps the overview's counts (per practice and rule, per agent) with
+/// triggers on the current findings: after every kind of change (appearance, status change,
+/// accepted risk added and removed, retirement, an unchanged evaluation) they equal the current
+/// findings counted one by one, and a practice manager's tallies are their practice's only.
+#[tokio::test]
+async fn sqlite_tallies_follow_every_change_of_the_current_findings() {
+    use rounds_collector::store::Store;
+    use rounds_collector::store::sqlite::SqliteStore;
+    let dir = tempfile::tempdir().unwrap();
+    let s: std::sync::Arc<dyn Store> = std::sync::Arc::new(SqliteStore::open(&dir.path().join("rounds.db")).unwrap());
+    tallies_follow_every_change(s).await;
+}
+
+/// The same on PostgreSQL (issue 17: migration 0011's triggers in plpgsql), when
+/// ROUNDS_TEST_POSTGRES_URL is set.
+#[tokio::test]
+async fn postgres_tallies_follow_every_change_of_the_current_findings() {
+    let Some(s) = crate::support::pg_store().await else {
+        return;
+    };
+    tallies_follow_every_change(s).await;
+}
+
+async fn tallies_follow_every_change(s: std::sync::Arc<dyn rounds_collector::store::Store>) {
+    use rounds_policies::Status::{Error, Fail, NotApplicable, Pass};
+    for (practice, site, id) in [("P1", "S1", "a1"), ("P1", "S2", "a2"), ("P2", "S", "a3")] {
+        crate::store::enroll(s.as_ref(), practice, site, id).await;
+    }
+    let t0 = chrono::DateTime::from_timestamp_millis(1_795_000_000_000).unwrap();
+    let f = tally_finding;
+    let steps = [
+        (
+            "a1",
+            vec![f("r.a", Pass, false), f("r.b", Fail, false), f("r.c", Error, false)],
+        ),
+        (
+            "a2",
+            vec![
+                f("r.a", Fail, false),
+                f("r.b", Fail, true),
+                f("r.c", NotApplicable, false),
+            ],
+        ),
+        ("a3", vec![f("r.a", Fail, false)]),
+        // r.a starts failing on a1 later than on a2; r.c retires on a1.
+        ("a1", vec![f("r.a", Fail, false), f("r.b", Pass, false)]),
+        // The accepted risk goes, another comes.
+        (
+            "a2",
+            vec![f("r.a", Fail, false), f("r.b", Fail, false), f("r.c", Error, true)],
+        ),
+        (
+            "a2",
+            vec![f("r.a", Fail, false), f("r.b", Fail, false), f("r.c", Error, true)],
+        ),
+        ("a3", vec![]),
+    ];
+    let admin = Scope {
+        role: Role::Admin,
+        practice_id: None,
+    };
+    for (i, (agent, findings)) in steps.iter().enumerate() {
+        let at = t0 + chrono::Duration::minutes(i as i64);
+        s.replace_findings(agent, findings, at).await.unwrap();
+        let (tallies, counts) = counted(s.as_ref(), &admin).await;
+        let mut stored = s.rule_tallies(&admin).await.unwrap();
+        stored.sort_by(|a, b| (a.practice_id, &a.rule).cmp(&(b.practice_id, &b.rule)));
+        assert_eq!(stored, tallies, "after step {i}");
+        for (id, c) in counts {
+            assert_eq!(s.agent(&admin, &id).await.unwrap().findings, c, "{id} after step {i}");
+        }
+    }
+    // The end state in figures: P1's r.a fails on both machines, since a2's (older) failure.
+    let p1 = s.agent(&admin, "a1").await.unwrap().practice_id;
+    let stored = s.rule_tallies(&admin).await.unwrap();
+    let ra = stored.iter().find(|t| t.practice_id == p1 && t.rule == "r.a").unwrap();
+    assert_eq!(
+        (ra.fail, ra.pass, ra.bad_since),
+        (2, 0, Some(t0 + chrono::Duration::minutes(1)))
+    );
+    let rc = stored.iter().find(|t| t.practice_id == p1 && t.rule == "r.c").unwrap();
+    assert_eq!((rc.error, rc.accepted, rc.bad_since), (0, 1, None));
+    assert!(!stored.iter().any(|t| t.practice_id != p1), "P2 has no finding left");
+    let manager = Scope {
+        role: Role::PracticeManager,
+        practice_id: Some(p1),
+    };
+    assert_eq!(s.rule_tallies(&manager).await.unwrap().len(), 3);
+    s.replace_findings("a3", &[f("r.z", Pass, false)], t0).await.unwrap();
+    assert!(
+        s.rule_tallies(&manager)
+            .await
+            .unwrap()
+            .iter()
+            .all(|t| t.practice_id == p1)
+    );
+}
+
+/// SQLite's `observation_fields` (json_extract) gives what picking the fields from
+/// `observation_history` gives (the trait's default): the same rows that ran, in order, with
+/// booleans, numbers, strings and missing fields as in the payload, one field or several.
+#[tokio::test]
+async fn sqlite_observation_fields_are_the_payloads_fields() {
+    let f = Fleet::new().await;
+    let t = f.app.state.now();
+    let failed = Observation::error("ehr.probe", "ehr-other", t, "could not probe");
+    report_and_evaluate(
+        &f.app,
+        &f.a_agent,
+        2,
+        &[probe(false, 3000.0, t), backup("failed", t), failed],
+    )
+    .await;
+    f.app.advance(60);
+    report_and_evaluate(&f.app, &f.a_agent, 3, &[probe(true, 150.5, f.app.state.now())]).await;
+    let store = f.app.store();
+    let scope = Scope {
+        role: Role::Technician,
+        practice_id: None,
+    };
+    let (from, to) = (t - chrono::Duration::days(1), t + chrono::Duration::days(1));
+    for (kind, fields) in [
+        ("ehr.probe", &["up"][..]),
+        ("ehr.probe", &["up", "latency_ms", "target", "no_such_field"][..]),
+        ("backup", &["tool", "last_result", "last_success_at"][..]),
+        ("backup", &[][..]),
+    ] {
+        let got = store
+            .observation_fields(&scope, f.a, kind, from, to, fields)
+            .await
+            .unwrap();
+        let want: Vec<_> = store
+            .observation_history(&scope, f.a, kind, from, to)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|o| o.observation.status == rounds_protocol::ObservationStatus::Ok)
+            .map(|o| rounds_collector::store::ObservedFields {
+                values: fields
+                    .iter()
+                    .map(|k| o.observation.data.get(k).cloned().unwrap_or_default())
+                    .collect(),
+                agent_id: o.agent_id,
+                subject: o.observation.subject,
+                observed_at: o.observation.observed_at,
+            })
+            .collect();
+        assert!(!want.is_empty(), "{kind}");
+        assert_eq!(got, want, "{kind} {fields:?}");
+    }
+    let probes = store
+        .observation_fields(&scope, f.a, "ehr.probe", from, to, &["up", "latency_ms"])
+        .await
+        .unwrap();
+    let values: Vec<_> = probes.iter().map(|o| o.values.clone()).collect();
+    assert_eq!(
+        values,
+        vec![
+            // Fleet::new's first report, then the two above.
+            vec![serde_json::json!(true), serde_json::json!(120.0)],
+            vec![serde_json::json!(false), serde_json::json!(3000.0)],
+            vec![serde_json::json!(true), serde_json::json!(150.5)]
+        ]
+    );
+    // Another practice's manager gets nothing of it.
+    let other = Scope {
+        role: Role::PracticeManager,
+        practice_id: Some(f.b),
+    };
+    assert!(
+        store
+            .observation_fields(&other, f.a, "ehr.probe", from, to, &["up"])
+            .await
+            .is_err()
     );
 }

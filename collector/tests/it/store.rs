@@ -1139,6 +1139,7 @@ async fn sqlite_upgrades_a_version_1_database_with_its_data() {
          ALTER TABLE api_keys DROP COLUMN revoked_at;
          DROP TABLE tamper_events;
          DROP TABLE report_deliveries; DROP TABLE issued_reports;
+         DROP TABLE finding_counts; DROP TABLE practice_rule_tallies; DROP INDEX agents_by_site;
          PRAGMA user_version = 1;",
     )
     .unwrap();

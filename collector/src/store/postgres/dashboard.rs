@@ -132,3 +132,32 @@ pub async fn users(c: &Client) -> StoreResult<Vec<UserSummary>> {
         })
         .collect()
 }
+
+/// The per-practice rule tallies the triggers of migration 0011 keep, within `scope`.
+pub async fn rule_tallies(c: &Client, scope: &Scope) -> StoreResult<Vec<crate::store::RuleTally>> {
+    let (clause, arg) = super::agents::scope_clause(scope);
+    let sql = format!(
+        "SELECT t.practice_id, t.rule, t.pass, t.fail, t.error, t.not_applicable, t.accepted, t.bad_since
+         FROM practice_rule_tallies t JOIN practices p ON p.id = t.practice_id WHERE {clause}"
+    );
+    let count = |r: &tokio_postgres::Row, i: usize| -> StoreResult<u32> {
+        Ok(u32::try_from(r.try_get::<_, i64>(i).map_err(db)?).unwrap_or(0))
+    };
+    c.query(&sql, &[&arg])
+        .await
+        .map_err(db)?
+        .iter()
+        .map(|r| {
+            Ok(crate::store::RuleTally {
+                practice_id: r.try_get(0).map_err(db)?,
+                rule: r.try_get(1).map_err(db)?,
+                pass: count(r, 2)?,
+                fail: count(r, 3)?,
+                error: count(r, 4)?,
+                not_applicable: count(r, 5)?,
+                accepted: count(r, 6)?,
+                bad_since: r.try_get::<_, Option<i64>>(7).map_err(db)?.map(from_ms),
+            })
+        })
+        .collect()
+}

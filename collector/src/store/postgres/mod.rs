@@ -69,6 +69,8 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("0009_tamper_ack", include_str!("migrations/0009_tamper_ack.sql")),
     // Runtime silences (alerting, issue 12).
     ("0010_silences", include_str!("migrations/0010_silences.sql")),
+    // Dashboard counts and indexes (issue 13): the same tables, kept by plpgsql triggers.
+    ("0011_dashboard", include_str!("migrations/0011_dashboard.sql")),
 ];
 
 /// The advisory lock every unit of work holds (`pg_advisory_xact_lock`): "Rounds" in ASCII.
@@ -790,5 +792,10 @@ impl Store for PgStore {
     // Runtime silences (alerting, issue 12).
     async fn silences(&self, query: &SilenceQuery) -> StoreResult<Vec<StoredSilence>> {
         read!(self, |c| silences::list(c, query))
+    }
+
+    // Dashboard counts (issue 13): the tallies the triggers of migration 0011 keep.
+    async fn rule_tallies(&self, scope: &Scope) -> StoreResult<Vec<crate::store::RuleTally>> {
+        read!(self, |c| dashboard::rule_tallies(c, scope))
     }
 }

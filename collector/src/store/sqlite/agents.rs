@@ -170,22 +170,19 @@ pub fn heartbeat(
     Ok(())
 }
 
-/// Columns of an [`AgentRow`], read by [`agent_row`]. The finding counts are correlated
-/// subqueries on `findings`' primary key, so reading one agent never aggregates all agents'
-/// findings.
+/// Columns of an [`AgentRow`], read by [`agent_row`]. The finding counts are `finding_counts`,
+/// kept by triggers on `findings` (migration 0011), so reading the fleet never counts its
+/// findings again.
 const AGENT_COLUMNS: &str = "a.id, a.hostname, a.os, a.agent_version, p.id, p.name, s.name, a.enrolled_at,
     a.last_seen_at, a.last_report_at, a.last_sequence,
-    (SELECT COUNT(*) FROM findings f WHERE f.agent_id = a.id AND f.status = 'pass'),
-    (SELECT COUNT(*) FROM findings f WHERE f.agent_id = a.id AND f.status = 'fail'),
-    (SELECT COUNT(*) FROM findings f WHERE f.agent_id = a.id AND f.status = 'error'),
-    (SELECT COUNT(*) FROM findings f WHERE f.agent_id = a.id AND f.status = 'not_applicable'),
-    (SELECT COUNT(*) FROM findings f
-      WHERE f.agent_id = a.id AND f.exception IS NOT NULL AND f.status IN ('fail', 'error')),
+    COALESCE(fc.pass, 0), COALESCE(fc.fail, 0), COALESCE(fc.error, 0), COALESCE(fc.not_applicable, 0),
+    COALESCE(fc.accepted, 0),
     NULLIF(TRIM(COALESCE(json_extract(inv.data, '$.os_name'), '') || ' ' || COALESCE(json_extract(inv.data, '$.os_version'), '')), ''),
     a.clock_skew_ms";
 
 /// Agents with their site, practice and newest inventory, for `SELECT {AGENT_COLUMNS} FROM {AGENT_TABLES}`.
 const AGENT_TABLES: &str = "agents a JOIN sites s ON s.id = a.site_id JOIN practices p ON p.id = s.practice_id
+    LEFT JOIN finding_counts fc ON fc.agent_id = a.id
     LEFT JOIN latest_observations inv
       ON inv.agent_id = a.id AND inv.kind = 'inventory' AND inv.subject = 'host' AND inv.status = 'ok'";
 

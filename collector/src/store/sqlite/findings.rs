@@ -247,12 +247,24 @@ pub fn changes(conn: &Connection, scope: &Scope, query: &ChangeQuery) -> StoreRe
         to,
     } = query;
     let (clause, arg) = scope_clause(scope);
+    // An agent or a practice narrows the rows through `finding_changes_by_agent_time` (an
+    // `?N IS NULL OR` term would leave SQLite the time index over every agent's history).
+    let agent_term = match agent_id {
+        Some(_) => "fc.agent_id = ?2",
+        None => "?2 IS NULL",
+    };
+    let practice_term = match practice_id {
+        Some(_) => {
+            "fc.agent_id IN (SELECT a3.id FROM sites s3 JOIN agents a3 ON a3.site_id = s3.id WHERE s3.practice_id = ?3)"
+        }
+        None => "?3 IS NULL",
+    };
     let sql = format!(
         "SELECT fc.agent_id, fc.rule, fc.at, fc.old_status, fc.new_status, fc.severity, fc.title, fc.citations,
                 fc.evidence, fc.message, fc.remediation, fc.old_exception, fc.exception
          FROM finding_changes fc JOIN agents a ON a.id = fc.agent_id JOIN sites s ON s.id = a.site_id
            JOIN practices p ON p.id = s.practice_id
-         WHERE {clause} AND (?2 IS NULL OR fc.agent_id = ?2) AND (?3 IS NULL OR p.id = ?3)
+         WHERE {clause} AND {agent_term} AND {practice_term}
            AND fc.at >= ?4 AND fc.at < ?5
          ORDER BY fc.at, fc.id"
     );

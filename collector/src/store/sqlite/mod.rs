@@ -72,6 +72,8 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("0009_tamper_ack", include_str!("migrations/0009_tamper_ack.sql")),
     // Runtime silences (alerting, issue 12).
     ("0010_silences", include_str!("migrations/0010_silences.sql")),
+    // Dashboard counts and indexes (issue 13; number 0011 as assigned, after 0010).
+    ("0011_dashboard", include_str!("migrations/0011_dashboard.sql")),
 ];
 
 /// How `synchronous` is set: `Normal` loses at most the last transactions on power loss
@@ -840,6 +842,11 @@ impl Store for SqliteStore {
         self.read(move |c| dashboard::briefs(c, &scope)).await
     }
 
+    async fn rule_tallies(&self, scope: &Scope) -> StoreResult<Vec<crate::store::RuleTally>> {
+        let scope = scope.clone();
+        self.read(move |c| dashboard::rule_tallies(c, &scope)).await
+    }
+
     async fn observation_history(
         &self,
         scope: &Scope,
@@ -851,6 +858,22 @@ impl Store for SqliteStore {
         let scope = scope.clone();
         let kind = kind.to_string();
         self.read(move |c| dashboard::history(c, &scope, practice_id, &kind, from, to))
+            .await
+    }
+
+    async fn observation_fields(
+        &self,
+        scope: &Scope,
+        practice_id: i64,
+        kind: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        fields: &[&str],
+    ) -> StoreResult<Vec<crate::store::ObservedFields>> {
+        let scope = scope.clone();
+        let kind = kind.to_string();
+        let fields: Vec<String> = fields.iter().map(|f| f.to_string()).collect();
+        self.read(move |c| dashboard::fields(c, &scope, practice_id, &kind, from, to, &fields))
             .await
     }
 
