@@ -140,9 +140,11 @@ pub fn render(spec: &ServiceSpec) -> Result<String, ServiceError> {
     match spec.platform {
         Platform::Linux => systemd_unit(spec),
         Platform::Macos => launchd_plist(spec),
-        Platform::Windows => Ok(windows::service_commands(spec)?
+        // As cmd.exe takes them (issue 19), the ACL of the state dir first, as `install` does.
+        Platform::Windows => Ok(windows::protect_commands(&spec.state_dir)
             .iter()
-            .map(|c| format!("{c}\n"))
+            .chain(&windows::service_commands(spec)?)
+            .map(|c| format!("{}\n", windows::command_line(c)))
             .collect()),
     }
 }

@@ -66,6 +66,45 @@ fn quote(arg: &str) -> String {
     format!("\"{arg}\"")
 }
 
+/// One argument as the C runtime's command-line parser (`CommandLineToArgvW`) reads it back:
+/// quoted when it holds whitespace or a quote, `"` escaped as `\"` and the backslashes before
+/// a quote doubled.
+pub fn quote_arg(arg: &str) -> String {
+    if !arg.is_empty() && !arg.contains([' ', '\t', '\n', '"']) {
+        return arg.to_string();
+    }
+    let mut out = String::from("\"");
+    let mut backslashes = 0;
+    for c in arg.chars() {
+        match c {
+            '\\' => backslashes += 1,
+            '"' => {
+                out.extend(std::iter::repeat_n('\\', backslashes * 2 + 1));
+                backslashes = 0;
+            }
+            _ => {
+                out.extend(std::iter::repeat_n('\\', backslashes));
+                backslashes = 0;
+            }
+        }
+        if c != '\\' {
+            out.push(c);
+        }
+    }
+    out.extend(std::iter::repeat_n('\\', backslashes * 2));
+    out.push('"');
+    out
+}
+
+/// `cmd` as a line to type at a Windows command prompt (what `service-file` prints).
+pub fn command_line(cmd: &Cmd) -> String {
+    std::iter::once(cmd.program.as_str())
+        .chain(cmd.args.iter().map(String::as_str))
+        .map(quote_arg)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// The sc.exe invocations that create, describe, set recovery for and start the service.
 pub fn service_commands(spec: &ServiceSpec) -> Result<Vec<Cmd>, ServiceError> {
     let p = super::Platform::Windows;
@@ -237,11 +276,22 @@ mod dispatcher {
     }
 
     fn service_main(_arguments: Vec<OsString>) {
-        let outcome = serve();
-        *OUTCOME.lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome);
+        if let Err(e) = serve() {
+            tracing::error!(service = WINDOWS_SERVICE, "{e}");
+            record(Err(e));
+        }
     }
 
-    fn serve() -> Result<u32, String> {
+    /// Hands the outcome to [`run_as_service`]: before Stopped is reported, since the dispatcher
+    /// returns on the main thread as soon as the SCM has it.
+    fn record(outcome: Result<u32, String>) {
+        let mut slot = OUTCOME.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_none() {
+            *slot = Some(outcome);
+        }
+    }
+
+    fn serve() -> Result<(), String> {
         let body = BODY
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -286,14 +336,14 @@ mod dispatcher {
         tracing::info!(service = WINDOWS_SERVICE, "service running");
         let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(shutdown))).unwrap_or(EXIT_PANIC);
         tracing::info!(service = WINDOWS_SERVICE, exit_code = code, "service stopped");
+        record(Ok(code));
         h.set_service_status(status(
             ServiceState::Stopped,
             ServiceControlAccept::empty(),
             StopCode::from_exit(code),
             Duration::ZERO,
         ))
-        .map_err(|e| e.to_string())?;
-        Ok(code)
+        .map_err(|e| format!("cannot report Stopped: {e}"))
     }
 }
 
@@ -336,6 +386,35 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn command_lines_quote_as_the_c_runtime_reads_them() {
+        assert_eq!(
+            quote_arg(r"C:\ProgramData\Rounds\agent"),
+            r"C:\ProgramData\Rounds\agent"
+        );
+        assert_eq!(quote_arg(""), r#""""#);
+        assert_eq!(quote_arg("Rounds agent"), r#""Rounds agent""#);
+        assert_eq!(quote_arg(r#"a\"b"#), r#""a\\\"b""#);
+        assert_eq!(quote_arg(r"C:\my dir\"), r#""C:\my dir\\""#);
+        let spec = ServiceSpec {
+            platform: Platform::Windows,
+            exe: r"C:\Program Files\Rounds\rounds-agent.exe".into(),
+            state_dir: Platform::Windows.default_state_dir(),
+            config: None,
+        };
+        let text = crate::service::render(&spec).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[0].starts_with(r"icacls C:\ProgramData\Rounds\agent /inheritance:r"),
+            "{text}"
+        );
+        assert_eq!(
+            lines[2],
+            r#"sc.exe create RoundsAgent binPath= "\"C:\Program Files\Rounds\rounds-agent.exe\" run --state-dir C:\ProgramData\Rounds\agent --service" start= delayed-auto obj= LocalSystem DisplayName= "Rounds agent""#
+        );
+        assert_eq!(lines.last(), Some(&"sc.exe start RoundsAgent"));
     }
 
     #[test]
