@@ -155,7 +155,8 @@ enum CheckFormat {
 #[derive(Debug, Args)]
 struct StateDirArg {
     /// State directory [default: $ROUNDS_AGENT_STATE_DIR, /var/lib/rounds-agent as root,
-    /// else $XDG_STATE_HOME/rounds-agent or ~/.local/state/rounds-agent].
+    /// else $XDG_STATE_HOME/rounds-agent or ~/.local/state/rounds-agent; Windows:
+    /// C:\ProgramData\Rounds\agent].
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
 }
@@ -272,10 +273,10 @@ fn run_service(args: RunArgs) -> ExitCode {
                 return ExitCode::from(code);
             }
         };
-        // Without a log file (no state dir yet, a full disk) the service still reports its
-        // status; what it logs is then lost, as the SCM gives it no console.
-        let log = state::StateDir::new(&dir)
-            .create()
+        // Without a log file (a full disk) the service still reports its status; what it logs
+        // is then lost, as the SCM gives it no console. Nothing slow before the dispatcher
+        // connects (the SCM waits 30 s for it): the state dir's ACL is set by enroll/install.
+        let log = std::fs::create_dir_all(&dir)
             .ok()
             .and_then(|()| rounds_agent::service::open_service_log(&dir).ok());
         init_tracing(log);

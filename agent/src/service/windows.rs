@@ -238,7 +238,7 @@ mod dispatcher {
                      run without `--service` in a console"
                         .to_string()
                 }
-                other => other.to_string(),
+                other => detail(other),
             };
             return Err(ServiceError::Command {
                 command: "run --service (service control dispatcher)".into(),
@@ -324,7 +324,8 @@ mod dispatcher {
                 _ => ServiceControlHandlerResult::NotImplemented,
             }
         };
-        let h = service_control_handler::register(WINDOWS_SERVICE, handler).map_err(|e| e.to_string())?;
+        let h = service_control_handler::register(WINDOWS_SERVICE, handler)
+            .map_err(|e| format!("cannot register the service control handler: {}", detail(&e)))?;
         let _ = handle.set(h);
         h.set_service_status(status(
             ServiceState::Running,
@@ -332,7 +333,7 @@ mod dispatcher {
             StopCode::Clean,
             Duration::ZERO,
         ))
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| format!("cannot report Running: {}", detail(&e)))?;
         tracing::info!(service = WINDOWS_SERVICE, "service running");
         let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(shutdown))).unwrap_or(EXIT_PANIC);
         tracing::info!(service = WINDOWS_SERVICE, exit_code = code, "service stopped");
@@ -343,7 +344,16 @@ mod dispatcher {
             StopCode::from_exit(code),
             Duration::ZERO,
         ))
-        .map_err(|e| format!("cannot report Stopped: {e}"))
+        .map_err(|e| format!("cannot report Stopped: {}", detail(&e)))
+    }
+
+    /// The error with its OS error (windows-service's Display says only "IO error in winapi
+    /// call").
+    fn detail(e: &windows_service::Error) -> String {
+        match e {
+            windows_service::Error::Winapi(io) => io.to_string(),
+            other => other.to_string(),
+        }
     }
 }
 
