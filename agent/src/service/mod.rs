@@ -400,6 +400,11 @@ impl Runner for SystemRunner {
 
 /// A path on the target machine, under `root`.
 pub fn under(root: &Path, path: &Path) -> PathBuf {
+    // The real root: the path as it is (issue 19: on Windows, `C:\ProgramData\...` must not
+    // become `\ProgramData\...` on whatever drive the prompt is on).
+    if root == Path::new("/") {
+        return path.to_path_buf();
+    }
     let rel: PathBuf = path
         .components()
         .filter(|c| matches!(c, std::path::Component::Normal(_)))
@@ -618,6 +623,17 @@ mod tests {
         .unwrap();
         assert!(!state.exists());
         assert!(runner.0.borrow().is_empty());
+    }
+
+    #[test]
+    fn the_real_root_keeps_a_path_as_it_is_and_a_test_root_prefixes_it() {
+        let win = Path::new(r"C:\ProgramData\Rounds\agent");
+        assert_eq!(under(Path::new("/"), win), win);
+        assert_eq!(under(Path::new("/"), Path::new("/var/lib/rounds-agent")), Path::new("/var/lib/rounds-agent"));
+        assert_eq!(
+            under(Path::new("/tmp/r"), Path::new("/var/lib/rounds-agent")),
+            Path::new("/tmp/r/var/lib/rounds-agent")
+        );
     }
 
     #[test]
