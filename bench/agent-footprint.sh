@@ -12,11 +12,12 @@
 source "$(dirname "$0")/lib.sh"
 dur=${1:-600}; out=${2:-/tmp/rounds-bench/footprint}
 NODE_EXPORTER=${NODE_EXPORTER:-/usr/bin/prometheus-node-exporter}
-AGENT=$TARGET/agent/rounds-agent
+# The agent that ships (bench/build-agent.sh: static musl), unless AGENT names another binary.
 if [ "${BENCH_NO_BUILD:-0}" != 1 ]; then
   build_release
-  (cd "$ROOT" && cargo build --profile agent -p rounds-agent)
+  AGENT=${AGENT:-$("$ROOT/bench/build-agent.sh" | tail -1)}
 fi
+AGENT=${AGENT:-$TARGET/x86_64-unknown-linux-musl/agent/rounds-agent}
 rm -rf "$out"; mkdir -p "$out"
 { describe_machine; echo "run: agent footprint over $dur s"; } | tee "$out/summary.txt"
 

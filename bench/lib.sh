@@ -3,8 +3,8 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-COLLECTOR=$TARGET/release/rounds-collector
-SIM=$TARGET/release/rounds-sim
+COLLECTOR=${COLLECTOR:-$TARGET/release/rounds-collector}
+SIM=${SIM:-$TARGET/release/rounds-sim}
 CLK_TCK=$(getconf CLK_TCK)
 # The collector's metrics_token in the bench runs (issue 15), sent by curl and the simulator.
 export ROUNDS_METRICS_TOKEN=${ROUNDS_METRICS_TOKEN:-bench-metrics-token-0123456789}

@@ -4,7 +4,8 @@
 # binary or the peak-RSS budget is deliberately too low, and refuses bad arguments with 64.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-bin="${CARGO_TARGET_DIR:-target}/agent/rounds-agent"
+# The binary the guard builds and judges (bench/build-agent.sh; built already: prints its path).
+bin=$(bench/build-agent.sh 2>/dev/null | tail -1)
 guard=bench/budget-guard.sh
 fails=0
 

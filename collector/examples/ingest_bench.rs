@@ -12,7 +12,8 @@
 //! report stored and evaluated. `--full` sets `synchronous=FULL` instead of NORMAL. It also
 //! prints how many units of work (deliveries, findings replaced) group commit put in each
 //! transaction; `--no-group-commit` commits each unit in a transaction of its own, as the store
-//! did before group commit.
+//! did before group commit. `--postgres URL` (issue 17) runs the same load on the PostgreSQL
+//! store in a fresh schema of that database instead (`--full` and group commit are SQLite's).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -194,7 +195,27 @@ async fn throughput(args: &[String]) {
         Durability::Normal
     };
     let group_commit = !args.iter().any(|a| a == "--no-group-commit");
-    let b = bench_with(durability, group_commit);
+    let mut b = bench_with(durability, group_commit);
+    // PostgreSQL backend (issue 17): the same load on a fresh schema of that database.
+    let postgres = args
+        .iter()
+        .position(|a| a == "--postgres")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+    if let Some(url) = &postgres {
+        let schema = format!("bench_{:016x}", rand::random::<u64>());
+        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+        let task = tokio::spawn(conn);
+        client.batch_execute(&format!("CREATE SCHEMA {schema}")).await.unwrap();
+        drop(client);
+        let _ = task.await;
+        let sep = if url.contains('?') { '&' } else { '?' };
+        let url = format!("{url}{sep}options=-csearch_path%3D{schema}");
+        let store: Arc<dyn Store> = Arc::new(rounds_collector::store::postgres::PgStore::open(&url).await.unwrap());
+        let settings = b.state.settings.as_ref().clone();
+        b.state = AppState::with_clock(store, settings, Arc::new(Policy::builtin().unwrap()), b.clock.clone());
+        println!("store: PostgreSQL, schema {schema}");
+    }
     let enrolled = enroll(&b, senders).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -235,6 +256,14 @@ async fn throughput(args: &[String]) {
     }
     let secs = start.elapsed().as_secs_f64();
     let total = per_sender * senders;
+    if postgres.is_some() {
+        println!(
+            "throughput: {total} reports x {observations} observations, {senders} senders, PostgreSQL: {secs:.2} s, {:.0} reports/s",
+            total as f64 / secs
+        );
+        server.abort();
+        return;
+    }
     println!(
         "throughput: {total} reports x {observations} observations, {senders} senders, synchronous={:?}, group commit {}: {:.2} s, {:.0} reports/s",
         durability,
@@ -260,7 +289,7 @@ async fn main() {
         Some("growth") => growth(&args).await,
         Some("throughput") => throughput(&args).await,
         _ => eprintln!(
-            "usage: ingest_bench growth [--agents N] [--days D] [--every-row] | throughput [--senders N] [--reports N] [--observations N] [--full] [--no-group-commit]"
+            "usage: ingest_bench growth [--agents N] [--days D] [--every-row] | throughput [--senders N] [--reports N] [--observations N] [--full] [--no-group-commit] [--postgres URL]"
         ),
     }
 }

@@ -154,6 +154,12 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/incidents/{id}/acknowledge", post(api::incidents::acknowledge))
         .route("/api/v1/incidents/{id}/resolve", post(api::incidents::resolve))
         .route("/api/v1/incidents/{id}/notes", post(api::incidents::note))
+        // Runtime silences (alerting, issue 12).
+        .route(
+            "/api/v1/silences",
+            get(api::incidents::silences).post(api::incidents::create_silence),
+        )
+        .route("/api/v1/silences/{id}/end", post(api::incidents::end_silence))
         // Tamper acknowledgement (core, issue 11).
         .route(
             "/api/v1/agents/{agent_id}/tamper/{tamper_id}/acknowledge",

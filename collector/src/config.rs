@@ -68,6 +68,10 @@ pub struct RawConfig {
     /// When set, `GET /metrics` needs `Authorization: Bearer <metrics_token>`; without it
     /// `/metrics` answers 404 (fleet-wide figures are not for anyone who can reach the port).
     pub metrics_token: Option<String>,
+    // --- PostgreSQL backend (issue 17) ---
+    /// `postgres://user[:password]@host[:port]/database`: the store is this PostgreSQL
+    /// database instead of SQLite in the data dir. Without it, `ROUNDS_DATABASE_URL`.
+    pub database_url: Option<String>,
 }
 
 /// The `[limits]` table (issue 15); every key is optional, see [`LimitSettings`] defaults.
@@ -204,6 +208,9 @@ pub struct Settings {
     pub metrics_token: Option<String>,
     // --- Compliance reports (issue 14) ---
     pub report_schedules: Vec<crate::reports::schedule::Schedule>,
+    // --- PostgreSQL backend (issue 17) ---
+    /// The PostgreSQL database the store is in; `None`: SQLite in the data dir.
+    pub database_url: Option<DatabaseUrl>,
 }
 
 /// Where the server's certificate comes from.
@@ -317,6 +324,7 @@ pub fn validate(raw: RawConfig, overrides: &Overrides, file: Option<&Path>) -> R
         silence,
         limits,
         metrics_token,
+        database_url,
     } = raw;
     let at = file.map(|f| format!("{}: ", f.display())).unwrap_or_default();
     let mut problems = Vec::new();
@@ -418,6 +426,8 @@ pub fn validate(raw: RawConfig, overrides: &Overrides, file: Option<&Path>) -> R
     }
     // --- Compliance reports (issue 14) ---
     let report_schedules = crate::reports::schedule::validate(report_schedule, smtp_present, &locator, &mut problems);
+    // --- PostgreSQL backend (issue 17): the file's, else ROUNDS_DATABASE_URL (as ROUNDS_DATA_DIR) ---
+    let database_url = database_url_setting(database_url, &at, &mut problems);
     if !problems.is_empty() {
         return Err(ConfigError { problems });
     }
@@ -442,7 +452,63 @@ pub fn validate(raw: RawConfig, overrides: &Overrides, file: Option<&Path>) -> R
         limits,
         metrics_token: metrics_token.map(|t| t.trim().to_string()),
         report_schedules,
+        database_url,
     })
+}
+
+/// The environment variable that selects PostgreSQL when the file does not (issue 17).
+pub const DATABASE_URL_ENV: &str = "ROUNDS_DATABASE_URL";
+
+/// `database_url` from the file, else from `ROUNDS_DATABASE_URL`; a problem (with the password
+/// hidden) when it is not a PostgreSQL URL.
+fn database_url_setting(file: Option<String>, at: &str, problems: &mut Vec<String>) -> Option<DatabaseUrl> {
+    let (url, from) = match file {
+        Some(u) => (u, format!("{at}database_url")),
+        None => match std::env::var(DATABASE_URL_ENV) {
+            Ok(u) if !u.trim().is_empty() => (u, DATABASE_URL_ENV.to_string()),
+            _ => return None,
+        },
+    };
+    let url = url.trim().to_string();
+    let shown = crate::store::postgres::codec::redact_url(&url);
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        problems.push(format!(
+            "{from}: `{shown}` is not a PostgreSQL URL (postgres://user@host:5432/database)"
+        ));
+        return None;
+    }
+    if let Err(e) = url.parse::<tokio_postgres::Config>() {
+        problems.push(format!(
+            "{from}: `{shown}` is not a valid PostgreSQL URL: {}",
+            crate::store::postgres::codec::redact_url(&e.to_string())
+        ));
+        return None;
+    }
+    Some(DatabaseUrl(url))
+}
+
+/// A PostgreSQL URL that shows (`Debug`, `Display`) with its password replaced by `***`, so
+/// that logging the settings never logs the password (issue 17).
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    /// The URL as given, password included: only for connecting.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DatabaseUrl({})", crate::store::postgres::codec::redact_url(&self.0))
+    }
+}
+
+impl std::fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&crate::store::postgres::codec::redact_url(&self.0))
+    }
 }
 
 /// Parses a duration such as `90s`, `30m`, `24h`, `7d`.

@@ -328,7 +328,7 @@ mod tests {
     #[test]
     fn backup_refuses_an_existing_file_and_restore_a_non_rounds_file() {
         let dir = tempfile::tempdir().unwrap();
-        crate::serve::open_store(dir.path()).unwrap();
+        crate::serve::open_sqlite(dir.path()).unwrap();
         let dest = dir.path().join("b.db");
         std::fs::write(&dest, "x").unwrap();
         let e = backup(dir.path(), &dest).unwrap_err().to_string();
@@ -341,7 +341,7 @@ mod tests {
     #[test]
     fn a_backup_newer_than_this_build_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        crate::serve::open_store(dir.path()).unwrap();
+        crate::serve::open_sqlite(dir.path()).unwrap();
         let dest = dir.path().join("b.db");
         backup(dir.path(), &dest).unwrap();
         let c = Connection::open(&dest).unwrap();

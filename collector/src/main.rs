@@ -87,6 +87,79 @@ enum Command {
     /// Audit-log integrity: acknowledge tamper events reported by agents.
     #[command(subcommand)]
     Audit(AuditCmd),
+    // Runtime silences (alerting, issue 12).
+    /// Silences created at run time: hold the notifications of the incidents they select for a
+    /// period (incidents are still recorded).
+    #[command(subcommand)]
+    Silence(SilenceCmd),
+    // PostgreSQL backend (issue 17).
+    /// Bring the store's schema up to this build's version (SQLite in the data dir, or the
+    /// PostgreSQL database of `database_url` / ROUNDS_DATABASE_URL) and print the versions.
+    Migrate,
+    // Export and import between stores (issue 17).
+    /// Write every table of the store (SQLite in the data dir, or the PostgreSQL database of
+    /// `database_url` / ROUNDS_DATABASE_URL) to FILE, a new file of JSON lines, to import into
+    /// another store (e.g. to move from SQLite to PostgreSQL).
+    Export {
+        /// The export file to create.
+        file: PathBuf,
+    },
+    /// Copy an export FILE into the store, in one transaction. Refuses a file of another
+    /// schema version, and a store that holds data unless --replace. Stop the collectors
+    /// using the store first.
+    Import {
+        /// The export file (made by `rounds-collector export`).
+        file: PathBuf,
+        /// Delete everything the store holds first (in the same transaction).
+        #[arg(long)]
+        replace: bool,
+    },
+}
+
+/// Runtime silences (alerting, issue 12).
+#[derive(Debug, Subcommand)]
+enum SilenceCmd {
+    /// Silence the incidents the matchers select (give at least one) for a period.
+    Add {
+        /// The practice's name.
+        #[arg(long)]
+        practice: Option<String>,
+        /// The site's name.
+        #[arg(long)]
+        site: Option<String>,
+        /// An incident source such as agent_offline, site_offline, ehr_endpoint, backup.
+        #[arg(long)]
+        source: Option<String>,
+        /// An incident's subject, or an agent id (every incident of that machine).
+        #[arg(long)]
+        subject: Option<String>,
+        /// RFC 3339 start (default: now).
+        #[arg(long)]
+        start: Option<String>,
+        /// RFC 3339 end (or --duration).
+        #[arg(long)]
+        end: Option<String>,
+        /// How long, such as 90m, 2h or 1d (or --end).
+        #[arg(long)]
+        duration: Option<String>,
+        /// Why (kept in the timelines and the audit log).
+        #[arg(long)]
+        reason: String,
+        /// Who creates it.
+        #[arg(long, default_value = "cli")]
+        by: String,
+    },
+    /// Silences not over yet, newest first (all of them with --all).
+    List {
+        #[arg(long)]
+        all: bool,
+    },
+    /// End a silence early: what it held goes out now.
+    End {
+        id: i64,
+        #[arg(long, default_value = "cli")]
+        by: String,
+    },
 }
 
 // Tamper acknowledgement (core, issue 11).
@@ -393,7 +466,7 @@ async fn run(cli: Cli) -> Result<(), ExitCode> {
                 eprintln!("error: --expires: {e}");
                 ExitCode::from(EX_CONFIG)
             })?;
-            let store = serve::open_store(&settings.data_dir).map_err(|e| fail(&e))?;
+            let store = serve::open_store(&settings).await.map_err(|e| fail(&e))?;
             let token = admin::token_create(store.as_ref(), &practice, &site, expires)
                 .await
                 .map_err(|e| fail(&e))?;
@@ -419,7 +492,7 @@ async fn run(cli: Cli) -> Result<(), ExitCode> {
             practice,
         }) => {
             let r = role(&r)?;
-            let store = serve::open_store(&settings.data_dir).map_err(|e| fail(&e))?;
+            let store = serve::open_store(&settings).await.map_err(|e| fail(&e))?;
             let pw = admin::user_add(store.as_ref(), &username, r, practice.as_deref(), None)
                 .await
                 .map_err(|e| fail(&e))?;
@@ -428,7 +501,7 @@ async fn run(cli: Cli) -> Result<(), ExitCode> {
             Ok(())
         }
         Command::User(UserCmd::ResetPassword { username }) => {
-            let store = serve::open_store(&settings.data_dir).map_err(|e| fail(&e))?;
+            let store = serve::open_store(&settings).await.map_err(|e| fail(&e))?;
             let pw = admin::user_reset_password(store.as_ref(), &username)
                 .await
                 .map_err(|e| fail(&e))?;
@@ -436,12 +509,10 @@ async fn run(cli: Cli) -> Result<(), ExitCode> {
             println!("{pw}");
             Ok(())
         }
-        Command::Apikey(cmd) => security_cmd(SecurityCmd::Apikey(cmd), &settings.data_dir).await,
-        Command::User(UserCmd::Remove { username }) => {
-            security_cmd(SecurityCmd::UserRemove(username), &settings.data_dir).await
-        }
-        Command::Agent(cmd) => security_cmd(SecurityCmd::Agent(cmd), &settings.data_dir).await,
-        Command::Policy(cmd) => policy(cmd, &settings.data_dir).await,
+        Command::Apikey(cmd) => security_cmd(SecurityCmd::Apikey(cmd), &settings).await,
+        Command::User(UserCmd::Remove { username }) => security_cmd(SecurityCmd::UserRemove(username), &settings).await,
+        Command::Agent(cmd) => security_cmd(SecurityCmd::Agent(cmd), &settings).await,
+        Command::Policy(cmd) => policy(cmd, &settings).await,
         Command::AgentConfig(cmd) => agent_config(cmd, &settings).await,
         Command::Incident(cmd) => incident(cmd, &settings).await,
         Command::Report(args) => report(args, &settings).await,
@@ -464,12 +535,25 @@ async fn run(cli: Cli) -> Result<(), ExitCode> {
             }
         }
         Command::Backup { file } => {
+            // PostgreSQL backend (issue 17): its database is backed up with its own tools.
+            if let Some(url) = &settings.database_url {
+                eprintln!(
+                    "error: the store is the PostgreSQL database {url}: back it up with pg_dump (e.g. `pg_dump -Fc -f rounds.dump DBNAME`), not `rounds-collector backup`"
+                );
+                return Err(ExitCode::from(EX_CONFIG));
+            }
             let summary = rounds_collector::deploy::backup(&settings.data_dir, &file).map_err(|e| fail(&e))?;
             println!("backup written to {}: {summary}", file.display());
             println!("(keep the TLS files of the data dir too: ca.pem, ca/ca-key.pem, server.pem, server-key.pem)");
             Ok(())
         }
         Command::Restore { file, force } => {
+            if let Some(url) = &settings.database_url {
+                eprintln!(
+                    "error: the store is the PostgreSQL database {url}: restore it with pg_restore, not `rounds-collector restore`"
+                );
+                return Err(ExitCode::from(EX_CONFIG));
+            }
             let summary = rounds_collector::deploy::restore(&settings.data_dir, &file, force).map_err(|e| {
                 eprintln!("error: {e}");
                 if e.is_usage() {
@@ -492,13 +576,103 @@ async fn run(cli: Cli) -> Result<(), ExitCode> {
             reason,
             by,
         }) => audit_ack(&settings, &agent, &tamper, &reason, &by).await,
+        // Runtime silences (alerting, issue 12).
+        Command::Silence(cmd) => silence(cmd, &settings).await,
+        // PostgreSQL backend (issue 17).
+        Command::Migrate => {
+            let (_, m) = serve::open_store_migrated(&settings).await.map_err(|e| fail(&e))?;
+            let which = match &settings.database_url {
+                Some(url) => format!("PostgreSQL {url}"),
+                None => format!("SQLite {}", settings.data_dir.join(serve::DB_FILE).display()),
+            };
+            if m.from == m.to {
+                println!("{which}: schema version {} is up to date", m.to);
+            } else {
+                println!("{which}: schema migrated from version {} to {}", m.from, m.to);
+            }
+            Ok(())
+        }
+        // Export and import between stores (issue 17).
+        Command::Export { file } => {
+            let from = transfer_location(&settings).await?;
+            let summary = transfer::export(&from, &file, chrono::Utc::now())
+                .await
+                .map_err(|e| transfer_failed(&e))?;
+            println!("exported {from} to {}: {summary}", file.display());
+            Ok(())
+        }
+        Command::Import { file, replace } => {
+            let into = transfer_location(&settings).await?;
+            let summary = transfer::import(&into, &file, replace)
+                .await
+                .map_err(|e| transfer_failed(&e))?;
+            println!("imported {} into {into}: {summary}", file.display());
+            for (table, rows) in &summary.tables {
+                println!("  {table}: {rows}");
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Runtime silences (alerting, issue 12): `silence add|list|end`.
+async fn silence(cmd: SilenceCmd, settings: &config::Settings) -> Result<(), ExitCode> {
+    use rounds_collector::alerting::{SilenceError, SilenceRequest, cli};
+    let store = serve::open_store(settings).await.map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::FAILURE
+    })?;
+    let engine = cli::engine(store, settings);
+    let out = match cmd {
+        SilenceCmd::Add {
+            practice,
+            site,
+            source,
+            subject,
+            start,
+            end,
+            duration,
+            reason,
+            by,
+        } => {
+            let req = SilenceRequest {
+                practice,
+                site,
+                source,
+                subject,
+                start,
+                end,
+                duration,
+                reason: Some(reason),
+                by: None,
+            };
+            cli::silence_add(&engine, &req, &by).await
+        }
+        SilenceCmd::List { all } => cli::silence_list(&engine, all).await,
+        SilenceCmd::End { id, by } => cli::silence_end(&engine, id, &by).await,
+    };
+    match out {
+        Ok(text) => {
+            print!("{text}");
+            Ok(())
+        }
+        Err(SilenceError::Invalid(problems)) => {
+            for p in problems {
+                eprintln!("error: {p}");
+            }
+            Err(ExitCode::from(EX_CONFIG))
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Err(ExitCode::FAILURE)
+        }
     }
 }
 
 /// Alerting (issue 12): `incident list|ack|resolve`.
 async fn incident(cmd: IncidentCmd, settings: &config::Settings) -> Result<(), ExitCode> {
     use rounds_collector::alerting::cli;
-    let store = serve::open_store(&settings.data_dir).map_err(|e| {
+    let store = serve::open_store(settings).await.map_err(|e| {
         eprintln!("error: {e}");
         ExitCode::FAILURE
     })?;
@@ -545,7 +719,7 @@ async fn report(args: ReportArgs, settings: &config::Settings) -> Result<(), Exi
         eprintln!("error: the built-in policy pack does not load: {e}");
         ExitCode::FAILURE
     })?;
-    let store = serve::open_store(&settings.data_dir).map_err(|e| {
+    let store = serve::open_store(settings).await.map_err(|e| {
         eprintln!("error: {e}");
         ExitCode::FAILURE
     })?;
@@ -647,7 +821,7 @@ async fn agent_config(cmd: AgentConfigCmd, settings: &config::Settings) -> Resul
             ExitCode::FAILURE
         }
     };
-    let store = serve::open_store(&settings.data_dir).map_err(|e| {
+    let store = serve::open_store(settings).await.map_err(|e| {
         eprintln!("error: {e}");
         ExitCode::FAILURE
     })?;
@@ -689,7 +863,7 @@ async fn agent_config(cmd: AgentConfigCmd, settings: &config::Settings) -> Resul
     Ok(())
 }
 
-async fn policy(cmd: PolicyCmd, data_dir: &std::path::Path) -> Result<(), ExitCode> {
+async fn policy(cmd: PolicyCmd, settings: &config::Settings) -> Result<(), ExitCode> {
     let fail = |e: &admin::AdminError| {
         eprintln!("error: {e}");
         if e.is_usage() {
@@ -702,7 +876,7 @@ async fn policy(cmd: PolicyCmd, data_dir: &std::path::Path) -> Result<(), ExitCo
         eprintln!("error: the built-in policy pack does not load: {e}");
         ExitCode::FAILURE
     })?;
-    let store = serve::open_store(data_dir).map_err(|e| {
+    let store = serve::open_store(settings).await.map_err(|e| {
         eprintln!("error: {e}");
         ExitCode::FAILURE
     })?;
@@ -767,7 +941,7 @@ enum SecurityCmd {
     Agent(AgentCmd),
 }
 
-async fn security_cmd(cmd: SecurityCmd, data_dir: &std::path::Path) -> Result<(), ExitCode> {
+async fn security_cmd(cmd: SecurityCmd, settings: &config::Settings) -> Result<(), ExitCode> {
     use rounds_collector::security::revoke;
     let fail = |e: &admin::AdminError| {
         eprintln!("error: {e}");
@@ -777,7 +951,7 @@ async fn security_cmd(cmd: SecurityCmd, data_dir: &std::path::Path) -> Result<()
             ExitCode::FAILURE
         }
     };
-    let store = serve::open_store(data_dir).map_err(|e| {
+    let store = serve::open_store(settings).await.map_err(|e| {
         eprintln!("error: {e}");
         ExitCode::FAILURE
     })?;
@@ -866,7 +1040,7 @@ async fn audit_ack(
     reason: &str,
     by: &str,
 ) -> Result<(), ExitCode> {
-    let store = serve::open_store(&settings.data_dir).map_err(|e| {
+    let store = serve::open_store(settings).await.map_err(|e| {
         eprintln!("error: {e}");
         ExitCode::FAILURE
     })?;
@@ -896,4 +1070,30 @@ async fn audit_ack(
         row.detected_at.to_rfc3339()
     );
     Ok(())
+}
+
+// --- Export and import between stores (issue 17) ---
+
+use rounds_collector::store::transfer;
+
+/// The store of the configuration as a transfer location; a SQLite data dir and file are
+/// created as `serve` creates them (mode 0600) when missing.
+async fn transfer_location(settings: &config::Settings) -> Result<transfer::Location, ExitCode> {
+    if let Some(url) = &settings.database_url {
+        return Ok(transfer::Location::Postgres(url.expose().to_string()));
+    }
+    drop(serve::open_store(settings).await.map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::FAILURE
+    })?);
+    Ok(transfer::Location::Sqlite(settings.data_dir.join(serve::DB_FILE)))
+}
+
+fn transfer_failed(e: &transfer::TransferError) -> ExitCode {
+    eprintln!("error: {e}");
+    if e.is_usage() {
+        ExitCode::from(EX_CONFIG)
+    } else {
+        ExitCode::FAILURE
+    }
 }

@@ -71,8 +71,36 @@ pub fn ensure_data_dir(dir: &Path) -> Result<(), ServeError> {
     Ok(())
 }
 
+/// Opens the store the settings name: PostgreSQL when `database_url` (or
+/// `ROUNDS_DATABASE_URL`) is set, else the embedded SQLite store in the data dir (issue 17:
+/// the one place that picks the backend). Either is brought to this build's schema.
+pub async fn open_store(settings: &Settings) -> Result<Arc<dyn Store>, ServeError> {
+    Ok(open_store_migrated(settings).await?.0)
+}
+
+/// [`open_store`], also saying which schema versions it migrated between (`migrate`).
+pub async fn open_store_migrated(settings: &Settings) -> Result<(Arc<dyn Store>, crate::store::Migrated), ServeError> {
+    if let Some(url) = &settings.database_url {
+        let (store, migrated) =
+            crate::store::postgres::PgStore::open_migrated(url.expose(), crate::store::postgres::POOL_SIZE).await?;
+        return Ok((Arc::new(store), migrated));
+    }
+    let db = settings.data_dir.join(DB_FILE);
+    let from = if db.exists() {
+        crate::store::sqlite::file_schema_version(&db)?
+    } else {
+        0
+    };
+    let store = open_sqlite(&settings.data_dir)?;
+    let migrated = crate::store::Migrated {
+        from,
+        to: crate::store::sqlite::schema_version(),
+    };
+    Ok((store, migrated))
+}
+
 /// Opens the embedded store in the data dir, creating the dir if needed.
-pub fn open_store(data_dir: &Path) -> Result<Arc<dyn Store>, ServeError> {
+pub fn open_sqlite(data_dir: &Path) -> Result<Arc<dyn Store>, ServeError> {
     ensure_data_dir(data_dir)?;
     let db = data_dir.join(DB_FILE);
     // Created 0600 before SQLite opens it (issue 15).
@@ -87,7 +115,7 @@ pub fn open_store(data_dir: &Path) -> Result<Arc<dyn Store>, ServeError> {
 /// no user yet.
 pub async fn prepare(settings: Settings) -> Result<Prepared, ServeError> {
     let policy = Arc::new(Policy::builtin()?);
-    let store = open_store(&settings.data_dir)?;
+    let store = open_store(&settings).await?;
     let tls = crate::tls::prepare(&settings.tls, &settings.data_dir)?;
     let mut initial_admin_password = None;
     if store.user_count().await? == 0 {

@@ -4,8 +4,8 @@
 #
 #   packaging/deb/build.sh [--version V] [--agent BIN] [--collector BIN] [--out DIR] [--fast]
 #
-# Defaults: the workspace version; the agent from `cargo build --profile agent -p rounds-agent`
-# (target/agent/rounds-agent, what ships), the collector from `cargo build --release -p
+# Defaults: the workspace version; the agent from bench/build-agent.sh (`--profile agent`,
+# static musl: target/x86_64-unknown-linux-musl/agent/rounds-agent, what ships), the collector from `cargo build --release -p
 # rounds-collector` (target/release/rounds-collector). CI passes the dev collector binary the
 # test step built, to keep its time short.
 set -euo pipefail
@@ -13,7 +13,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 target="${CARGO_TARGET_DIR:-$repo/target}"
 version="$(sed -n 's/^version = "\(.*\)"/\1/p' "$repo/Cargo.toml" | head -1)"
-agent_bin="$target/agent/rounds-agent"
+agent_bin="$target/x86_64-unknown-linux-musl/agent/rounds-agent"
 collector_bin="$target/release/rounds-collector"
 out="$target/deb"
 # xz for packages that ship; --fast (tests) stores the data uncompressed.

@@ -1,10 +1,11 @@
-//! `rounds-collector incident list|ack|resolve`: the same engine service the API calls, over
+//! `rounds-collector incident list|ack|resolve` and `silence add|list|end`: the same engine service the API calls, over
 //! the store in the data dir (a running server's outbox worker delivers what they enqueue).
 
 use std::fmt::Write;
 use std::sync::Arc;
 
-use super::{Engine, IncidentError, IncidentQuery, IncidentState, NoChannels};
+use super::silence::describe;
+use super::{Engine, IncidentError, IncidentQuery, IncidentState, NoChannels, SilenceError, SilenceRequest};
 use crate::store::{Role, Scope, Store};
 
 fn admin() -> Scope {
@@ -72,4 +73,36 @@ pub async fn resolve(engine: &Engine, id: i64, by: &str, note: Option<&str>) -> 
         "incident #{} resolved by {by}: {}\n",
         d.incident.id, d.incident.title
     ))
+}
+
+// Runtime silences (issue 12).
+
+/// `silence add`.
+pub async fn silence_add(engine: &Engine, req: &SilenceRequest, by: &str) -> Result<String, SilenceError> {
+    let s = engine.create_silence(&admin(), req, by).await?;
+    Ok(format!("created {}\n", describe(&s)))
+}
+
+/// `silence list [--all]`: one line per silence, newest first.
+pub async fn silence_list(engine: &Engine, all: bool) -> Result<String, SilenceError> {
+    let rows = engine.silences(&admin(), all).await?;
+    if rows.is_empty() {
+        return Ok("no silences\n".into());
+    }
+    Ok(rows
+        .iter()
+        .map(|s| {
+            let ended = match (&s.ended_at, &s.ended_by) {
+                (Some(_), Some(by)) => format!(" [ended early by {by}]"),
+                _ => String::new(),
+            };
+            format!("{}{ended}\n", describe(s))
+        })
+        .collect())
+}
+
+/// `silence end ID`.
+pub async fn silence_end(engine: &Engine, id: i64, by: &str) -> Result<String, SilenceError> {
+    let s = engine.end_silence(&admin(), id, by).await?;
+    Ok(format!("ended {}\n", describe(&s)))
 }

@@ -20,6 +20,7 @@ use serde_json::json;
 use super::cause::{self, BaselineState};
 use super::config::AlertSettings;
 use super::model::*;
+use super::silence::{Matchers, SilenceError, SilenceRequest, may_silence};
 use crate::clock::Clock;
 use crate::ingest::Change;
 use crate::notify::{Notification, NotificationKind, Notifier};
@@ -53,6 +54,8 @@ struct AgentInfo {
     practice: String,
     site: String,
     hostname: String,
+    /// When it enrolled: an agent never seen is silent since then.
+    enrolled_at: DateTime<Utc>,
     last_seen: Option<DateTime<Utc>>,
 }
 
@@ -223,6 +226,7 @@ impl Engine {
                     practice: row.practice,
                     site: row.site,
                     hostname: row.hostname,
+                    enrolled_at: row.enrolled_at,
                     last_seen: row.last_seen_at,
                 };
                 state.agents.insert(agent_id.to_string(), info.clone());
@@ -535,7 +539,7 @@ impl Engine {
         self.offline(&mut *tx, &mut state, now).await?;
         self.probes(&mut *tx, &mut state, now).await?;
         self.reminders(&mut *tx, now).await?;
-        self.silences(&mut *tx, &mut state, now).await?;
+        self.silence_transitions(&mut *tx, &mut state, now).await?;
         tx.commit().await
     }
 
@@ -576,6 +580,7 @@ impl Engine {
                     practice: row.practice,
                     site: row.site,
                     hostname: row.hostname,
+                    enrolled_at: row.enrolled_at,
                     last_seen,
                 },
             );
@@ -584,13 +589,14 @@ impl Engine {
         Ok(())
     }
 
-    fn silent(&self, a: &AgentInfo, now: DateTime<Utc>) -> Option<Duration> {
-        a.last_seen.map(|t| now - t)
+    /// How long the agent has been silent: since its last heartbeat, or since it enrolled
+    /// when it never sent one (an agent enrolled and never started is offline too).
+    fn silent(&self, a: &AgentInfo, now: DateTime<Utc>) -> Duration {
+        now - a.last_seen.unwrap_or(a.enrolled_at)
     }
 
     fn is_offline(&self, a: &AgentInfo, now: DateTime<Utc>) -> bool {
-        self.silent(a, now)
-            .is_some_and(|s| s > dur(self.settings.offline_after))
+        self.silent(a, now) > dur(self.settings.offline_after)
     }
 
     async fn offline(&self, tx: &mut dyn Tx, state: &mut State, now: DateTime<Utc>) -> StoreResult<()> {
@@ -619,9 +625,7 @@ impl Engine {
         let suspect_after = dur(self.settings.suspect_after);
         for (key, agents) in sites {
             let offline: Vec<_> = agents.iter().filter(|(_, a)| self.is_offline(a, now)).collect();
-            let all_suspect = agents
-                .iter()
-                .all(|(_, a)| self.silent(a, now).is_none_or(|s| s > suspect_after));
+            let all_suspect = agents.iter().all(|(_, a)| self.silent(a, now) > suspect_after);
             let down = agents.len() >= 2 && all_suspect && !offline.is_empty();
             let mut site_inc = tx.active_incident("site_offline", &key).await?;
             if down && site_inc.is_none() {
@@ -668,7 +672,7 @@ impl Engine {
             } else if !down && let Some(inc) = site_inc.take() {
                 let back = agents
                     .iter()
-                    .filter(|(_, a)| self.silent(a, now).is_some_and(|s| s <= suspect_after))
+                    .filter(|(_, a)| self.silent(a, now) <= suspect_after)
                     .count();
                 if back > 0 {
                     self.resolve(tx, inc, "engine", &format!("{back} machines report again"), now)
@@ -682,11 +686,18 @@ impl Engine {
                 let off = self.is_offline(a, now);
                 match (off, active) {
                     (true, None) => {
-                        let silent = self.silent(a, now).map(|s| s.num_seconds()).unwrap_or(0);
+                        let silent = self.silent(a, now).num_seconds();
                         let (kind, cause) = match &site_inc {
                             Some(s) => (
                                 s.cause_kind,
                                 format!("part of the site outage (incident #{}): {}", s.id, s.probable_cause),
+                            ),
+                            None if a.last_seen.is_none() => (
+                                CauseKind::OneMachine,
+                                format!(
+                                    "{} enrolled {silent} s ago and never sent a heartbeat: its agent was not started, or it cannot reach the collector (address, firewall, proxy or CA file)",
+                                    a.hostname
+                                ),
                             ),
                             None if agents.len() == 1 => (
                                 CauseKind::OneMachine,
@@ -719,7 +730,10 @@ impl Engine {
                                 manual_resolve: false,
                                 detail: json!({"hostname": a.hostname, "silent_secs": silent}),
                             },
-                            why: format!("no heartbeat for {silent} s"),
+                            why: match a.last_seen {
+                                Some(_) => format!("no heartbeat for {silent} s"),
+                                None => format!("no heartbeat since it enrolled {silent} s ago"),
+                            },
                             hold: Duration::zero(),
                         };
                         let inc = self.upsert(tx, want, now).await?;
@@ -737,7 +751,7 @@ impl Engine {
                             .await?;
                         }
                     }
-                    (false, Some(inc)) if self.silent(a, now).is_some() => {
+                    (false, Some(inc)) => {
                         self.resolve(tx, inc, "engine", "heartbeat received again", now).await?;
                     }
                     _ => {}
@@ -1056,49 +1070,127 @@ impl Engine {
         Ok(())
     }
 
-    async fn silences(&self, tx: &mut dyn Tx, state: &mut State, now: DateTime<Utc>) -> StoreResult<()> {
+    async fn silence_transitions(&self, tx: &mut dyn Tx, state: &mut State, now: DateTime<Utc>) -> StoreResult<()> {
         for s in &self.settings.silences {
             let active = s.active(now);
             let was = state.silences.insert(s.name.clone(), active).unwrap_or(false);
             if active == was {
                 continue;
             }
-            let what = if active { "silence_started" } else { "silence_ended" };
-            tx.audit(
-                "alert-engine",
-                what,
-                &format!("{} ({})", s.name, s.reason.as_deref().unwrap_or("no reason given")),
+            let reason = s.reason.as_deref().unwrap_or("no reason given");
+            self.silence_changed(
+                tx,
+                &format!("`{}`", s.name),
+                reason,
+                Matchers::of_config(s),
+                active,
                 now,
             )
             .await?;
-            for mut inc in tx.active_incidents().await? {
-                if !silence_matches(s, &inc) {
-                    continue;
+        }
+        // Runtime silences: their start and end are recorded once, in the store, so a
+        // restart neither repeats nor loses them.
+        let open = tx
+            .silences(&SilenceQuery {
+                end_unrecorded: true,
+                ..SilenceQuery::default()
+            })
+            .await?;
+        for mut s in open {
+            let mut changed = false;
+            if s.active(now) && s.start_recorded_at.is_none() {
+                self.silence_changed(tx, &s.name(), &s.reason, Matchers::of_runtime(&s), true, now)
+                    .await?;
+                s.start_recorded_at = Some(now);
+                changed = true;
+            }
+            if now >= s.effective_end() {
+                if s.start_recorded_at.is_some() {
+                    self.silence_changed(tx, &s.name(), &s.reason, Matchers::of_runtime(&s), false, now)
+                        .await?;
                 }
-                self.event(
-                    tx,
-                    inc.id,
-                    NewIncidentEvent::engine(
-                        "silenced",
-                        format!("silence `{}` {}", s.name, if active { "started" } else { "ended" }),
-                    ),
-                    now,
-                )
-                .await?;
-                if !active && inc.parent_id.is_none() {
-                    let sent = tx
-                        .incident_notifications(inc.id)
-                        .await?
-                        .iter()
-                        .any(|n| n.status == OutboxStatus::Delivered || n.status == OutboxStatus::Pending);
-                    if !sent {
-                        self.notify(tx, &mut inc, NotificationKind::Opened, None, Duration::zero(), now)
-                            .await?;
-                    }
+                s.end_recorded_at = Some(now);
+                changed = true;
+            }
+            if changed {
+                tx.save_silence(&s).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A silence started or ended: the audit log and the timeline of every active incident it
+    /// selects say so; when it ends, an incident that was never told about is told now.
+    async fn silence_changed(
+        &self,
+        tx: &mut dyn Tx,
+        name: &str,
+        reason: &str,
+        matchers: Matchers<'_>,
+        active: bool,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let what = if active { "silence_started" } else { "silence_ended" };
+        tx.audit("alert-engine", what, &format!("{name} ({reason})"), now)
+            .await?;
+        for mut inc in tx.active_incidents().await? {
+            if !matchers.matches(&inc) {
+                continue;
+            }
+            self.event(
+                tx,
+                inc.id,
+                NewIncidentEvent::engine(
+                    "silenced",
+                    format!("silence {name} {} ({reason})", if active { "started" } else { "ended" }),
+                ),
+                now,
+            )
+            .await?;
+            if !active && inc.parent_id.is_none() {
+                let sent = tx
+                    .incident_notifications(inc.id)
+                    .await?
+                    .iter()
+                    .any(|n| n.status == OutboxStatus::Delivered || n.status == OutboxStatus::Pending);
+                if !sent {
+                    self.notify(tx, &mut inc, NotificationKind::Opened, None, Duration::zero(), now)
+                        .await?;
                 }
             }
         }
         Ok(())
+    }
+
+    /// The silence in force at `now` that selects `inc`, configured or runtime: its name and
+    /// reason.
+    async fn silenced_by(
+        &self,
+        tx: &mut dyn Tx,
+        inc: &Incident,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<(String, String)>> {
+        if let Some(s) = self
+            .settings
+            .silences
+            .iter()
+            .find(|s| s.active(now) && Matchers::of_config(s).matches(inc))
+        {
+            return Ok(Some((
+                format!("`{}`", s.name),
+                s.reason.clone().unwrap_or_else(|| "maintenance".into()),
+            )));
+        }
+        let runtime = tx
+            .silences(&SilenceQuery {
+                not_over_at: Some(now),
+                ..SilenceQuery::default()
+            })
+            .await?;
+        Ok(runtime
+            .into_iter()
+            .find(|s| s.active(now) && Matchers::of_runtime(s).matches(inc))
+            .map(|s| (s.name(), s.reason)))
     }
 
     // ----- incidents -----
@@ -1340,11 +1432,11 @@ impl Engine {
             return Ok(());
         }
         let channels = to.unwrap_or_else(|| self.route(inc));
-        let silence = self
-            .settings
-            .silences
-            .iter()
-            .find(|s| s.active(now) && silence_matches(s, inc));
+        let silence = if kind == NotificationKind::Resolved {
+            None
+        } else {
+            self.silenced_by(tx, inc, now).await?
+        };
         let status = if silence.is_some() && kind != NotificationKind::Resolved {
             OutboxStatus::Silenced
         } else {
@@ -1364,18 +1456,13 @@ impl Engine {
             )
             .await?;
         }
-        if let (Some(s), OutboxStatus::Silenced) = (silence, status) {
+        if let (Some((name, reason)), OutboxStatus::Silenced) = (silence, status) {
             self.event(
                 tx,
                 inc.id,
                 NewIncidentEvent::engine(
                     "silenced",
-                    format!(
-                        "{} notification held by silence `{}` ({})",
-                        kind.as_str(),
-                        s.name,
-                        s.reason.as_deref().unwrap_or("maintenance")
-                    ),
+                    format!("{} notification held by silence {name} ({reason})", kind.as_str()),
                 ),
                 now,
             )
@@ -1468,6 +1555,29 @@ impl Engine {
                 tx.save_notification(&item).await?;
                 tx.commit().await?;
                 continue;
+            }
+            if !mirrors {
+                // A silence that started while it waited (its hold time, a backoff) holds it.
+                let mut tx = self.store.begin().await?;
+                if let Some((name, reason)) = self.silenced_by(&mut *tx, &inc, now).await? {
+                    item.status = OutboxStatus::Silenced;
+                    item.finished_at = Some(now);
+                    item.last_error = Some(format!("held by silence {name}"));
+                    tx.save_notification(&item).await?;
+                    self.event(
+                        &mut *tx,
+                        inc.id,
+                        NewIncidentEvent::engine(
+                            "silenced",
+                            format!("{} notification held by silence {name} ({reason})", item.kind.as_str()),
+                        ),
+                        now,
+                    )
+                    .await?;
+                    tx.commit().await?;
+                    continue;
+                }
+                tx.commit().await?;
             }
             let n = self.notification(&inc, item.kind, item.created_at);
             attempts += 1;
@@ -1757,6 +1867,80 @@ impl Engine {
         tx.commit().await?;
         Ok(self.store.incident(scope, id).await?)
     }
+
+    // ----- runtime silences -----
+
+    /// A person silences what `req` selects for a period (admins and technicians). Stored
+    /// and audited in one unit of work; when it starts now, the timelines of the active
+    /// incidents it selects say so at once.
+    pub async fn create_silence(
+        &self,
+        scope: &Scope,
+        req: &SilenceRequest,
+        actor: &str,
+    ) -> Result<StoredSilence, SilenceError> {
+        may_silence(scope)?;
+        let now = self.clock.now();
+        let practices = self.store.practices(&everything()).await?;
+        let new = super::silence::validate(req, &practices, actor, now).map_err(SilenceError::Invalid)?;
+        let mut tx = self.store.begin().await?;
+        let mut s = tx.create_silence(&new, now).await?;
+        tx.audit(actor, "silence.create", &super::silence::describe(&s), now)
+            .await?;
+        if s.active(now) {
+            self.silence_changed(&mut *tx, &s.name(), &s.reason, Matchers::of_runtime(&s), true, now)
+                .await?;
+            s.start_recorded_at = Some(now);
+            tx.save_silence(&s).await?;
+        }
+        tx.commit().await?;
+        Ok(s)
+    }
+
+    /// A person ends a silence early (admins and technicians): notifications it held for
+    /// incidents still open go out now.
+    pub async fn end_silence(&self, scope: &Scope, id: i64, actor: &str) -> Result<StoredSilence, SilenceError> {
+        may_silence(scope)?;
+        let now = self.clock.now();
+        let mut tx = self.store.begin().await?;
+        let mut s = tx
+            .silences(&SilenceQuery {
+                id: Some(id),
+                ..SilenceQuery::default()
+            })
+            .await?
+            .pop()
+            .ok_or(SilenceError::NotFound(id))?;
+        if s.effective_end() <= now {
+            return Err(SilenceError::Over(id));
+        }
+        s.ended_at = Some(now);
+        s.ended_by = Some(actor.to_string());
+        tx.audit(actor, "silence.end", &super::silence::describe(&s), now)
+            .await?;
+        // Saved first: what it held is sent by `silence_changed`, which must see it over.
+        s.end_recorded_at = Some(now);
+        tx.save_silence(&s).await?;
+        if s.start_recorded_at.is_some() {
+            self.silence_changed(&mut *tx, &s.name(), &s.reason, Matchers::of_runtime(&s), false, now)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(s)
+    }
+
+    /// Runtime silences (admins and technicians): those not over yet, or every one with `all`.
+    pub async fn silences(&self, scope: &Scope, all: bool) -> Result<Vec<StoredSilence>, SilenceError> {
+        may_silence(scope)?;
+        let now = self.clock.now();
+        Ok(self
+            .store
+            .silences(&SilenceQuery {
+                not_over_at: (!all).then_some(now),
+                ..SilenceQuery::default()
+            })
+            .await?)
+    }
 }
 
 fn site_outage_title(key: &str) -> String {
@@ -1772,16 +1956,6 @@ fn route_matches(r: &super::config::Route, inc: &Incident) -> bool {
         && r.site.as_ref().is_none_or(|s| inc.site.as_ref() == Some(s))
         && r.severity.is_none_or(|s| inc.severity <= s)
         && r.source.as_ref().is_none_or(|s| &inc.source == s)
-}
-
-fn silence_matches(s: &super::config::Silence, inc: &Incident) -> bool {
-    let practice_ok = s.practice.as_ref().is_none_or(|p| {
-        inc.practice.as_ref() == Some(p)
-            || (!inc.practices_affected.is_empty() && inc.practices_affected.iter().all(|a| a == p))
-    });
-    practice_ok
-        && s.site.as_ref().is_none_or(|x| inc.site.as_ref() == Some(x))
-        && s.source.as_ref().is_none_or(|x| &inc.source == x)
 }
 
 /// An endpoint is known by what is probed (its URL or `host:port`), not by the name each

@@ -11,12 +11,15 @@ pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod model;
+// Runtime silences (issue 12).
+pub mod silence;
 
 pub use engine::{Engine, IncidentError};
 pub use model::{
     AlertWindow, CauseKind, Incident, IncidentDetail, IncidentEvent, IncidentQuery, IncidentState, NewIncident,
-    NewIncidentEvent, NewOutboxItem, OutboxItem, OutboxStatus,
+    NewIncidentEvent, NewOutboxItem, OutboxItem, OutboxStatus, SilenceQuery, StoredSilence,
 };
+pub use silence::{SilenceError, SilenceRequest};
 
 /// A notifier without channels: every incident is recorded, nothing is sent. What the engine
 /// uses until channels are configured.

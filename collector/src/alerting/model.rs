@@ -144,6 +144,19 @@ impl Incident {
     pub fn dedup_key(&self) -> String {
         format!("rounds-incident-{}", self.id)
     }
+
+    /// Whether `scope` sees this incident: its practice's, or an MSP-wide one that names the
+    /// practice manager's practice (`practice_name`). Used by the PostgreSQL backend (issue 17).
+    pub fn visible_to(&self, scope: &crate::store::Scope, practice_name: Option<&str>) -> bool {
+        use crate::store::Role;
+        match self.practice_id {
+            Some(p) => scope.sees(p),
+            None => match scope.role {
+                Role::Admin | Role::Technician => true,
+                Role::PracticeManager => practice_name.is_some_and(|n| self.practices_affected.iter().any(|p| p == n)),
+            },
+        }
+    }
 }
 
 /// An incident to open.
@@ -297,4 +310,70 @@ pub struct IncidentDetail {
     pub timeline: Vec<IncidentEvent>,
     pub children: Vec<Incident>,
     pub notifications: Vec<OutboxItem>,
+}
+
+/// A silence created at run time (API, CLI, dashboard), as stored. Its matchers are `None`
+/// for "any"; `subject` matches an incident's subject or its agent id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StoredSilence {
+    pub id: i64,
+    pub practice: Option<String>,
+    pub site: Option<String>,
+    pub source: Option<String>,
+    pub subject: Option<String>,
+    pub starts_at: DateTime<Utc>,
+    /// When it expires by itself.
+    pub ends_at: DateTime<Utc>,
+    pub reason: String,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+    /// When a person ended it early, and who.
+    pub ended_at: Option<DateTime<Utc>>,
+    pub ended_by: Option<String>,
+    /// When the engine recorded its start and its end in the affected incidents' timelines.
+    pub start_recorded_at: Option<DateTime<Utc>>,
+    pub end_recorded_at: Option<DateTime<Utc>>,
+}
+
+impl StoredSilence {
+    /// When it stops holding notifications: its end, or when it was ended early.
+    pub fn effective_end(&self) -> DateTime<Utc> {
+        self.ended_at.map_or(self.ends_at, |e| e.min(self.ends_at))
+    }
+
+    /// Whether it holds notifications at `now`.
+    pub fn active(&self, now: DateTime<Utc>) -> bool {
+        self.starts_at <= now && now < self.effective_end()
+    }
+
+    /// Its name in timelines and the audit log.
+    pub fn name(&self) -> String {
+        format!("#{}", self.id)
+    }
+}
+
+/// A runtime silence to store (validated by [`crate::alerting::silence`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewSilence {
+    pub practice: Option<String>,
+    pub site: Option<String>,
+    pub source: Option<String>,
+    pub subject: Option<String>,
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
+    pub reason: String,
+    pub created_by: String,
+}
+
+/// Which runtime silences to read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SilenceQuery {
+    /// Only this one.
+    pub id: Option<i64>,
+    /// Only those not over at this time (in force, or still to start).
+    pub not_over_at: Option<DateTime<Utc>>,
+    /// Only those whose end the engine has not recorded yet.
+    pub end_unrecorded: bool,
+    /// At most this many, newest first; 500 when `None`.
+    pub limit: Option<u32>,
 }

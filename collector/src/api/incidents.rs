@@ -7,7 +7,9 @@ use axum::extract::{Path, Query, State};
 use serde::Deserialize;
 
 use super::ApiCaller;
-use crate::alerting::{Incident, IncidentDetail, IncidentError, IncidentQuery, IncidentState};
+use crate::alerting::{
+    Incident, IncidentDetail, IncidentError, IncidentQuery, IncidentState, SilenceError, SilenceRequest, StoredSilence,
+};
 use crate::app::AppState;
 use crate::error::ApiError;
 
@@ -127,4 +129,61 @@ pub async fn note(
 ) -> Result<Json<IncidentDetail>, ApiError> {
     let text = body.note.clone().unwrap_or_default();
     Ok(Json(state.alerts.note(&scope, id, &actor(&body)?, &text).await?))
+}
+
+// ----- runtime silences (issue 12) -----
+
+impl From<SilenceError> for ApiError {
+    fn from(e: SilenceError) -> Self {
+        match e {
+            SilenceError::Store(s) => s.into(),
+            SilenceError::Forbidden => ApiError::Forbidden(e.to_string()),
+            SilenceError::NotFound(_) => ApiError::NotFound(e.to_string()),
+            SilenceError::Invalid(_) | SilenceError::Over(_) => ApiError::Unprocessable(e.to_string()),
+        }
+    }
+}
+
+/// Query of `GET /api/v1/silences`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SilenceListQuery {
+    /// `true`: also the silences that are over.
+    pub all: Option<bool>,
+}
+
+/// `GET /api/v1/silences`: runtime silences not over yet (or all), newest first. Admins and
+/// technicians.
+pub async fn silences(
+    State(state): State<AppState>,
+    ApiCaller(scope): ApiCaller,
+    Query(q): Query<SilenceListQuery>,
+) -> Result<Json<Vec<StoredSilence>>, ApiError> {
+    Ok(Json(state.alerts.silences(&scope, q.all.unwrap_or(false)).await?))
+}
+
+/// `POST /api/v1/silences`: silence what the matchers select for a period. Admins and
+/// technicians; audited.
+pub async fn create_silence(
+    State(state): State<AppState>,
+    ApiCaller(scope): ApiCaller,
+    Json(body): Json<SilenceRequest>,
+) -> Result<(axum::http::StatusCode, Json<StoredSilence>), ApiError> {
+    let by = actor(&ActionBody {
+        by: body.by.clone(),
+        note: None,
+    })?;
+    let s = state.alerts.create_silence(&scope, &body, &by).await?;
+    Ok((axum::http::StatusCode::CREATED, Json(s)))
+}
+
+/// `POST /api/v1/silences/{id}/end`: end a silence early. Admins and technicians; audited.
+pub async fn end_silence(
+    State(state): State<AppState>,
+    ApiCaller(scope): ApiCaller,
+    Path(id): Path<i64>,
+    body: Option<Json<ActionBody>>,
+) -> Result<Json<StoredSilence>, ApiError> {
+    let body = body.map(|b| b.0).unwrap_or_default();
+    Ok(Json(state.alerts.end_silence(&scope, id, &actor(&body)?).await?))
 }

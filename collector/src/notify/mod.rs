@@ -55,6 +55,20 @@ impl NotificationKind {
             NotificationKind::Test => "test",
         }
     }
+
+    /// A kind from its stored name (PostgreSQL backend, issue 17).
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "opened" => NotificationKind::Opened,
+            "updated" => NotificationKind::Updated,
+            "reminder" => NotificationKind::Reminder,
+            "escalated" => NotificationKind::Escalated,
+            "acknowledged" => NotificationKind::Acknowledged,
+            "resolved" => NotificationKind::Resolved,
+            "test" => NotificationKind::Test,
+            _ => return None,
+        })
+    }
 }
 
 /// One notification about one incident, as every channel renders it.

@@ -21,6 +21,12 @@
 
 pub mod error;
 pub mod sqlite;
+// PostgreSQL backend (issue 17), and the value encodings both backends share.
+pub mod codec;
+pub mod common;
+pub mod postgres;
+// Export and import between stores (issue 17).
+pub mod transfer;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -34,6 +40,8 @@ pub use crate::alerting::model::{
     AlertWindow, Incident, IncidentDetail, IncidentEvent, IncidentQuery, NewIncident, NewIncidentEvent, NewOutboxItem,
     OutboxItem,
 };
+// Runtime silences (alerting, issue 12).
+pub use crate::alerting::model::{NewSilence, SilenceQuery, StoredSilence};
 
 /// Roles of dashboard users and API keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -523,6 +531,15 @@ pub trait Tx: Send {
     /// or tamper id, `Conflict` when it was acknowledged before (the first acknowledgement
     /// stays). Returns the event as acknowledged.
     async fn acknowledge_tamper(&mut self, agent_id: &str, tamper_id: &str, ack: &TamperAck) -> StoreResult<TamperRow>;
+
+    // --- Runtime silences (alerting, issue 12) ---
+    /// Stores a new runtime silence (already validated) and returns it with its id.
+    async fn create_silence(&mut self, new: &NewSilence, now: DateTime<Utc>) -> StoreResult<StoredSilence>;
+    /// Saves a silence's `ended_at`, `ended_by`, `start_recorded_at` and `end_recorded_at`
+    /// (nothing else of it changes). `NotFound` for an unknown id.
+    async fn save_silence(&mut self, silence: &StoredSilence) -> StoreResult<()>;
+    /// Runtime silences matching `query`, newest first.
+    async fn silences(&mut self, query: &SilenceQuery) -> StoreResult<Vec<StoredSilence>>;
 }
 
 /// Runs one [`Tx`] method in its own unit of work.
@@ -759,6 +776,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> StoreResult<bool> {
         in_tx!(self, |tx| tx.claim_lease(name, holder, until, now))
     }
+    // Runtime silences (alerting, issue 12).
+    /// Runtime silences matching `query`, newest first (see [`Tx::silences`]).
+    async fn silences(&self, query: &SilenceQuery) -> StoreResult<Vec<StoredSilence>> {
+        in_tx!(self, |tx| tx.silences(query))
+    }
     // --- Compliance reports (issue 14) ---
     /// Observations of `kinds` an agent made in `from..to` (observation time), and for each
     /// (kind, subject) the last one made before `from`, oldest first. Callers check the scope.
@@ -817,6 +839,16 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         tx.commit().await?;
         Ok(outcomes)
     }
+}
+
+// --- PostgreSQL backend (issue 17) ---
+
+/// What opening a store did to its schema: the version it had and the version it has now
+/// (`rounds-collector migrate` prints both).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Migrated {
+    pub from: usize,
+    pub to: usize,
 }
 
 /// One entry of the collector's audit log.

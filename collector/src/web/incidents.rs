@@ -3,6 +3,11 @@
 //! [`crate::alerting::Engine`] calls as the API and the `incident` CLI). Practice managers see
 //! their practice's incidents and act on none; another practice's incident answers 404.
 //! Each action also goes to the collector's audit log under the user's name.
+//!
+//! Runtime silences (issue 12, asked by issue 13): the list page shows the silences not over
+//! yet, with a form to silence for a period and a button to end one early; an incident's page
+//! has the same form filled with what selects that incident. Technicians and admins only,
+//! CSRF-checked like the other forms, through [`crate::alerting::Engine::create_silence`].
 
 use askama::Template;
 use axum::Form;
@@ -15,7 +20,9 @@ use serde::Deserialize;
 use super::overview::{Seen, role_label};
 use super::session::Session;
 use super::{WebError, page};
-use crate::alerting::{Incident, IncidentError, IncidentQuery, IncidentState};
+use crate::alerting::{
+    Incident, IncidentError, IncidentQuery, IncidentState, SilenceError, SilenceRequest, StoredSilence,
+};
 use crate::app::AppState;
 use crate::store::{Role, Scope};
 
@@ -96,6 +103,210 @@ pub struct IncidentsPage {
     pub is_admin: bool,
     pub filter: String,
     pub incidents: Vec<IncidentLine>,
+    /// Technicians and admins: the silences and their form.
+    pub can_act: bool,
+    pub silences: Vec<SilenceLine>,
+    pub notice: Option<(bool, String)>,
+    /// What the silence form shows (what was typed, after an error).
+    pub form: SilenceForm,
+    pub sources: &'static [&'static str],
+}
+
+/// A runtime silence not over yet.
+#[derive(Debug)]
+pub struct SilenceLine {
+    pub id: i64,
+    /// `practice=Smith site=main`.
+    pub selects: String,
+    pub from: Seen,
+    pub until: Seen,
+    pub active: bool,
+    pub reason: String,
+    pub created_by: String,
+}
+
+impl SilenceLine {
+    pub fn new(s: &StoredSilence, now: DateTime<Utc>) -> Self {
+        let selects = [
+            ("practice", &s.practice),
+            ("site", &s.site),
+            ("source", &s.source),
+            ("subject", &s.subject),
+        ]
+        .iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={v}")))
+        .collect::<Vec<_>>()
+        .join(" ");
+        SilenceLine {
+            id: s.id,
+            selects,
+            from: Seen::new(s.starts_at, now),
+            until: Seen::new(s.effective_end(), now),
+            active: s.active(now),
+            reason: s.reason.clone(),
+            created_by: s.created_by.clone(),
+        }
+    }
+}
+
+/// The "silence for a period" form, as posted.
+#[derive(Debug, Default, Deserialize)]
+pub struct SilenceForm {
+    #[serde(default)]
+    pub csrf: String,
+    #[serde(default)]
+    pub practice: String,
+    #[serde(default)]
+    pub site: String,
+    #[serde(default)]
+    pub source: String,
+    #[serde(default)]
+    pub subject: String,
+    /// Such as `2h`.
+    #[serde(default)]
+    pub duration: String,
+    #[serde(default)]
+    pub reason: String,
+    /// The incident whose page the form was on: answered with that page.
+    #[serde(default)]
+    pub incident: String,
+}
+
+async fn list_page(
+    state: &AppState,
+    session: &Session,
+    filter: String,
+    status: StatusCode,
+    notice: Option<(bool, String)>,
+    form: SilenceForm,
+) -> Result<Response, WebError> {
+    let now = state.now();
+    let states = match filter.as_str() {
+        "" | "active" => vec![IncidentState::Open, IncidentState::Acknowledged],
+        "all" => Vec::new(),
+        s => vec![IncidentState::parse(s).ok_or(WebError::NotFound)?],
+    };
+    let query = IncidentQuery {
+        states,
+        source: None,
+        top_level_only: false,
+        limit: Some(LIST_LIMIT),
+    };
+    let scope = session.scope();
+    let incidents = state.alerts.list(&scope, &query).await?;
+    let can_act = session.user.role != Role::PracticeManager;
+    let silences = if can_act {
+        state.alerts.silences(&scope, false).await.map_err(silence_internal)?
+    } else {
+        Vec::new()
+    };
+    let html = IncidentsPage {
+        username: session.user.username.clone(),
+        role: role_label(session.user.role),
+        csrf: session.user.csrf_token.clone(),
+        is_admin: session.user.role == Role::Admin,
+        filter: if filter.is_empty() { "active".into() } else { filter },
+        incidents: incidents.iter().map(|i| IncidentLine::new(i, now)).collect(),
+        can_act,
+        silences: silences.iter().map(|s| SilenceLine::new(s, now)).collect(),
+        notice,
+        form,
+        sources: crate::alerting::silence::SOURCES,
+    }
+    .render()?;
+    Ok(page(status, html))
+}
+
+fn silence_internal(e: SilenceError) -> WebError {
+    match e {
+        SilenceError::Store(e) => e.into(),
+        SilenceError::Forbidden => WebError::Forbidden,
+        SilenceError::NotFound(_) => WebError::NotFound,
+        other => WebError::Internal(other.to_string()),
+    }
+}
+
+/// `POST /incidents/silences`: silence for a period what the form selects.
+pub async fn create_silence(
+    State(state): State<AppState>,
+    session: Session,
+    Form(form): Form<SilenceForm>,
+) -> Result<Response, WebError> {
+    session.check_csrf(&form.csrf)?;
+    if session.user.role == Role::PracticeManager {
+        return Err(WebError::Forbidden);
+    }
+    let opt = |v: &str| Some(v.to_string());
+    let req = SilenceRequest {
+        practice: opt(&form.practice),
+        site: opt(&form.site),
+        source: opt(&form.source),
+        subject: opt(&form.subject),
+        start: None,
+        end: None,
+        duration: opt(&form.duration),
+        reason: opt(&form.reason),
+        by: None,
+    };
+    let actor = session.user.username.clone();
+    let incident = form.incident.trim().parse::<i64>().ok();
+    let done = state
+        .alerts
+        .create_silence(&session.scope(), &req, &format!("web:{actor}"))
+        .await;
+    let (status, notice, form) = match done {
+        Ok(s) => (
+            StatusCode::OK,
+            (
+                false,
+                format!(
+                    "Silence #{} created until {}.",
+                    s.id,
+                    s.ends_at.format("%Y-%m-%d %H:%M UTC")
+                ),
+            ),
+            SilenceForm::default(),
+        ),
+        Err(SilenceError::Invalid(problems)) => (StatusCode::BAD_REQUEST, (true, problems.join("; ")), form),
+        Err(e) => return Err(silence_internal(e)),
+    };
+    match incident {
+        Some(id) => detail_page(&state, &session, id, status, Some(notice)).await,
+        None => list_page(&state, &session, String::new(), status, Some(notice), form).await,
+    }
+}
+
+/// `POST /incidents/silences/{id}/end`: end a silence early.
+pub async fn end_silence(
+    State(state): State<AppState>,
+    session: Session,
+    Path(id): Path<String>,
+    Form(form): Form<ActionForm>,
+) -> Result<Response, WebError> {
+    session.check_csrf(&form.csrf)?;
+    if session.user.role == Role::PracticeManager {
+        return Err(WebError::Forbidden);
+    }
+    let id = parse_id(&id)?;
+    let actor = session.user.username.clone();
+    let (status, notice) = match state
+        .alerts
+        .end_silence(&session.scope(), id, &format!("web:{actor}"))
+        .await
+    {
+        Ok(s) => (StatusCode::OK, (false, format!("Silence #{} ended.", s.id))),
+        Err(e @ SilenceError::Over(_)) => (StatusCode::BAD_REQUEST, (true, e.to_string())),
+        Err(e) => return Err(silence_internal(e)),
+    };
+    list_page(
+        &state,
+        &session,
+        String::new(),
+        status,
+        Some(notice),
+        SilenceForm::default(),
+    )
+    .await
 }
 
 /// `?state=` of the list.
@@ -111,29 +322,7 @@ pub async fn list(
     session: Session,
     Query(f): Query<ListFilter>,
 ) -> Result<Response, WebError> {
-    let now = state.now();
-    let states = match f.state.as_str() {
-        "" | "active" => vec![IncidentState::Open, IncidentState::Acknowledged],
-        "all" => Vec::new(),
-        s => vec![IncidentState::parse(s).ok_or(WebError::NotFound)?],
-    };
-    let query = IncidentQuery {
-        states,
-        source: None,
-        top_level_only: false,
-        limit: Some(LIST_LIMIT),
-    };
-    let incidents = state.alerts.list(&session.scope(), &query).await?;
-    let html = IncidentsPage {
-        username: session.user.username.clone(),
-        role: role_label(session.user.role),
-        csrf: session.user.csrf_token.clone(),
-        is_admin: session.user.role == Role::Admin,
-        filter: if f.state.is_empty() { "active".into() } else { f.state },
-        incidents: incidents.iter().map(|i| IncidentLine::new(i, now)).collect(),
-    }
-    .render()?;
-    Ok(page(StatusCode::OK, html))
+    list_page(&state, &session, f.state, StatusCode::OK, None, SilenceForm::default()).await
 }
 
 /// One entry of the timeline.
@@ -162,6 +351,10 @@ pub struct IncidentPage {
     pub children: Vec<IncidentLine>,
     pub notifications: Vec<String>,
     pub notice: Option<(bool, String)>,
+    /// The silence form's matchers for this incident: its practice, site and source.
+    pub silence_practice: String,
+    pub silence_site: String,
+    pub silence_source: String,
 }
 
 async fn detail_page(
@@ -212,6 +405,9 @@ async fn detail_page(
             })
             .collect(),
         notice,
+        silence_practice: d.incident.practice.clone().unwrap_or_default(),
+        silence_site: d.incident.site.clone().unwrap_or_default(),
+        silence_source: d.incident.source.clone(),
     }
     .render()?;
     Ok(page(status, html))

@@ -60,6 +60,9 @@ pub fn routes() -> Router<AppState> {
         .route("/incidents/{id}/acknowledge", post(incidents::acknowledge))
         .route("/incidents/{id}/resolve", post(incidents::resolve))
         .route("/incidents/{id}/notes", post(incidents::note))
+        // Runtime silences (alerting, issue 12).
+        .route("/incidents/silences", post(incidents::create_silence))
+        .route("/incidents/silences/{id}/end", post(incidents::end_silence))
 }
 
 /// Adds security headers to every response.

@@ -158,6 +158,14 @@ impl Lab {
 
     /// Enrolls a machine; it beats from the next step on.
     pub async fn agent(&mut self, practice: &str, site: &str, host: &str) -> String {
+        let id = self.enroll(practice, site, host).await;
+        self.alive.insert(id.clone());
+        self.beat(&id).await;
+        id
+    }
+
+    /// Enrolls a machine that does not beat (until it is put in `alive`).
+    pub async fn enroll(&mut self, practice: &str, site: &str, host: &str) -> String {
         let now = self.now();
         let hash = format!("hash-{practice}-{site}-{host}");
         self.store
@@ -195,8 +203,6 @@ impl Lab {
             host: host.into(),
             phase,
         });
-        self.alive.insert(id.clone());
-        self.beat(&id).await;
         id
     }
 
@@ -357,6 +363,44 @@ async fn one_machine_off_opens_one_incident_one_notification_and_one_resolved() 
     let timeline: Vec<&str> = detail.timeline.iter().map(|e| e.kind.as_str()).collect();
     assert_eq!(timeline, ["opened", "notified", "resolved", "notified"], "{timeline:?}");
     assert_eq!(detail.timeline[1].channel.as_deref(), Some("ops"));
+}
+
+#[tokio::test]
+async fn an_agent_enrolled_that_never_sent_a_heartbeat_is_offline_counted_from_enrollment() {
+    let mut lab = Lab::new(AlertSettings::default(), &["ops"]).await;
+    lab.agent("Smith", "main", "frontdesk").await;
+    let never = lab.enroll("Smith", "main", "xray").await;
+    let enrolled = lab.store.agent(&admin(), &never).await.unwrap().enrolled_at;
+    lab.run(85).await;
+    assert!(lab.of_source("agent_offline").await.is_empty(), "not before 90 s");
+    lab.run(65).await;
+    let incs = lab.of_source("agent_offline").await;
+    assert_eq!(incs.len(), 1, "{incs:#?}");
+    assert_eq!(incs[0].agent_id.as_deref(), Some(never.as_str()));
+    assert_eq!(incs[0].cause_kind, CauseKind::OneMachine);
+    assert!(
+        incs[0].probable_cause.contains("xray") && incs[0].probable_cause.contains("never sent a heartbeat"),
+        "{}",
+        incs[0].probable_cause
+    );
+    let opened = (incs[0].opened_at - enrolled).num_seconds();
+    assert!((90..=95).contains(&opened), "opened {opened} s after enrollment");
+    assert_eq!(
+        kinds(&lab.notifier.log()),
+        [(NotificationKind::Opened, "agent_offline")]
+    );
+    assert!(lab.of_source("site_offline").await.is_empty());
+    // It starts at last: resolved, one resolved notification.
+    lab.alive.insert(never.clone());
+    lab.run(35).await;
+    assert_eq!(lab.of_source("agent_offline").await[0].state, IncidentState::Resolved);
+    assert_eq!(
+        kinds(&lab.notifier.log()),
+        [
+            (NotificationKind::Opened, "agent_offline"),
+            (NotificationKind::Resolved, "agent_offline")
+        ]
+    );
 }
 
 #[tokio::test]

@@ -2,6 +2,8 @@
 
 mod agent_config;
 mod alert_harness;
+// Every alert source through real channels (issue 12).
+mod alert_sources;
 mod alerting;
 mod api;
 // Technician dashboard (issue 13).
@@ -13,13 +15,21 @@ mod group_commit;
 mod ingest;
 mod notify;
 mod policy;
+// PostgreSQL backend (issue 17).
+mod postgres;
 mod security;
 // Compliance reports (issue 14).
 mod report_seed;
 mod reports;
 mod serve;
+// Runtime silences (alerting, issue 12).
+mod silences;
 mod store;
+// Conformance of the later storage areas on both backends (issue 17).
+mod store_ext;
+// Export and import between stores (issue 17).
 mod support;
+mod transfer;
 // Tamper acknowledgement (core, issue 11).
 mod tamper;
 mod web;

@@ -51,12 +51,12 @@ fn notification(kind: NotificationKind) -> Notification {
 /// TLS material for 127.0.0.1/localhost, made with the collector's own generator (rcgen).
 pub(crate) struct Certs {
     _dir: tempfile::TempDir,
-    ca: PathBuf,
+    pub(crate) ca: PathBuf,
     cert: PathBuf,
     key: PathBuf,
 }
 
-fn certs() -> Certs {
+pub(crate) fn certs() -> Certs {
     let dir = tempfile::tempdir().unwrap();
     prepare(
         &rounds_collector::config::TlsSettings::Generated {
@@ -266,7 +266,7 @@ async fn implicit_tls_and_the_email_channel_render_escaped_html() {
 }
 
 /// The body of the MIME part following `marker`, decoded from its transfer encoding.
-fn decoded_part(raw: &str, marker: &str) -> Vec<u8> {
+pub(crate) fn decoded_part(raw: &str, marker: &str) -> Vec<u8> {
     let at = raw.find(marker).unwrap_or_else(|| panic!("{marker} not in {raw}"));
     let rest = &raw[at..];
     let head_end = rest.find("\r\n\r\n").unwrap();
@@ -305,12 +305,12 @@ fn decoded_part(raw: &str, marker: &str) -> Vec<u8> {
 // ---------------------------------------------------------------- HTTP receiver
 
 #[derive(Debug, Clone)]
-struct Seen {
-    path: String,
-    headers: HeaderMap,
-    body: Value,
+pub(crate) struct Seen {
+    pub(crate) path: String,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Value,
     /// The receiver's own verdict on the webhook signature, when it checks one.
-    verified: Option<bool>,
+    pub(crate) verified: Option<bool>,
 }
 
 /// A status code and extra response headers.
@@ -320,7 +320,7 @@ type Answer = (u16, Vec<(&'static str, &'static str)>);
 /// recompute HMAC-SHA256 over "<timestamp>.<body>", compare in constant time, and refuse
 /// timestamps more than 5 minutes from its own clock.
 #[derive(Clone)]
-struct Receiver {
+pub(crate) struct Receiver {
     seen: Arc<Mutex<Vec<Seen>>>,
     /// Answers to give, in order (status, extra headers); then 200.
     answers: Arc<Mutex<VecDeque<Answer>>>,
@@ -328,7 +328,7 @@ struct Receiver {
 }
 
 impl Receiver {
-    async fn start(secret: Option<&[u8]>) -> (Receiver, SocketAddr) {
+    pub(crate) async fn start(secret: Option<&[u8]>) -> (Receiver, SocketAddr) {
         let r = Receiver {
             seen: Arc::default(),
             answers: Arc::default(),
@@ -377,7 +377,7 @@ impl Receiver {
         self.answers.lock().unwrap().push_back((code, headers));
     }
 
-    fn seen(&self) -> Vec<Seen> {
+    pub(crate) fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
     }
 }
@@ -406,7 +406,7 @@ fn verify(secret: &[u8], headers: &HeaderMap, body: &[u8], now: i64) -> bool {
     ring::hmac::verify(&key, &signed, &sig).is_ok()
 }
 
-fn http(addr: SocketAddr, path: &str) -> HttpTarget {
+pub(crate) fn http(addr: SocketAddr, path: &str) -> HttpTarget {
     HttpTarget {
         url: format!("http://127.0.0.1:{}{path}", addr.port()),
         ca_file: None,
@@ -414,7 +414,7 @@ fn http(addr: SocketAddr, path: &str) -> HttpTarget {
     }
 }
 
-fn secret_file(dir: &Path, name: &str, value: &str) -> PathBuf {
+pub(crate) fn secret_file(dir: &Path, name: &str, value: &str) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, format!("{value}\n")).unwrap();
     p

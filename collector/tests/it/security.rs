@@ -630,7 +630,7 @@ async fn the_store_the_server_opens_commits_with_synchronous_full() {
         "the benchmark's NORMAL is what it says"
     );
     // The server opens its store with the default.
-    let _ = rounds_collector::serve::open_store(dir.path()).unwrap();
+    let _ = rounds_collector::serve::open_sqlite(dir.path()).unwrap();
     let reopened = SqliteStore::open(&dir.path().join(rounds_collector::serve::DB_FILE)).unwrap();
     assert_eq!(reopened.synchronous().unwrap(), 2);
     assert_eq!(Durability::default(), Durability::Full);

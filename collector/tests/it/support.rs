@@ -95,3 +95,58 @@ pub async fn body_text(resp: Response<Body>) -> String {
     let bytes = axum::body::to_bytes(resp.into_body(), 16 * 1024 * 1024).await.unwrap();
     String::from_utf8(bytes.to_vec()).unwrap()
 }
+
+// --- PostgreSQL backend (issue 17) ---
+
+/// The PostgreSQL server the tests may use (`ROUNDS_TEST_POSTGRES_URL`), or `None` after
+/// saying loudly, once per test binary, that the PostgreSQL half is skipped.
+pub fn pg_url() -> Option<String> {
+    static SAID: std::sync::Once = std::sync::Once::new();
+    match std::env::var("ROUNDS_TEST_POSTGRES_URL") {
+        Ok(url) if !url.trim().is_empty() => Some(url),
+        _ => {
+            SAID.call_once(|| {
+                use std::io::Write;
+                // Straight to stderr, past the test harness's capture, so that it is seen.
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "\n*** ROUNDS_TEST_POSTGRES_URL is not set: the PostgreSQL half of the storage tests is SKIPPED ***\n"
+                );
+            });
+            None
+        }
+    }
+}
+
+/// `url` with the search path set to `schema` (tokio-postgres passes `options` to the server).
+pub fn pg_url_in_schema(url: &str, schema: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}options=-csearch_path%3D{schema}")
+}
+
+/// A fresh schema `t_<random>` in the test database, and the URL that uses it. Schemas are
+/// left to the per-run scratch database (.ci/run drops it).
+pub async fn pg_schema() -> Option<String> {
+    let url = pg_url()?;
+    let schema = format!("t_{:016x}", rand::random::<u64>());
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connecting to ROUNDS_TEST_POSTGRES_URL");
+    let task = tokio::spawn(conn);
+    client
+        .batch_execute(&format!("CREATE SCHEMA {schema}"))
+        .await
+        .expect("creating a test schema");
+    drop(client);
+    let _ = task.await;
+    Some(pg_url_in_schema(&url, &schema))
+}
+
+/// A PostgreSQL store in a fresh schema, when `ROUNDS_TEST_POSTGRES_URL` is set.
+pub async fn pg_store() -> Option<Arc<dyn Store>> {
+    let url = pg_schema().await?;
+    let store = rounds_collector::store::postgres::PgStore::open(&url)
+        .await
+        .expect("opening the PostgreSQL test store");
+    Some(Arc::new(store))
+}

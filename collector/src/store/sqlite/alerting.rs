@@ -276,16 +276,7 @@ pub fn enqueue(conn: &Connection, item: &NewOutboxItem, now: DateTime<Utc>) -> S
 }
 
 fn kind_of(s: &str) -> StoreResult<NotificationKind> {
-    Ok(match s {
-        "opened" => NotificationKind::Opened,
-        "updated" => NotificationKind::Updated,
-        "reminder" => NotificationKind::Reminder,
-        "escalated" => NotificationKind::Escalated,
-        "acknowledged" => NotificationKind::Acknowledged,
-        "resolved" => NotificationKind::Resolved,
-        "test" => NotificationKind::Test,
-        other => return Err(corrupt("notification kind", other)),
-    })
+    NotificationKind::parse(s).ok_or_else(|| corrupt("notification kind", s))
 }
 
 type RawOutbox = (
@@ -452,13 +443,7 @@ fn practice_name(conn: &Connection, scope: &Scope) -> StoreResult<Option<String>
 }
 
 fn visible(scope: &Scope, practice_name: Option<&str>, i: &Incident) -> bool {
-    match i.practice_id {
-        Some(p) => scope.sees(p),
-        None => match scope.role {
-            Role::Admin | Role::Technician => true,
-            Role::PracticeManager => practice_name.is_some_and(|n| i.practices_affected.iter().any(|p| p == n)),
-        },
-    }
+    i.visible_to(scope, practice_name)
 }
 
 pub fn detail(conn: &Connection, scope: &Scope, id: i64) -> StoreResult<IncidentDetail> {

@@ -9,6 +9,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::codec::{db, from_ms, ms};
 use super::reports::{self, OwnedReport};
 use crate::delivery::{self, ChainContext, IntegrityProblem, Neighbour};
+use crate::store::common::{JOURNAL_CHECK, JOURNAL_SUBJECT, journal_payload};
 use crate::store::{
     AgentReportedState, Delivery, DeliveryOutcome, DeliveryStatus, IncomingReport, Ingested, IntegrityEvent,
     StoreError, StoreResult,
@@ -242,22 +243,12 @@ pub fn record(conn: &Connection, agent_id: &str, problems: &[IntegrityProblem], 
     Ok(())
 }
 
-/// Subject of the observation that judges the agent's own journal.
-pub const JOURNAL_SUBJECT: &str = "rounds-agent journal";
-/// `check_name` of that observation: no agent check retires it.
-const JOURNAL_CHECK: &str = "collector.chain";
-
 /// Keeps the agent's journal, as the collector verified it, in the current state as an
-/// `audit.log` observation (`rounds_protocol::obs::AuditLog`), so the policy rule
-/// `hipaa.audit.log_integrity` judges it with the agent's watched logs: `rewritten` when a
-/// report was forged, altered, forked, rolled back or resent with other content; `truncated`
-/// when reports went missing without the agent saying it dropped them. Never clears by itself.
+/// `audit.log` observation (see [`journal_payload`]): `rewritten` when a report was forged,
+/// altered, forked, rolled back or resent with other content; `truncated` when reports went
+/// missing without the agent saying it dropped them. Never clears by itself.
 pub fn journal_observation(conn: &Connection, agent_id: &str, now: DateTime<Utc>) -> StoreResult<()> {
-    use rounds_protocol::obs::{AuditLog, Payload, TamperEvent};
-    // Tamper acknowledgement (core, issue 11): the newest chain problem is the journal's
-    // `last_tamper` (id `chain-<event id>`), which the evaluator holds open until a person
-    // acknowledges it (crate::tamper); the look itself is append-only, so an acknowledged
-    // journal passes again and a later problem opens a new event.
+    use rounds_protocol::obs::{AuditLog, Payload};
     let newest: Option<(i64, String, i64, i64)> = conn
         .prepare_cached(
             "SELECT id, kind, at, sequence FROM integrity_events WHERE agent_id = ?1 ORDER BY id DESC LIMIT 1",
@@ -267,28 +258,7 @@ pub fn journal_observation(conn: &Connection, agent_id: &str, now: DateTime<Utc>
                 .optional()
         })
         .map_err(db)?;
-    let last_tamper = newest.map(|(id, kind, at, sequence)| TamperEvent {
-        id: format!("chain-{id}"),
-        kind: if kind == "gap" { "truncated" } else { "rewritten" }.to_string(),
-        detected_at: from_ms(at),
-        range_start: Some(sequence.max(0) as u64),
-        range_end: Some(sequence.max(0) as u64 + 1),
-        ..TamperEvent::default()
-    });
-    let data = AuditLog {
-        path: "rounds-agent journal (hash chain verified by the collector)".into(),
-        present: true,
-        append_only: Some(true),
-        truncated: Some(false),
-        rewritten: Some(false),
-        world_writable: None,
-        last_entry_at: Some(now),
-        longest_gap_secs: None,
-        cleared: None,
-        last_tamper,
-        ..AuditLog::default()
-    };
-    let json = serde_json::to_string(&data).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    let json = journal_payload(newest, now)?;
     conn.prepare_cached(
         "INSERT INTO latest_observations (agent_id, sequence, kind, subject, observed_at, status, data, error,
                                           check_name, confirmed_at, confirmed_sequence, future_dated)

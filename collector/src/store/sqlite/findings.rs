@@ -9,24 +9,13 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use rounds_policies::{Finding, Status};
+
+use crate::store::common::{StoredFinding, finding_write, retirement};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::agents::scope_clause;
 use super::codec::{db, from_json, from_ms, from_name, ms, to_json};
 use crate::store::{ChangeQuery, FindingChange, FindingRow, Scope, StoreError, StoreResult};
-
-/// A current finding as stored, in its stored encoding.
-struct Stored {
-    status: String,
-    status_since: i64,
-    severity: String,
-    title: String,
-    citations: String,
-    evidence: String,
-    message: String,
-    remediation: Option<String>,
-    exception: Option<String>,
-}
 
 /// Replaces an agent's findings in the open transaction of `conn` and records the changes.
 pub fn replace(
@@ -45,7 +34,7 @@ pub fn replace(
             name: agent_id.to_string(),
         });
     }
-    let mut previous: HashMap<String, Stored> = {
+    let mut previous: HashMap<String, StoredFinding> = {
         let mut stmt = conn
             .prepare_cached(
                 "SELECT rule, status, status_since, severity, title, citations, evidence, message, remediation, exception
@@ -56,7 +45,7 @@ pub fn replace(
             .query_map([agent_id], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
-                    Stored {
+                    StoredFinding {
                         status: r.get(1)?,
                         status_since: r.get(2)?,
                         severity: r.get(3)?,
@@ -90,109 +79,37 @@ pub fn replace(
         .map_err(db)?;
     let mut changes = Vec::new();
     for f in findings {
-        let Finding {
-            rule,
-            title,
-            status,
-            severity,
-            citations,
-            // Partial marks are the pack's: reports read them from the rule by id.
-            partial_citations: _,
-            evidence,
-            message,
-            remediation,
-            exception,
-        } = f;
-        let old = previous.remove(rule);
-        let since = match &old {
-            Some(o) if o.status == status.as_str() => o.status_since,
-            _ => ms(now),
-        };
-        let exception_json = exception.as_ref().map(to_json).transpose()?;
-        let (citations_json, evidence_json) = (to_json(citations)?, to_json(evidence)?);
-        let same_row = old.as_ref().is_some_and(|o| {
-            o.status == status.as_str()
-                && o.severity == severity.as_str()
-                && o.title == *title
-                && o.citations == citations_json
-                && o.evidence == evidence_json
-                && o.message == *message
-                && o.remediation == *remediation
-                && o.exception == exception_json
-        });
-        if !same_row {
+        let w = finding_write(agent_id, f, previous.remove(&f.rule).as_ref(), now)?;
+        if w.rewrite {
             ins.execute(params![
                 agent_id,
-                rule,
-                status.as_str(),
-                severity.as_str(),
-                title,
-                citations_json,
-                evidence_json,
-                message,
-                remediation,
-                exception_json,
+                f.rule,
+                f.status.as_str(),
+                f.severity.as_str(),
+                f.title,
+                w.citations,
+                w.evidence,
+                f.message,
+                f.remediation,
+                w.exception,
                 ms(now),
-                since
+                w.since
             ])
             .map_err(db)?;
         }
-        let changed = match &old {
-            None => true,
-            Some(o) => o.status != status.as_str() || o.exception != exception_json,
-        };
-        if changed {
-            let old_status = old
-                .as_ref()
-                .map(|o| from_name::<Status>("status", &o.status))
-                .transpose()?;
-            let old_exception = old
-                .as_ref()
-                .and_then(|o| o.exception.as_deref())
-                .map(|e| from_json("exception", e))
-                .transpose()?;
-            let change = FindingChange {
-                agent_id: agent_id.to_string(),
-                rule: rule.clone(),
-                at: from_ms(ms(now)),
-                old_status,
-                new_status: Some(*status),
-                severity: *severity,
-                title: title.clone(),
-                citations: citations.clone(),
-                evidence: evidence.clone(),
-                message: message.clone(),
-                remediation: remediation.clone(),
-                old_exception,
-                exception: exception.clone(),
-            };
-            record(conn, &change, since)?;
+        if let Some(change) = w.change {
+            record(conn, &change, w.since)?;
             changes.push(change);
         }
     }
-    let mut retired: Vec<(String, Stored)> = previous.into_iter().collect();
+    let mut retired: Vec<(String, StoredFinding)> = previous.into_iter().collect();
     retired.sort_by(|a, b| a.0.cmp(&b.0));
     let mut delete = conn
         .prepare_cached("DELETE FROM findings WHERE agent_id = ?1 AND rule = ?2")
         .map_err(db)?;
     for (rule, o) in retired {
         delete.execute(params![agent_id, rule]).map_err(db)?;
-        let exception = o.exception.as_deref().map(|e| from_json("exception", e)).transpose()?;
-        let change = FindingChange {
-            agent_id: agent_id.to_string(),
-            rule,
-            at: from_ms(ms(now)),
-            old_status: Some(from_name("status", &o.status)?),
-            new_status: None,
-            severity: from_name("severity", &o.severity)?,
-            title: o.title,
-            citations: from_json("citations", &o.citations)?,
-            evidence: from_json("evidence", &o.evidence)?,
-            message: o.message,
-            remediation: o.remediation,
-            old_exception: exception,
-            exception: None,
-        };
+        let change = retirement(agent_id, rule, o, now)?;
         record(conn, &change, ms(now))?;
         changes.push(change);
     }

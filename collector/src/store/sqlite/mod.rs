@@ -30,6 +30,8 @@ mod policy;
 // Tamper acknowledgement (core, issue 11).
 mod reports;
 mod security;
+// Runtime silences (alerting, issue 12).
+mod silences;
 // Compliance reports (issue 14).
 mod issued;
 mod tamper;
@@ -68,6 +70,8 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("0008_reports", include_str!("migrations/0008_reports.sql")),
     // Tamper acknowledgement (core, issue 11).
     ("0009_tamper_ack", include_str!("migrations/0009_tamper_ack.sql")),
+    // Runtime silences (alerting, issue 12).
+    ("0010_silences", include_str!("migrations/0010_silences.sql")),
 ];
 
 /// How `synchronous` is set: `Normal` loses at most the last transactions on power loss
@@ -597,6 +601,22 @@ impl Tx for SqliteTx {
             .await
     }
 
+    // --- Runtime silences (alerting, issue 12) ---
+    async fn create_silence(&mut self, new: &NewSilence, now: DateTime<Utc>) -> StoreResult<StoredSilence> {
+        let new = new.clone();
+        self.run(move |c| silences::create(c, &new, now)).await
+    }
+
+    async fn save_silence(&mut self, silence: &StoredSilence) -> StoreResult<()> {
+        let silence = silence.clone();
+        self.run(move |c| silences::save(c, &silence)).await
+    }
+
+    async fn silences(&mut self, query: &SilenceQuery) -> StoreResult<Vec<StoredSilence>> {
+        let query = query.clone();
+        self.run(move |c| silences::list(c, &query)).await
+    }
+
     // --- Compliance reports (issue 14) ---
     async fn record_issued_report(&mut self, report: &IssuedReport) -> StoreResult<()> {
         let report = report.clone();
@@ -865,6 +885,12 @@ impl Store for SqliteStore {
         self.read(move |c| alerting::detail(c, &scope, id)).await
     }
 
+    // Runtime silences (alerting, issue 12).
+    async fn silences(&self, query: &SilenceQuery) -> StoreResult<Vec<StoredSilence>> {
+        let query = query.clone();
+        self.read(move |c| silences::list(c, &query)).await
+    }
+
     // --- Compliance reports (issue 14) ---
     async fn agent_observation_history(
         &self,
@@ -961,4 +987,16 @@ impl Store for SqliteStore {
 /// The schema version (`PRAGMA user_version`) of a database this build has migrated.
 pub fn schema_version() -> usize {
     MIGRATIONS.len()
+}
+
+// PostgreSQL backend (issue 17): `migrate` says which version a file had before opening it.
+/// The schema version (`PRAGMA user_version`) of the database file at `path`, read-only.
+pub fn file_schema_version(path: &Path) -> StoreResult<usize> {
+    let context = || format!("opening {}", path.display());
+    let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(|e| codec::db_in(e, context()))?;
+    let v: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(|e| codec::db_in(e, context()))?;
+    Ok(v.max(0) as usize)
 }

@@ -1,0 +1,265 @@
+//! Current findings per agent and rule, and their history (PostgreSQL; mirrors
+//! `store/sqlite/findings.rs`: [`replace`] records every appearance, status change, exception
+//! change and retirement in `finding_changes` in the same transaction; "as at T" is the newest
+//! change per rule recorded at or before T).
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use rounds_policies::{Finding, Status};
+
+use crate::store::common::{StoredFinding, finding_write, retirement};
+use tokio_postgres::{Client, Row};
+
+use super::agents::scope_clause;
+use super::codec::{db, from_json, from_ms, from_name, ms, to_json};
+use crate::store::{ChangeQuery, FindingChange, FindingRow, Scope, StoreError, StoreResult};
+
+/// Replaces an agent's findings in the open transaction of `c` and records the changes.
+pub async fn replace(
+    c: &Client,
+    agent_id: &str,
+    findings: &[Finding],
+    now: DateTime<Utc>,
+) -> StoreResult<Vec<FindingChange>> {
+    let exists = c
+        .query_opt("SELECT id FROM agents WHERE id = $1", &[&agent_id])
+        .await
+        .map_err(db)?;
+    if exists.is_none() {
+        return Err(StoreError::NotFound {
+            what: "agent",
+            name: agent_id.to_string(),
+        });
+    }
+    let mut previous: HashMap<String, StoredFinding> = c
+        .query(
+            "SELECT rule, status, status_since, severity, title, citations, evidence, message, remediation, exception
+             FROM findings WHERE agent_id = $1",
+            &[&agent_id],
+        )
+        .await
+        .map_err(db)?
+        .into_iter()
+        .map(|r| {
+            (
+                r.get::<_, String>(0),
+                StoredFinding {
+                    status: r.get(1),
+                    status_since: r.get(2),
+                    severity: r.get(3),
+                    title: r.get(4),
+                    citations: r.get(5),
+                    evidence: r.get(6),
+                    message: r.get(7),
+                    remediation: r.get(8),
+                    exception: r.get(9),
+                },
+            )
+        })
+        .collect();
+    // Rows whose finding is unchanged are not rewritten: one UPDATE moves their evaluated_at.
+    c.execute(
+        "UPDATE findings SET evaluated_at = $2 WHERE agent_id = $1",
+        &[&agent_id, &ms(now)],
+    )
+    .await
+    .map_err(db)?;
+    let ins = c
+        .prepare(
+            "INSERT INTO findings (agent_id, rule, status, severity, title, citations, evidence, message,
+                                   remediation, exception, evaluated_at, status_since)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+             ON CONFLICT (agent_id, rule) DO UPDATE SET
+               status = excluded.status, severity = excluded.severity, title = excluded.title,
+               citations = excluded.citations, evidence = excluded.evidence, message = excluded.message,
+               remediation = excluded.remediation, exception = excluded.exception,
+               evaluated_at = excluded.evaluated_at, status_since = excluded.status_since",
+        )
+        .await
+        .map_err(db)?;
+    let mut changes = Vec::new();
+    for f in findings {
+        let w = finding_write(agent_id, f, previous.remove(&f.rule).as_ref(), now)?;
+        if w.rewrite {
+            c.execute(
+                &ins,
+                &[
+                    &agent_id,
+                    &f.rule,
+                    &f.status.as_str(),
+                    &f.severity.as_str(),
+                    &f.title,
+                    &w.citations,
+                    &w.evidence,
+                    &f.message,
+                    &f.remediation,
+                    &w.exception,
+                    &ms(now),
+                    &w.since,
+                ],
+            )
+            .await
+            .map_err(db)?;
+        }
+        if let Some(change) = w.change {
+            record(c, &change, w.since).await?;
+            changes.push(change);
+        }
+    }
+    let mut retired: Vec<(String, StoredFinding)> = previous.into_iter().collect();
+    retired.sort_by(|a, b| a.0.cmp(&b.0));
+    for (rule, o) in retired {
+        c.execute(
+            "DELETE FROM findings WHERE agent_id = $1 AND rule = $2",
+            &[&agent_id, &rule],
+        )
+        .await
+        .map_err(db)?;
+        let change = retirement(agent_id, rule, o, now)?;
+        record(c, &change, ms(now)).await?;
+        changes.push(change);
+    }
+    Ok(changes)
+}
+
+async fn record(c: &Client, change: &FindingChange, status_since: i64) -> StoreResult<()> {
+    let FindingChange {
+        agent_id,
+        rule,
+        at,
+        old_status,
+        new_status,
+        severity,
+        title,
+        citations,
+        evidence,
+        message,
+        remediation,
+        old_exception,
+        exception,
+    } = change;
+    c.execute(
+        "INSERT INTO finding_changes (agent_id, rule, at, old_status, new_status, status_since, severity, title,
+                                      citations, evidence, message, remediation, old_exception, exception)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+        &[
+            agent_id,
+            rule,
+            &ms(*at),
+            &old_status.map(Status::as_str),
+            &new_status.map(Status::as_str),
+            &status_since,
+            &severity.as_str(),
+            title,
+            &to_json(citations)?,
+            &to_json(evidence)?,
+            message,
+            remediation,
+            &old_exception.as_ref().map(to_json).transpose()?,
+            &exception.as_ref().map(to_json).transpose()?,
+        ],
+    )
+    .await
+    .map_err(db)?;
+    Ok(())
+}
+
+/// A finding row: rule, status, severity, title, citations, evidence, message, remediation,
+/// exception, evaluated/changed at, status since.
+fn row(r: &Row) -> StoreResult<FindingRow> {
+    let exception: Option<&str> = r.get(8);
+    Ok(FindingRow {
+        rule: r.get(0),
+        status: from_name("status", r.get(1))?,
+        severity: from_name("severity", r.get(2))?,
+        title: r.get(3),
+        citations: from_json("citations", r.get(4))?,
+        evidence: from_json("evidence", r.get(5))?,
+        message: r.get(6),
+        remediation: r.get(7),
+        exception: exception.map(|e| from_json("exception", e)).transpose()?,
+        evaluated_at: from_ms(r.get(9)),
+        status_since: from_ms(r.get(10)),
+    })
+}
+
+/// The current findings of an agent, by rule.
+pub async fn current(c: &Client, agent_id: &str) -> StoreResult<Vec<FindingRow>> {
+    c.query(
+        "SELECT rule, status, severity, title, citations, evidence, message, remediation, exception,
+                evaluated_at, status_since
+         FROM findings WHERE agent_id = $1 ORDER BY rule",
+        &[&agent_id],
+    )
+    .await
+    .map_err(db)?
+    .iter()
+    .map(row)
+    .collect()
+}
+
+/// The findings of an agent as they stood at `at`, by rule.
+pub async fn as_at(c: &Client, agent_id: &str, at: DateTime<Utc>) -> StoreResult<Vec<FindingRow>> {
+    c.query(
+        "SELECT fc.rule, fc.new_status, fc.severity, fc.title, fc.citations, fc.evidence, fc.message,
+                fc.remediation, fc.exception, fc.at, fc.status_since
+         FROM finding_changes fc
+         JOIN (SELECT rule, MAX(id) AS id FROM finding_changes WHERE agent_id = $1 AND at <= $2 GROUP BY rule) last
+           ON last.id = fc.id
+         WHERE fc.new_status IS NOT NULL ORDER BY fc.rule",
+        &[&agent_id, &ms(at)],
+    )
+    .await
+    .map_err(db)?
+    .iter()
+    .map(row)
+    .collect()
+}
+
+/// Finding changes visible to `scope` matching `query`, oldest first.
+pub async fn changes(c: &Client, scope: &Scope, query: &ChangeQuery) -> StoreResult<Vec<FindingChange>> {
+    let ChangeQuery {
+        agent_id,
+        practice_id,
+        from,
+        to,
+    } = query;
+    let (clause, arg) = scope_clause(scope);
+    let sql = format!(
+        "SELECT fc.agent_id, fc.rule, fc.at, fc.old_status, fc.new_status, fc.severity, fc.title, fc.citations,
+                fc.evidence, fc.message, fc.remediation, fc.old_exception, fc.exception
+         FROM finding_changes fc JOIN agents a ON a.id = fc.agent_id JOIN sites s ON s.id = a.site_id
+           JOIN practices p ON p.id = s.practice_id
+         WHERE {clause} AND ($2::TEXT IS NULL OR fc.agent_id = $2) AND ($3::BIGINT IS NULL OR p.id = $3)
+           AND fc.at >= $4 AND fc.at < $5
+         ORDER BY fc.at, fc.id"
+    );
+    let rows = c
+        .query(&sql, &[&arg, agent_id, practice_id, &ms(*from), &ms(*to)])
+        .await
+        .map_err(db)?;
+    rows.iter()
+        .map(|r| {
+            let old_status: Option<&str> = r.get(3);
+            let new_status: Option<&str> = r.get(4);
+            let old_exception: Option<&str> = r.get(11);
+            let exception: Option<&str> = r.get(12);
+            Ok(FindingChange {
+                agent_id: r.get(0),
+                rule: r.get(1),
+                at: from_ms(r.get(2)),
+                old_status: old_status.map(|s| from_name("status", s)).transpose()?,
+                new_status: new_status.map(|s| from_name("status", s)).transpose()?,
+                severity: from_name("severity", r.get(5))?,
+                title: r.get(6),
+                citations: from_json("citations", r.get(7))?,
+                evidence: from_json("evidence", r.get(8))?,
+                message: r.get(9),
+                remediation: r.get(10),
+                old_exception: old_exception.map(|e| from_json("exception", e)).transpose()?,
+                exception: exception.map(|e| from_json("exception", e)).transpose()?,
+            })
+        })
+        .collect()
+}
