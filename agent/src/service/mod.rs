@@ -629,7 +629,10 @@ mod tests {
     fn the_real_root_keeps_a_path_as_it_is_and_a_test_root_prefixes_it() {
         let win = Path::new(r"C:\ProgramData\Rounds\agent");
         assert_eq!(under(Path::new("/"), win), win);
-        assert_eq!(under(Path::new("/"), Path::new("/var/lib/rounds-agent")), Path::new("/var/lib/rounds-agent"));
+        assert_eq!(
+            under(Path::new("/"), Path::new("/var/lib/rounds-agent")),
+            Path::new("/var/lib/rounds-agent")
+        );
         assert_eq!(
             under(Path::new("/tmp/r"), Path::new("/var/lib/rounds-agent")),
             Path::new("/tmp/r/var/lib/rounds-agent")
