@@ -329,13 +329,19 @@ fn init_tracing(file: Option<std::fs::File>) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match file {
-        Some(f) => builder.with_writer(std::sync::Mutex::new(f)).with_ansi(false).init(),
-        None => builder
-            .with_writer(std::io::stderr)
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init(),
+    // Only Windows builds the file writer (a second subscriber type): the Linux agent's size
+    // stays as it was.
+    #[cfg(windows)]
+    if let Some(f) = file {
+        builder.with_writer(std::sync::Mutex::new(f)).with_ansi(false).init();
+        return;
     }
+    #[cfg(not(windows))]
+    let _ = file;
+    builder
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
 }
 
 async fn dispatch(command: Command) -> Result<ExitCode, Failure> {
