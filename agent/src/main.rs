@@ -155,7 +155,8 @@ enum CheckFormat {
 #[derive(Debug, Args)]
 struct StateDirArg {
     /// State directory [default: $ROUNDS_AGENT_STATE_DIR, /var/lib/rounds-agent as root,
-    /// else $XDG_STATE_HOME/rounds-agent or ~/.local/state/rounds-agent].
+    /// else $XDG_STATE_HOME/rounds-agent or ~/.local/state/rounds-agent; Windows:
+    /// C:\ProgramData\Rounds\agent].
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
 }
@@ -192,6 +193,10 @@ struct RunArgs {
     /// Configuration file (TOML); without it, defaults apply.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Windows (issue 19): run under the service control manager, logging to agent.log in the
+    /// state dir; the command line `install` registers. Not for a console.
+    #[arg(long)]
+    service: bool,
 }
 
 #[derive(Debug, Args)]
@@ -225,27 +230,82 @@ impl Failure {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .max_blocking_threads(16)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(EXIT_FAILURE);
-        }
+    let command = match cli.command {
+        Command::Run(args) if args.service => return run_service(args),
+        other => other,
     };
-    let result = runtime.block_on(dispatch(cli.command));
-    // A check still running on the blocking pool does not hold up the exit for long.
-    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    init_tracing(None);
+    let result = on_runtime(dispatch(command));
     match result {
         Ok(code) => code,
         Err(Failure { code, error }) => {
             eprintln!("error: {}", render(&error));
             ExitCode::from(code)
         }
+    }
+}
+
+/// Runs `work` on the agent's runtime (one thread and a blocking pool for the checks).
+fn on_runtime<T>(work: impl std::future::Future<Output = Result<T, Failure>>) -> Result<T, Failure> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .max_blocking_threads(16)
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::runtime(anyhow::anyhow!("cannot start the async runtime: {e}")))?;
+    let result = runtime.block_on(work);
+    // A check still running on the blocking pool does not hold up the exit for long.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    result
+}
+
+/// `run --service` (issue 19): the agent as a Windows service. Logs go to agent.log in the
+/// state dir; the service control dispatcher runs the agent until the SCM sends Stop or
+/// Shutdown, then reports Stopped with the exit code (0, 64 bad configuration, 1 failure).
+fn run_service(args: RunArgs) -> ExitCode {
+    #[cfg(windows)]
+    {
+        let dir = match state_dir(StateDirArg {
+            state_dir: args.state.state_dir.clone(),
+        }) {
+            Ok(d) => d,
+            Err(Failure { code, error }) => {
+                eprintln!("error: {}", render(&error));
+                return ExitCode::from(code);
+            }
+        };
+        // Without a log file (a full disk) the service still reports its status; what it logs
+        // is then lost, as the SCM gives it no console. Nothing slow before the dispatcher
+        // connects (the SCM waits 30 s for it): the state dir's ACL is set by enroll/install.
+        let log = std::fs::create_dir_all(&dir)
+            .ok()
+            .and_then(|()| rounds_agent::service::open_service_log(&dir).ok());
+        init_tracing(log);
+        let served = rounds_agent::service::windows::run_as_service(move |shutdown| {
+            match on_runtime(run_agent(args, shutdown)) {
+                Ok(()) => 0,
+                Err(Failure { code, error }) => {
+                    tracing::error!("{}", render(&error));
+                    u32::from(code)
+                }
+            }
+        });
+        match served {
+            Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(EXIT_FAILURE)),
+            Err(e) => {
+                tracing::error!("{e}");
+                eprintln!("error: {e}");
+                ExitCode::from(EXIT_CONFIG)
+            }
+        }
+    }
+    #[cfg(not(windows))]
+    {
+        let _ = args;
+        eprintln!(
+            "error: `run --service` is for the Windows service control manager; on {} run `rounds-agent run` (systemd and launchd start it so)",
+            std::env::consts::OS
+        );
+        ExitCode::from(EXIT_CONFIG)
     }
 }
 
@@ -264,11 +324,21 @@ fn render(error: &anyhow::Error) -> String {
     out
 }
 
-fn init_tracing() {
+/// Logs to stderr, or to `file` (the Windows service's agent.log).
+fn init_tracing(file: Option<std::fs::File>) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // Only Windows builds the file writer (a second subscriber type): the Linux agent's size
+    // stays as it was.
+    #[cfg(windows)]
+    if let Some(f) = file {
+        builder.with_writer(std::sync::Mutex::new(f)).with_ansi(false).init();
+        return;
+    }
+    #[cfg(not(windows))]
+    let _ = file;
+    builder
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
@@ -456,9 +526,17 @@ fn this_platform() -> Result<rounds_agent::service::Platform, Failure> {
 }
 
 fn this_exe() -> Result<PathBuf, Failure> {
-    std::env::current_exe()
+    let exe = std::env::current_exe()
         .and_then(|p| p.canonicalize())
-        .map_err(|e| Failure::runtime(anyhow::anyhow!("cannot tell where this binary is: {e}")))
+        .map_err(|e| Failure::runtime(anyhow::anyhow!("cannot tell where this binary is: {e}")))?;
+    // Windows (issue 19): canonicalize gives `\\?\C:\...`; the SCM's binPath wants `C:\...`.
+    #[cfg(windows)]
+    if let Some(plain) = exe.to_str().and_then(|s| s.strip_prefix(r"\\?\"))
+        && plain.as_bytes().get(1) == Some(&b':')
+    {
+        return Ok(PathBuf::from(plain));
+    }
+    Ok(exe)
 }
 
 async fn install(args: InstallArgs) -> Result<ExitCode, Failure> {
@@ -543,7 +621,19 @@ fn service_file(args: ServiceFileArgs) -> Result<ExitCode, Failure> {
 const SPOOL_FAULT_ENV: &str = "ROUNDS_AGENT_TEST_SPOOL_FAIL_WHILE";
 
 async fn run(args: RunArgs) -> Result<ExitCode, Failure> {
-    let RunArgs { state, config } = args;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(watch_signals(shutdown.clone()));
+    run_agent(args, shutdown).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The agent until `shutdown` is cancelled (a signal, or the Windows service's Stop).
+async fn run_agent(args: RunArgs, shutdown: CancellationToken) -> Result<(), Failure> {
+    let RunArgs {
+        state,
+        config,
+        service: _,
+    } = args;
     let dir = state_dir(state)?;
     let announced = state::StateDir::new(&dir)
         .load_identity()
@@ -576,10 +666,7 @@ async fn run(args: RunArgs) -> Result<ExitCode, Failure> {
     {
         opts.spool_fail_writes_while = std::env::var_os(SPOOL_FAULT_ENV).map(PathBuf::from);
     }
-    let shutdown = CancellationToken::new();
-    tokio::spawn(watch_signals(shutdown.clone()));
-    rounds_agent::run(opts, shutdown).await.map_err(Failure::runtime)?;
-    Ok(ExitCode::SUCCESS)
+    rounds_agent::run(opts, shutdown).await.map_err(Failure::runtime)
 }
 
 /// Cancels `shutdown` on the first SIGINT or SIGTERM; exits at once on the second.

@@ -86,8 +86,19 @@ pub fn default_state_dir(
 
 /// [`default_state_dir`] for this process: the real environment and `/proc/self/status`.
 pub fn system_default_state_dir() -> Result<PathBuf, StateError> {
-    let status = fs::read_to_string("/proc/self/status").ok();
-    default_state_dir(&|k| std::env::var(k).ok(), status.as_deref())
+    // Windows (issue 19): no HOME and no uid; the service's state dir unless the variable says
+    // otherwise, so `status` and `enroll` find what the service uses.
+    #[cfg(windows)]
+    {
+        Ok(std::env::var_os(STATE_DIR_ENV)
+            .filter(|v| !v.is_empty())
+            .map_or_else(|| crate::service::Platform::Windows.default_state_dir(), PathBuf::from))
+    }
+    #[cfg(not(windows))]
+    {
+        let status = fs::read_to_string("/proc/self/status").ok();
+        default_state_dir(&|k| std::env::var(k).ok(), status.as_deref())
+    }
 }
 
 /// The effective uid from the `Uid:` line of `/proc/self/status` (real, effective, saved, fs).

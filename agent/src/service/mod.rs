@@ -140,9 +140,11 @@ pub fn render(spec: &ServiceSpec) -> Result<String, ServiceError> {
     match spec.platform {
         Platform::Linux => systemd_unit(spec),
         Platform::Macos => launchd_plist(spec),
-        Platform::Windows => Ok(windows::service_commands(spec)?
+        // As cmd.exe takes them (issue 19), the ACL of the state dir first, as `install` does.
+        Platform::Windows => Ok(windows::protect_commands(&spec.state_dir)
             .iter()
-            .map(|c| format!("{c}\n"))
+            .chain(&windows::service_commands(spec)?)
+            .map(|c| format!("{}\n", windows::command_line(c)))
             .collect()),
     }
 }
@@ -340,6 +342,23 @@ pub fn uninstall_plan(platform: Platform, state_dir: &Path, purge: bool) -> Vec<
     steps
 }
 
+/// The log of `run --service` in the state dir (issue 19): a Windows service has no console,
+/// so what the agent would print on stderr goes here.
+pub const SERVICE_LOG: &str = "agent.log";
+/// Beyond this size the log is moved to `agent.log.1` (replacing the previous one) when the
+/// service starts, so the two files never hold much more than twice this.
+pub const SERVICE_LOG_MAX: u64 = 8 << 20;
+
+/// Opens the service log in `state_dir` for appending, after moving a log over
+/// [`SERVICE_LOG_MAX`] aside.
+pub fn open_service_log(state_dir: &Path) -> std::io::Result<std::fs::File> {
+    let path = state_dir.join(SERVICE_LOG);
+    if std::fs::metadata(&path).is_ok_and(|m| m.len() > SERVICE_LOG_MAX) {
+        std::fs::rename(&path, state_dir.join(format!("{SERVICE_LOG}.1")))?;
+    }
+    std::fs::OpenOptions::new().create(true).append(true).open(&path)
+}
+
 /// Runs commands; the real one spawns processes, tests record.
 pub trait Runner {
     /// Whether `program` can be run here (found on `PATH`).
@@ -354,7 +373,14 @@ pub struct SystemRunner;
 
 impl Runner for SystemRunner {
     fn available(&self, program: &str) -> bool {
-        std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
+        // Windows (issue 19): `icacls` is `icacls.exe` on disk.
+        let names: &[String] = if cfg!(windows) && !program.ends_with(".exe") {
+            &[program.to_string(), format!("{program}.exe")]
+        } else {
+            &[program.to_string()]
+        };
+        std::env::var_os("PATH")
+            .is_some_and(|paths| std::env::split_paths(&paths).any(|d| names.iter().any(|n| d.join(n).is_file())))
     }
 
     fn run(&self, cmd: &Cmd) -> Result<(), String> {
@@ -374,6 +400,11 @@ impl Runner for SystemRunner {
 
 /// A path on the target machine, under `root`.
 pub fn under(root: &Path, path: &Path) -> PathBuf {
+    // The real root: the path as it is (issue 19: on Windows, `C:\ProgramData\...` must not
+    // become `\ProgramData\...` on whatever drive the prompt is on).
+    if root == Path::new("/") {
+        return path.to_path_buf();
+    }
     let rel: PathBuf = path
         .components()
         .filter(|c| matches!(c, std::path::Component::Normal(_)))
@@ -592,6 +623,35 @@ mod tests {
         .unwrap();
         assert!(!state.exists());
         assert!(runner.0.borrow().is_empty());
+    }
+
+    #[test]
+    fn the_real_root_keeps_a_path_as_it_is_and_a_test_root_prefixes_it() {
+        let win = Path::new(r"C:\ProgramData\Rounds\agent");
+        assert_eq!(under(Path::new("/"), win), win);
+        assert_eq!(
+            under(Path::new("/"), Path::new("/var/lib/rounds-agent")),
+            Path::new("/var/lib/rounds-agent")
+        );
+        assert_eq!(
+            under(Path::new("/tmp/r"), Path::new("/var/lib/rounds-agent")),
+            Path::new("/tmp/r/var/lib/rounds-agent")
+        );
+    }
+
+    #[test]
+    fn the_service_log_appends_and_moves_a_full_log_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        use std::io::Write as _;
+        writeln!(open_service_log(dir.path()).unwrap(), "first").unwrap();
+        writeln!(open_service_log(dir.path()).unwrap(), "second").unwrap();
+        let log = dir.path().join(SERVICE_LOG);
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "first\nsecond\n");
+        let full = vec![b'x'; usize::try_from(SERVICE_LOG_MAX).unwrap() + 1];
+        std::fs::write(&log, &full).unwrap();
+        writeln!(open_service_log(dir.path()).unwrap(), "after").unwrap();
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "after\n");
+        assert_eq!(std::fs::read(dir.path().join("agent.log.1")).unwrap(), full);
     }
 
     #[test]
