@@ -35,7 +35,7 @@ fn findings(policy: &Policy, seed: usize) -> Vec<Finding> {
         .map(|(i, r)| Finding {
             rule: r.rule.id.clone(),
             title: r.rule.title.clone(),
-            status: if (seed + i) % 23 == 0 {
+            status: if (seed + i).is_multiple_of(23) {
                 Status::Fail
             } else {
                 Status::Pass
@@ -128,7 +128,7 @@ fn main() {
         let mut times = Vec::new();
         for step in 1..=20 {
             clock.advance(chrono::Duration::seconds(5));
-            if step % 6 == 0 {
+            if step.is_multiple_of(6) {
                 beat_all(store.as_ref(), agents, clock.now()).await;
             }
             let t = Instant::now();
