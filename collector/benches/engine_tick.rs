@@ -126,7 +126,7 @@ fn main() {
         engine.tick().await.unwrap();
         let first = t.elapsed();
         let mut times = Vec::new();
-        for step in 1..=20 {
+        for step in 1..=20u32 {
             clock.advance(chrono::Duration::seconds(5));
             if step.is_multiple_of(6) {
                 beat_all(store.as_ref(), agents, clock.now()).await;
