@@ -544,7 +544,7 @@ impl Engine {
     }
 
     async fn refresh(&self, state: &mut State) -> StoreResult<()> {
-        let rows = self.store.agents(&everything()).await?;
+        let rows = self.store.agent_presence().await?;
         let first = !state.loaded;
         for row in rows {
             let seen = state.agents.get(&row.agent_id).and_then(|a| a.last_seen);
