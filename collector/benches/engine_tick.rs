@@ -4,7 +4,8 @@
 //!
 //! `cargo bench -p rounds-collector --bench engine_tick [-- AGENTS]`: seeds a fresh SQLite
 //! store (temp dir, NORMAL durability) with AGENTS agents (default 20,000: 10 per site, 2
-//! sites per practice), all beating; times the first tick (which also loads every agent's
+//! sites per practice), each with every built-in rule's finding (1 in 23 failing), all
+//! beating; times the first tick (which also loads every agent's
 //! probe state), then 20 steady ticks 5 s apart on a fake clock with every agent beating
 //! between them (the heartbeats are not timed), and prints min / median / max.
 
@@ -17,6 +18,7 @@ use rounds_collector::alerting::{Engine, NoChannels};
 use rounds_collector::clock::{Clock, FakeClock};
 use rounds_collector::store::sqlite::{Durability, SqliteStore};
 use rounds_collector::store::{NewAgent, NewToken, Store};
+use rounds_policies::{Finding, Policy, Status};
 
 const PER_SITE: usize = 10;
 
@@ -24,7 +26,33 @@ fn ids(agents: usize) -> Vec<String> {
     (0..agents).map(|i| format!("{i:032x}")).collect()
 }
 
+/// Every rule's finding for one agent, as the evaluator stores them.
+fn findings(policy: &Policy, seed: usize) -> Vec<Finding> {
+    policy
+        .rules
+        .iter()
+        .enumerate()
+        .map(|(i, r)| Finding {
+            rule: r.rule.id.clone(),
+            title: r.rule.title.clone(),
+            status: if (seed + i).is_multiple_of(23) {
+                Status::Fail
+            } else {
+                Status::Pass
+            },
+            severity: r.severity,
+            citations: vec![],
+            partial_citations: vec![],
+            evidence: serde_json::json!({"i": i}),
+            message: String::new(),
+            remediation: None,
+            exception: None,
+        })
+        .collect()
+}
+
 async fn seed(store: &dyn Store, agents: usize, now: DateTime<Utc>) {
+    let policy = Policy::builtin().unwrap();
     let mut tx = store.begin().await.unwrap();
     for (i, id) in ids(agents).iter().enumerate() {
         let site = i / PER_SITE;
@@ -54,6 +82,7 @@ async fn seed(store: &dyn Store, agents: usize, now: DateTime<Utc>) {
         .await
         .unwrap();
         tx.heartbeat(id, "0.3.1", None, now).await.unwrap();
+        tx.replace_findings(id, &findings(&policy, i), now).await.unwrap();
     }
     tx.commit().await.unwrap();
 }
@@ -97,9 +126,9 @@ fn main() {
         engine.tick().await.unwrap();
         let first = t.elapsed();
         let mut times = Vec::new();
-        for step in 1..=20 {
+        for step in 1..=20u32 {
             clock.advance(chrono::Duration::seconds(5));
-            if step % 6 == 0 {
+            if step.is_multiple_of(6) {
                 beat_all(store.as_ref(), agents, clock.now()).await;
             }
             let t = Instant::now();

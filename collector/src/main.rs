@@ -615,14 +615,19 @@ async fn run(cli: Cli) -> Result<(), ExitCode> {
     }
 }
 
-/// Runtime silences (alerting, issue 12): `silence add|list|end`.
-async fn silence(cmd: SilenceCmd, settings: &config::Settings) -> Result<(), ExitCode> {
-    use rounds_collector::alerting::{SilenceError, SilenceRequest, cli};
+/// The alert engine of the `incident` and `silence` commands, over the configured store.
+async fn cli_alert_engine(settings: &config::Settings) -> Result<rounds_collector::alerting::Engine, ExitCode> {
     let store = serve::open_store(settings).await.map_err(|e| {
         eprintln!("error: {e}");
         ExitCode::FAILURE
     })?;
-    let engine = cli::engine(store, settings);
+    Ok(rounds_collector::alerting::cli::engine(store, settings))
+}
+
+/// Runtime silences (alerting, issue 12): `silence add|list|end`.
+async fn silence(cmd: SilenceCmd, settings: &config::Settings) -> Result<(), ExitCode> {
+    use rounds_collector::alerting::{SilenceError, SilenceRequest, cli};
+    let engine = cli_alert_engine(settings).await?;
     let out = match cmd {
         SilenceCmd::Add {
             practice,
@@ -672,11 +677,7 @@ async fn silence(cmd: SilenceCmd, settings: &config::Settings) -> Result<(), Exi
 /// Alerting (issue 12): `incident list|ack|resolve`.
 async fn incident(cmd: IncidentCmd, settings: &config::Settings) -> Result<(), ExitCode> {
     use rounds_collector::alerting::cli;
-    let store = serve::open_store(settings).await.map_err(|e| {
-        eprintln!("error: {e}");
-        ExitCode::FAILURE
-    })?;
-    let engine = cli::engine(store, settings);
+    let engine = cli_alert_engine(settings).await?;
     let out = match cmd {
         IncidentCmd::List { state } => {
             let states = rounds_collector::api::incidents::states(state.as_deref()).map_err(|e| {

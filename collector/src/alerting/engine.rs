@@ -544,7 +544,7 @@ impl Engine {
     }
 
     async fn refresh(&self, state: &mut State) -> StoreResult<()> {
-        let rows = self.store.agents(&everything()).await?;
+        let rows = self.store.agent_presence().await?;
         let first = !state.loaded;
         for row in rows {
             let seen = state.agents.get(&row.agent_id).and_then(|a| a.last_seen);
@@ -603,12 +603,33 @@ impl Engine {
         let mut down = HashSet::new();
         for inc in tx.active_incidents().await? {
             if inc.source == "agent_offline" || inc.source == "site_offline" {
-                down.insert(inc.subject);
+                down.insert(format!("{}|{}", inc.source, inc.subject));
             }
         }
-        self.offline_sites(tx, state, now, &mut down).await?;
-        state.down = down;
+        // Only keys with an active incident are looked up again (it may have changed within
+        // this tick): one query per tick, not one per agent (see BENCHMARKS.md, engine tick).
+        let open = down.clone();
+        self.offline_sites(tx, state, now, &open, &mut down).await?;
+        state.down = down
+            .into_iter()
+            .map(|k| k.split_once('|').map(|(_, s)| s.to_string()).unwrap_or(k))
+            .collect();
         Ok(())
+    }
+
+    /// The active incident of (`source`, `subject`) when `open` says there may be one.
+    async fn active_if(
+        &self,
+        tx: &mut dyn Tx,
+        open: &HashSet<String>,
+        source: &str,
+        subject: &str,
+    ) -> StoreResult<Option<Incident>> {
+        if open.contains(&format!("{source}|{subject}")) {
+            tx.active_incident(source, subject).await
+        } else {
+            Ok(None)
+        }
     }
 
     async fn offline_sites(
@@ -616,6 +637,7 @@ impl Engine {
         tx: &mut dyn Tx,
         state: &State,
         now: DateTime<Utc>,
+        open: &HashSet<String>,
         down_keys: &mut HashSet<String>,
     ) -> StoreResult<()> {
         let mut sites: BTreeMap<String, Vec<(&String, &AgentInfo)>> = BTreeMap::new();
@@ -627,7 +649,7 @@ impl Engine {
             let offline: Vec<_> = agents.iter().filter(|(_, a)| self.is_offline(a, now)).collect();
             let all_suspect = agents.iter().all(|(_, a)| self.silent(a, now) > suspect_after);
             let down = agents.len() >= 2 && all_suspect && !offline.is_empty();
-            let mut site_inc = tx.active_incident("site_offline", &key).await?;
+            let mut site_inc = self.active_if(tx, open, "site_offline", &key).await?;
             if down && site_inc.is_none() {
                 let (practice, site) = (agents[0].1.practice.clone(), agents[0].1.site.clone());
                 let since = agents.iter().filter_map(|(_, a)| a.last_seen).max();
@@ -661,10 +683,10 @@ impl Engine {
                     hold: Duration::zero(),
                 };
                 let inc = self.upsert(tx, want, now).await?;
-                down_keys.insert(key.clone());
+                down_keys.insert(format!("site_offline|{key}"));
                 // Fold the agents' own incidents into it, even those that opened first.
                 for (id, _) in &agents {
-                    if let Some(child) = tx.active_incident("agent_offline", id).await? {
+                    if let Some(child) = self.active_if(tx, open, "agent_offline", id).await? {
                         self.fold(tx, child, &inc, now).await?;
                     }
                 }
@@ -682,7 +704,7 @@ impl Engine {
                 }
             }
             for (id, a) in &agents {
-                let active = tx.active_incident("agent_offline", id).await?;
+                let active = self.active_if(tx, open, "agent_offline", id).await?;
                 let off = self.is_offline(a, now);
                 match (off, active) {
                     (true, None) => {
@@ -737,7 +759,7 @@ impl Engine {
                             hold: Duration::zero(),
                         };
                         let inc = self.upsert(tx, want, now).await?;
-                        down_keys.insert((*id).clone());
+                        down_keys.insert(format!("agent_offline|{id}"));
                         if let Some(site) = &site_inc {
                             self.event(
                                 tx,

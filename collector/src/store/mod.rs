@@ -148,6 +148,18 @@ pub struct AgentRow {
     pub findings: FindingCounts,
 }
 
+/// Who an agent is and when it was last seen: what the alert engine's tick reads of every
+/// agent (issue 12), without the finding counts and inventory of an [`AgentRow`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentPresence {
+    pub agent_id: String,
+    pub hostname: String,
+    pub practice: String,
+    pub site: String,
+    pub enrolled_at: DateTime<Utc>,
+    pub last_seen_at: Option<DateTime<Utc>>,
+}
+
 /// Numbers of an agent's current findings by status. All zero before its first evaluation.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct FindingCounts {
@@ -831,6 +843,28 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         now: DateTime<Utc>,
     ) -> StoreResult<bool> {
         in_tx!(self, |tx| tx.claim_lease(name, holder, until, now))
+    }
+    // Alerting (issue 12): what the engine's tick reads of every agent.
+    /// Every agent's identity and last heartbeat (all practices). The default reads
+    /// [`agents`](Store::agents); a backend may answer it with a lighter query.
+    async fn agent_presence(&self) -> StoreResult<Vec<AgentPresence>> {
+        let all = Scope {
+            role: Role::Admin,
+            practice_id: None,
+        };
+        Ok(self
+            .agents(&all)
+            .await?
+            .into_iter()
+            .map(|a| AgentPresence {
+                agent_id: a.agent_id,
+                hostname: a.hostname,
+                practice: a.practice,
+                site: a.site,
+                enrolled_at: a.enrolled_at,
+                last_seen_at: a.last_seen_at,
+            })
+            .collect())
     }
     // Runtime silences (alerting, issue 12).
     /// Runtime silences matching `query`, newest first (see [`Tx::silences`]).

@@ -303,3 +303,27 @@ pub async fn one(c: &Client, scope: &Scope, agent_id: &str) -> StoreResult<Agent
         .map_err(db)?;
     Ok(agent_row(&row))
 }
+
+/// Every agent's identity and last heartbeat, for the alert engine's tick (issue 12): one
+/// plain join, none of [`list`]'s per-agent finding counts.
+pub async fn presence(c: &Client) -> StoreResult<Vec<crate::store::AgentPresence>> {
+    c.query(
+        "SELECT a.id, a.hostname, p.name, s.name, a.enrolled_at, a.last_seen_at
+         FROM agents a JOIN sites s ON s.id = a.site_id JOIN practices p ON p.id = s.practice_id",
+        &[],
+    )
+    .await
+    .map_err(db)?
+    .iter()
+    .map(|r| {
+        Ok(crate::store::AgentPresence {
+            agent_id: r.try_get(0).map_err(db)?,
+            hostname: r.try_get(1).map_err(db)?,
+            practice: r.try_get(2).map_err(db)?,
+            site: r.try_get(3).map_err(db)?,
+            enrolled_at: from_ms(r.try_get(4).map_err(db)?),
+            last_seen_at: r.try_get::<_, Option<i64>>(5).map_err(db)?.map(from_ms),
+        })
+    })
+    .collect()
+}

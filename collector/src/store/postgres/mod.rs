@@ -794,6 +794,11 @@ impl Store for PgStore {
         read!(self, |c| silences::list(c, query))
     }
 
+    // Alerting (issue 12): the engine's tick.
+    async fn agent_presence(&self) -> StoreResult<Vec<AgentPresence>> {
+        read!(self, |c| agents::presence(c))
+    }
+
     // Dashboard counts (issue 13): the tallies the triggers of migration 0011 keep.
     async fn rule_tallies(&self, scope: &Scope) -> StoreResult<Vec<crate::store::RuleTally>> {
         read!(self, |c| dashboard::rule_tallies(c, scope))

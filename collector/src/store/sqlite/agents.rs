@@ -285,3 +285,29 @@ pub fn one(conn: &Connection, scope: &Scope, agent_id: &str) -> StoreResult<Agen
         .and_then(|mut s| s.query_row([agent_id], agent_row))
         .map_err(db)
 }
+
+/// Every agent's identity and last heartbeat, for the alert engine's tick (issue 12): one
+/// plain join, none of [`list`]'s per-agent finding counts.
+pub fn presence(conn: &Connection) -> StoreResult<Vec<crate::store::AgentPresence>> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT a.id, a.hostname, p.name, s.name, a.enrolled_at, a.last_seen_at
+             FROM agents a JOIN sites s ON s.id = a.site_id JOIN practices p ON p.id = s.practice_id",
+        )
+        .map_err(db)?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok(crate::store::AgentPresence {
+                agent_id: r.get(0)?,
+                hostname: r.get(1)?,
+                practice: r.get(2)?,
+                site: r.get(3)?,
+                enrolled_at: from_ms(r.get(4)?),
+                last_seen_at: r.get::<_, Option<i64>>(5)?.map(from_ms),
+            })
+        })
+        .map_err(db)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(db)?;
+    Ok(rows)
+}

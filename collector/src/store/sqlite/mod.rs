@@ -693,6 +693,11 @@ impl Store for SqliteStore {
         self.read(move |c| agents::list(c, &scope)).await
     }
 
+    // Alerting (issue 12): the engine's tick.
+    async fn agent_presence(&self) -> StoreResult<Vec<AgentPresence>> {
+        self.read(agents::presence).await
+    }
+
     async fn agent(&self, scope: &Scope, agent_id: &str) -> StoreResult<AgentRow> {
         let scope = scope.clone();
         let agent_id = agent_id.to_string();
