@@ -960,10 +960,13 @@ impl Store for SqliteStore {
     async fn evaluation_input(&self, agent_id: &str) -> StoreResult<EvaluationInput> {
         let agent_id = agent_id.to_string();
         self.read(move |c| {
-            // One snapshot for the four reads.
+            // One snapshot for the four reads; never left open on this read connection.
             c.execute_batch("BEGIN").map_err(db)?;
             let input = evaluation_input(c, &agent_id);
-            c.execute_batch("COMMIT").map_err(db)?;
+            if let Err(e) = c.execute_batch("COMMIT") {
+                let _ = c.execute_batch("ROLLBACK");
+                return Err(db(e));
+            }
             input
         })
         .await
