@@ -14,6 +14,12 @@
 //! transaction; `--no-group-commit` commits each unit in a transaction of its own, as the store
 //! did before group commit. `--postgres URL` (issue 17) runs the same load on the PostgreSQL
 //! store in a fresh schema of that database instead (`--full` and group commit are SQLite's).
+//!
+//! `cpu`: the same reports through the same router, but one after the other in this process
+//! (`tower::ServiceExt::oneshot`, no socket), `--agents` agents in turn: a deterministic load
+//! for `valgrind --tool=callgrind`, whose instruction counts do not depend on what else the
+//! machine runs. Run it with two `--reports` counts and divide the difference of the totals
+//! by the difference of the counts to get the instructions per report without the setup.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -176,13 +182,48 @@ async fn growth(args: &[String]) {
 
 fn report_body(agent_id: &str, sequence: u64, observations: usize) -> Value {
     let now = Utc::now();
-    let o: Vec<Value> = (0..observations)
-        .map(|i| {
-            json!({"kind": format!("bench.kind{}", i % 10), "subject": format!("s{i}"), "observed_at": now,
-                   "status": "ok", "data": {"value": sequence * 1000 + i as u64, "name": "a realistic small payload"}})
-        })
-        .collect();
+    let o: Vec<Value> = if GOLDEN.load(std::sync::atomic::Ordering::Relaxed) {
+        golden_observations(sequence, observations, now)
+    } else {
+        (0..observations)
+            .map(|i| {
+                json!({"kind": format!("bench.kind{}", i % 10), "subject": format!("s{i}"), "observed_at": now,
+                       "status": "ok", "data": {"value": sequence * 1000 + i as u64, "name": "a realistic small payload"}})
+            })
+            .collect()
+    };
     json!({"protocol": 1, "agent_id": agent_id, "sequence": sequence, "created_at": now, "observations": o})
+}
+
+/// `--golden`: reports of kinds the policy judges instead of `bench.kind*` (which no rule
+/// reads): the 25 observations of a real host run (`agent/tests/fixtures/golden/check.json`),
+/// then more encrypted volumes up to `--observations`; every payload still changes from one
+/// report to the next (a `bench_sequence` field no rule reads), so every row is written.
+static GOLDEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn golden_observations(sequence: u64, observations: usize, now: chrono::DateTime<Utc>) -> Vec<Value> {
+    let base = golden();
+    let volume = base
+        .iter()
+        .find(|o| o.kind == "encryption.volume")
+        .expect("the golden run has a volume")
+        .clone();
+    (0..observations)
+        .map(|i| {
+            let mut o = match base.get(i) {
+                Some(o) => o.clone(),
+                None => {
+                    let mut v = volume.clone();
+                    v.subject = format!("/data{i}");
+                    v.data["mount_point"] = json!(v.subject);
+                    v
+                }
+            };
+            o.observed_at = now;
+            o.data["bench_sequence"] = json!(sequence);
+            serde_json::to_value(o).unwrap()
+        })
+        .collect()
 }
 
 async fn throughput(args: &[String]) {
@@ -280,16 +321,60 @@ async fn throughput(args: &[String]) {
     server.abort();
 }
 
+async fn cpu(args: &[String]) {
+    let agents = arg(args, "--agents", 8) as usize;
+    let reports = arg(args, "--reports", 400) as usize;
+    let observations = arg(args, "--observations", 50) as usize;
+    let b = bench(Durability::Full);
+    let enrolled = enroll(&b, agents).await;
+    let app = router(b.state.clone());
+    let auth: Vec<String> = enrolled
+        .iter()
+        .map(|e| {
+            use base64::Engine;
+            let pair = format!("{}:{}", e.agent_id, e.agent_secret);
+            format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(pair))
+        })
+        .collect();
+    let bodies: Vec<String> = (0..reports)
+        .map(|i| report_body(&enrolled[i % agents].agent_id, (i / agents) as u64 + 1, observations).to_string())
+        .collect();
+    let start = Instant::now();
+    for (i, body) in bodies.into_iter().enumerate() {
+        let resp = tower::ServiceExt::oneshot(
+            app.clone(),
+            axum::http::Request::post("/api/v1/agent/reports")
+                .header("content-type", "application/json")
+                .header("authorization", &auth[i % agents])
+                .body(axum::body::Body::from(body))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+        assert!(resp.status().is_success(), "report {i}: {}", resp.status());
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "cpu: {reports} reports x {observations} observations, {agents} agents in turn, one at a time: {secs:.2} s, {:.0} reports/s",
+        reports as f64 / secs
+    );
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     // reqwest is built without a default TLS provider; plain HTTP still asks for one.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let args: Vec<String> = std::env::args().collect();
+    GOLDEN.store(
+        args.iter().any(|a| a == "--golden"),
+        std::sync::atomic::Ordering::Relaxed,
+    );
     match args.get(1).map(String::as_str) {
         Some("growth") => growth(&args).await,
         Some("throughput") => throughput(&args).await,
+        Some("cpu") => cpu(&args).await,
         _ => eprintln!(
-            "usage: ingest_bench growth [--agents N] [--days D] [--every-row] | throughput [--senders N] [--reports N] [--observations N] [--full] [--no-group-commit] [--postgres URL]"
+            "usage: ingest_bench growth [--agents N] [--days D] [--every-row] | throughput [--senders N] [--reports N] [--observations N] [--full] [--no-group-commit] [--postgres URL] | cpu [--agents N] [--reports N] [--observations N]; --golden: kinds the policy judges"
         ),
     }
 }

@@ -35,7 +35,7 @@ use crate::clock::Clock;
 use crate::evaluation::PolicyCache;
 use crate::events::{self, Metrics};
 use crate::store::{
-    AgentReportedState, AgentRow, FindingChange, IncomingReport, Ingested, Role, Scope, Store, StoreError,
+    AgentPolicySettings, AgentReportedState, FindingChange, IncomingReport, Ingested, Role, Scope, Store, StoreError,
 };
 
 /// The rule id of the collector's own finding about an agent's clock.
@@ -180,6 +180,32 @@ impl AgentLocks {
     }
 }
 
+/// Agents known to have had a report stored (core, issue 7: ingest throughput). Only ever
+/// true once true (a stored report is never removed), so it is never invalidated; it saves
+/// the read of the agent's row that tells whether a delivery is its first report. Bounded:
+/// past [`REPORTED_LIMIT`] entries it starts over (and reads again).
+#[derive(Debug, Default)]
+struct Reported(Mutex<std::collections::HashSet<String>>);
+
+/// How many agents [`Reported`] remembers before it starts over.
+const REPORTED_LIMIT: usize = 100_000;
+
+impl Reported {
+    fn contains(&self, agent_id: &str) -> bool {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).contains(agent_id)
+    }
+
+    fn insert(&self, agent_id: &str) {
+        let mut set = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if set.len() >= REPORTED_LIMIT {
+            set.clear();
+        }
+        if !set.contains(agent_id) {
+            set.insert(agent_id.to_string());
+        }
+    }
+}
+
 /// Stores what agents send, evaluates them, and publishes what changed.
 #[derive(Debug)]
 pub struct Evaluator {
@@ -191,6 +217,7 @@ pub struct Evaluator {
     changes: ChangeStream,
     max_clock_skew: chrono::Duration,
     locks: AgentLocks,
+    reported: Reported,
 }
 
 /// The scope evaluation reads with: it acts for the collector, not for a user.
@@ -221,6 +248,7 @@ impl Evaluator {
             metrics,
             max_clock_skew: chrono::Duration::from_std(max_clock_skew).unwrap_or(chrono::Duration::minutes(5)),
             locks: AgentLocks::default(),
+            reported: Reported::default(),
         }
     }
 
@@ -335,12 +363,19 @@ impl Evaluator {
     /// Whether the agent has not had a report stored yet (read before a delivery's unit of
     /// work, so [`stored`](Self::stored) can announce the first one).
     pub async fn awaiting_first_report(&self, agent_id: &str) -> Result<bool, StoreError> {
-        Ok(self
+        if self.reported.contains(agent_id) {
+            return Ok(false);
+        }
+        let awaiting = self
             .store
             .agent(&collector_scope(), agent_id)
             .await?
             .last_report_at
-            .is_none())
+            .is_none();
+        if !awaiting {
+            self.reported.insert(agent_id);
+        }
+        Ok(awaiting)
     }
 
     /// After a delivery's unit of work that stored `reports` of one agent committed (one report
@@ -356,6 +391,7 @@ impl Evaluator {
         if reports.is_empty() {
             return None;
         }
+        self.reported.insert(agent_id);
         let now = self.clock.now();
         let future_after = self.future_after(now);
         for report in reports {
@@ -430,27 +466,30 @@ impl Evaluator {
         let lock = self.locks.get(agent_id);
         let _one_at_a_time = lock.lock().await;
         let scope = collector_scope();
-        let agent = self.store.agent(&scope, agent_id).await?;
-        let observations: Vec<Observation> = self
-            .store
-            .latest_observations(&scope, agent_id, None)
-            .await?
-            .into_iter()
-            .map(|s| s.observation)
-            .collect();
+        // One read for the agent, its current state, its policy settings and its tampers.
+        let input = self.store.evaluation_input(agent_id).await?;
+        let mut observations: Vec<Observation> = input.observations.into_iter().map(|s| s.observation).collect();
         let now = self.clock.now();
         let ctx = EvalContext::from_inventory(now, &observations)
-            .or_else(|| Os::parse(&agent.os).map(|os| EvalContext { now, os, role: None }))
+            .or_else(|| Os::parse(&input.os).map(|os| EvalContext { now, os, role: None }))
             .ok_or_else(|| EvalError::UnknownOs {
                 agent_id: agent_id.to_string(),
-                os: agent.os.clone(),
+                os: input.os.clone(),
             })?;
-        let policy = self.effective_policy(agent_id).await?;
-        let mut findings = evaluate(&observations, &policy, &ctx);
-        findings.extend(self.clock_finding(&agent));
+        let policy = self.effective_policy(agent_id, &input.policy_settings);
         // A tamper event holds the log-integrity finding failing until a person acknowledges it.
         let seen = crate::tamper::seen(&observations);
-        let mut tampers = self.store.tampers(&scope, agent_id).await?;
+        // Only observations of kinds some rule judges are evaluated: a rule reads only its own
+        // kinds, so the findings are the same, without converting the others for CEL.
+        let judged: std::collections::HashSet<&str> = policy
+            .rules
+            .iter()
+            .flat_map(|r| r.rule.kinds.iter().map(String::as_str))
+            .collect();
+        observations.retain(|o| judged.contains(o.kind.as_str()));
+        let mut findings = evaluate(&observations, &policy, &ctx);
+        findings.extend(self.clock_finding(input.clock_skew_ms));
+        let mut tampers = input.tampers;
         if seen.iter().any(|s| !tampers.iter().any(|t| t.tamper_id == s.tamper_id)) {
             self.store.note_tampers(agent_id, &seen, now).await?;
             tampers = self.store.tampers(&scope, agent_id).await?;
@@ -472,8 +511,8 @@ impl Evaluator {
     }
 
     /// The collector's finding about the agent's clock, once a heartbeat measured it.
-    fn clock_finding(&self, agent: &AgentRow) -> Option<Finding> {
-        let skew_ms = agent.clock_skew_ms?;
+    fn clock_finding(&self, clock_skew_ms: Option<i64>) -> Option<Finding> {
+        let skew_ms = clock_skew_ms?;
         let max_secs = self.max_clock_skew.num_seconds();
         let off = self.off(skew_ms);
         let skew_secs = skew_ms as f64 / 1000.0;
@@ -502,11 +541,10 @@ impl Evaluator {
 
     /// The agent's effective policy; the shared built-in one when its settings are the defaults
     /// or, logged and counted, when they do not build.
-    async fn effective_policy(&self, agent_id: &str) -> Result<Arc<Policy>, EvalError> {
-        let settings = self.store.policy_settings_for_agent(agent_id).await?;
-        match self.policies.policy_for(&settings) {
-            Ok(Some(policy)) => Ok(policy),
-            Ok(None) => Ok(Arc::clone(&self.policy)),
+    fn effective_policy(&self, agent_id: &str, settings: &AgentPolicySettings) -> Arc<Policy> {
+        match self.policies.policy_for(settings) {
+            Ok(Some(policy)) => policy,
+            Ok(None) => Arc::clone(&self.policy),
             Err(error) => {
                 events::evaluation_failed(
                     &self.metrics,
@@ -516,7 +554,7 @@ impl Evaluator {
                         settings.practice, settings.site
                     ),
                 );
-                Ok(Arc::clone(&self.policy))
+                Arc::clone(&self.policy)
             }
         }
     }

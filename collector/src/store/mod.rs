@@ -929,6 +929,39 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         tx.commit().await?;
         Ok(outcomes)
     }
+
+    // --- Ingest throughput (core, issue 7) ---
+    /// Everything an evaluation of `agent_id` reads, as the collector sees it (no scope):
+    /// its row, its current observations, its policy settings and its tamper events. The
+    /// default asks the four methods above; an implementation may answer in one round trip
+    /// (SQLite: one read on one connection).
+    async fn evaluation_input(&self, agent_id: &str) -> StoreResult<EvaluationInput> {
+        let scope = Scope {
+            role: Role::Admin,
+            practice_id: None,
+        };
+        let agent = self.agent(&scope, agent_id).await?;
+        Ok(EvaluationInput {
+            os: agent.os,
+            clock_skew_ms: agent.clock_skew_ms,
+            observations: self.latest_observations(&scope, agent_id, None).await?,
+            policy_settings: self.policy_settings_for_agent(agent_id).await?,
+            tampers: self.tampers(&scope, agent_id).await?,
+        })
+    }
+}
+
+// --- Ingest throughput (core, issue 7) ---
+/// What [`Store::evaluation_input`] answers.
+#[derive(Debug, Clone)]
+pub struct EvaluationInput {
+    /// The OS family given at enrollment ([`AgentRow::os`]).
+    pub os: String,
+    /// The agent's clock skew at its last heartbeat ([`AgentRow::clock_skew_ms`]).
+    pub clock_skew_ms: Option<i64>,
+    pub observations: Vec<StoredObservation>,
+    pub policy_settings: AgentPolicySettings,
+    pub tampers: Vec<TamperRow>,
 }
 
 // --- PostgreSQL backend (issue 17) ---

@@ -353,3 +353,146 @@ async fn a_report_dated_a_day_ahead_does_not_hide_a_later_correct_one_and_the_cl
     assert_eq!(clock["status"], "error");
     assert!(clock["message"].as_str().unwrap().contains("behind"), "{clock:#}");
 }
+
+// --- Ingest throughput (core, issue 7): what the faster paths must keep ---
+
+/// A raw agent request with the agent's credentials.
+fn raw_report(e: &EnrollResponse, body: Vec<u8>) -> axum::http::Request<axum::body::Body> {
+    use base64::Engine;
+    let pair = format!("{}:{}", e.agent_id, e.agent_secret);
+    axum::http::Request::post("/api/v1/agent/reports")
+        .header("content-type", "application/json")
+        .header(
+            "authorization",
+            format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(pair)),
+        )
+        .body(axum::body::Body::from(body))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn bodies_the_version_shortcut_does_not_take_are_answered_as_before() {
+    let app = TestApp::new();
+    let e = enrolled(&app, "Smith", "frontdesk").await;
+    let id = &e.agent_id;
+    let cases: Vec<(&str, Vec<u8>, StatusCode, &str)> = vec![
+        (
+            "not an object",
+            b"[1]".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "missing field `protocol`",
+        ),
+        (
+            "null version",
+            format!(r#"{{"protocol": null, "agent_id": "{id}"}}"#).into_bytes(),
+            StatusCode::BAD_REQUEST,
+            "missing field `protocol`",
+        ),
+        (
+            "version not a number",
+            format!(r#"{{"agent_id": "{id}", "protocol": "one"}}"#).into_bytes(),
+            StatusCode::BAD_REQUEST,
+            "must be a whole number, got \\\"one\\\"",
+        ),
+        (
+            "version given twice: the last one counts, as before",
+            format!(r#"{{"protocol": 1, "agent_id": "{id}", "protocol": 2}}"#).into_bytes(),
+            StatusCode::BAD_REQUEST,
+            "unsupported protocol major version 2",
+        ),
+        (
+            "truncated",
+            format!(r#"{{"protocol": 1, "agent_id": "{id}""#).into_bytes(),
+            StatusCode::BAD_REQUEST,
+            "not valid JSON",
+        ),
+        (
+            "not UTF-8 in a field nobody reads",
+            [
+                format!(r#"{{"protocol": 1, "agent_id": "{id}", "x": ""#).as_bytes(),
+                &[0xff, 0xfe],
+                br#""}"#,
+            ]
+            .concat(),
+            StatusCode::BAD_REQUEST,
+            "not valid JSON",
+        ),
+        (
+            "version right, content wrong",
+            format!(r#"{{"protocol": 1, "agent_id": "{id}"}}"#).into_bytes(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "does not match the protocol",
+        ),
+    ];
+    for (name, body, status, needle) in cases {
+        let resp = app.send(raw_report(&e, body)).await;
+        assert_eq!(resp.status(), status, "{name}");
+        let text = body_text(resp).await;
+        assert!(text.contains(needle), "{name}: {text}");
+    }
+    assert_eq!(app.store().report_count().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn a_history_row_is_written_when_status_or_error_changes_not_when_nothing_does() {
+    let app = TestApp::new();
+    let e = enrolled(&app, "Smith", "frontdesk").await;
+    let t = app.state.now();
+    let failed = |why: Option<&str>| Observation {
+        kind: "firewall".into(),
+        subject: "host".into(),
+        observed_at: t,
+        status: rounds_protocol::ObservationStatus::Error,
+        data: Value::Null,
+        error: why.map(str::to_string),
+    };
+    let rows = || {
+        let conn = rusqlite::Connection::open(app.db_path()).unwrap();
+        conn.query_row(
+            "SELECT COUNT(*) FROM observations WHERE agent_id = ?1 AND kind = 'firewall'",
+            [&e.agent_id],
+            |r| r.get::<_, i64>(0),
+        )
+        .unwrap()
+    };
+    let steps = [
+        (failed(Some("ufw not found")), 1, "first"),
+        (failed(Some("ufw not found")), 1, "same error"),
+        (failed(Some("permission denied")), 2, "other error"),
+        (failed(None), 3, "error without a reason"),
+        (failed(None), 3, "again without a reason"),
+        (firewall(true, t), 4, "ok"),
+        (firewall(true, t), 4, "same payload"),
+        (firewall(false, t), 5, "other payload"),
+    ];
+    for (seq, (o, expected, name)) in steps.into_iter().enumerate() {
+        deliver(&app, &e, seq as u64 + 1, &[inventory(t), o], true).await;
+        assert_eq!(rows(), expected, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn each_agent_first_report_is_announced_once() {
+    let app = TestApp::new();
+    let mut live = app.state.evaluator.changes().subscribe("test-first");
+    let a = enrolled(&app, "Smith", "frontdesk").await;
+    let b = enrolled(&app, "Lakeside", "xray").await;
+    for seq in 1..=3u64 {
+        let t = app.state.now();
+        deliver(&app, &a, seq, &[inventory(t), firewall(true, t)], true).await;
+        deliver(&app, &b, seq, &[inventory(t), firewall(seq == 2, t)], true).await;
+        app.advance(60);
+    }
+    // A heartbeat of a third agent marks the end of what the reports published.
+    let end = enrolled(&app, "Smith", "backoffice").await;
+    heartbeat(&app, &end, app.state.now()).await;
+    let mut first = Vec::new();
+    loop {
+        match live.recv().await.unwrap() {
+            Change::FirstReport { agent_id, .. } => first.push(agent_id),
+            Change::AgentSeen { agent_id, .. } if agent_id == end.agent_id => break,
+            _ => {}
+        }
+    }
+    assert_eq!(first, vec![a.agent_id.clone(), b.agent_id.clone()]);
+}

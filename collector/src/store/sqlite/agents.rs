@@ -279,6 +279,18 @@ pub fn list(conn: &Connection, scope: &Scope) -> StoreResult<Vec<AgentRow>> {
     rows.collect::<Result<Vec<_>, _>>().map_err(db)
 }
 
+/// Ingest throughput (core, issue 7): what evaluation reads of the agent's row, without the
+/// finding counts and inventory of [`one`].
+pub fn os_and_skew(conn: &Connection, agent_id: &str) -> StoreResult<(String, Option<i64>)> {
+    conn.prepare_cached("SELECT os, clock_skew_ms FROM agents WHERE id = ?1")
+        .and_then(|mut s| s.query_row([agent_id], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+        .map_err(db)?
+        .ok_or_else(|| StoreError::NotFound {
+            what: "agent",
+            name: agent_id.to_string(),
+        })
+}
+
 pub fn one(conn: &Connection, scope: &Scope, agent_id: &str) -> StoreResult<AgentRow> {
     check_visible(conn, scope, agent_id)?;
     conn.prepare_cached(&format!("SELECT {AGENT_COLUMNS} FROM {AGENT_TABLES} WHERE a.id = ?1"))

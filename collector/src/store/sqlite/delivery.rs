@@ -7,7 +7,7 @@ use rounds_protocol::{DroppedRange, Report};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::codec::{db, from_ms, ms};
-use super::reports::{self, OwnedReport};
+use super::reports;
 use crate::delivery::{self, ChainContext, IntegrityProblem, Neighbour};
 use crate::store::common::{JOURNAL_CHECK, JOURNAL_SUBJECT, journal_payload};
 use crate::store::{
@@ -19,6 +19,8 @@ use crate::store::{
 #[derive(Debug)]
 pub struct OwnedDelivery {
     pub report: Report,
+    /// [`delivery::digest`] of the report, computed once.
+    pub digest: String,
     pub received_at: DateTime<Utc>,
     pub future_after: DateTime<Utc>,
 }
@@ -30,8 +32,11 @@ impl OwnedDelivery {
             received_at,
             future_after,
         } = incoming;
+        let mut report = report.clone();
+        let digest = delivery::digest_owned(&mut report);
         OwnedDelivery {
-            report: report.clone(),
+            report,
+            digest,
             received_at,
             future_after,
         }
@@ -79,7 +84,7 @@ pub fn deliver(conn: &Connection, agent_id: &str, d: &OwnedDelivery) -> StoreRes
         .map_err(db)?
         .ok_or_else(|| not_found(agent_id))?;
     let last = last.max(0) as u64;
-    let new_digest = delivery::digest(report);
+    let new_digest = d.digest.clone();
     let existing: Option<(Option<String>, Option<String>)> = conn
         .prepare_cached("SELECT digest, hash FROM reports WHERE agent_id = ?1 AND sequence = ?2")
         .and_then(|mut s| {
@@ -124,14 +129,14 @@ pub fn deliver(conn: &Connection, agent_id: &str, d: &OwnedDelivery) -> StoreRes
             .map_err(db)?
             .map(|v| v.max(0) as u64);
     }
-    let mut problems = delivery::verify(agent_id, report, &ctx);
+    let mut problems = delivery::verify_digested(agent_id, report, &new_digest, &ctx);
 
     let incoming = IncomingReport {
         report,
         received_at: d.received_at,
         future_after: d.future_after,
     };
-    if reports::ingest(conn, agent_id, &OwnedReport::new(incoming))? != Ingested::Stored {
+    if reports::ingest_incoming(conn, agent_id, &incoming)? != Ingested::Stored {
         return Err(StoreError::Invalid(format!(
             "report {} of agent {agent_id} was stored concurrently",
             report.sequence

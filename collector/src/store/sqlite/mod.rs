@@ -1009,6 +1009,35 @@ impl Store for SqliteStore {
         })
         .await
     }
+
+    // --- Ingest throughput (core, issue 7) ---
+    async fn evaluation_input(&self, agent_id: &str) -> StoreResult<EvaluationInput> {
+        let agent_id = agent_id.to_string();
+        self.read(move |c| {
+            // One snapshot for the four reads; never left open on this read connection.
+            c.execute_batch("BEGIN").map_err(db)?;
+            let input = evaluation_input(c, &agent_id);
+            if let Err(e) = c.execute_batch("COMMIT") {
+                let _ = c.execute_batch("ROLLBACK");
+                return Err(db(e));
+            }
+            input
+        })
+        .await
+    }
+}
+
+// --- Ingest throughput (core, issue 7) ---
+/// What [`Store::evaluation_input`] reads, on one connection.
+fn evaluation_input(c: &Connection, agent_id: &str) -> StoreResult<EvaluationInput> {
+    let (os, clock_skew_ms) = agents::os_and_skew(c, agent_id)?;
+    Ok(EvaluationInput {
+        os,
+        clock_skew_ms,
+        observations: reports::latest(c, agent_id, None)?,
+        policy_settings: policy::for_agent(c, agent_id)?,
+        tampers: tamper::list(c, agent_id)?,
+    })
 }
 
 // Backup and restore (deploy): the schema version this build writes, to check a backup with.
