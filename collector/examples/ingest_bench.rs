@@ -59,6 +59,9 @@ fn bench_with(durability: Durability, group_commit: bool) -> Bench {
     let db = dir.path().join("rounds.db");
     let mut settings = validate(Default::default(), &Overrides::default(), None).unwrap();
     settings.data_dir = dir.path().to_path_buf();
+    // A benchmark sends as fast as it can: the per-agent request rate (issue 15) would answer 429.
+    settings.limits.agent_requests_per_minute = u32::MAX / 2;
+    settings.limits.agent_request_burst = u32::MAX / 2;
     let mut sqlite = SqliteStore::open_with(&db, durability).unwrap();
     if !group_commit {
         sqlite = sqlite.without_group_commit();
