@@ -82,9 +82,11 @@ pub struct RawLimits {
     pub body_timeout_secs: Option<u64>,
     /// Seconds a whole request may take, body and answer included (default 60).
     pub request_timeout_secs: Option<u64>,
-    /// Connections open at once, in all (default 1024).
+    /// Connections open at once, in all (default 16384). Every agent keeps one keep-alive
+    /// connection open between its heartbeats, so this must stay above the fleet's size.
     pub max_connections: Option<usize>,
-    /// Connections open at once from one address (default 64).
+    /// Connections open at once from one address (default 256: a practice's machines behind
+    /// one NAT address each keep a connection).
     pub max_connections_per_address: Option<usize>,
     /// Requests an agent may make per minute, sustained (default 120).
     pub agent_requests_per_minute: Option<u32>,
@@ -108,8 +110,11 @@ impl Default for LimitSettings {
         LimitSettings {
             body_timeout: Duration::from_secs(30),
             request_timeout: Duration::from_secs(60),
-            max_connections: 1024,
-            max_connections_per_address: 64,
+            // Every agent keeps one keep-alive connection between heartbeats (30 s apart, under
+            // its client's 90 s idle timeout): the limits count machines, not requests. 1024
+            // refused the 1,025th agent of a fleet (found by the capacity bench, issue 16).
+            max_connections: 16384,
+            max_connections_per_address: 256,
             agent_requests_per_minute: 120,
             agent_request_burst: 60,
         }

@@ -47,7 +47,7 @@ gid=$(awk -F: '$1 == "rounds" { print $4 }' "$root/etc/passwd")
 check "rounds is a system user (uid $uid < 1000)" test "$uid" -lt 1000
 check "collector data dir 0700 rounds" test "$(mode "$root/var/lib/rounds-collector")" = "700 $uid"
 check "collector config 0640 root:rounds" test "$(stat -c '%a %u %g' "$root/etc/rounds-collector/collector.toml")" = "640 0 $gid"
-for line in 'User=rounds' 'ProtectSystem=strict' 'ReadWritePaths=/var/lib/rounds-collector' 'ProtectHome=yes' \
+for line in 'LimitNOFILE=65536' 'User=rounds' 'ProtectSystem=strict' 'ReadWritePaths=/var/lib/rounds-collector' 'ProtectHome=yes' \
     'PrivateTmp=yes' 'NoNewPrivileges=yes' 'CapabilityBoundingSet=' 'StateDirectoryMode=0700'; do
   check "collector unit has $line" grep -qx "$line" "$root/lib/systemd/system/rounds-collector.service"
 done

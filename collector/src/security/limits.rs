@@ -273,3 +273,36 @@ impl AgentRate {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every agent keeps one keep-alive connection between heartbeats, so the default limits
+    /// must admit a whole fleet's idle connections: 10,000 agents (the capacity target), in
+    /// practices of 40 machines behind one NAT address each, plus a practice of 200 machines
+    /// behind one address. The old defaults (1024 in all, 64 per address) refused the 1,025th.
+    #[test]
+    fn the_default_limits_admit_a_fleet_of_ten_thousand_agents_each_keeping_a_connection() {
+        let d = LimitSettings::default();
+        let limits = Arc::new(ConnectionLimits::new(d.max_connections, d.max_connections_per_address));
+        let mut held = Vec::new();
+        for agent in 0..10_000u32 {
+            let practice = agent / 40;
+            let ip = IpAddr::from([10, (practice >> 8) as u8, practice as u8, 1]);
+            held.push(limits.try_open(ip).expect("a fleet agent's connection"));
+        }
+        let big = IpAddr::from([192, 0, 2, 1]);
+        for _ in 0..200 {
+            held.push(limits.try_open(big).expect("a large practice's machine"));
+        }
+        assert_eq!(limits.open(big), (10_200, 200));
+        // Over the limits, a connection is still refused.
+        let tight = Arc::new(ConnectionLimits::new(2, 1));
+        let one = IpAddr::from([10, 0, 0, 1]);
+        let _a = tight.try_open(one).unwrap();
+        assert!(tight.try_open(one).is_none(), "per address");
+        let _b = tight.try_open(IpAddr::from([10, 0, 0, 2])).unwrap();
+        assert!(tight.try_open(IpAddr::from([10, 0, 0, 3])).is_none(), "in all");
+    }
+}
