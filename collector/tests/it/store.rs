@@ -1081,6 +1081,86 @@ async fn sqlite_writes_an_observation_row_only_when_the_payload_changes() {
     assert_eq!(rows(), 2, "one row for `same`, one for `renamed`");
 }
 
+/// Findings whose evidence moved are rewritten at every report with the status, exception and
+/// status_since they had; the dashboard's (practice, rule) tally is recounted only when one of
+/// those changed (migration 0012, issue 16). A sentinel written into the tally survives an
+/// evidence-only rewrite and is replaced by the true count when the status changes.
+async fn tally_sentinel_case(store: Arc<dyn Store>, sentinel: impl AsyncFn(Option<i64>) -> (i64, i64)) {
+    enroll(store.as_ref(), "P", "S", "a1").await;
+    let with_evidence = |status, n: i64| {
+        let mut f = finding("r.a", status);
+        f.evidence = json!({"age_hours": n});
+        f
+    };
+    store
+        .replace_findings("a1", &[with_evidence(Status::Fail, 1)], at(0))
+        .await
+        .unwrap();
+    assert_eq!(sentinel(None).await, (0, 1), "counted at insert: pass 0, fail 1");
+    sentinel(Some(99)).await;
+    store
+        .replace_findings("a1", &[with_evidence(Status::Fail, 2)], at(60))
+        .await
+        .unwrap();
+    assert_eq!(
+        sentinel(None).await,
+        (99, 1),
+        "an evidence-only rewrite does not recount the tally"
+    );
+    store
+        .replace_findings("a1", &[with_evidence(Status::Pass, 3)], at(120))
+        .await
+        .unwrap();
+    assert_eq!(sentinel(None).await, (1, 0), "a status change recounts it");
+    assert_eq!(store.agent(&admin(), "a1").await.unwrap().findings.pass, 1);
+}
+
+#[tokio::test]
+async fn sqlite_recounts_a_tally_only_when_a_counted_value_changes() {
+    let (store, dir) = sqlite();
+    let path = dir.path().join("rounds.db");
+    tally_sentinel_case(store, async |set: Option<i64>| {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        if let Some(v) = set {
+            conn.execute("UPDATE practice_rule_tallies SET pass = ?1", [v]).unwrap();
+        }
+        conn.query_row(
+            "SELECT pass, fail FROM practice_rule_tallies WHERE rule = 'r.a'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn postgres_recounts_a_tally_only_when_a_counted_value_changes() {
+    let Some(url) = crate::support::pg_schema().await else {
+        return;
+    };
+    let store: Arc<dyn Store> = Arc::new(rounds_collector::store::postgres::PgStore::open(&url).await.unwrap());
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    tally_sentinel_case(store, async |set: Option<i64>| {
+        if let Some(v) = set {
+            client
+                .execute("UPDATE practice_rule_tallies SET pass = $1::int8", &[&v])
+                .await
+                .unwrap();
+        }
+        let row = client
+            .query_one(
+                "SELECT pass::int8, fail::int8 FROM practice_rule_tallies WHERE rule = 'r.a'",
+                &[],
+            )
+            .await
+            .unwrap();
+        (row.get(0), row.get(1))
+    })
+    .await;
+}
+
 #[test]
 fn sqlite_migrates_once_and_refuses_a_newer_schema() {
     let dir = tempfile::tempdir().unwrap();

@@ -71,6 +71,11 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("0010_silences", include_str!("migrations/0010_silences.sql")),
     // Dashboard counts and indexes (issue 13): the same tables, kept by plpgsql triggers.
     ("0011_dashboard", include_str!("migrations/0011_dashboard.sql")),
+    // Dashboard counts recounted only when a counted value changed (issue 16).
+    (
+        "0012_tally_when_changed",
+        include_str!("migrations/0012_tally_when_changed.sql"),
+    ),
 ];
 
 /// The advisory lock every unit of work holds (`pg_advisory_xact_lock`): "Rounds" in ASCII.

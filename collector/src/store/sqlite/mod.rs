@@ -74,6 +74,11 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("0010_silences", include_str!("migrations/0010_silences.sql")),
     // Dashboard counts and indexes (issue 13; number 0011 as assigned, after 0010).
     ("0011_dashboard", include_str!("migrations/0011_dashboard.sql")),
+    // Dashboard counts recounted only when a counted value changed (issue 16).
+    (
+        "0012_tally_when_changed",
+        include_str!("migrations/0012_tally_when_changed.sql"),
+    ),
 ];
 
 /// How `synchronous` is set: `Normal` loses at most the last transactions on power loss
