@@ -22,6 +22,7 @@ pub mod notify;
 // Compliance reports (issue 14).
 pub mod reports;
 pub mod request;
+pub mod score;
 pub mod secrets;
 // Security services (issue 15).
 pub mod security;

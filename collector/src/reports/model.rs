@@ -606,7 +606,7 @@ fn overall(machines: &[Machine], period: Period) -> Overall {
         }
     }
     let judged = o.pass + o.fail + o.error;
-    o.score = (judged > 0).then(|| (o.pass * 100 + judged / 2) / judged);
+    o.score = crate::score::compliance_score(o.pass, judged).map(u32::from);
     o.status = if judged == 0 {
         "no data"
     } else if o.fail + o.error > o.accepted {

@@ -7,9 +7,9 @@
 //! timestamps), everything else Host hygiene. "Agents online" is the sixth domain, from
 //! heartbeats, not from rules.
 //!
-//! The compliance score of a set of findings is the share of applicable findings that pass or
-//! fail with an accepted risk, in percent (not applicable ones do not count); `None` when no
-//! finding applies.
+//! The compliance score of a set of findings is [`crate::score::compliance_score`], the one
+//! definition the compliance reports use too: the share of judged findings that pass (accepted
+//! risks count against it and are shown beside it).
 
 use std::collections::HashMap;
 
@@ -180,10 +180,10 @@ impl Tally {
         };
     }
 
-    /// The score in whole percent, `None` when nothing applies.
+    /// The score in whole percent ([`crate::score::compliance_score`]), `None` when nothing
+    /// applies.
     pub fn score(&self) -> Option<u8> {
-        let total = self.pass + self.fail + self.error + self.accepted;
-        (total > 0).then(|| ((self.pass + self.accepted) * 100 / total) as u8)
+        crate::score::compliance_score(self.pass, self.pass + self.fail + self.error + self.accepted)
     }
 
     /// The domain's status from its findings.
@@ -289,7 +289,11 @@ mod tests {
         assert_eq!(t.status(Domain::Backups).text, "OK (1 accepted)");
         t.add(Status::Fail, false, t1);
         t.add(Status::Error, false, t0);
-        assert_eq!(t.score(), Some(50));
+        assert_eq!(
+            t.score(),
+            Some(25),
+            "1 pass of 4 judged: the accepted risk is not a pass"
+        );
         let s = t.status(Domain::Backups);
         assert_eq!(
             (s.level, s.text.as_str(), s.since),

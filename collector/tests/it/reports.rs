@@ -830,3 +830,51 @@ async fn dashboard_session_of_a_practice_manager_downloads_only_their_practice()
             .any(|e| e.action == "report.download" && e.actor == "pm-smith")
     );
 }
+
+/// The dashboard's practice page and the compliance report say the same score for the same
+/// findings, accepted risks included (one definition, `rounds_collector::score`): before, the
+/// dashboard counted an accepted risk as passing and the report did not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_and_report_give_one_score_with_an_accepted_risk_in_force() {
+    use rounds_collector::store::Role;
+    let app = seeded().await;
+    let s = service(&app);
+    let smith = s.practice(SMITH).await.unwrap();
+    // The state at the end of November is the current state: the seed's last report is in it.
+    let content = s.content(&smith, november()).await.unwrap();
+    let o = &content.overall;
+    assert!(o.accepted > 0, "Smith's accepted risk is in force: {o:?}");
+    let score = o.score.expect("a score");
+    let with_accepted_as_pass = (o.pass + o.accepted) * 100 / (o.pass + o.fail + o.error);
+    assert_ne!(
+        score, with_accepted_as_pass,
+        "the seed tells the two definitions apart: {o:?}"
+    );
+    rounds_collector::admin::user_add(
+        app.store(),
+        "tech",
+        Role::Technician,
+        None,
+        Some(crate::web::PASSWORD.to_string()),
+    )
+    .await
+    .unwrap();
+    let token = crate::web::session(&app, "tech").await;
+    let resp = app
+        .send(
+            axum::http::Request::get(format!("/practices/{}", smith.id))
+                .header("cookie", format!("rounds_session={token}"))
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let html = crate::support::body_text(resp).await;
+    assert!(
+        html.contains(&format!("compliance {score} %")),
+        "the practice page shows the report's score {score} %: {}",
+        html.lines()
+            .find(|l| l.contains("compliance "))
+            .unwrap_or("(no score line)")
+    );
+}
