@@ -51,7 +51,7 @@ pub struct AgentView {
 /// `GET /api/v1/practices`: practices visible to the caller, with sites and agent counts.
 pub async fn practices(
     State(state): State<AppState>,
-    ApiCaller(scope): ApiCaller,
+    ApiCaller(scope, _): ApiCaller,
 ) -> Result<Json<Vec<PracticeView>>, ApiError> {
     let practices = state.store.practices(&scope).await?;
     let agents = state.store.agents(&scope).await?;
@@ -128,7 +128,7 @@ pub fn agent_view(state: &AppState, a: crate::store::AgentRow) -> AgentView {
 /// `GET /api/v1/agents`: agents visible to the caller, online or offline, and last seen.
 pub async fn agents(
     State(state): State<AppState>,
-    ApiCaller(scope): ApiCaller,
+    ApiCaller(scope, _): ApiCaller,
 ) -> Result<Json<Vec<AgentView>>, ApiError> {
     Ok(Json(agent_views(&state, &scope).await?))
 }
@@ -143,7 +143,7 @@ pub struct ObservationQuery {
 /// `GET /api/v1/agents/{id}/observations[?kind=K]`: the newest observation per kind and subject.
 pub async fn observations(
     State(state): State<AppState>,
-    ApiCaller(scope): ApiCaller,
+    ApiCaller(scope, _): ApiCaller,
     Path(agent_id): Path<String>,
     Query(q): Query<ObservationQuery>,
 ) -> Result<Json<Vec<StoredObservation>>, ApiError> {
@@ -187,7 +187,7 @@ fn time_param(name: &str, value: &str) -> Result<DateTime<Utc>, ApiError> {
 /// at that time.
 pub async fn findings(
     State(state): State<AppState>,
-    ApiCaller(scope): ApiCaller,
+    ApiCaller(scope, _): ApiCaller,
     Path(agent_id): Path<String>,
     Query(q): Query<FindingsQuery>,
 ) -> Result<Json<Vec<FindingRow>>, ApiError> {
@@ -204,7 +204,7 @@ pub async fn findings(
 /// agent's findings recorded in `from..to`, oldest first.
 pub async fn findings_history(
     State(state): State<AppState>,
-    ApiCaller(scope): ApiCaller,
+    ApiCaller(scope, _): ApiCaller,
     Path(agent_id): Path<String>,
     Query(q): Query<HistoryQuery>,
 ) -> Result<Json<Vec<FindingChange>>, ApiError> {

@@ -319,7 +319,7 @@ pub struct AgentDetail {
 /// `GET /api/v1/agents/{id}`.
 pub async fn agent_detail(
     State(state): State<AppState>,
-    ApiCaller(scope): ApiCaller,
+    ApiCaller(scope, _): ApiCaller,
     Path(agent_id): Path<String>,
 ) -> Result<Json<AgentDetail>, ApiError> {
     let row = state.store.agent(&scope, &agent_id).await?;

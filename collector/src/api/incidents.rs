@@ -48,7 +48,7 @@ pub fn states(text: Option<&str>) -> Result<Vec<IncidentState>, String> {
 /// `GET /api/v1/incidents`: incidents the caller sees, newest first.
 pub async fn list(
     State(state): State<AppState>,
-    ApiCaller(scope): ApiCaller,
+    ApiCaller(scope, _): ApiCaller,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Vec<Incident>>, ApiError> {
     let ListQuery {
@@ -69,7 +69,7 @@ pub async fn list(
 /// `GET /api/v1/incidents/{id}`: one incident with its timeline, children and notifications.
 pub async fn detail(
     State(state): State<AppState>,
-    ApiCaller(scope): ApiCaller,
+    ApiCaller(scope, _): ApiCaller,
     Path(id): Path<i64>,
 ) -> Result<Json<IncidentDetail>, ApiError> {
     Ok(Json(state.alerts.detail(&scope, id).await?))
@@ -79,35 +79,16 @@ pub async fn detail(
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ActionBody {
-    /// Who does it (shown in the timeline); `api` when not given.
+    /// Who does it (shown in the timeline beside the API key's label, [`ApiCaller::actor`]).
     pub by: Option<String>,
     /// A note (required for `notes`, optional for `resolve`).
     pub note: Option<String>,
 }
 
-fn actor(body: &ActionBody) -> Result<String, ApiError> {
-    match body.by.as_deref().map(str::trim) {
-        None | Some("") => Ok("api".into()),
-        Some(b) if b.len() <= 100 && !b.chars().any(char::is_control) => Ok(b.to_string()),
-        Some(_) => Err(ApiError::BadRequest("`by` is at most 100 printable characters".into())),
-    }
-}
-
 /// `POST /api/v1/incidents/{id}/acknowledge`.
 pub async fn acknowledge(
     State(state): State<AppState>,
-    ApiCaller(scope): ApiCaller,
-    Path(id): Path<i64>,
-    body: Option<Json<ActionBody>>,
-) -> Result<Json<IncidentDetail>, ApiError> {
-    let body = body.map(|b| b.0).unwrap_or_default();
-    Ok(Json(state.alerts.acknowledge(&scope, id, &actor(&body)?).await?))
-}
-
-/// `POST /api/v1/incidents/{id}/resolve`.
-pub async fn resolve(
-    State(state): State<AppState>,
-    ApiCaller(scope): ApiCaller,
+    caller: ApiCaller,
     Path(id): Path<i64>,
     body: Option<Json<ActionBody>>,
 ) -> Result<Json<IncidentDetail>, ApiError> {
@@ -115,7 +96,23 @@ pub async fn resolve(
     Ok(Json(
         state
             .alerts
-            .resolve_by(&scope, id, &actor(&body)?, body.note.as_deref())
+            .acknowledge(&caller.0, id, &caller.actor(body.by.as_deref())?)
+            .await?,
+    ))
+}
+
+/// `POST /api/v1/incidents/{id}/resolve`.
+pub async fn resolve(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    Path(id): Path<i64>,
+    body: Option<Json<ActionBody>>,
+) -> Result<Json<IncidentDetail>, ApiError> {
+    let body = body.map(|b| b.0).unwrap_or_default();
+    Ok(Json(
+        state
+            .alerts
+            .resolve_by(&caller.0, id, &caller.actor(body.by.as_deref())?, body.note.as_deref())
             .await?,
     ))
 }
@@ -123,12 +120,17 @@ pub async fn resolve(
 /// `POST /api/v1/incidents/{id}/notes`.
 pub async fn note(
     State(state): State<AppState>,
-    ApiCaller(scope): ApiCaller,
+    caller: ApiCaller,
     Path(id): Path<i64>,
     Json(body): Json<ActionBody>,
 ) -> Result<Json<IncidentDetail>, ApiError> {
     let text = body.note.clone().unwrap_or_default();
-    Ok(Json(state.alerts.note(&scope, id, &actor(&body)?, &text).await?))
+    Ok(Json(
+        state
+            .alerts
+            .note(&caller.0, id, &caller.actor(body.by.as_deref())?, &text)
+            .await?,
+    ))
 }
 
 // ----- runtime silences (issue 12) -----
@@ -156,7 +158,7 @@ pub struct SilenceListQuery {
 /// technicians.
 pub async fn silences(
     State(state): State<AppState>,
-    ApiCaller(scope): ApiCaller,
+    ApiCaller(scope, _): ApiCaller,
     Query(q): Query<SilenceListQuery>,
 ) -> Result<Json<Vec<StoredSilence>>, ApiError> {
     Ok(Json(state.alerts.silences(&scope, q.all.unwrap_or(false)).await?))
@@ -166,24 +168,26 @@ pub async fn silences(
 /// technicians; audited.
 pub async fn create_silence(
     State(state): State<AppState>,
-    ApiCaller(scope): ApiCaller,
+    caller: ApiCaller,
     Json(body): Json<SilenceRequest>,
 ) -> Result<(axum::http::StatusCode, Json<StoredSilence>), ApiError> {
-    let by = actor(&ActionBody {
-        by: body.by.clone(),
-        note: None,
-    })?;
-    let s = state.alerts.create_silence(&scope, &body, &by).await?;
+    let by = caller.actor(body.by.as_deref())?;
+    let s = state.alerts.create_silence(&caller.0, &body, &by).await?;
     Ok((axum::http::StatusCode::CREATED, Json(s)))
 }
 
 /// `POST /api/v1/silences/{id}/end`: end a silence early. Admins and technicians; audited.
 pub async fn end_silence(
     State(state): State<AppState>,
-    ApiCaller(scope): ApiCaller,
+    caller: ApiCaller,
     Path(id): Path<i64>,
     body: Option<Json<ActionBody>>,
 ) -> Result<Json<StoredSilence>, ApiError> {
     let body = body.map(|b| b.0).unwrap_or_default();
-    Ok(Json(state.alerts.end_silence(&scope, id, &actor(&body)?).await?))
+    Ok(Json(
+        state
+            .alerts
+            .end_silence(&caller.0, id, &caller.actor(body.by.as_deref())?)
+            .await?,
+    ))
 }

@@ -136,9 +136,24 @@ impl FromRequestParts<AppState> for AuthedAgent {
     }
 }
 
-/// A caller of the automation API, authenticated by `Authorization: Bearer KEY`.
+/// A caller of the automation API, authenticated by `Authorization: Bearer KEY`: what the key
+/// may see, and the key's label.
 #[derive(Debug, Clone)]
-pub struct ApiCaller(pub Scope);
+pub struct ApiCaller(pub Scope, pub String);
+
+impl ApiCaller {
+    /// How the audit log and the records a call creates name who did it: the key's label, and
+    /// the person the caller names in `by` (at most 100 printable characters), e.g.
+    /// `carol (API key "pager-bridge")`.
+    pub fn actor(&self, by: Option<&str>) -> Result<String, ApiError> {
+        let key: String = self.1.chars().filter(|c| !c.is_control()).take(100).collect();
+        match by.map(str::trim) {
+            None | Some("") => Ok(format!("API key \"{key}\"")),
+            Some(b) if b.len() <= 100 && !b.chars().any(char::is_control) => Ok(format!("{b} (API key \"{key}\")")),
+            Some(_) => Err(ApiError::BadRequest("`by` is at most 100 printable characters".into())),
+        }
+    }
+}
 
 impl FromRequestParts<AppState> for ApiCaller {
     type Rejection = ApiError;
@@ -156,7 +171,7 @@ impl FromRequestParts<AppState> for ApiCaller {
             .api_key_valid(&secrets::hash_secret(key.trim()), state.now())
             .await?
         {
-            Some(scope) => Ok(ApiCaller(scope)),
+            Some(grant) => Ok(ApiCaller(grant.scope, grant.label)),
             None => Err(ApiError::Unauthorized("invalid API key".into())),
         }
     }

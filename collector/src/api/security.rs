@@ -17,9 +17,6 @@ use crate::error::ApiError;
 use crate::security::revoke;
 use crate::store::{ApiKeyRow, Role};
 
-/// Who the audit log names for changes made through the API.
-const ACTOR: &str = "api";
-
 fn admin_only(caller: &ApiCaller) -> Result<(), ApiError> {
     if caller.0.role == Role::Admin {
         Ok(())
@@ -42,7 +39,7 @@ pub async fn revoke_agent(
     Path(agent_id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     admin_only(&caller)?;
-    let changed = revoke::agent_revoke(state.store.as_ref(), &agent_id, ACTOR, state.now())
+    let changed = revoke::agent_revoke(state.store.as_ref(), &agent_id, &caller.actor(None)?, state.now())
         .await
         .map_err(admin_error)?;
     Ok(Json(
@@ -97,7 +94,7 @@ pub async fn create_api_key(
         body.practice.as_deref(),
         &body.label,
         expires,
-        ACTOR,
+        &caller.actor(None)?,
         state.now(),
     )
     .await
@@ -114,7 +111,7 @@ pub async fn revoke_api_key(
     Path(id): Path<i64>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     admin_only(&caller)?;
-    let changed = revoke::apikey_revoke(state.store.as_ref(), id, ACTOR, state.now())
+    let changed = revoke::apikey_revoke(state.store.as_ref(), id, &caller.actor(None)?, state.now())
         .await
         .map_err(admin_error)?;
     Ok(Json(serde_json::json!({"id": id, "revoked": true, "changed": changed})))
@@ -127,7 +124,7 @@ pub async fn remove_user(
     Path(username): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     admin_only(&caller)?;
-    revoke::user_remove(state.store.as_ref(), &username, ACTOR, state.now())
+    revoke::user_remove(state.store.as_ref(), &username, &caller.actor(None)?, state.now())
         .await
         .map_err(admin_error)?;
     Ok(Json(serde_json::json!({"username": username, "removed": true})))

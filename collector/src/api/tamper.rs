@@ -36,18 +36,28 @@ impl From<AckError> for ApiError {
 /// `POST /api/v1/agents/{agent_id}/tamper/{tamper_id}/acknowledge` with `{"by", "reason"}`.
 pub async fn acknowledge(
     State(state): State<AppState>,
-    ApiCaller(scope): ApiCaller,
+    caller: ApiCaller,
     Path((agent_id, tamper_id)): Path<(String, String)>,
     Json(body): Json<AckBody>,
 ) -> Result<Json<TamperRow>, ApiError> {
+    let scope = &caller.0;
     // Out of scope is not found, before the role is looked at.
-    state.store.agent(&scope, &agent_id).await?;
+    state.store.agent(scope, &agent_id).await?;
     if scope.role == Role::PracticeManager {
         return Err(ApiError::Forbidden(
             "acknowledging a tamper event needs the admin or technician role".into(),
         ));
     }
     let AckBody { by, reason } = body;
-    let row = tamper::acknowledge(&state.evaluator, &scope, "api", &agent_id, &tamper_id, &by, &reason).await?;
+    let row = tamper::acknowledge(
+        &state.evaluator,
+        scope,
+        &caller.actor(None)?,
+        &agent_id,
+        &tamper_id,
+        &by,
+        &reason,
+    )
+    .await?;
     Ok(Json(row))
 }

@@ -74,6 +74,14 @@ impl Role {
     }
 }
 
+/// A valid API key: what it may see, and its label, by which the audit log and the records it
+/// creates (silences, acknowledgements) name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyGrant {
+    pub scope: Scope,
+    pub label: String,
+}
+
 /// Who is asking: the role and, for a practice manager, the one practice they may see.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Scope {
@@ -822,8 +830,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     }
     /// Every API key (never the key itself), oldest first.
     async fn api_keys(&self) -> StoreResult<Vec<ApiKeyRow>>;
-    /// The scope of an API key that is neither revoked nor expired at `now`.
-    async fn api_key_valid(&self, key_hash: &str, now: DateTime<Utc>) -> StoreResult<Option<Scope>>;
+    /// The scope and label of an API key that is neither revoked nor expired at `now`.
+    async fn api_key_valid(&self, key_hash: &str, now: DateTime<Utc>) -> StoreResult<Option<ApiKeyGrant>>;
     /// Number of users with the admin role.
     async fn admin_count(&self) -> StoreResult<u64>;
 

@@ -810,7 +810,9 @@ async fn a_tampered_audit_log_is_critical_and_resolved_only_by_a_person() {
             )
         })
         .collect();
-    for want in [("acknowledged", "dana"), ("note", "dana"), ("resolved", "dana")] {
+    // The person named and the key used (label `t`).
+    let dana = "dana (API key \"t\")";
+    for want in [("acknowledged", dana), ("note", dana), ("resolved", dana)] {
         assert!(events.contains(&(want.0.to_string(), want.1.to_string())), "{events:?}");
     }
     // Resolving twice is refused; an unknown id is 404.

@@ -343,7 +343,8 @@ async fn the_api_creates_lists_and_ends_silences_for_technicians_only_and_audits
     assert_eq!(resp.status(), StatusCode::CREATED);
     let created: Value = serde_json::from_str(&body_text(resp).await).unwrap();
     assert_eq!(created["practice"], "Smith");
-    assert_eq!(created["created_by"], "carol");
+    // The person the caller names and the key it used (its label, `t`).
+    assert_eq!(created["created_by"], "carol (API key \"t\")");
     let id = created["id"].as_i64().unwrap();
     let resp = app.send(call(&tech, "GET", "/api/v1/silences", None)).await;
     let list: Value = serde_json::from_str(&body_text(resp).await).unwrap();
@@ -362,14 +363,18 @@ async fn the_api_creates_lists_and_ends_silences_for_technicians_only_and_audits
     assert!(list.as_array().unwrap().is_empty(), "{list}");
     let resp = app.send(call(&tech, "GET", "/api/v1/silences?all=true", None)).await;
     let list: Value = serde_json::from_str(&body_text(resp).await).unwrap();
-    assert_eq!(list[0]["ended_by"], "carol");
+    assert_eq!(list[0]["ended_by"], "carol (API key \"t\")");
     let resp = app
         .send(call(&tech, "POST", &format!("/api/v1/silences/{id}/end"), None))
         .await;
     assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY, "already over");
     let audit = store.audit_entries(20).await.unwrap();
-    assert!(audit.iter().any(|e| e.actor == "carol" && e.action == "silence.create"));
-    assert!(audit.iter().any(|e| e.actor == "carol" && e.action == "silence.end"));
+    let by = "carol (API key \"t\")";
+    assert!(
+        audit.iter().any(|e| e.actor == by && e.action == "silence.create"),
+        "{audit:?}"
+    );
+    assert!(audit.iter().any(|e| e.actor == by && e.action == "silence.end"));
 }
 
 fn form(f: &[(String, String)]) -> Vec<(&str, &str)> {

@@ -774,7 +774,10 @@ pub async fn revocation_and_api_key_expiry(store: Arc<dyn Store>) {
 
     assert_eq!(
         s.api_key_valid(&hash_secret("k2"), at(99)).await.unwrap(),
-        Some(manager(smith))
+        Some(rounds_collector::store::ApiKeyGrant {
+            scope: manager(smith),
+            label: "smith portal".into()
+        })
     );
     assert_eq!(
         s.api_key_valid(&hash_secret("k2"), at(100)).await.unwrap(),

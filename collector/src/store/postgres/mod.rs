@@ -730,7 +730,7 @@ impl Store for PgStore {
         read!(self, |c| security::api_keys(c))
     }
 
-    async fn api_key_valid(&self, key_hash: &str, now: DateTime<Utc>) -> StoreResult<Option<Scope>> {
+    async fn api_key_valid(&self, key_hash: &str, now: DateTime<Utc>) -> StoreResult<Option<ApiKeyGrant>> {
         read!(self, |c| security::api_key_valid(c, key_hash, now))
     }
 

@@ -7,7 +7,7 @@ use tokio_postgres::types::{FromSqlOwned, ToSql};
 
 use super::agents::practice_id;
 use super::codec::{db, from_ms, ms, out_of_range};
-use crate::store::{ApiKeyRow, Role, Scope, StoreError, StoreResult};
+use crate::store::{ApiKeyGrant, ApiKeyRow, Role, Scope, StoreError, StoreResult};
 
 /// The first column of the row `sql` finds, if any.
 async fn first<T: FromSqlOwned>(c: &Client, sql: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<Option<T>> {
@@ -121,10 +121,10 @@ pub async fn api_keys(c: &Client) -> StoreResult<Vec<ApiKeyRow>> {
 }
 
 /// The scope of a key that is neither revoked nor expired at `now`.
-pub async fn api_key_valid(c: &Client, key_hash: &str, now: DateTime<Utc>) -> StoreResult<Option<Scope>> {
+pub async fn api_key_valid(c: &Client, key_hash: &str, now: DateTime<Utc>) -> StoreResult<Option<ApiKeyGrant>> {
     let row = c
         .query_opt(
-            "SELECT role, practice_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL
+            "SELECT role, practice_id, label FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL
              AND (expires_at IS NULL OR expires_at > $2)",
             &[&key_hash, &ms(now)],
         )
@@ -132,9 +132,12 @@ pub async fn api_key_valid(c: &Client, key_hash: &str, now: DateTime<Utc>) -> St
         .map_err(db)?;
     row.map(|r| {
         let role: String = r.try_get(0).map_err(db)?;
-        Ok(Scope {
-            role: Role::parse(&role).unwrap_or(Role::PracticeManager),
-            practice_id: r.try_get(1).map_err(db)?,
+        Ok(ApiKeyGrant {
+            scope: Scope {
+                role: Role::parse(&role).unwrap_or(Role::PracticeManager),
+                practice_id: r.try_get(1).map_err(db)?,
+            },
+            label: r.try_get(2).map_err(db)?,
         })
     })
     .transpose()

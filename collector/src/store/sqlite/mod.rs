@@ -897,7 +897,7 @@ impl Store for SqliteStore {
         self.read(security::api_keys).await
     }
 
-    async fn api_key_valid(&self, key_hash: &str, now: DateTime<Utc>) -> StoreResult<Option<Scope>> {
+    async fn api_key_valid(&self, key_hash: &str, now: DateTime<Utc>) -> StoreResult<Option<ApiKeyGrant>> {
         let key_hash = key_hash.to_string();
         self.read(move |c| security::api_key_valid(c, &key_hash, now)).await
     }

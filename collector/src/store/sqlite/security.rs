@@ -5,7 +5,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::agents::practice_id;
 use super::codec::{db, from_ms, ms};
-use crate::store::{ApiKeyRow, Role, Scope, StoreError, StoreResult};
+use crate::store::{ApiKeyGrant, ApiKeyRow, Role, Scope, StoreError, StoreResult};
 
 pub fn revoke_agent(conn: &Connection, agent_id: &str, now: DateTime<Utc>) -> StoreResult<bool> {
     let was: Option<i64> = conn
@@ -111,16 +111,19 @@ pub fn api_keys(conn: &Connection) -> StoreResult<Vec<ApiKeyRow>> {
 }
 
 /// The scope of a key that is neither revoked nor expired at `now`.
-pub fn api_key_valid(conn: &Connection, key_hash: &str, now: DateTime<Utc>) -> StoreResult<Option<Scope>> {
+pub fn api_key_valid(conn: &Connection, key_hash: &str, now: DateTime<Utc>) -> StoreResult<Option<ApiKeyGrant>> {
     conn.query_row(
-        "SELECT role, practice_id FROM api_keys WHERE key_hash = ?1 AND revoked_at IS NULL
+        "SELECT role, practice_id, label FROM api_keys WHERE key_hash = ?1 AND revoked_at IS NULL
          AND (expires_at IS NULL OR expires_at > ?2)",
         params![key_hash, ms(now)],
         |r| {
             let role: String = r.get(0)?;
-            Ok(Scope {
-                role: Role::parse(&role).unwrap_or(Role::PracticeManager),
-                practice_id: r.get(1)?,
+            Ok(ApiKeyGrant {
+                scope: Scope {
+                    role: Role::parse(&role).unwrap_or(Role::PracticeManager),
+                    practice_id: r.get(1)?,
+                },
+                label: r.get(2)?,
             })
         },
     )
