@@ -268,6 +268,15 @@ impl Engine {
     }
 
     async fn findings_changed(&self, agent_id: &str, changes: &[FindingChange]) -> StoreResult<()> {
+        // Most changes name no incident source (a low-severity rule): they need no
+        // transaction, which on SQLite would queue for the writer behind ingest.
+        let threshold = self.settings.finding_severity;
+        if !changes
+            .iter()
+            .any(|c| cause::finding_source(&c.rule, c.severity, threshold).is_some())
+        {
+            return Ok(());
+        }
         let mut state = self.state.lock().await;
         let Some(info) = self.agent_info(&mut state, agent_id).await? else {
             return Ok(());
