@@ -72,6 +72,97 @@ pub struct RawConfig {
     /// `postgres://user[:password]@host[:port]/database`: the store is this PostgreSQL
     /// database instead of SQLite in the data dir. Without it, `ROUNDS_DATABASE_URL`.
     pub database_url: Option<String>,
+    // --- Retention (issue 17) ---
+    /// How long raw observations and records are kept.
+    pub retention: Option<RawRetention>,
+}
+
+/// The `[retention]` table (issue 17); every key is optional, see [`RetentionSettings`] defaults.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetention {
+    /// Days raw observations are kept; older ones are rolled up hourly, then removed (default 30).
+    pub observations_days: Option<u64>,
+    /// Days hourly rollups are kept; older ones become daily rollups (default 90).
+    pub hourly_days: Option<u64>,
+    /// Years findings and their history, incidents and their timeline, issued reports and the
+    /// audit log are kept (default 6, the HIPAA minimum of 164.316(b)(2)(i)).
+    pub records_years: Option<u64>,
+    /// Allows `records_years` below 6 (the documentation HIPAA requires is then not kept).
+    pub records_below_hipaa_minimum: Option<bool>,
+    /// Minutes between retention runs (default 60).
+    pub interval_minutes: Option<u64>,
+}
+
+/// HIPAA 164.316(b)(2)(i): documentation is retained six years.
+pub const HIPAA_RECORDS_YEARS: u64 = 6;
+
+/// Validated retention settings (issue 17).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetentionSettings {
+    pub observations_days: u64,
+    pub hourly_days: u64,
+    pub records_years: u64,
+    pub interval: Duration,
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        RetentionSettings {
+            observations_days: 30,
+            hourly_days: 90,
+            records_years: HIPAA_RECORDS_YEARS,
+            interval: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// Validates the `[retention]` table, adding problems to `problems`.
+fn validate_retention(raw: Option<RawRetention>, at: &str, problems: &mut Vec<String>) -> RetentionSettings {
+    let d = RetentionSettings::default();
+    let Some(RawRetention {
+        observations_days,
+        hourly_days,
+        records_years,
+        records_below_hipaa_minimum,
+        interval_minutes,
+    }) = raw
+    else {
+        return d;
+    };
+    let mut at_least = |name: &str, v: Option<u64>, default: u64, min: u64, max: u64| -> u64 {
+        match v {
+            Some(n) if n < min || n > max => {
+                problems.push(format!("{at}retention.{name}: {n} must be between {min} and {max}"));
+                default
+            }
+            Some(n) => n,
+            None => default,
+        }
+    };
+    let observations_days = at_least("observations_days", observations_days, d.observations_days, 1, 36_500);
+    let hourly_days = at_least("hourly_days", hourly_days, d.hourly_days, 1, 36_500);
+    let records_years = at_least("records_years", records_years, d.records_years, 1, 100);
+    let interval_minutes = at_least("interval_minutes", interval_minutes, 60, 1, 7 * 24 * 60);
+    if hourly_days < observations_days {
+        problems.push(format!(
+            "{at}retention.hourly_days: {hourly_days} is less than observations_days ({observations_days}); hourly \
+             rollups are made of observations older than observations_days"
+        ));
+    }
+    if records_years < HIPAA_RECORDS_YEARS && records_below_hipaa_minimum != Some(true) {
+        problems.push(format!(
+            "{at}retention.records_years: {records_years} is below the {HIPAA_RECORDS_YEARS} years HIPAA \
+             164.316(b)(2)(i) requires documentation to be kept; set records_below_hipaa_minimum = true in \
+             [retention] to keep records for less anyway"
+        ));
+    }
+    RetentionSettings {
+        observations_days,
+        hourly_days,
+        records_years,
+        interval: Duration::from_secs(interval_minutes * 60),
+    }
 }
 
 /// The `[limits]` table (issue 15); every key is optional, see [`LimitSettings`] defaults.
@@ -216,6 +307,8 @@ pub struct Settings {
     // --- PostgreSQL backend (issue 17) ---
     /// The PostgreSQL database the store is in; `None`: SQLite in the data dir.
     pub database_url: Option<DatabaseUrl>,
+    // --- Retention (issue 17) ---
+    pub retention: RetentionSettings,
 }
 
 /// Where the server's certificate comes from.
@@ -330,6 +423,7 @@ pub fn validate(raw: RawConfig, overrides: &Overrides, file: Option<&Path>) -> R
         limits,
         metrics_token,
         database_url,
+        retention,
     } = raw;
     let at = file.map(|f| format!("{}: ", f.display())).unwrap_or_default();
     let mut problems = Vec::new();
@@ -433,6 +527,8 @@ pub fn validate(raw: RawConfig, overrides: &Overrides, file: Option<&Path>) -> R
     let report_schedules = crate::reports::schedule::validate(report_schedule, smtp_present, &locator, &mut problems);
     // --- PostgreSQL backend (issue 17): the file's, else ROUNDS_DATABASE_URL (as ROUNDS_DATA_DIR) ---
     let database_url = database_url_setting(database_url, &at, &mut problems);
+    // --- Retention (issue 17) ---
+    let retention = validate_retention(retention, &at, &mut problems);
     if !problems.is_empty() {
         return Err(ConfigError { problems });
     }
@@ -458,6 +554,7 @@ pub fn validate(raw: RawConfig, overrides: &Overrides, file: Option<&Path>) -> R
         metrics_token: metrics_token.map(|t| t.trim().to_string()),
         report_schedules,
         database_url,
+        retention,
     })
 }
 

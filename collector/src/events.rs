@@ -27,6 +27,15 @@ pub struct Metrics {
     // --- Security (issue 15) ---
     /// Argon2 password checks run by dashboard log-ins (real or against the dummy hash).
     pub password_checks: AtomicU64,
+    // --- Retention (issue 17) ---
+    /// Raw observations and hourly rollups folded into coarser rollups (and removed).
+    pub retention_rolled_up: AtomicU64,
+    /// Records and expired leases removed by retention (without a rollup).
+    pub retention_removed: AtomicU64,
+    /// Retention runs that failed.
+    pub retention_failed: AtomicU64,
+    /// When this collector last finished a retention run, seconds since the epoch (0: never).
+    pub retention_last_run: AtomicU64,
 }
 
 impl Metrics {
@@ -97,6 +106,39 @@ impl Metrics {
         for (name, help, v) in rows {
             out.push_str(&format!(
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
+                v.load(Ordering::Relaxed)
+            ));
+        }
+        // Retention (issue 17).
+        let retention: [(&str, &str, &str, &AtomicU64); 4] = [
+            (
+                "rounds_retention_rows_rolled_up_total",
+                "counter",
+                "Raw observations and hourly rollups retention folded into coarser rollups and removed.",
+                &self.retention_rolled_up,
+            ),
+            (
+                "rounds_retention_rows_removed_total",
+                "counter",
+                "Records (finding history, incidents, issued reports, audit log) and expired leases retention removed.",
+                &self.retention_removed,
+            ),
+            (
+                "rounds_retention_runs_failed_total",
+                "counter",
+                "Retention runs that failed.",
+                &self.retention_failed,
+            ),
+            (
+                "rounds_retention_last_run_timestamp_seconds",
+                "gauge",
+                "When this collector last finished a retention run (0: never).",
+                &self.retention_last_run,
+            ),
+        ];
+        for (name, kind, help, v) in retention {
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}\n",
                 v.load(Ordering::Relaxed)
             ));
         }
@@ -201,4 +243,32 @@ pub fn alert_sent(source: &str, channel: &str, kind: &str) {
 /// A delivery attempt of a notification failed (it is retried or given up).
 pub fn alert_failed(source: &str, channel: &str, error: &str) {
     tracing::warn!(source, channel, error, "alert delivery failed");
+}
+
+// --- Retention (issue 17) ---
+
+/// A retention run finished.
+pub fn retention_ran(
+    m: &Metrics,
+    rolled_up: u64,
+    removed: u64,
+    rollups_written: u64,
+    at: chrono::DateTime<chrono::Utc>,
+) {
+    m.retention_rolled_up.fetch_add(rolled_up, Ordering::Relaxed);
+    m.retention_removed.fetch_add(removed, Ordering::Relaxed);
+    m.retention_last_run
+        .store(at.timestamp().max(0) as u64, Ordering::Relaxed);
+    tracing::info!(rolled_up, removed, rollups_written, "retention run finished");
+}
+
+/// A retention run failed (what it committed before stays; the next run goes on from there).
+pub fn retention_failed(m: &Metrics, error: &dyn std::fmt::Display) {
+    Metrics::inc(&m.retention_failed);
+    tracing::error!(%error, "retention run failed");
+}
+
+/// Retention did not run here: another collector holds its lease.
+pub fn retention_skipped(lease: &str, holder: &str) {
+    tracing::debug!(lease, holder, "retention lease held by another collector");
 }

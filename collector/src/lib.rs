@@ -22,6 +22,8 @@ pub mod notify;
 // Compliance reports (issue 14).
 pub mod reports;
 pub mod request;
+// Retention (issue 17).
+pub mod retention;
 pub mod score;
 pub mod secrets;
 // Security services (issue 15).

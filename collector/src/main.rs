@@ -114,6 +114,23 @@ enum Command {
         #[arg(long)]
         replace: bool,
     },
+    // Retention (issue 17).
+    /// Retention of observations and records (`[retention]`): roll up and remove what is
+    /// older than the settings say.
+    #[command(subcommand)]
+    Retention(RetentionCmd),
+}
+
+/// Retention (issue 17).
+#[derive(Debug, Subcommand)]
+enum RetentionCmd {
+    /// Run retention once now and print what it removed per table. Refused while a collector
+    /// holds the retention lease (a serving collector runs it every `interval_minutes`).
+    Run {
+        /// Print what a run would remove, per table, and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 /// Runtime silences (alerting, issue 12).
@@ -612,7 +629,62 @@ async fn run(cli: Cli) -> Result<(), ExitCode> {
             }
             Ok(())
         }
+        // Retention (issue 17).
+        Command::Retention(RetentionCmd::Run { dry_run }) => retention_run(&settings, dry_run).await,
     }
+}
+
+/// `retention run [--dry-run]` (issue 17): one run under the retention lease, or its preview.
+async fn retention_run(settings: &config::Settings, dry_run: bool) -> Result<(), ExitCode> {
+    use rounds_collector::retention::RetentionService;
+    let fail = |e: &dyn std::fmt::Display| {
+        eprintln!("error: {e}");
+        ExitCode::FAILURE
+    };
+    let store = serve::open_store(settings).await.map_err(|e| fail(&e))?;
+    let service = RetentionService::new(
+        store,
+        std::sync::Arc::new(rounds_collector::clock::SystemClock),
+        settings.retention,
+    );
+    let report = if dry_run {
+        service.preview().await.map_err(|e| fail(&e))?
+    } else {
+        let holder = format!("cli-{}", std::process::id());
+        let ran = service
+            .run_leased(&holder, std::time::Duration::from_secs(15 * 60))
+            .await
+            .map_err(|e| fail(&e))?;
+        let Some(report) = ran else {
+            eprintln!(
+                "error: another collector holds the retention lease (a serving collector runs retention every {} \
+                 minutes); nothing was changed",
+                settings.retention.interval.as_secs() / 60
+            );
+            return Err(ExitCode::FAILURE);
+        };
+        service.release(&holder).await.map_err(|e| fail(&e))?;
+        report
+    };
+    let c = &report.cutoffs;
+    println!(
+        "retention {} at {}: observations before {}, hourly rollups before {}, records before {}",
+        if dry_run { "dry run" } else { "run" },
+        report.at.to_rfc3339(),
+        c.observations_before.to_rfc3339(),
+        c.hourly_before.to_rfc3339(),
+        c.records_before.to_rfc3339()
+    );
+    for line in report.lines() {
+        println!("  {line}");
+    }
+    if !dry_run {
+        println!(
+            "  rollup rows written: {} (in {} units of work)",
+            report.rollups_written, report.batches
+        );
+    }
+    Ok(())
 }
 
 /// The alert engine of the `incident` and `silence` commands, over the configured store.

@@ -214,6 +214,17 @@ pub async fn run(
             Err(e) => tracing::error!(error = %e, "report schedules not started"),
         }
     }
+    // --- Retention (issue 17): hourly under the `retention` lease, once across collectors ---
+    let retention = Arc::new(
+        crate::retention::RetentionService::new(
+            Arc::clone(&state.store),
+            Arc::clone(&state.clock),
+            state.settings.retention,
+        )
+        .with_metrics(Arc::clone(&state.metrics)),
+    );
+    let holder = format!("{}-{:08x}", std::process::id(), rand::random::<u32>());
+    tokio::spawn(retention.run_every(holder, shutdown.clone()));
     let app = router(state);
     let handle = axum_server::Handle::new();
     let h = handle.clone();

@@ -225,7 +225,13 @@ pub struct ReportScheduler {
     schedules: Vec<Schedule>,
     /// Runs due after this time are still to do.
     since: std::sync::Mutex<DateTime<Utc>>,
+    /// Who claims due runs in the store (issue 17: one of several collectors runs each).
+    holder: String,
 }
+
+/// How long the claim of a due run is kept: past it, no collector still looks at that run
+/// (each looks only at runs due since its previous tick), and retention removes it a week later.
+const CLAIM_KEPT_DAYS: i64 = 1;
 
 impl ReportScheduler {
     /// A scheduler that runs what falls due after the clock's time now.
@@ -244,6 +250,35 @@ impl ReportScheduler {
             clock,
             schedules,
             since: std::sync::Mutex::new(now),
+            holder: format!("{}-{:08x}", std::process::id(), rand::random::<u32>()),
+        }
+    }
+
+    /// Claims the run of `s` due at `due_at` for this scheduler, in the store: of several
+    /// collectors on one database, the first to claim it runs it and the others skip it
+    /// (issue 17), so a scheduled report is e-mailed once. A claim the store cannot record
+    /// is not run (better a report late than twice).
+    async fn claim(&self, s: &Schedule, due_at: DateTime<Utc>) -> bool {
+        let name = format!("report-schedule:{}:{}", s.name, due_at.timestamp_millis());
+        match self
+            .store
+            .claim_lease(
+                &name,
+                &self.holder,
+                due_at + chrono::Duration::days(CLAIM_KEPT_DAYS),
+                self.clock.now(),
+            )
+            .await
+        {
+            Ok(true) => true,
+            Ok(false) => {
+                tracing::info!(schedule = %s.name, %due_at, "scheduled report run by another collector");
+                false
+            }
+            Err(e) => {
+                tracing::error!(schedule = %s.name, error = %e, "scheduled report not claimed; not run");
+                false
+            }
         }
     }
 
@@ -264,7 +299,9 @@ impl ReportScheduler {
             // At most one run per schedule per tick: a collector that slept through several
             // fire times sends the newest report once, not a backlog.
             let due = s.cron.after(&since).take_while(|t| *t <= now).last();
-            if let Some(due_at) = due {
+            if let Some(due_at) = due
+                && self.claim(s, due_at).await
+            {
                 runs.push(self.run_one(s, due_at).await);
             }
         }

@@ -27,6 +27,8 @@ pub mod common;
 pub mod postgres;
 // Export and import between stores (issue 17).
 pub mod transfer;
+// Retention (issue 17): rollups and pruning, shared by both backends.
+pub mod rollup;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -42,6 +44,11 @@ pub use crate::alerting::model::{
 };
 // Runtime silences (alerting, issue 12).
 pub use crate::alerting::model::{NewSilence, SilenceQuery, StoredSilence};
+// Retention (issue 17).
+pub use rollup::{
+    Bucket, RawObservation, RecordKind, RetentionCutoffs, RolledObservation, Rollup, StorageReport, StoredRollup,
+    TableRows, TableSize,
+};
 
 /// Roles of dashboard users and API keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -560,6 +567,34 @@ pub trait Tx: Send {
     async fn save_silence(&mut self, silence: &StoredSilence) -> StoreResult<()>;
     /// Runtime silences matching `query`, newest first.
     async fn silences(&mut self, query: &SilenceQuery) -> StoreResult<Vec<StoredSilence>>;
+
+    // --- Retention (issue 17) ---
+    /// At most `limit` raw observations observed before `before` and after the cursor
+    /// `after` (time, row id), oldest first, that are not the newest row of their (agent,
+    /// kind, subject): the current state is never rolled up.
+    async fn observations_to_roll_up(
+        &mut self,
+        before: DateTime<Utc>,
+        after: (DateTime<Utc>, i64),
+        limit: u32,
+    ) -> StoreResult<Vec<RawObservation>>;
+    /// At most `limit` hourly rollups of hours before `before`, oldest first.
+    async fn hourly_rollups_before(&mut self, before: DateTime<Utc>, limit: u32) -> StoreResult<Vec<StoredRollup>>;
+    /// Adds rollups; a bucket already stored absorbs the new one (counts add, the earliest
+    /// first and the latest last stay).
+    async fn merge_rollups(&mut self, rollups: &[Rollup]) -> StoreResult<()>;
+    /// Removes raw observation rows by id; how many were removed.
+    async fn remove_observations(&mut self, ids: &[i64]) -> StoreResult<u64>;
+    /// Removes rollup rows by id; how many were removed.
+    async fn remove_rollups(&mut self, ids: &[i64]) -> StoreResult<u64>;
+    /// Removes at most `limit` records of `kind` older than `before` (see [`RecordKind`]),
+    /// with what depends on them; the rows removed per table, the principal table first.
+    async fn prune_records(
+        &mut self,
+        kind: RecordKind,
+        before: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<TableRows>>;
 }
 
 /// Runs one [`Tx`] method in its own unit of work.
@@ -912,6 +947,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn note_tampers(&self, agent_id: &str, seen: &[TamperSeen], now: DateTime<Utc>) -> StoreResult<()> {
         in_tx!(self, |tx| tx.note_tampers(agent_id, seen, now))
     }
+
+    // --- Retention (issue 17) ---
+    /// What a retention run at `cutoffs` would remove, per table (`retention run --dry-run`):
+    /// the same conditions as the run, counted, nothing changed.
+    async fn retention_preview(&self, cutoffs: &RetentionCutoffs) -> StoreResult<Vec<TableRows>>;
+    /// The storage each table takes, and how it was measured (the admin page).
+    async fn storage(&self) -> StoreResult<StorageReport>;
 
     // --- Group commit of ingest (core, issue 7) ---
     /// Delivers `reports` of one agent, in order, as one unit of work (see

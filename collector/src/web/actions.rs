@@ -395,6 +395,76 @@ pub async fn audit_page(State(state): State<AppState>, session: Session) -> Resu
     Ok(page(StatusCode::OK, html))
 }
 
+// --- Retention (issue 17): storage per table ---
+
+/// `GET /admin/storage`: the page.
+#[derive(Template)]
+#[template(path = "storage.html")]
+pub struct StoragePage {
+    pub username: String,
+    pub role: &'static str,
+    pub csrf: String,
+    pub is_admin: bool,
+    /// How the sizes were measured.
+    pub method: String,
+    pub total: String,
+    /// Table, rows, size (`unknown` where the backend cannot tell).
+    pub tables: Vec<(String, String, String)>,
+    /// The `[retention]` settings in words.
+    pub retention: String,
+}
+
+/// Bytes in KiB, MiB or GiB, one decimal.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
+}
+
+/// `GET /admin/storage`: the storage each table takes (admin only).
+pub async fn storage_page(State(state): State<AppState>, session: Session) -> Result<Response, WebError> {
+    admin_only(&session)?;
+    let report = state.store.storage().await?;
+    let r = state.settings.retention;
+    let html = StoragePage {
+        username: session.user.username.clone(),
+        role: role_label(session.user.role),
+        csrf: session.user.csrf_token.clone(),
+        is_admin: true,
+        method: report.method,
+        total: human_bytes(report.total_bytes),
+        tables: report
+            .tables
+            .into_iter()
+            .map(|t| {
+                (
+                    t.table,
+                    t.rows.map_or_else(|| "unknown".to_string(), |n| n.to_string()),
+                    t.bytes.map_or_else(|| "unknown".to_string(), human_bytes),
+                )
+            })
+            .collect(),
+        retention: format!(
+            "Raw observations are kept {} days, then rolled up hourly; hourly rollups {} days, then daily; findings' \
+             history, incidents, issued reports and the audit log {} years. Retention runs every {} minutes.",
+            r.observations_days,
+            r.hourly_days,
+            r.records_years,
+            r.interval.as_secs() / 60
+        ),
+    }
+    .render()?;
+    Ok(page(StatusCode::OK, html))
+}
+
 /// The revoke form.
 #[derive(Debug, Deserialize)]
 pub struct CsrfOnly {

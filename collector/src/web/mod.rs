@@ -54,6 +54,8 @@ pub fn routes() -> Router<AppState> {
         .route("/practices/{practice_id}/policy", post(actions::set_policy))
         .route("/admin/users", get(actions::users_page).post(actions::create_user))
         .route("/admin/audit", get(actions::audit_page))
+        // Retention (issue 17).
+        .route("/admin/storage", get(actions::storage_page))
         .route("/agents/{agent_id}/revoke", post(actions::revoke_agent))
         .route("/incidents", get(incidents::list))
         .route("/incidents/{id}", get(incidents::detail))

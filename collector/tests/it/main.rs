@@ -21,6 +21,8 @@ mod security;
 // Compliance reports (issue 14).
 mod report_seed;
 mod reports;
+// Retention (issue 17).
+mod retention;
 mod serve;
 // Runtime silences (alerting, issue 12).
 mod silences;

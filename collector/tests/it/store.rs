@@ -1191,6 +1191,12 @@ async fn sqlite_upgrades_a_version_1_database_with_its_data() {
     // What a collector of schema version 1 left behind.
     let conn = rusqlite::Connection::open(&path).unwrap();
     // Alerting (issue 12, migration 0006) first: its tables refer to practices.
+    // Retention (issue 17, migration 0013).
+    conn.execute_batch(
+        "DROP TABLE observation_rollups; DROP INDEX observations_by_time; DROP INDEX observations_by_subject;
+         DROP INDEX audit_log_by_time;",
+    )
+    .unwrap();
     // Runtime silences (issue 12, migration 0010).
     conn.execute_batch("DROP TABLE silences;").unwrap();
     conn.execute_batch(

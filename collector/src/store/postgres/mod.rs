@@ -28,6 +28,8 @@ mod issued;
 mod policy;
 pub mod pool;
 mod reports;
+// Retention (issue 17).
+mod retention;
 mod security;
 // Runtime silences (alerting, issue 12).
 mod silences;
@@ -76,6 +78,8 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0012_tally_when_changed",
         include_str!("migrations/0012_tally_when_changed.sql"),
     ),
+    // Retention (issue 17): observation rollups and the indexes pruning reads.
+    ("0013_retention", include_str!("migrations/0013_retention.sql")),
 ];
 
 /// The advisory lock every unit of work holds (`pg_advisory_xact_lock`): "Rounds" in ASCII.
@@ -558,6 +562,41 @@ impl Tx for PgTx {
     async fn silences(&mut self, query: &SilenceQuery) -> StoreResult<Vec<StoredSilence>> {
         tx!(self, |c| silences::list(c, query))
     }
+
+    // --- Retention (issue 17) ---
+    async fn observations_to_roll_up(
+        &mut self,
+        before: DateTime<Utc>,
+        after: (DateTime<Utc>, i64),
+        limit: u32,
+    ) -> StoreResult<Vec<RawObservation>> {
+        tx!(self, |c| retention::observations_to_roll_up(c, before, after, limit))
+    }
+
+    async fn hourly_rollups_before(&mut self, before: DateTime<Utc>, limit: u32) -> StoreResult<Vec<StoredRollup>> {
+        tx!(self, |c| retention::hourly_before(c, before, limit))
+    }
+
+    async fn merge_rollups(&mut self, rollups: &[Rollup]) -> StoreResult<()> {
+        tx!(self, |c| retention::merge(c, rollups))
+    }
+
+    async fn remove_observations(&mut self, ids: &[i64]) -> StoreResult<u64> {
+        tx!(self, |c| retention::remove_observations(c, ids))
+    }
+
+    async fn remove_rollups(&mut self, ids: &[i64]) -> StoreResult<u64> {
+        tx!(self, |c| retention::remove_rollups(c, ids))
+    }
+
+    async fn prune_records(
+        &mut self,
+        kind: RecordKind,
+        before: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<TableRows>> {
+        tx!(self, |c| retention::prune(c, kind, before, limit))
+    }
 }
 
 #[async_trait]
@@ -757,7 +796,40 @@ impl Store for PgStore {
         to: DateTime<Utc>,
     ) -> StoreResult<Vec<StoredObservation>> {
         let kinds: Vec<String> = kinds.iter().map(|k| k.to_string()).collect();
-        read!(self, |c| issued::observation_history(c, agent_id, &kinds, from, to))
+        // Retention (issue 17): raw rows and the rollups of removed ones, in one snapshot, so
+        // that a run moving rows between the two cannot show a row twice or not at all.
+        let mut pooled = self.client().await?;
+        pooled
+            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await
+            .map_err(db)?;
+        pooled.set_in_tx(true);
+        let raw = issued::observation_history(&pooled, agent_id, &kinds, from, to).await?;
+        let mut rolled = Vec::new();
+        for kind in &kinds {
+            rolled.extend(retention::history_rollups(&pooled, agent_id, kind, from, to).await?);
+        }
+        pooled.batch_execute("COMMIT").await.map_err(db)?;
+        pooled.set_in_tx(false);
+        crate::store::rollup::merge_history(raw, &rolled, from, to)
+    }
+
+    // --- Retention (issue 17) ---
+    async fn retention_preview(&self, cutoffs: &RetentionCutoffs) -> StoreResult<Vec<TableRows>> {
+        let mut pooled = self.client().await?;
+        pooled
+            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await
+            .map_err(db)?;
+        pooled.set_in_tx(true);
+        let out = retention::preview(&pooled, cutoffs).await?;
+        pooled.batch_execute("COMMIT").await.map_err(db)?;
+        pooled.set_in_tx(false);
+        Ok(out)
+    }
+
+    async fn storage(&self) -> StoreResult<StorageReport> {
+        read!(self, |c| retention::storage(c))
     }
 
     async fn report_receipts(

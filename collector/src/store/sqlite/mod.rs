@@ -29,6 +29,8 @@ pub mod group;
 mod policy;
 // Tamper acknowledgement (core, issue 11).
 mod reports;
+// Retention (issue 17).
+mod retention;
 mod security;
 // Runtime silences (alerting, issue 12).
 mod silences;
@@ -79,6 +81,8 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0012_tally_when_changed",
         include_str!("migrations/0012_tally_when_changed.sql"),
     ),
+    // Retention (issue 17): observation rollups and the indexes pruning reads.
+    ("0013_retention", include_str!("migrations/0013_retention.sql")),
 ];
 
 /// How `synchronous` is set: `Normal` loses at most the last transactions on power loss
@@ -667,6 +671,45 @@ impl Tx for SqliteTx {
         self.run(move |c| tamper::acknowledge(c, &agent_id, &tamper_id, &ack))
             .await
     }
+
+    // --- Retention (issue 17) ---
+    async fn observations_to_roll_up(
+        &mut self,
+        before: DateTime<Utc>,
+        after: (DateTime<Utc>, i64),
+        limit: u32,
+    ) -> StoreResult<Vec<RawObservation>> {
+        self.run(move |c| retention::observations_to_roll_up(c, before, after, limit))
+            .await
+    }
+
+    async fn hourly_rollups_before(&mut self, before: DateTime<Utc>, limit: u32) -> StoreResult<Vec<StoredRollup>> {
+        self.run(move |c| retention::hourly_before(c, before, limit)).await
+    }
+
+    async fn merge_rollups(&mut self, rollups: &[Rollup]) -> StoreResult<()> {
+        let rollups = rollups.to_vec();
+        self.run(move |c| retention::merge(c, &rollups)).await
+    }
+
+    async fn remove_observations(&mut self, ids: &[i64]) -> StoreResult<u64> {
+        let ids = ids.to_vec();
+        self.run(move |c| retention::remove_observations(c, &ids)).await
+    }
+
+    async fn remove_rollups(&mut self, ids: &[i64]) -> StoreResult<u64> {
+        let ids = ids.to_vec();
+        self.run(move |c| retention::remove_rollups(c, &ids)).await
+    }
+
+    async fn prune_records(
+        &mut self,
+        kind: RecordKind,
+        before: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<TableRows>> {
+        self.run(move |c| retention::prune(c, kind, before, limit)).await
+    }
 }
 
 #[async_trait]
@@ -934,8 +977,35 @@ impl Store for SqliteStore {
     ) -> StoreResult<Vec<StoredObservation>> {
         let agent_id = agent_id.to_string();
         let kinds: Vec<String> = kinds.iter().map(|k| k.to_string()).collect();
-        self.read(move |c| issued::observation_history(c, &agent_id, &kinds, from, to))
-            .await
+        // Retention (issue 17): raw rows and the rollups of removed ones, in one snapshot, so
+        // that a run moving rows between the two cannot show a row twice or not at all.
+        self.read(move |c| {
+            let snapshot = c.unchecked_transaction().map_err(db)?;
+            let raw = issued::observation_history(c, &agent_id, &kinds, from, to)?;
+            let mut rolled = Vec::new();
+            for kind in &kinds {
+                rolled.extend(retention::history_rollups(c, &agent_id, kind, from, to)?);
+            }
+            drop(snapshot);
+            crate::store::rollup::merge_history(raw, &rolled, from, to)
+        })
+        .await
+    }
+
+    // --- Retention (issue 17) ---
+    async fn retention_preview(&self, cutoffs: &RetentionCutoffs) -> StoreResult<Vec<TableRows>> {
+        let cutoffs = *cutoffs;
+        self.read(move |c| {
+            let snapshot = c.unchecked_transaction().map_err(db)?;
+            let out = retention::preview(c, &cutoffs);
+            drop(snapshot);
+            out
+        })
+        .await
+    }
+
+    async fn storage(&self) -> StoreResult<StorageReport> {
+        self.read(retention::storage).await
     }
 
     async fn report_receipts(
