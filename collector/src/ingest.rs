@@ -74,9 +74,17 @@ impl Change {
 }
 
 /// The bounded in-process stream of [`Change`]s.
+///
+/// Changes committed by another collector on the same PostgreSQL database arrive through
+/// [`crate::cluster`] and are published with [`publish_remote`](Self::publish_remote) on a
+/// channel of their own: only subscribers made with
+/// [`subscribe_with_remote`](Self::subscribe_with_remote) (the dashboard's live streams) see
+/// them, so the alert engine never counts a change twice and a flood of remote changes never
+/// makes a local subscriber lag.
 #[derive(Debug, Clone)]
 pub struct ChangeStream {
     tx: broadcast::Sender<Change>,
+    remote: broadcast::Sender<Change>,
     metrics: Arc<Metrics>,
 }
 
@@ -84,7 +92,8 @@ impl ChangeStream {
     /// A stream holding at most `capacity` changes for its slowest subscriber.
     pub fn new(capacity: usize, metrics: Arc<Metrics>) -> Self {
         let (tx, _) = broadcast::channel(capacity.max(1));
-        ChangeStream { tx, metrics }
+        let (remote, _) = broadcast::channel(capacity.max(1));
+        ChangeStream { tx, remote, metrics }
     }
 
     /// Publishes a change; never waits. Without subscribers the change is dropped.
@@ -94,12 +103,30 @@ impl ChangeStream {
         events::change_published(&self.metrics, kind, receivers);
     }
 
+    /// Publishes a change another collector committed (cluster, issue 17); never waits. Seen
+    /// only by subscribers made with [`subscribe_with_remote`](Self::subscribe_with_remote).
+    pub fn publish_remote(&self, change: Change) {
+        let kind = change.kind();
+        let receivers = self.remote.send(change).unwrap_or(0);
+        events::change_published(&self.metrics, kind, receivers);
+    }
+
     /// A new subscriber, named in logs and metrics, that sees changes published from now on.
     pub fn subscribe(&self, consumer: &str) -> Subscriber {
         Subscriber {
             rx: self.tx.subscribe(),
+            remote: None,
             consumer: consumer.to_string(),
             metrics: Arc::clone(&self.metrics),
+        }
+    }
+
+    /// A subscriber that also sees the changes other collectors on the same database
+    /// committed (the dashboard's live streams).
+    pub fn subscribe_with_remote(&self, consumer: &str) -> Subscriber {
+        Subscriber {
+            remote: Some(self.remote.subscribe()),
+            ..self.subscribe(consumer)
         }
     }
 }
@@ -108,6 +135,8 @@ impl ChangeStream {
 #[derive(Debug)]
 pub struct Subscriber {
     rx: broadcast::Receiver<Change>,
+    /// Other collectors' changes, for a subscriber that asked for them.
+    remote: Option<broadcast::Receiver<Change>>,
     consumer: String,
     metrics: Arc<Metrics>,
 }
@@ -117,12 +146,32 @@ impl Subscriber {
     /// subscriber lagged are counted and logged, and receiving goes on with the oldest kept.
     pub async fn recv(&mut self) -> Option<Change> {
         loop {
-            match self.rx.recv().await {
+            let received = match &mut self.remote {
+                None => self.rx.recv().await,
+                Some(remote) => tokio::select! {
+                    r = self.rx.recv() => r,
+                    r = remote.recv() => r,
+                },
+            };
+            match received {
                 Ok(change) => return Some(change),
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
                     events::consumer_lagged(&self.metrics, &self.consumer, missed);
                 }
                 Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
+
+    /// A local change already published, without waiting (`None` when there is none now).
+    pub fn try_recv(&mut self) -> Option<Change> {
+        loop {
+            match self.rx.try_recv() {
+                Ok(change) => return Some(change),
+                Err(broadcast::error::TryRecvError::Lagged(missed)) => {
+                    events::consumer_lagged(&self.metrics, &self.consumer, missed);
+                }
+                Err(_) => return None,
             }
         }
     }

@@ -10,6 +10,8 @@ pub mod alerting;
 pub mod api;
 pub mod app;
 pub mod clock;
+// Several collectors on one PostgreSQL database: live changes across them (issue 17).
+pub mod cluster;
 pub mod config;
 pub mod delivery;
 // Deployment: install command, serve lock, backup and restore (deploy).

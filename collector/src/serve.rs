@@ -198,6 +198,12 @@ pub async fn run(
     let changes = state.evaluator.changes().subscribe("alert-engine");
     let engine_stop = shutdown.clone();
     tokio::spawn(async move { alerts.run(changes, engine_stop).await });
+    // Cluster (issue 17): on PostgreSQL, changes cross to the other collectors' live pages.
+    if let Some(url) = &state.settings.database_url
+        && let Err(e) = crate::cluster::Relay::start(url.expose(), state.evaluator.changes().clone(), shutdown.clone())
+    {
+        tracing::error!(error = %e, "cluster: live updates from other collectors not started");
+    }
     // --- Compliance reports (issue 14): the report scheduler, a background task ---
     if !state.settings.report_schedules.is_empty() {
         match crate::reports::ReportService::for_app(&state) {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use crate::support::{Collector, run};
 
 /// Only inventory, every second, heartbeats every second.
-const EVERY_SECOND: &str = "heartbeat_interval_secs = 1\n\
+pub(crate) const EVERY_SECOND: &str = "heartbeat_interval_secs = 1\n\
 [checks.inventory]\nschedule = \"* * * * * *\"\n\
 [checks.encryption]\nenabled = false\n[checks.firewall]\nenabled = false\n\
 [checks.updates]\nenabled = false\n[checks.screen_lock]\nenabled = false\n\
@@ -31,22 +31,7 @@ impl Agent {
     }
 
     fn enroll_in(c: &Collector, state: tempfile::TempDir) -> Agent {
-        let token = c.token("Smith Family Practice", "Main Street");
-        let out = run(
-            "rounds-agent",
-            &[
-                "enroll",
-                "--collector",
-                &c.url(),
-                "--token",
-                &token,
-                "--ca",
-                c.ca().to_str().unwrap(),
-                "--state-dir",
-                state.path().to_str().unwrap(),
-            ],
-        );
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        c.enroll_agent("Smith Family Practice", "Main Street", state.path());
         let config = state.path().join("agent.toml");
         std::fs::write(&config, EVERY_SECOND).unwrap();
         Agent { state, config }

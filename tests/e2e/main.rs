@@ -4,6 +4,8 @@
 mod support;
 
 mod backup_secrets;
+// Two collectors on one PostgreSQL database (issue 17).
+mod cluster;
 mod config;
 mod delivery;
 mod demo;

@@ -145,6 +145,10 @@ pub struct Collector {
     pub process: Running,
     pub data_dir: tempfile::TempDir,
     pub port: u16,
+    /// The configuration file it was started with, which admin commands get too.
+    pub config: Option<PathBuf>,
+    /// The CA agents trust, when not the one generated in the data dir (`[tls]` files).
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Collector {
@@ -158,6 +162,7 @@ impl Collector {
             mut process,
             data_dir,
             port,
+            ..
         } = self;
         let status = process.terminate();
         assert!(status.success(), "collector exits cleanly on SIGTERM: {status:?}");
@@ -172,6 +177,15 @@ impl Collector {
         Self::start_on(data_dir, 0, extra)
     }
 
+    /// A collector on `data_dir` with the configuration file `config` (given to its admin
+    /// commands too), whose agents trust `ca` (the CA of its `[tls]` certificate files).
+    pub fn start_configured(data_dir: tempfile::TempDir, config: &Path, ca: &Path) -> Self {
+        let mut c = Self::start_on(data_dir, 0, &["--config", config.to_str().unwrap()]);
+        c.config = Some(config.to_path_buf());
+        c.ca_file = Some(ca.to_path_buf());
+        c
+    }
+
     fn start_on(data_dir: tempfile::TempDir, port: u16, extra: &[&str]) -> Self {
         let dd = data_dir.path().to_str().unwrap().to_string();
         let listen = format!("127.0.0.1:{port}");
@@ -184,6 +198,8 @@ impl Collector {
             process,
             data_dir,
             port,
+            config: None,
+            ca_file: None,
         }
     }
 
@@ -192,12 +208,17 @@ impl Collector {
     }
 
     pub fn ca(&self) -> PathBuf {
-        self.data_dir.path().join("ca.pem")
+        self.ca_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.path().join("ca.pem"))
     }
 
-    /// Runs an administrative subcommand on this collector's data dir.
+    /// Runs an administrative subcommand on this collector's data dir (and configuration file).
     pub fn admin(&self, args: &[&str]) -> Output {
         let mut all = vec!["--data-dir", self.data_dir.path().to_str().unwrap()];
+        if let Some(config) = &self.config {
+            all.extend(["--config", config.to_str().unwrap()]);
+        }
         all.extend_from_slice(args);
         run("rounds-collector", &all)
     }
@@ -215,13 +236,19 @@ impl Collector {
     /// Enrolls an agent into `state` with a new token for `practice` and `site`, through the
     /// real `rounds-agent enroll`.
     pub fn enroll_agent(&self, practice: &str, site: &str, state: &Path) {
+        self.enroll_agent_via(&self.url(), practice, site, state);
+    }
+
+    /// [`enroll_agent`](Self::enroll_agent) through `url` (a load balancer in front of this
+    /// collector), which the agent then keeps reporting to.
+    pub fn enroll_agent_via(&self, url: &str, practice: &str, site: &str, state: &Path) {
         let token = self.token(practice, site);
         let out = run(
             "rounds-agent",
             &[
                 "enroll",
                 "--collector",
-                &self.url(),
+                url,
                 "--token",
                 &token,
                 "--ca",
@@ -264,6 +291,12 @@ impl Collector {
 
 /// A reqwest client over rustls (ring) that trusts only the CA in `ca`.
 pub fn client_trusting(ca: &Path) -> reqwest::Client {
+    client_trusting_for(ca, Some(Duration::from_secs(10)))
+}
+
+/// [`client_trusting`] whose requests take at most `timeout` (`None`: a stream that stays
+/// open, such as the dashboard's live events).
+pub fn client_trusting_for(ca: &Path, timeout: Option<Duration>) -> reqwest::Client {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
@@ -276,12 +309,15 @@ pub fn client_trusting(ca: &Path) -> reqwest::Client {
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    reqwest::Client::builder()
+    let builder = reqwest::Client::builder()
         .use_preconfigured_tls(tls)
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap()
+        .redirect(reqwest::redirect::Policy::none());
+    match timeout {
+        Some(t) => builder.timeout(t),
+        None => builder.connect_timeout(Duration::from_secs(10)),
+    }
+    .build()
+    .unwrap()
 }
 
 /// Polls `f` every 100 ms until it yields `Some`, or panics after `timeout`.
@@ -317,6 +353,19 @@ fn cookie(resp: &reqwest::Response, name: &str) -> Option<String> {
 
 /// Logs in through the login form (with its CSRF token) and returns the overview page's HTML.
 pub async fn dashboard_after_login(http: &reqwest::Client, url: &str, user: &str, password: &str) -> String {
+    let session = login(http, url, user, password).await;
+    let page = http
+        .get(format!("{url}/"))
+        .header(reqwest::header::COOKIE, format!("rounds_session={session}"))
+        .send()
+        .await
+        .unwrap();
+    assert!(page.status().is_success(), "GET /: {}", page.status());
+    page.text().await.unwrap()
+}
+
+/// Logs in through the login form (with its CSRF token) and returns the session cookie's value.
+pub async fn login(http: &reqwest::Client, url: &str, user: &str, password: &str) -> String {
     let login = http.get(format!("{url}/login")).send().await.unwrap();
     assert!(login.status().is_success(), "GET /login: {}", login.status());
     let csrf_cookie = cookie(&login, "rounds_csrf").expect("login page sets the csrf cookie");
@@ -331,13 +380,46 @@ pub async fn dashboard_after_login(http: &reqwest::Client, url: &str, user: &str
         .send()
         .await
         .unwrap();
-    let session = cookie(&resp, "rounds_session").unwrap_or_else(|| panic!("login sets a session: {}", resp.status()));
-    let page = http
-        .get(format!("{url}/"))
-        .header(reqwest::header::COOKIE, format!("rounds_session={session}"))
-        .send()
+    cookie(&resp, "rounds_session").unwrap_or_else(|| panic!("login sets a session: {}", resp.status()))
+}
+
+// --- PostgreSQL (issue 17) ---
+
+/// The PostgreSQL server the tests may use (`ROUNDS_TEST_POSTGRES_URL`), or `None` after
+/// saying loudly that `what` is skipped.
+pub fn pg_url(what: &str) -> Option<String> {
+    match std::env::var("ROUNDS_TEST_POSTGRES_URL") {
+        Ok(url) if !url.trim().is_empty() => Some(url),
+        _ => {
+            use std::io::Write;
+            // Straight to stderr, past the test harness's capture, so that it is seen.
+            let _ = writeln!(
+                std::io::stderr(),
+                "\n*** ROUNDS_TEST_POSTGRES_URL is not set: {what} is SKIPPED ***\n"
+            );
+            None
+        }
+    }
+}
+
+/// A client of the PostgreSQL database at `url`, its connection driven on a task.
+pub async fn pg_client(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
-        .unwrap();
-    assert!(page.status().is_success(), "GET /: {}", page.status());
-    page.text().await.unwrap()
+        .expect("connecting to ROUNDS_TEST_POSTGRES_URL");
+    tokio::spawn(conn);
+    client
+}
+
+/// A fresh schema `t_<random>` in the database of `url`, and the URL that uses it (the
+/// collector connects with that search path). Schemas are left to the per-run scratch database.
+pub async fn pg_schema(url: &str) -> String {
+    let schema = format!("t_{:016x}", rand::random::<u64>());
+    pg_client(url)
+        .await
+        .batch_execute(&format!("CREATE SCHEMA {schema}"))
+        .await
+        .expect("creating a test schema");
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}options=-csearch_path%3D{schema}")
 }

@@ -4,7 +4,9 @@
 //! Each stream is fed by the [`Evaluator`](crate::ingest::Evaluator)'s change stream (an agent
 //! was seen, its findings changed) and by a tick on the collector's [`Clock`](crate::clock::Clock)
 //! every [`TICK`], which notices agents whose last heartbeat is now older than the offline
-//! window. A stream only ever knows the agents of its user's scope: it starts from
+//! window. With several collectors on one PostgreSQL database, the changes the others
+//! committed arrive too ([`crate::cluster`]), so a page follows reports whichever collector
+//! received them. A stream only ever knows the agents of its user's scope: it starts from
 //! `store.agents(scope)` and asks the store, with the same scope, about any agent a change
 //! names that it does not know yet, so a practice manager's stream never carries another
 //! practice's agents.
@@ -224,7 +226,7 @@ pub async fn events(
     session: Session,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, WebError> {
     let scope = session.scope();
-    let changes = state.evaluator.changes().subscribe("dashboard");
+    let changes = state.evaluator.changes().subscribe_with_remote("dashboard");
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut live = Live {

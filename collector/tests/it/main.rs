@@ -8,6 +8,8 @@ mod alerting;
 mod api;
 // Technician dashboard (issue 13).
 mod browser;
+// Live changes across collectors on one PostgreSQL database (issue 17).
+mod cluster;
 mod dash;
 mod delivery;
 // Group commit of ingest (core, issue 7).
