@@ -13,7 +13,10 @@
 //! prints how many units of work (deliveries, findings replaced) group commit put in each
 //! transaction; `--no-group-commit` commits each unit in a transaction of its own, as the store
 //! did before group commit. `--postgres URL` (issue 17) runs the same load on the PostgreSQL
-//! store in a fresh schema of that database instead (`--full` and group commit are SQLite's).
+//! store in a fresh schema of that database instead (`--full` and group commit are SQLite's);
+//! `--collectors N` runs N independent collectors on that schema (each its own store and pool,
+//! evaluator and router, as N processes would have), the senders spread over them
+//! round-robin. Every run prints the median, p99 and max request latency beside reports/s.
 //!
 //! `cpu`: the same reports through the same router, but one after the other in this process
 //! (`tower::ServiceExt::oneshot`, no socket), `--agents` agents in turn: a deterministic load
@@ -229,10 +232,29 @@ fn golden_observations(sequence: u64, observations: usize, now: chrono::DateTime
         .collect()
 }
 
+/// Median, p99 and max of request latencies, in milliseconds (nearest rank).
+fn latency_summary(mut ms: Vec<f64>) -> (f64, f64, f64) {
+    if ms.is_empty() {
+        return (0.0, 0.0, 0.0);
+    }
+    ms.sort_by(f64::total_cmp);
+    let rank = |p: f64| ms[((p * ms.len() as f64).ceil() as usize).clamp(1, ms.len()) - 1];
+    (rank(0.5), rank(0.99), ms[ms.len() - 1])
+}
+
+/// A collector of the PostgreSQL run: its own store (and so its own pool), evaluator and
+/// router, as a process of its own would have.
+async fn pg_collector(url: &str, b: &Bench) -> AppState {
+    let store: Arc<dyn Store> = Arc::new(rounds_collector::store::postgres::PgStore::open(url).await.unwrap());
+    let settings = b.state.settings.as_ref().clone();
+    AppState::with_clock(store, settings, Arc::new(Policy::builtin().unwrap()), b.clock.clone())
+}
+
 async fn throughput(args: &[String]) {
     let senders = arg(args, "--senders", 8) as usize;
     let reports = arg(args, "--reports", 2000) as usize;
     let observations = arg(args, "--observations", 50) as usize;
+    let collectors = arg(args, "--collectors", 1).max(1) as usize;
     let durability = if args.iter().any(|a| a == "--full") {
         Durability::Full
     } else {
@@ -240,12 +262,18 @@ async fn throughput(args: &[String]) {
     };
     let group_commit = !args.iter().any(|a| a == "--no-group-commit");
     let mut b = bench_with(durability, group_commit);
-    // PostgreSQL backend (issue 17): the same load on a fresh schema of that database.
+    // PostgreSQL backend (issue 17): the same load on a fresh schema of that database, through
+    // `--collectors` independent collectors on it.
     let postgres = args
         .iter()
         .position(|a| a == "--postgres")
         .and_then(|i| args.get(i + 1))
         .cloned();
+    assert!(
+        collectors == 1 || postgres.is_some(),
+        "--collectors is for --postgres (SQLite is one process's file)"
+    );
+    let mut states = vec![b.state.clone()];
     if let Some(url) = &postgres {
         let schema = format!("bench_{:016x}", rand::random::<u64>());
         let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
@@ -255,16 +283,22 @@ async fn throughput(args: &[String]) {
         let _ = task.await;
         let sep = if url.contains('?') { '&' } else { '?' };
         let url = format!("{url}{sep}options=-csearch_path%3D{schema}");
-        let store: Arc<dyn Store> = Arc::new(rounds_collector::store::postgres::PgStore::open(&url).await.unwrap());
-        let settings = b.state.settings.as_ref().clone();
-        b.state = AppState::with_clock(store, settings, Arc::new(Policy::builtin().unwrap()), b.clock.clone());
-        println!("store: PostgreSQL, schema {schema}");
+        states.clear();
+        for _ in 0..collectors {
+            states.push(pg_collector(&url, &b).await);
+        }
+        b.state = states[0].clone();
+        println!("store: PostgreSQL, schema {schema}, {collectors} collector(s)");
     }
     let enrolled = enroll(&b, senders).await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = router(b.state.clone());
-    let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let mut addrs = Vec::new();
+    let mut servers = Vec::new();
+    for state in &states {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        addrs.push(listener.local_addr().unwrap());
+        let app = router(state.clone());
+        servers.push(tokio::spawn(async move { axum::serve(listener, app).await.unwrap() }));
+    }
     let client = reqwest::Client::new();
     // Bodies made before timing, so the figure is the collector's.
     let per_sender = reports / senders;
@@ -279,10 +313,14 @@ async fn throughput(args: &[String]) {
     let start = Instant::now();
     let (groups_before, units_before) = b.sqlite.group_commit_counts();
     let mut tasks = Vec::new();
-    for (e, bodies) in enrolled.into_iter().zip(bodies) {
+    // Senders spread over the collectors round-robin.
+    for (i, (e, bodies)) in enrolled.into_iter().zip(bodies).enumerate() {
         let client = client.clone();
+        let addr = addrs[i % addrs.len()];
         tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(bodies.len());
             for body in bodies {
+                let sent = Instant::now();
                 let resp = client
                     .post(format!("http://{addr}/api/v1/agent/reports"))
                     .basic_auth(&e.agent_id, Some(&e.agent_secret))
@@ -292,24 +330,31 @@ async fn throughput(args: &[String]) {
                     .await
                     .unwrap();
                 assert!(resp.status().is_success(), "{}", resp.status());
+                latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
             }
+            latencies
         }));
     }
+    let mut latencies = Vec::with_capacity(reports);
     for t in tasks {
-        t.await.unwrap();
+        latencies.extend(t.await.unwrap());
     }
     let secs = start.elapsed().as_secs_f64();
     let total = per_sender * senders;
+    let (median, p99, max) = latency_summary(latencies);
+    let latency = format!("latency median {median:.1} ms, p99 {p99:.1} ms, max {max:.1} ms");
+    for s in &servers {
+        s.abort();
+    }
     if postgres.is_some() {
         println!(
-            "throughput: {total} reports x {observations} observations, {senders} senders, PostgreSQL: {secs:.2} s, {:.0} reports/s",
+            "throughput: {total} reports x {observations} observations, {senders} senders, PostgreSQL, {collectors} collector(s): {secs:.2} s, {:.0} reports/s, {latency}",
             total as f64 / secs
         );
-        server.abort();
         return;
     }
     println!(
-        "throughput: {total} reports x {observations} observations, {senders} senders, synchronous={:?}, group commit {}: {:.2} s, {:.0} reports/s",
+        "throughput: {total} reports x {observations} observations, {senders} senders, synchronous={:?}, group commit {}: {:.2} s, {:.0} reports/s, {latency}",
         durability,
         if group_commit { "on" } else { "off" },
         secs,
@@ -321,7 +366,6 @@ async fn throughput(args: &[String]) {
         "group commit: {units} units of work in {groups} transactions ({:.1} per transaction)",
         units as f64 / groups.max(1) as f64
     );
-    server.abort();
 }
 
 async fn cpu(args: &[String]) {
@@ -377,7 +421,7 @@ async fn main() {
         Some("throughput") => throughput(&args).await,
         Some("cpu") => cpu(&args).await,
         _ => eprintln!(
-            "usage: ingest_bench growth [--agents N] [--days D] [--every-row] | throughput [--senders N] [--reports N] [--observations N] [--full] [--no-group-commit] [--postgres URL] | cpu [--agents N] [--reports N] [--observations N]; --golden: kinds the policy judges"
+            "usage: ingest_bench growth [--agents N] [--days D] [--every-row] | throughput [--senders N] [--reports N] [--observations N] [--full] [--no-group-commit] [--postgres URL [--collectors N]] | cpu [--agents N] [--reports N] [--observations N]; --golden: kinds the policy judges"
         ),
     }
 }

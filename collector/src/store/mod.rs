@@ -605,6 +605,13 @@ macro_rules! in_tx {
         $tx.commit().await?;
         Ok(out)
     }};
+    // One agent's writes (PostgreSQL, issue 17: see `Store::begin_for_agent`).
+    ($store:expr, agent $agent:expr, |$tx:ident| $call:expr) => {{
+        let mut $tx = $store.begin_for_agent($agent).await?;
+        let out = $call.await?;
+        $tx.commit().await?;
+        Ok(out)
+    }};
 }
 
 /// The collector's storage. Every method is atomic; [`begin`](Store::begin) opens a unit of
@@ -617,6 +624,14 @@ macro_rules! in_tx {
 pub trait Store: Send + Sync + std::fmt::Debug {
     /// Opens a unit of work.
     async fn begin(&self) -> StoreResult<Box<dyn Tx>>;
+    /// Opens a unit of work that writes only what belongs to `agent_id` (its reports,
+    /// observations, delivery state, findings and tamper events), which an implementation may
+    /// run beside other agents' units (PostgreSQL, issue 17: per-agent locks). The default is
+    /// [`begin`](Store::begin).
+    async fn begin_for_agent(&self, agent_id: &str) -> StoreResult<Box<dyn Tx>> {
+        let _ = agent_id;
+        self.begin().await
+    }
 
     /// Creates a practice if new and returns its id.
     async fn ensure_practice(&self, name: &str, now: DateTime<Utc>) -> StoreResult<i64> {
@@ -646,7 +661,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     }
     /// Stores a report (see [`Tx::ingest_report`]).
     async fn ingest_report(&self, agent_id: &str, report: IncomingReport<'_>) -> StoreResult<Ingested> {
-        in_tx!(self, |tx| tx.ingest_report(agent_id, report))
+        in_tx!(self, agent agent_id, |tx| tx.ingest_report(agent_id, report))
     }
     /// Replaces an agent's findings (see [`Tx::replace_findings`]).
     async fn replace_findings(
@@ -655,7 +670,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         findings: &[Finding],
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<FindingChange>> {
-        in_tx!(self, |tx| tx.replace_findings(agent_id, findings, now))
+        in_tx!(self, agent agent_id, |tx| tx.replace_findings(agent_id, findings, now))
     }
     /// Adds a dashboard user.
     async fn add_user(
@@ -945,7 +960,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn tampers(&self, scope: &Scope, agent_id: &str) -> StoreResult<Vec<TamperRow>>;
     /// Records tamper events in their own unit of work (see [`Tx::note_tampers`]).
     async fn note_tampers(&self, agent_id: &str, seen: &[TamperSeen], now: DateTime<Utc>) -> StoreResult<()> {
-        in_tx!(self, |tx| tx.note_tampers(agent_id, seen, now))
+        in_tx!(self, agent agent_id, |tx| tx.note_tampers(agent_id, seen, now))
     }
 
     // --- Retention (issue 17) ---
@@ -966,7 +981,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         agent_id: &str,
         reports: &[IncomingReport<'_>],
     ) -> StoreResult<Vec<DeliveryOutcome>> {
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin_for_agent(agent_id).await?;
         let mut outcomes = Vec::with_capacity(reports.len());
         for r in reports {
             let out = tx.deliver_report(agent_id, *r).await?;

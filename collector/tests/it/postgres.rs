@@ -189,3 +189,15 @@ async fn two_collectors_on_one_database_never_interleave_their_units_of_work() {
     let b: std::sync::Arc<dyn Store> = std::sync::Arc::new(PgStore::open(&url).await.unwrap());
     crate::store::concurrent_units_of_work_do_not_interleave_across(&[a, b]).await;
 }
+
+/// Agents' units of work run at once on PostgreSQL (issue 17: per-agent locks); the practice
+/// tallies they all recount stay exact with the agents split over two collectors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_collectors_changing_findings_of_one_practice_keep_its_tally_exact() {
+    let Some(url) = pg_schema().await else {
+        return;
+    };
+    let a: std::sync::Arc<dyn Store> = std::sync::Arc::new(PgStore::open(&url).await.unwrap());
+    let b: std::sync::Arc<dyn Store> = std::sync::Arc::new(PgStore::open(&url).await.unwrap());
+    crate::store::concurrent_findings_keep_the_practice_tally_exact_across(&[a, b]).await;
+}

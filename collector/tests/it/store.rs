@@ -1006,6 +1006,254 @@ pub(crate) async fn concurrent_units_of_work_do_not_interleave_across(stores: &[
     assert_eq!(store.report_count().await.unwrap(), 12);
 }
 
+/// A report as the store takes it, of a check or not.
+async fn ingest_check(
+    store: &dyn Store,
+    sequence: u64,
+    check: Option<&str>,
+    observations: Vec<Observation>,
+    now: DateTime<Utc>,
+) -> Ingested {
+    let report = Report {
+        protocol: 1,
+        agent_id: "a1".into(),
+        sequence,
+        created_at: now,
+        check: check.map(str::to_string),
+        complete: check.is_some(),
+        prev_hash: None,
+        hash: None,
+        dropped: Vec::new(),
+        observations,
+    };
+    let incoming = IncomingReport {
+        report: &report,
+        received_at: now,
+        future_after: now + Duration::minutes(5),
+    };
+    store.ingest_report("a1", incoming).await.unwrap()
+}
+
+fn bench_obs(i: usize, value: serde_json::Value, t: DateTime<Utc>) -> Observation {
+    Observation {
+        kind: format!("bench.kind{}", i % 5),
+        subject: format!("s{i}"),
+        observed_at: t,
+        status: rounds_protocol::ObservationStatus::Ok,
+        data: json!({ "v": value }),
+        error: None,
+    }
+}
+
+/// PostgreSQL writes a report's observations in one statement (`UNNEST` arrays, issue 17); on
+/// both backends a report of 50 observations stores exactly the ones whose payload changed, in
+/// the report's order: a subject named twice compares with its earlier place, a late report
+/// writes its changes without moving the current state back, a repeat writes nothing, and a
+/// complete report of a check retires the subjects of its kinds it no longer names.
+pub async fn a_report_stores_exactly_its_changed_observations(store: Arc<dyn Store>) {
+    enroll(store.as_ref(), "P", "S", "a1").await;
+    let mut first: Vec<Observation> = (0..50).map(|i| bench_obs(i, json!(i), at(3600))).collect();
+    first.push(Observation {
+        kind: "other.kind".into(),
+        subject: "kept".into(),
+        observed_at: at(3600),
+        status: rounds_protocol::ObservationStatus::Error,
+        data: serde_json::Value::Null,
+        error: Some("could not run".into()),
+    });
+    assert_eq!(
+        ingest_check(store.as_ref(), 1, None, first, at(3600)).await,
+        Ingested::Stored
+    );
+    // Every third changed, the rest as they were; s0 twice (changed, then the same again), s1
+    // twice with two new values, and two subjects that are new.
+    let second = |t| {
+        let mut o: Vec<Observation> = (0..50)
+            .map(|i| bench_obs(i, if i % 3 == 0 { json!(format!("new{i}")) } else { json!(i) }, t))
+            .collect();
+        o.push(bench_obs(0, json!("new0"), t));
+        o.push(bench_obs(1, json!("one"), t));
+        o.push(bench_obs(1, json!("uno"), t));
+        o.push(bench_obs(50, json!(50), t));
+        o.push(bench_obs(51, json!(51), t));
+        o
+    };
+    assert_eq!(
+        ingest_check(store.as_ref(), 2, None, second(at(7200)), at(7200)).await,
+        Ingested::Stored
+    );
+    let kinds: Vec<&str> = vec![
+        "bench.kind0",
+        "bench.kind1",
+        "bench.kind2",
+        "bench.kind3",
+        "bench.kind4",
+        "other.kind",
+    ];
+    let rows_of = async |sequence: u64| -> Vec<(String, serde_json::Value)> {
+        let mut rows: Vec<(String, serde_json::Value)> = store
+            .agent_observation_history("a1", &kinds, at(0), at(100_000))
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|o| o.sequence == sequence)
+            .map(|o| (o.observation.subject, o.observation.data["v"].clone()))
+            .collect();
+        rows.sort_by(|a, b| (&a.0, a.1.to_string()).cmp(&(&b.0, b.1.to_string())));
+        rows
+    };
+    assert_eq!(rows_of(1).await.len(), 51, "the first report writes every observation");
+    let mut expected: Vec<(String, serde_json::Value)> = (0..50)
+        .filter(|i| i % 3 == 0)
+        .map(|i| (format!("s{i}"), json!(format!("new{i}"))))
+        .collect();
+    expected.push(("s1".into(), json!("one")));
+    expected.push(("s1".into(), json!("uno")));
+    expected.push(("s50".into(), json!(50)));
+    expected.push(("s51".into(), json!(51)));
+    expected.sort_by(|a, b| (&a.0, a.1.to_string()).cmp(&(&b.0, b.1.to_string())));
+    assert_eq!(
+        rows_of(2).await,
+        expected,
+        "exactly the changed observations, none twice"
+    );
+
+    let current = |latest: &[rounds_collector::store::StoredObservation], subject: &str| {
+        latest
+            .iter()
+            .find(|o| o.observation.subject == subject)
+            .map(|o| (o.sequence, o.observation.data["v"].clone()))
+    };
+    let latest = store.latest_observations(&admin(), "a1", None).await.unwrap();
+    assert_eq!(latest.len(), 53, "51 subjects of the first report and two new ones");
+    assert_eq!(
+        current(&latest, "s1"),
+        Some((2, json!("uno"))),
+        "the last place of a subject wins"
+    );
+    assert_eq!(current(&latest, "s3"), Some((2, json!("new3"))));
+    assert_eq!(
+        current(&latest, "s4"),
+        Some((2, json!(4))),
+        "confirmed by the newer report"
+    );
+    assert_eq!(current(&latest, "kept"), Some((1, serde_json::Value::Null)));
+
+    // Sequence 4 repeats what sequence 2 left; then 3 arrives late with one change.
+    let mut repeat = second(at(14_400));
+    repeat.retain(|o| o.subject != "s1");
+    repeat.push(bench_obs(1, json!("uno"), at(14_400)));
+    assert_eq!(
+        ingest_check(store.as_ref(), 4, None, repeat, at(14_400)).await,
+        Ingested::Stored
+    );
+    assert!(rows_of(4).await.is_empty(), "a repeat writes no observation row");
+    let late = vec![
+        bench_obs(2, json!("late"), at(10_800)),
+        bench_obs(3, json!("new3"), at(10_800)),
+    ];
+    assert_eq!(
+        ingest_check(store.as_ref(), 3, None, late, at(10_800)).await,
+        Ingested::Stored
+    );
+    assert_eq!(rows_of(3).await, vec![("s2".to_string(), json!("late"))]);
+    let latest = store.latest_observations(&admin(), "a1", None).await.unwrap();
+    assert_eq!(
+        current(&latest, "s2"),
+        Some((4, json!(2))),
+        "a late report does not move it back"
+    );
+    assert_eq!(current(&latest, "s3"), Some((4, json!("new3"))));
+
+    // A complete report of a check naming s0..s9: the other bench subjects (no check named
+    // them, their kinds are the check's) are retired; `other.kind` is not the check's.
+    let named: Vec<Observation> = (0..10)
+        .map(|i| {
+            let v = match i {
+                1 => json!("uno"),
+                i if i % 3 == 0 => json!(format!("new{i}")),
+                i => json!(i),
+            };
+            bench_obs(i, v, at(18_000))
+        })
+        .collect();
+    assert_eq!(
+        ingest_check(store.as_ref(), 5, Some("bench"), named, at(18_000)).await,
+        Ingested::Stored
+    );
+    assert!(rows_of(5).await.is_empty());
+    let mut subjects: Vec<String> = store
+        .latest_observations(&admin(), "a1", None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.observation.subject)
+        .collect();
+    subjects.sort();
+    let mut want: Vec<String> = (0..10).map(|i| format!("s{i}")).collect();
+    want.push("kept".into());
+    want.sort();
+    assert_eq!(subjects, want);
+    assert_eq!(
+        ingest_check(store.as_ref(), 5, None, vec![], at(18_000)).await,
+        Ingested::Duplicate
+    );
+}
+
+/// One agent's units of work run beside other agents' on PostgreSQL (issue 17); the per-rule
+/// tally of a practice, recounted from all its agents, stays exact when agents of that
+/// practice change their findings at the same time (through `stores`, all on one database).
+pub(crate) async fn concurrent_findings_keep_the_practice_tally_exact_across(stores: &[Arc<dyn Store>]) {
+    const AGENTS: usize = 6;
+    for i in 0..AGENTS {
+        enroll(stores[0].as_ref(), "P", "S", &format!("t{i}")).await;
+    }
+    let tasks: Vec<_> = (0..AGENTS)
+        .map(|i| {
+            let store = Arc::clone(&stores[i % stores.len()]);
+            tokio::spawn(async move {
+                for round in 0..8i64 {
+                    let a = if (round as usize + i).is_multiple_of(2) {
+                        Status::Pass
+                    } else {
+                        Status::Fail
+                    };
+                    let b = if round % 3 == 0 { Status::Error } else { Status::Pass };
+                    store
+                        .replace_findings(
+                            &format!("t{i}"),
+                            &[finding("r.a", a), finding("r.b", b)],
+                            at(round * 60),
+                        )
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    // Last round (7): r.a passes on the odd agents and fails on the even ones; r.b passes.
+    let tallies = stores[0].rule_tallies(&admin()).await.unwrap();
+    let tally = |rule: &str| {
+        let t = tallies.iter().find(|t| t.rule == rule).expect("a tally per rule");
+        (t.pass, t.fail, t.error)
+    };
+    assert_eq!(tally("r.a"), (3, 3, 0));
+    assert_eq!(tally("r.b"), (6, 0, 0));
+    let mut fails = 0;
+    for i in 0..AGENTS {
+        let counts = stores[0].agent(&admin(), &format!("t{i}")).await.unwrap().findings;
+        fails += counts.fail;
+    }
+    assert_eq!(fails, 3, "the agents' own counts agree");
+}
+
+pub async fn concurrent_findings_keep_the_practice_tally_exact(store: Arc<dyn Store>) {
+    concurrent_findings_keep_the_practice_tally_exact_across(&[Arc::clone(&store), store]).await;
+}
+
 macro_rules! store_suite {
     ($backend:ident, $make:expr) => {
         mod $backend {
@@ -1033,6 +1281,8 @@ macro_rules! store_suite {
                 an_unchanged_observation_is_confirmed_not_stored_again,
                 // PostgreSQL backend (issue 17).
                 concurrent_units_of_work_do_not_interleave,
+                a_report_stores_exactly_its_changed_observations,
+                concurrent_findings_keep_the_practice_tally_exact,
             );
         }
     };

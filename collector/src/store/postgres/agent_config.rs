@@ -2,14 +2,15 @@
 //! (PostgreSQL; mirrors `store/sqlite/agent_config.rs`).
 
 use chrono::{DateTime, Utc};
-use tokio_postgres::{Client, Row};
+use tokio_postgres::Row;
 
 use super::agents::practice_and_site;
 use super::codec::{db, from_ms, ms};
+use super::pool::Conn;
 use crate::store::{AgentConfigRow, AgentConfigSources, StoreError, StoreResult};
 
 pub async fn set(
-    c: &Client,
+    c: &Conn,
     practice: &str,
     site: Option<&str>,
     toml: Option<&str>,
@@ -45,7 +46,7 @@ fn row(r: &Row) -> AgentConfigRow {
     }
 }
 
-pub async fn history(c: &Client, practice: &str, site: Option<&str>) -> StoreResult<Vec<AgentConfigRow>> {
+pub async fn history(c: &Conn, practice: &str, site: Option<&str>) -> StoreResult<Vec<AgentConfigRow>> {
     let (pid, sid) = practice_and_site(c, practice, site).await?;
     let rows = c
         .query(
@@ -60,7 +61,7 @@ pub async fn history(c: &Client, practice: &str, site: Option<&str>) -> StoreRes
     Ok(rows.iter().map(row).collect())
 }
 
-pub async fn current(c: &Client, practice: &str, site: Option<&str>) -> StoreResult<Option<AgentConfigRow>> {
+pub async fn current(c: &Conn, practice: &str, site: Option<&str>) -> StoreResult<Option<AgentConfigRow>> {
     let (pid, sid) = practice_and_site(c, practice, site).await?;
     let newest = c
         .query_opt(
@@ -75,7 +76,7 @@ pub async fn current(c: &Client, practice: &str, site: Option<&str>) -> StoreRes
     Ok(newest.as_ref().map(row).filter(|r| r.toml.is_some()))
 }
 
-pub async fn of_sites(c: &Client, practice: &str) -> StoreResult<Vec<AgentConfigRow>> {
+pub async fn of_sites(c: &Conn, practice: &str) -> StoreResult<Vec<AgentConfigRow>> {
     let (pid, _) = practice_and_site(c, practice, None).await?;
     let rows = c
         .query(
@@ -92,7 +93,7 @@ pub async fn of_sites(c: &Client, practice: &str) -> StoreResult<Vec<AgentConfig
     Ok(rows.iter().map(row).collect())
 }
 
-pub async fn sources(c: &Client, agent_id: &str) -> StoreResult<AgentConfigSources> {
+pub async fn sources(c: &Conn, agent_id: &str) -> StoreResult<AgentConfigSources> {
     let row = c
         .query_opt(
             "SELECT p.name, s.name,

@@ -2,15 +2,16 @@
 //! `store/sqlite/agents.rs`).
 
 use chrono::{DateTime, Utc};
-use tokio_postgres::{Client, Row};
+use tokio_postgres::Row;
 
 use super::codec::{db, from_ms, ms};
+use super::pool::Conn;
 use crate::store::{
     AgentAuth, AgentRow, Enrolled, FindingCounts, NewAgent, NewToken, PracticeRow, Role, Scope, StoreError,
     StoreResult, TokenRefusal,
 };
 
-pub async fn ensure_practice(c: &Client, name: &str, now: DateTime<Utc>) -> StoreResult<i64> {
+pub async fn ensure_practice(c: &Conn, name: &str, now: DateTime<Utc>) -> StoreResult<i64> {
     c.execute(
         "INSERT INTO practices (name, created_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
         &[&name, &ms(now)],
@@ -24,7 +25,7 @@ pub async fn ensure_practice(c: &Client, name: &str, now: DateTime<Utc>) -> Stor
     Ok(row.get(0))
 }
 
-pub async fn ensure_site(c: &Client, practice: &str, site: &str, now: DateTime<Utc>) -> StoreResult<i64> {
+pub async fn ensure_site(c: &Conn, practice: &str, site: &str, now: DateTime<Utc>) -> StoreResult<i64> {
     let pid = ensure_practice(c, practice, now).await?;
     c.execute(
         "INSERT INTO sites (practice_id, name, created_at) VALUES ($1, $2, $3) ON CONFLICT (practice_id, name) DO NOTHING",
@@ -42,7 +43,7 @@ pub async fn ensure_site(c: &Client, practice: &str, site: &str, now: DateTime<U
     Ok(row.get(0))
 }
 
-pub async fn practice_id(c: &Client, name: &str) -> StoreResult<i64> {
+pub async fn practice_id(c: &Conn, name: &str) -> StoreResult<i64> {
     c.query_opt("SELECT id FROM practices WHERE name = $1", &[&name])
         .await
         .map_err(db)?
@@ -54,7 +55,7 @@ pub async fn practice_id(c: &Client, name: &str) -> StoreResult<i64> {
 }
 
 /// The id of a practice and, when `site` is given, of that site of it. `NotFound` for either.
-pub async fn practice_and_site(c: &Client, practice: &str, site: Option<&str>) -> StoreResult<(i64, Option<i64>)> {
+pub async fn practice_and_site(c: &Conn, practice: &str, site: Option<&str>) -> StoreResult<(i64, Option<i64>)> {
     let pid = practice_id(c, practice).await?;
     let Some(site) = site else {
         return Ok((pid, None));
@@ -74,7 +75,7 @@ pub async fn practice_and_site(c: &Client, practice: &str, site: Option<&str>) -
     Ok((pid, Some(sid)))
 }
 
-pub async fn create_token(c: &Client, token: &NewToken, now: DateTime<Utc>) -> StoreResult<()> {
+pub async fn create_token(c: &Conn, token: &NewToken, now: DateTime<Utc>) -> StoreResult<()> {
     let NewToken {
         practice,
         site,
@@ -91,7 +92,7 @@ pub async fn create_token(c: &Client, token: &NewToken, now: DateTime<Utc>) -> S
     Ok(())
 }
 
-pub async fn enroll(c: &Client, token_hash: &str, agent: &NewAgent, now: DateTime<Utc>) -> StoreResult<Enrolled> {
+pub async fn enroll(c: &Conn, token_hash: &str, agent: &NewAgent, now: DateTime<Utc>) -> StoreResult<Enrolled> {
     // FOR UPDATE: a token is redeemed once even by units of work that do not hold the writer lock.
     let row = c
         .query_opt(
@@ -145,7 +146,7 @@ pub async fn enroll(c: &Client, token_hash: &str, agent: &NewAgent, now: DateTim
     })
 }
 
-pub async fn auth(c: &Client, agent_id: &str) -> StoreResult<Option<AgentAuth>> {
+pub async fn auth(c: &Conn, agent_id: &str) -> StoreResult<Option<AgentAuth>> {
     let row = c
         .query_opt(
             "SELECT id, secret_hash, revoked FROM agents WHERE id = $1",
@@ -161,7 +162,7 @@ pub async fn auth(c: &Client, agent_id: &str) -> StoreResult<Option<AgentAuth>> 
 }
 
 pub async fn heartbeat(
-    c: &Client,
+    c: &Conn,
     agent_id: &str,
     agent_version: &str,
     clock_skew: Option<chrono::Duration>,
@@ -232,7 +233,7 @@ fn agent_row(r: &Row) -> AgentRow {
 }
 
 /// `NotFound` unless the agent exists and `scope` sees its practice.
-pub async fn check_visible(c: &Client, scope: &Scope, agent_id: &str) -> StoreResult<()> {
+pub async fn check_visible(c: &Conn, scope: &Scope, agent_id: &str) -> StoreResult<()> {
     let practice: Option<i64> = c
         .query_opt(
             "SELECT s.practice_id FROM agents a JOIN sites s ON s.id = a.site_id WHERE a.id = $1",
@@ -258,7 +259,7 @@ pub fn scope_clause(scope: &Scope) -> (&'static str, Option<i64>) {
     }
 }
 
-pub async fn practices(c: &Client, scope: &Scope) -> StoreResult<Vec<PracticeRow>> {
+pub async fn practices(c: &Conn, scope: &Scope) -> StoreResult<Vec<PracticeRow>> {
     let (clause, arg) = scope_clause(scope);
     let sql = format!(
         "SELECT p.id, p.name, p.created_at, s.name FROM practices p LEFT JOIN sites s ON s.practice_id = p.id
@@ -284,7 +285,7 @@ pub async fn practices(c: &Client, scope: &Scope) -> StoreResult<Vec<PracticeRow
     Ok(out)
 }
 
-pub async fn list(c: &Client, scope: &Scope) -> StoreResult<Vec<AgentRow>> {
+pub async fn list(c: &Conn, scope: &Scope) -> StoreResult<Vec<AgentRow>> {
     let (clause, arg) = scope_clause(scope);
     let sql =
         format!("SELECT {AGENT_COLUMNS} FROM {AGENT_TABLES} WHERE {clause} ORDER BY p.name, s.name, a.hostname, a.id");
@@ -292,7 +293,7 @@ pub async fn list(c: &Client, scope: &Scope) -> StoreResult<Vec<AgentRow>> {
     Ok(rows.iter().map(agent_row).collect())
 }
 
-pub async fn one(c: &Client, scope: &Scope, agent_id: &str) -> StoreResult<AgentRow> {
+pub async fn one(c: &Conn, scope: &Scope, agent_id: &str) -> StoreResult<AgentRow> {
     check_visible(c, scope, agent_id).await?;
     let row = c
         .query_one(
@@ -306,7 +307,7 @@ pub async fn one(c: &Client, scope: &Scope, agent_id: &str) -> StoreResult<Agent
 
 /// Every agent's identity and last heartbeat, for the alert engine's tick (issue 12): one
 /// plain join, none of [`list`]'s per-agent finding counts.
-pub async fn presence(c: &Client) -> StoreResult<Vec<crate::store::AgentPresence>> {
+pub async fn presence(c: &Conn) -> StoreResult<Vec<crate::store::AgentPresence>> {
     c.query(
         "SELECT a.id, a.hostname, p.name, s.name, a.enrolled_at, a.last_seen_at
          FROM agents a JOIN sites s ON s.id = a.site_id JOIN practices p ON p.id = s.practice_id",

@@ -6,9 +6,10 @@
 //! lease whose holder died moves to the next claimant once it expired.
 
 use chrono::{DateTime, Utc};
-use tokio_postgres::{Client, Row};
+use tokio_postgres::Row;
 
 use super::codec::{db, from_json, from_ms, from_name, ms, to_json};
+use super::pool::Conn;
 use crate::alerting::model::{
     AlertWindow, CauseKind, Incident, IncidentDetail, IncidentEvent, IncidentQuery, IncidentState, NewIncident,
     NewIncidentEvent, NewOutboxItem, OutboxItem, OutboxStatus,
@@ -65,7 +66,7 @@ fn incident_row(r: &Row) -> StoreResult<Incident> {
 }
 
 async fn query_incidents(
-    c: &Client,
+    c: &Conn,
     sql: &str,
     params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
 ) -> StoreResult<Vec<Incident>> {
@@ -77,23 +78,23 @@ async fn query_incidents(
         .collect()
 }
 
-pub async fn active(c: &Client, source: &str, subject: &str) -> StoreResult<Option<Incident>> {
+pub async fn active(c: &Conn, source: &str, subject: &str) -> StoreResult<Option<Incident>> {
     let sql =
         format!("SELECT {INCIDENT_COLUMNS} FROM incidents WHERE source = $1 AND subject = $2 AND state != 'resolved'");
     Ok(query_incidents(c, &sql, &[&source, &subject]).await?.pop())
 }
 
-pub async fn by_id(c: &Client, id: i64) -> StoreResult<Option<Incident>> {
+pub async fn by_id(c: &Conn, id: i64) -> StoreResult<Option<Incident>> {
     let sql = format!("SELECT {INCIDENT_COLUMNS} FROM incidents WHERE id = $1");
     Ok(query_incidents(c, &sql, &[&id]).await?.pop())
 }
 
-pub async fn all_active(c: &Client) -> StoreResult<Vec<Incident>> {
+pub async fn all_active(c: &Conn) -> StoreResult<Vec<Incident>> {
     let sql = format!("SELECT {INCIDENT_COLUMNS} FROM incidents WHERE state != 'resolved' ORDER BY id");
     query_incidents(c, &sql, &[]).await
 }
 
-pub async fn open(c: &Client, new: &NewIncident, now: DateTime<Utc>) -> StoreResult<Incident> {
+pub async fn open(c: &Conn, new: &NewIncident, now: DateTime<Utc>) -> StoreResult<Incident> {
     let NewIncident {
         source,
         subject,
@@ -153,7 +154,7 @@ pub async fn open(c: &Client, new: &NewIncident, now: DateTime<Utc>) -> StoreRes
     })
 }
 
-pub async fn save(c: &Client, i: &Incident) -> StoreResult<()> {
+pub async fn save(c: &Conn, i: &Incident) -> StoreResult<()> {
     let changed = c
         .execute(
             "UPDATE incidents SET state = $2, flapping = $3, severity = $4, title = $5, probable_cause = $6, \
@@ -191,7 +192,7 @@ pub async fn save(c: &Client, i: &Incident) -> StoreResult<()> {
     Ok(())
 }
 
-pub async fn event(c: &Client, incident_id: i64, e: &NewIncidentEvent, now: DateTime<Utc>) -> StoreResult<()> {
+pub async fn event(c: &Conn, incident_id: i64, e: &NewIncidentEvent, now: DateTime<Utc>) -> StoreResult<()> {
     let NewIncidentEvent {
         kind,
         actor,
@@ -207,7 +208,7 @@ pub async fn event(c: &Client, incident_id: i64, e: &NewIncidentEvent, now: Date
     .map_err(db)
 }
 
-async fn events(c: &Client, incident_id: i64) -> StoreResult<Vec<IncidentEvent>> {
+async fn events(c: &Conn, incident_id: i64) -> StoreResult<Vec<IncidentEvent>> {
     let rows = c
         .query(
             "SELECT id, incident_id, at, kind, actor, channel, message FROM incident_events \
@@ -231,7 +232,7 @@ async fn events(c: &Client, incident_id: i64) -> StoreResult<Vec<IncidentEvent>>
         .collect()
 }
 
-pub async fn enqueue(c: &Client, item: &NewOutboxItem, now: DateTime<Utc>) -> StoreResult<i64> {
+pub async fn enqueue(c: &Conn, item: &NewOutboxItem, now: DateTime<Utc>) -> StoreResult<i64> {
     let NewOutboxItem {
         incident_id,
         channel,
@@ -280,7 +281,7 @@ fn outbox_row(r: &Row) -> StoreResult<OutboxItem> {
     })
 }
 
-pub async fn due(c: &Client, now: DateTime<Utc>, limit: u32) -> StoreResult<Vec<OutboxItem>> {
+pub async fn due(c: &Conn, now: DateTime<Utc>, limit: u32) -> StoreResult<Vec<OutboxItem>> {
     let sql = format!(
         "SELECT {OUTBOX_COLUMNS} FROM alert_outbox WHERE status = 'pending' AND next_attempt_at <= $1 \
          ORDER BY next_attempt_at, id LIMIT $2"
@@ -289,13 +290,13 @@ pub async fn due(c: &Client, now: DateTime<Utc>, limit: u32) -> StoreResult<Vec<
     rows.iter().map(outbox_row).collect()
 }
 
-pub async fn of_incident(c: &Client, incident_id: i64) -> StoreResult<Vec<OutboxItem>> {
+pub async fn of_incident(c: &Conn, incident_id: i64) -> StoreResult<Vec<OutboxItem>> {
     let sql = format!("SELECT {OUTBOX_COLUMNS} FROM alert_outbox WHERE incident_id = $1 ORDER BY id");
     let rows = c.query(&sql, &[&incident_id]).await.map_err(db)?;
     rows.iter().map(outbox_row).collect()
 }
 
-pub async fn save_item(c: &Client, item: &OutboxItem) -> StoreResult<()> {
+pub async fn save_item(c: &Conn, item: &OutboxItem) -> StoreResult<()> {
     c.execute(
         "UPDATE alert_outbox SET status = $2, attempts = $3, next_attempt_at = $4, last_error = $5, \
          finished_at = $6 WHERE id = $1",
@@ -313,7 +314,7 @@ pub async fn save_item(c: &Client, item: &OutboxItem) -> StoreResult<()> {
     .map_err(db)
 }
 
-pub async fn window(c: &Client, source: &str, subject: &str) -> StoreResult<Option<AlertWindow>> {
+pub async fn window(c: &Conn, source: &str, subject: &str) -> StoreResult<Option<AlertWindow>> {
     let row = c
         .query_opt(
             "SELECT results, failing, updated_at FROM alert_windows WHERE source = $1 AND subject = $2",
@@ -333,7 +334,7 @@ pub async fn window(c: &Client, source: &str, subject: &str) -> StoreResult<Opti
     .transpose()
 }
 
-pub async fn save_window(c: &Client, w: &AlertWindow) -> StoreResult<()> {
+pub async fn save_window(c: &Conn, w: &AlertWindow) -> StoreResult<()> {
     c.execute(
         "INSERT INTO alert_windows (source, subject, results, failing, updated_at) VALUES ($1, $2, $3, $4, $5) \
          ON CONFLICT (source, subject) DO UPDATE SET results = excluded.results, failing = excluded.failing, \
@@ -356,7 +357,7 @@ pub async fn save_window(c: &Client, w: &AlertWindow) -> StoreResult<()> {
 /// of the upsert decides between collectors claiming at once (the loser's `WHERE` sees the
 /// winner's row and returns nothing).
 pub async fn claim_lease(
-    c: &Client,
+    c: &Conn,
     name: &str,
     holder: &str,
     until: DateTime<Utc>,
@@ -377,7 +378,7 @@ pub async fn claim_lease(
 
 /// Incidents visible to `scope`: a practice manager sees their practice's incidents and the
 /// MSP-wide ones that name it.
-pub async fn list(c: &Client, scope: &Scope, q: &IncidentQuery) -> StoreResult<Vec<Incident>> {
+pub async fn list(c: &Conn, scope: &Scope, q: &IncidentQuery) -> StoreResult<Vec<Incident>> {
     let sql = format!("SELECT {INCIDENT_COLUMNS} FROM incidents ORDER BY id DESC");
     let all = query_incidents(c, &sql, &[]).await?;
     let practice_name = practice_name(c, scope).await?;
@@ -392,7 +393,7 @@ pub async fn list(c: &Client, scope: &Scope, q: &IncidentQuery) -> StoreResult<V
         .collect())
 }
 
-async fn practice_name(c: &Client, scope: &Scope) -> StoreResult<Option<String>> {
+async fn practice_name(c: &Conn, scope: &Scope) -> StoreResult<Option<String>> {
     match (scope.role, scope.practice_id) {
         (crate::store::Role::PracticeManager, Some(id)) => c
             .query_opt("SELECT name FROM practices WHERE id = $1", &[&id])
@@ -405,7 +406,7 @@ async fn practice_name(c: &Client, scope: &Scope) -> StoreResult<Option<String>>
     }
 }
 
-pub async fn detail(c: &Client, scope: &Scope, id: i64) -> StoreResult<IncidentDetail> {
+pub async fn detail(c: &Conn, scope: &Scope, id: i64) -> StoreResult<IncidentDetail> {
     let not_found = || StoreError::NotFound {
         what: "incident",
         name: id.to_string(),

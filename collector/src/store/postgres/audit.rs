@@ -1,12 +1,12 @@
 //! The collector's own audit log of who did what (PostgreSQL; mirrors `store/sqlite/audit.rs`).
 
 use chrono::{DateTime, Utc};
-use tokio_postgres::Client;
 
 use super::codec::{db, from_ms, ms};
+use super::pool::Conn;
 use crate::store::{AuditEntry, StoreResult};
 
-pub async fn append(c: &Client, actor: &str, action: &str, detail: &str, now: DateTime<Utc>) -> StoreResult<()> {
+pub async fn append(c: &Conn, actor: &str, action: &str, detail: &str, now: DateTime<Utc>) -> StoreResult<()> {
     c.execute(
         "INSERT INTO audit_log (at, actor, action, detail) VALUES ($1, $2, $3, $4)",
         &[&ms(now), &actor, &action, &detail],
@@ -16,7 +16,7 @@ pub async fn append(c: &Client, actor: &str, action: &str, detail: &str, now: Da
     .map_err(db)
 }
 
-pub async fn entries(c: &Client, limit: u32) -> StoreResult<Vec<AuditEntry>> {
+pub async fn entries(c: &Conn, limit: u32) -> StoreResult<Vec<AuditEntry>> {
     let rows = c
         .query(
             "SELECT at, actor, action, detail FROM audit_log ORDER BY id DESC LIMIT $1",

@@ -2,14 +2,14 @@
 //! `store/sqlite/auth.rs`).
 
 use chrono::{DateTime, Utc};
-use tokio_postgres::Client;
 
 use super::agents::practice_id;
 use super::codec::{db, from_ms, ms};
+use super::pool::Conn;
 use crate::store::{Role, Scope, SessionRow, StoreError, StoreResult, UserRow};
 
 pub async fn add_user(
-    c: &Client,
+    c: &Conn,
     username: &str,
     password_hash: &str,
     role: Role,
@@ -41,7 +41,7 @@ pub async fn add_user(
     Ok(row.get(0))
 }
 
-pub async fn set_password(c: &Client, username: &str, password_hash: &str) -> StoreResult<()> {
+pub async fn set_password(c: &Conn, username: &str, password_hash: &str) -> StoreResult<()> {
     let n = c
         .execute(
             "UPDATE users SET password_hash = $1 WHERE username = $2",
@@ -65,12 +65,12 @@ pub async fn set_password(c: &Client, username: &str, password_hash: &str) -> St
     Ok(())
 }
 
-pub async fn user_count(c: &Client) -> StoreResult<u64> {
+pub async fn user_count(c: &Conn) -> StoreResult<u64> {
     let n: i64 = c.query_one("SELECT COUNT(*) FROM users", &[]).await.map_err(db)?.get(0);
     Ok(n.max(0) as u64)
 }
 
-pub async fn user(c: &Client, username: &str) -> StoreResult<Option<UserRow>> {
+pub async fn user(c: &Conn, username: &str) -> StoreResult<Option<UserRow>> {
     let row = c
         .query_opt(
             "SELECT id, username, password_hash, role, practice_id FROM users WHERE username = $1",
@@ -88,7 +88,7 @@ pub async fn user(c: &Client, username: &str) -> StoreResult<Option<UserRow>> {
 }
 
 pub async fn create_session(
-    c: &Client,
+    c: &Conn,
     token_hash: &str,
     user_id: i64,
     csrf_token: &str,
@@ -108,7 +108,7 @@ pub async fn create_session(
     Ok(())
 }
 
-pub async fn session(c: &Client, token_hash: &str, now: DateTime<Utc>) -> StoreResult<Option<SessionRow>> {
+pub async fn session(c: &Conn, token_hash: &str, now: DateTime<Utc>) -> StoreResult<Option<SessionRow>> {
     let row = c
         .query_opt(
             "SELECT u.id, u.username, u.role, u.practice_id, s.csrf_token, s.expires_at
@@ -127,7 +127,7 @@ pub async fn session(c: &Client, token_hash: &str, now: DateTime<Utc>) -> StoreR
     }))
 }
 
-pub async fn delete_session(c: &Client, token_hash: &str) -> StoreResult<()> {
+pub async fn delete_session(c: &Conn, token_hash: &str) -> StoreResult<()> {
     c.execute("DELETE FROM sessions WHERE token_hash = $1", &[&token_hash])
         .await
         .map(|_| ())
@@ -135,7 +135,7 @@ pub async fn delete_session(c: &Client, token_hash: &str) -> StoreResult<()> {
 }
 
 pub async fn create_api_key(
-    c: &Client,
+    c: &Conn,
     key_hash: &str,
     role: Role,
     practice: Option<&str>,
@@ -155,7 +155,7 @@ pub async fn create_api_key(
     Ok(())
 }
 
-pub async fn api_key(c: &Client, key_hash: &str) -> StoreResult<Option<Scope>> {
+pub async fn api_key(c: &Conn, key_hash: &str) -> StoreResult<Option<Scope>> {
     let row = c
         .query_opt(
             "SELECT role, practice_id FROM api_keys WHERE key_hash = $1",

@@ -4,9 +4,9 @@
 
 use chrono::{DateTime, Utc};
 use rounds_protocol::{Observation, ObservationStatus};
-use tokio_postgres::Client;
 
 use super::codec::{db, from_ms, from_name, ms};
+use super::pool::Conn;
 use crate::store::{DbErrorKind, FindingBrief, Role, Scope, StoreError, StoreResult, StoredObservation, UserSummary};
 
 /// The practice a scope is limited to (`None`: every practice); a practice manager without a
@@ -19,7 +19,7 @@ fn scope_practice(scope: &Scope) -> Option<i64> {
 }
 
 /// Every current finding of the agents `scope` sees, without evidence.
-pub async fn briefs(c: &Client, scope: &Scope) -> StoreResult<Vec<FindingBrief>> {
+pub async fn briefs(c: &Conn, scope: &Scope) -> StoreResult<Vec<FindingBrief>> {
     let rows = c
         .query(
             "SELECT f.agent_id, f.rule, f.status, f.severity, f.exception IS NOT NULL, f.status_since
@@ -48,7 +48,7 @@ pub async fn briefs(c: &Client, scope: &Scope) -> StoreResult<Vec<FindingBrief>>
 /// The observations of `kind` of practice `practice_id`'s agents observed in `from..to`,
 /// oldest first. `NotFound` when `scope` does not see the practice.
 pub async fn history(
-    c: &Client,
+    c: &Conn,
     scope: &Scope,
     practice_id: i64,
     kind: &str,
@@ -111,7 +111,7 @@ pub async fn history(
 }
 
 /// Every user, by name (byte order, as SQLite sorts), without password hashes.
-pub async fn users(c: &Client) -> StoreResult<Vec<UserSummary>> {
+pub async fn users(c: &Conn) -> StoreResult<Vec<UserSummary>> {
     let rows = c
         .query(
             "SELECT u.username, u.role, p.name, u.created_at FROM users u
@@ -134,7 +134,7 @@ pub async fn users(c: &Client) -> StoreResult<Vec<UserSummary>> {
 }
 
 /// The per-practice rule tallies the triggers of migration 0011 keep, within `scope`.
-pub async fn rule_tallies(c: &Client, scope: &Scope) -> StoreResult<Vec<crate::store::RuleTally>> {
+pub async fn rule_tallies(c: &Conn, scope: &Scope) -> StoreResult<Vec<crate::store::RuleTally>> {
     let (clause, arg) = super::agents::scope_clause(scope);
     let sql = format!(
         "SELECT t.practice_id, t.rule, t.pass, t.fail, t.error, t.not_applicable, t.accepted, t.bad_since

@@ -5,9 +5,9 @@
 
 use chrono::{DateTime, Utc};
 use rounds_protocol::DroppedRange;
-use tokio_postgres::Client;
 
 use super::codec::{db, from_ms, ms};
+use super::pool::Conn;
 use super::reports;
 use crate::delivery::{self, ChainContext, IntegrityProblem, Neighbour};
 use crate::store::common::{JOURNAL_CHECK, JOURNAL_SUBJECT, journal_payload};
@@ -27,17 +27,15 @@ fn seq_i64(sequence: u64) -> StoreResult<i64> {
     i64::try_from(sequence).map_err(|_| StoreError::Invalid(format!("sequence {sequence} out of range")))
 }
 
-async fn neighbour(c: &Client, agent_id: &str, sequence: i64) -> StoreResult<Option<Neighbour>> {
+const LAST_SEQUENCE: &str = "SELECT last_sequence FROM agents WHERE id = $1";
+const STORED: &str = "SELECT digest, hash FROM reports WHERE agent_id = $1 AND sequence = $2";
+const NEIGHBOUR: &str = "SELECT hash, digest, prev_hash FROM reports WHERE agent_id = $1 AND sequence = $2";
+
+async fn neighbour(c: &Conn, agent_id: &str, sequence: i64) -> StoreResult<Option<Neighbour>> {
     if sequence < 1 {
         return Ok(None);
     }
-    let row = c
-        .query_opt(
-            "SELECT hash, digest, prev_hash FROM reports WHERE agent_id = $1 AND sequence = $2",
-            &[&agent_id, &sequence],
-        )
-        .await
-        .map_err(db)?;
+    let row = c.query_opt(NEIGHBOUR, &[&agent_id, &sequence]).await.map_err(db)?;
     Ok(row.map(|r| {
         let hash: Option<String> = r.get(0);
         let digest: Option<String> = r.get(1);
@@ -50,24 +48,26 @@ async fn neighbour(c: &Client, agent_id: &str, sequence: i64) -> StoreResult<Opt
 }
 
 /// Stores a report in the open transaction, as [`crate::store::Tx::deliver_report`] says.
-pub async fn deliver(c: &Client, agent_id: &str, d: IncomingReport<'_>) -> StoreResult<DeliveryOutcome> {
+/// The reads that decide it (the agent's last sequence, a report already stored at this
+/// sequence, its neighbours) are pipelined: one round trip.
+pub async fn deliver(c: &Conn, agent_id: &str, d: IncomingReport<'_>) -> StoreResult<DeliveryOutcome> {
     let report = d.report;
     let seq = seq_i64(report.sequence)?;
-    let last: i64 = c
-        .query_opt("SELECT last_sequence FROM agents WHERE id = $1", &[&agent_id])
-        .await
-        .map_err(db)?
-        .map(|r| r.get(0))
-        .ok_or_else(|| not_found(agent_id))?;
+    c.prepare_all(&[LAST_SEQUENCE, STORED, NEIGHBOUR]).await.map_err(db)?;
+    let (last, existing, previous, next) = tokio::try_join!(
+        async {
+            c.query_opt(LAST_SEQUENCE, &[&agent_id])
+                .await
+                .map_err(db)?
+                .map(|r| r.get::<_, i64>(0))
+                .ok_or_else(|| not_found(agent_id))
+        },
+        async { c.query_opt(STORED, &[&agent_id, &seq]).await.map_err(db) },
+        neighbour(c, agent_id, seq - 1),
+        neighbour(c, agent_id, seq + 1),
+    )?;
     let last = last.max(0) as u64;
     let new_digest = delivery::digest(report);
-    let existing = c
-        .query_opt(
-            "SELECT digest, hash FROM reports WHERE agent_id = $1 AND sequence = $2",
-            &[&agent_id, &seq],
-        )
-        .await
-        .map_err(db)?;
     if let Some(row) = existing {
         let (stored_digest, stored_hash): (Option<String>, Option<String>) = (row.get(0), row.get(1));
         let same = match (&stored_digest, &stored_hash) {
@@ -91,8 +91,8 @@ pub async fn deliver(c: &Client, agent_id: &str, d: IncomingReport<'_>) -> Store
     }
 
     let mut ctx = ChainContext {
-        previous: neighbour(c, agent_id, seq - 1).await?,
-        next: neighbour(c, agent_id, seq + 1).await?,
+        previous,
+        next,
         older_match: None,
     };
     if let (Some(prev_hash), Some(previous)) = (&report.prev_hash, &ctx.previous)
@@ -110,18 +110,18 @@ pub async fn deliver(c: &Client, agent_id: &str, d: IncomingReport<'_>) -> Store
     }
     let mut problems = delivery::verify(agent_id, report, &ctx);
 
-    if reports::ingest(c, agent_id, d).await? != Ingested::Stored {
+    // The report, its digest, and the agent's count and chain head with its last sequence.
+    let own_hash = report.hash.clone().unwrap_or_else(|| new_digest.clone());
+    let delivered = reports::Delivered {
+        digest: &new_digest,
+        own_hash: &own_hash,
+    };
+    if reports::ingest_with(c, agent_id, d, Some(delivered)).await? != Ingested::Stored {
         return Err(StoreError::Invalid(format!(
             "report {} of agent {agent_id} was stored concurrently",
             report.sequence
         )));
     }
-    c.execute(
-        "UPDATE reports SET digest = $3 WHERE agent_id = $1 AND sequence = $2",
-        &[&agent_id, &seq, &new_digest],
-    )
-    .await
-    .map_err(db)?;
     for range in &report.dropped {
         let DroppedRange { first, last, reason } = range;
         if first > last || *last > i64::MAX as u64 {
@@ -151,16 +151,6 @@ pub async fn deliver(c: &Client, agent_id: &str, d: IncomingReport<'_>) -> Store
     } else if report.sequence <= last {
         fill_gap(c, agent_id, seq).await?;
     }
-    let own_hash = report.hash.clone().unwrap_or_else(|| new_digest.clone());
-    c.execute(
-        "UPDATE agents SET reports_stored = reports_stored + 1,
-           chain_hash = CASE WHEN chain_sequence IS NULL OR $2 >= chain_sequence THEN $3 ELSE chain_hash END,
-           chain_sequence = GREATEST(COALESCE(chain_sequence, 0), $2)
-         WHERE id = $1",
-        &[&agent_id, &seq, &own_hash],
-    )
-    .await
-    .map_err(db)?;
     record(c, agent_id, &problems, d.received_at).await?;
     if report.prev_hash.is_some() || !problems.is_empty() {
         journal_observation(c, agent_id, d.received_at).await?;
@@ -172,7 +162,7 @@ pub async fn deliver(c: &Client, agent_id: &str, d: IncomingReport<'_>) -> Store
 }
 
 /// A late arrival at `seq` narrows the gap that holds it.
-async fn fill_gap(c: &Client, agent_id: &str, seq: i64) -> StoreResult<()> {
+async fn fill_gap(c: &Conn, agent_id: &str, seq: i64) -> StoreResult<()> {
     let gap = c
         .query_opt(
             "SELECT first, last, detected_at FROM delivery_gaps WHERE agent_id = $1 AND first <= $2 AND last >= $2",
@@ -203,7 +193,7 @@ async fn fill_gap(c: &Client, agent_id: &str, seq: i64) -> StoreResult<()> {
     Ok(())
 }
 
-async fn dropped_ranges(c: &Client, agent_id: &str) -> StoreResult<Vec<DroppedRange>> {
+async fn dropped_ranges(c: &Conn, agent_id: &str) -> StoreResult<Vec<DroppedRange>> {
     let rows = c
         .query(
             "SELECT first, last, reason FROM delivery_dropped WHERE agent_id = $1 ORDER BY first",
@@ -222,7 +212,7 @@ async fn dropped_ranges(c: &Client, agent_id: &str) -> StoreResult<Vec<DroppedRa
 }
 
 /// Appends integrity problems.
-pub async fn record(c: &Client, agent_id: &str, problems: &[IntegrityProblem], now: DateTime<Utc>) -> StoreResult<()> {
+pub async fn record(c: &Conn, agent_id: &str, problems: &[IntegrityProblem], now: DateTime<Utc>) -> StoreResult<()> {
     for p in problems {
         let IntegrityProblem { kind, sequence, detail } = p;
         let sequence = seq_i64(*sequence)?;
@@ -238,7 +228,7 @@ pub async fn record(c: &Client, agent_id: &str, problems: &[IntegrityProblem], n
 
 /// Keeps the agent's journal, as the collector verified it, in the current state as an
 /// `audit.log` observation (see [`journal_payload`]; as SQLite's).
-pub async fn journal_observation(c: &Client, agent_id: &str, now: DateTime<Utc>) -> StoreResult<()> {
+pub async fn journal_observation(c: &Conn, agent_id: &str, now: DateTime<Utc>) -> StoreResult<()> {
     use rounds_protocol::obs::{AuditLog, Payload};
     let newest = c
         .query_opt(
@@ -272,7 +262,7 @@ pub async fn journal_observation(c: &Client, agent_id: &str, now: DateTime<Utc>)
     Ok(())
 }
 
-pub async fn reported_state(c: &Client, agent_id: &str, state: &AgentReportedState) -> StoreResult<()> {
+pub async fn reported_state(c: &Conn, agent_id: &str, state: &AgentReportedState) -> StoreResult<()> {
     let AgentReportedState {
         config_version,
         config_error,
@@ -299,7 +289,7 @@ pub async fn reported_state(c: &Client, agent_id: &str, state: &AgentReportedSta
 }
 
 /// The delivery state of an agent (visibility checked by the caller).
-pub async fn status(c: &Client, agent_id: &str) -> StoreResult<DeliveryStatus> {
+pub async fn status(c: &Conn, agent_id: &str) -> StoreResult<DeliveryStatus> {
     let row = c
         .query_opt(
             "SELECT last_sequence, reports_stored, chain_sequence, chain_hash, config_version, config_error,

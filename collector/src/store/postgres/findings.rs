@@ -8,38 +8,78 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use rounds_policies::{Finding, Status};
 
-use crate::store::common::{StoredFinding, finding_write, retirement};
-use tokio_postgres::{Client, Row};
+use tokio_postgres::Row;
 
 use super::agents::scope_clause;
 use super::codec::{db, from_json, from_ms, from_name, ms, to_json};
+use super::pool::{Conn, Pending, pipeline_all};
+use crate::store::common::{StoredFinding, finding_write, retirement};
 use crate::store::{ChangeQuery, FindingChange, FindingRow, Scope, StoreError, StoreResult};
 
-/// Replaces an agent's findings in the open transaction of `c` and records the changes.
+const AGENT_EXISTS: &str = "SELECT id FROM agents WHERE id = $1";
+const PREVIOUS: &str = "SELECT rule, status, status_since, severity, title, citations, evidence, message, remediation,
+            exception
+     FROM findings WHERE agent_id = $1";
+/// Rows whose finding is unchanged are not rewritten: one UPDATE moves their evaluated_at.
+const EVALUATED: &str = "UPDATE findings SET evaluated_at = $2 WHERE agent_id = $1";
+const UPSERT: &str = "INSERT INTO findings (agent_id, rule, status, severity, title, citations, evidence, message,
+                           remediation, exception, evaluated_at, status_since)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+     ON CONFLICT (agent_id, rule) DO UPDATE SET
+       status = excluded.status, severity = excluded.severity, title = excluded.title,
+       citations = excluded.citations, evidence = excluded.evidence, message = excluded.message,
+       remediation = excluded.remediation, exception = excluded.exception,
+       evaluated_at = excluded.evaluated_at, status_since = excluded.status_since";
+const DELETE: &str = "DELETE FROM findings WHERE agent_id = $1 AND rule = $2";
+const RECORD: &str =
+    "INSERT INTO finding_changes (agent_id, rule, at, old_status, new_status, status_since, severity, title,
+                                 citations, evidence, message, remediation, old_exception, exception)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
+/// The practice's tally lock (see [`super::PRACTICE_LOCK_CLASS`]), taken before a write that
+/// makes the triggers of migrations 0011 and 0012 recount a (practice, rule) tally: the
+/// recount reads every agent of the practice, so two recounts of one practice never run at
+/// once, and the second reads what the first committed.
+const LOCK_PRACTICE: &str = "SELECT pg_advisory_xact_lock($2::INT4, (s.practice_id % 2147483647)::INT4)
+     FROM agents a JOIN sites s ON s.id = a.site_id WHERE a.id = $1";
+
+/// One write of [`replace`], in the order they are sent.
+enum Write {
+    Upsert(usize, Encoded),
+    Delete(String),
+    /// The change at this index of the changes returned, with its status_since.
+    Record(usize, i64),
+}
+
+/// What [`finding_write`] decided for one finding, kept for the pipeline.
+struct Encoded {
+    since: i64,
+    citations: String,
+    evidence: String,
+    exception: Option<String>,
+}
+
+/// Replaces an agent's findings in the open transaction of `c` and records the changes: the
+/// reads in one round trip, every write in one more.
 pub async fn replace(
-    c: &Client,
+    c: &Conn,
     agent_id: &str,
     findings: &[Finding],
     now: DateTime<Utc>,
 ) -> StoreResult<Vec<FindingChange>> {
-    let exists = c
-        .query_opt("SELECT id FROM agents WHERE id = $1", &[&agent_id])
-        .await
-        .map_err(db)?;
+    c.prepare_all(&[AGENT_EXISTS, PREVIOUS, EVALUATED]).await.map_err(db)?;
+    let (exists, previous, _) = tokio::try_join!(
+        async { c.query_opt(AGENT_EXISTS, &[&agent_id]).await },
+        async { c.query(PREVIOUS, &[&agent_id]).await },
+        async { c.execute(EVALUATED, &[&agent_id, &ms(now)]).await },
+    )
+    .map_err(db)?;
     if exists.is_none() {
         return Err(StoreError::NotFound {
             what: "agent",
             name: agent_id.to_string(),
         });
     }
-    let mut previous: HashMap<String, StoredFinding> = c
-        .query(
-            "SELECT rule, status, status_since, severity, title, citations, evidence, message, remediation, exception
-             FROM findings WHERE agent_id = $1",
-            &[&agent_id],
-        )
-        .await
-        .map_err(db)?
+    let mut previous: HashMap<String, StoredFinding> = previous
         .into_iter()
         .map(|r| {
             (
@@ -58,72 +98,95 @@ pub async fn replace(
             )
         })
         .collect();
-    // Rows whose finding is unchanged are not rewritten: one UPDATE moves their evaluated_at.
-    c.execute(
-        "UPDATE findings SET evaluated_at = $2 WHERE agent_id = $1",
-        &[&agent_id, &ms(now)],
-    )
-    .await
-    .map_err(db)?;
-    let ins = c
-        .prepare(
-            "INSERT INTO findings (agent_id, rule, status, severity, title, citations, evidence, message,
-                                   remediation, exception, evaluated_at, status_since)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-             ON CONFLICT (agent_id, rule) DO UPDATE SET
-               status = excluded.status, severity = excluded.severity, title = excluded.title,
-               citations = excluded.citations, evidence = excluded.evidence, message = excluded.message,
-               remediation = excluded.remediation, exception = excluded.exception,
-               evaluated_at = excluded.evaluated_at, status_since = excluded.status_since",
-        )
-        .await
-        .map_err(db)?;
+    let mut writes = Vec::new();
     let mut changes = Vec::new();
-    for f in findings {
-        let w = finding_write(agent_id, f, previous.remove(&f.rule).as_ref(), now)?;
+    // Whether a write fires the tally triggers: an insert, a delete, or an update of status,
+    // exception or status_since (the WHEN of 0012's update trigger).
+    let mut recounts = false;
+    for (i, f) in findings.iter().enumerate() {
+        let old = previous.remove(&f.rule);
+        let w = finding_write(agent_id, f, old.as_ref(), now)?;
         if w.rewrite {
-            c.execute(
-                &ins,
-                &[
-                    &agent_id,
-                    &f.rule,
-                    &f.status.as_str(),
-                    &f.severity.as_str(),
-                    &f.title,
-                    &w.citations,
-                    &w.evidence,
-                    &f.message,
-                    &f.remediation,
-                    &w.exception,
-                    &ms(now),
-                    &w.since,
-                ],
-            )
-            .await
-            .map_err(db)?;
+            recounts |= old.as_ref().is_none_or(|o| {
+                o.status != f.status.as_str() || o.exception != w.exception || o.status_since != w.since
+            });
+            writes.push(Write::Upsert(
+                i,
+                Encoded {
+                    since: w.since,
+                    citations: w.citations,
+                    evidence: w.evidence,
+                    exception: w.exception,
+                },
+            ));
         }
         if let Some(change) = w.change {
-            record(c, &change, w.since).await?;
+            writes.push(Write::Record(changes.len(), w.since));
             changes.push(change);
         }
     }
     let mut retired: Vec<(String, StoredFinding)> = previous.into_iter().collect();
     retired.sort_by(|a, b| a.0.cmp(&b.0));
     for (rule, o) in retired {
-        c.execute(
-            "DELETE FROM findings WHERE agent_id = $1 AND rule = $2",
-            &[&agent_id, &rule],
-        )
+        recounts = true;
+        writes.push(Write::Delete(rule.clone()));
+        writes.push(Write::Record(changes.len(), ms(now)));
+        changes.push(retirement(agent_id, rule, o, now)?);
+    }
+    if writes.is_empty() {
+        return Ok(changes);
+    }
+    c.prepare_all(&[UPSERT, DELETE, RECORD, LOCK_PRACTICE])
         .await
         .map_err(db)?;
-        let change = retirement(agent_id, rule, o, now)?;
-        record(c, &change, ms(now)).await?;
-        changes.push(change);
+    let at = ms(now);
+    let mut pipeline: Vec<Pending<'_, u64, StoreError>> = Vec::with_capacity(writes.len() + 1);
+    if recounts {
+        pipeline.push(Box::pin(async move {
+            c.execute(LOCK_PRACTICE, &[&agent_id, &super::PRACTICE_LOCK_CLASS])
+                .await
+                .map_err(db)
+        }));
     }
+    for w in &writes {
+        match w {
+            Write::Upsert(i, w) => {
+                let f = &findings[*i];
+                pipeline.push(Box::pin(async move {
+                    c.execute(
+                        UPSERT,
+                        &[
+                            &agent_id,
+                            &f.rule,
+                            &f.status.as_str(),
+                            &f.severity.as_str(),
+                            &f.title,
+                            &w.citations,
+                            &w.evidence,
+                            &f.message,
+                            &f.remediation,
+                            &w.exception,
+                            &at,
+                            &w.since,
+                        ],
+                    )
+                    .await
+                    .map_err(db)
+                }));
+            }
+            Write::Delete(rule) => {
+                pipeline.push(Box::pin(async move {
+                    c.execute(DELETE, &[&agent_id, rule]).await.map_err(db)
+                }));
+            }
+            Write::Record(i, since) => pipeline.push(Box::pin(record(c, &changes[*i], *since))),
+        }
+    }
+    pipeline_all(pipeline).await?;
     Ok(changes)
 }
 
-async fn record(c: &Client, change: &FindingChange, status_since: i64) -> StoreResult<()> {
+async fn record(c: &Conn, change: &FindingChange, status_since: i64) -> StoreResult<u64> {
     let FindingChange {
         agent_id,
         rule,
@@ -139,10 +202,11 @@ async fn record(c: &Client, change: &FindingChange, status_since: i64) -> StoreR
         old_exception,
         exception,
     } = change;
+    let (citations, evidence) = (to_json(citations)?, to_json(evidence)?);
+    let old_exception = old_exception.as_ref().map(to_json).transpose()?;
+    let exception = exception.as_ref().map(to_json).transpose()?;
     c.execute(
-        "INSERT INTO finding_changes (agent_id, rule, at, old_status, new_status, status_since, severity, title,
-                                      citations, evidence, message, remediation, old_exception, exception)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+        RECORD,
         &[
             agent_id,
             rule,
@@ -152,17 +216,16 @@ async fn record(c: &Client, change: &FindingChange, status_since: i64) -> StoreR
             &status_since,
             &severity.as_str(),
             title,
-            &to_json(citations)?,
-            &to_json(evidence)?,
+            &citations,
+            &evidence,
             message,
             remediation,
-            &old_exception.as_ref().map(to_json).transpose()?,
-            &exception.as_ref().map(to_json).transpose()?,
+            &old_exception,
+            &exception,
         ],
     )
     .await
-    .map_err(db)?;
-    Ok(())
+    .map_err(db)
 }
 
 /// A finding row: rule, status, severity, title, citations, evidence, message, remediation,
@@ -185,7 +248,7 @@ fn row(r: &Row) -> StoreResult<FindingRow> {
 }
 
 /// The current findings of an agent, by rule.
-pub async fn current(c: &Client, agent_id: &str) -> StoreResult<Vec<FindingRow>> {
+pub async fn current(c: &Conn, agent_id: &str) -> StoreResult<Vec<FindingRow>> {
     c.query(
         "SELECT rule, status, severity, title, citations, evidence, message, remediation, exception,
                 evaluated_at, status_since
@@ -200,7 +263,7 @@ pub async fn current(c: &Client, agent_id: &str) -> StoreResult<Vec<FindingRow>>
 }
 
 /// The findings of an agent as they stood at `at`, by rule.
-pub async fn as_at(c: &Client, agent_id: &str, at: DateTime<Utc>) -> StoreResult<Vec<FindingRow>> {
+pub async fn as_at(c: &Conn, agent_id: &str, at: DateTime<Utc>) -> StoreResult<Vec<FindingRow>> {
     c.query(
         "SELECT fc.rule, fc.new_status, fc.severity, fc.title, fc.citations, fc.evidence, fc.message,
                 fc.remediation, fc.exception, fc.at, fc.status_since
@@ -218,7 +281,7 @@ pub async fn as_at(c: &Client, agent_id: &str, at: DateTime<Utc>) -> StoreResult
 }
 
 /// Finding changes visible to `scope` matching `query`, oldest first.
-pub async fn changes(c: &Client, scope: &Scope, query: &ChangeQuery) -> StoreResult<Vec<FindingChange>> {
+pub async fn changes(c: &Conn, scope: &Scope, query: &ChangeQuery) -> StoreResult<Vec<FindingChange>> {
     let ChangeQuery {
         agent_id,
         practice_id,

@@ -4,12 +4,13 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 use rounds_protocol::{Observation, ObservationStatus};
-use tokio_postgres::{Client, Row};
+use tokio_postgres::Row;
 
 use super::codec::{db, from_ms, ms};
+use super::pool::Conn;
 use crate::store::{DbErrorKind, IssuedReport, ReportDelivery, StoreError, StoreResult, StoredObservation};
 
-pub async fn record(c: &Client, r: &IssuedReport) -> StoreResult<()> {
+pub async fn record(c: &Conn, r: &IssuedReport) -> StoreResult<()> {
     let IssuedReport {
         report_id,
         practice_id,
@@ -76,7 +77,7 @@ fn issued_row(r: &Row) -> StoreResult<IssuedReport> {
 }
 
 /// The issued reports whose file has this SHA-256 (normally one).
-pub async fn by_file_hash(c: &Client, file_sha256: &str) -> StoreResult<Vec<IssuedReport>> {
+pub async fn by_file_hash(c: &Conn, file_sha256: &str) -> StoreResult<Vec<IssuedReport>> {
     let sql = format!("SELECT {ISSUED_COLUMNS} FROM issued_reports WHERE file_sha256 = $1 ORDER BY issued_at, id");
     c.query(&sql, &[&file_sha256])
         .await
@@ -86,7 +87,7 @@ pub async fn by_file_hash(c: &Client, file_sha256: &str) -> StoreResult<Vec<Issu
         .collect()
 }
 
-pub async fn by_id(c: &Client, report_id: &str) -> StoreResult<Option<IssuedReport>> {
+pub async fn by_id(c: &Conn, report_id: &str) -> StoreResult<Option<IssuedReport>> {
     let sql = format!("SELECT {ISSUED_COLUMNS} FROM issued_reports WHERE id = $1");
     c.query_opt(&sql, &[&report_id])
         .await
@@ -97,7 +98,7 @@ pub async fn by_id(c: &Client, report_id: &str) -> StoreResult<Option<IssuedRepo
 }
 
 /// Issued reports of a practice, oldest first.
-pub async fn of_practice(c: &Client, practice_id: i64) -> StoreResult<Vec<IssuedReport>> {
+pub async fn of_practice(c: &Conn, practice_id: i64) -> StoreResult<Vec<IssuedReport>> {
     let sql = format!("SELECT {ISSUED_COLUMNS} FROM issued_reports WHERE practice_id = $1 ORDER BY issued_at, id");
     c.query(&sql, &[&practice_id])
         .await
@@ -107,7 +108,7 @@ pub async fn of_practice(c: &Client, practice_id: i64) -> StoreResult<Vec<Issued
         .collect()
 }
 
-pub async fn record_delivery(c: &Client, d: &ReportDelivery) -> StoreResult<()> {
+pub async fn record_delivery(c: &Conn, d: &ReportDelivery) -> StoreResult<()> {
     let ReportDelivery {
         report_id,
         schedule,
@@ -134,7 +135,7 @@ pub async fn record_delivery(c: &Client, d: &ReportDelivery) -> StoreResult<()> 
 }
 
 /// Deliveries of a schedule, oldest first.
-pub async fn deliveries(c: &Client, schedule: &str) -> StoreResult<Vec<ReportDelivery>> {
+pub async fn deliveries(c: &Conn, schedule: &str) -> StoreResult<Vec<ReportDelivery>> {
     let rows = c
         .query(
             "SELECT report_id, schedule, recipients, attempted_at, delivered, detail FROM report_deliveries
@@ -161,30 +162,22 @@ pub async fn deliveries(c: &Client, schedule: &str) -> StoreResult<Vec<ReportDel
 /// Observations of `kinds` an agent made in `from..to`, and for each (kind, subject) the last
 /// one made before `from` (the state the period started in), oldest first.
 pub async fn observation_history(
-    c: &Client,
+    c: &Conn,
     agent_id: &str,
     kinds: &[String],
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> StoreResult<Vec<StoredObservation>> {
     let mut out = Vec::new();
-    let stmt = c
-        .prepare(
-            "SELECT o.sequence, o.kind, o.subject, o.observed_at, o.status, o.data, o.error, o.future_dated
+    let sql = "SELECT o.sequence, o.kind, o.subject, o.observed_at, o.status, o.data, o.error, o.future_dated
              FROM observations o
              WHERE o.agent_id = $1 AND o.kind = $2 AND o.observed_at < $4
                AND (o.observed_at >= $3 OR o.id = (SELECT p.id FROM observations p
                      WHERE p.agent_id = o.agent_id AND p.kind = o.kind AND p.subject = o.subject AND p.observed_at < $3
                      ORDER BY p.observed_at DESC, p.id DESC LIMIT 1))
-             ORDER BY o.observed_at, o.id",
-        )
-        .await
-        .map_err(db)?;
+             ORDER BY o.observed_at, o.id";
     for kind in kinds {
-        let rows = c
-            .query(&stmt, &[&agent_id, kind, &ms(from), &ms(to)])
-            .await
-            .map_err(db)?;
+        let rows = c.query(sql, &[&agent_id, kind, &ms(from), &ms(to)]).await.map_err(db)?;
         for r in &rows {
             let status: String = r.try_get(4).map_err(db)?;
             let data: String = r.try_get(5).map_err(db)?;
@@ -221,7 +214,7 @@ pub async fn observation_history(
 
 /// When the collector received each report of an agent in `from..to`, oldest first.
 pub async fn receipts(
-    c: &Client,
+    c: &Conn,
     agent_id: &str,
     from: DateTime<Utc>,
     to: DateTime<Utc>,

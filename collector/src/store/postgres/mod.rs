@@ -3,17 +3,22 @@
 //! database.
 //!
 //! Modules by what they own mirror `store/sqlite/`: each holds `async` functions of the same
-//! names and arguments over a `&tokio_postgres::Client`. This module owns the pool
-//! ([`pool`]), the migrations (`migrations/*.sql`; table `schema_version` records each
-//! applied one) and the units of work.
+//! names and arguments over a `&pool::Conn` (a client and the statements prepared on it).
+//! This module owns the pool ([`pool`]), the migrations (`migrations/*.sql`; table
+//! `schema_version` records each applied one) and the units of work.
 //!
-//! Units of work are serialised as SQLite's `BEGIN IMMEDIATE` serialises them: a [`PgTx`]
-//! takes this process's writer lock, then `BEGIN` and a transaction-scoped advisory lock
-//! (`pg_advisory_xact_lock`) that every collector on the database takes, so that two units
-//! of work never interleave, whichever collector runs them; reads outside a unit of work run
-//! beside it on other pooled connections (read committed, like SQLite's WAL readers). Times
-//! are stored as integer milliseconds since the epoch (UTC). TLS (`sslmode`) is not supported
-//! yet: the connection is plain TCP or a Unix socket.
+//! Units of work hold transaction-scoped advisory locks (`pg_advisory_xact_lock`) that every
+//! collector on the database takes. A unit of work of one agent's reports, findings or tamper
+//! events ([`Store::begin_for_agent`]: `deliver_reports`, `ingest_report`, `replace_findings`,
+//! `note_tampers`) holds the writer lock shared and its agent's lock: units of different agents run at once,
+//! two of one agent never interleave. Every other unit holds the writer lock exclusively (and
+//! this process's writer mutex first), so it runs alone, as SQLite's `BEGIN IMMEDIATE` has it.
+//! The one thing agents' units share, a practice's per-rule tally (the triggers of migrations
+//! 0011 and 0012 recount it from every agent of the practice), is recounted under the
+//! practice's lock, taken by `findings::replace` before a write that fires the recount. Reads
+//! outside a unit of work run beside it on other pooled connections (read committed, like
+//! SQLite's WAL readers). Times are stored as integer milliseconds since the epoch (UTC).
+//! TLS (`sslmode`) is not supported yet: the connection is plain TCP or a Unix socket.
 
 mod agent_config;
 mod agents;
@@ -41,10 +46,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rounds_policies::Finding;
 use tokio::sync::{Mutex, OwnedMutexGuard};
-use tokio_postgres::Client;
 
 use self::codec::db;
-use self::pool::{Pool, Pooled};
+use self::pool::{Conn, Pool, Pooled};
 use super::*;
 pub use crate::store::Migrated;
 
@@ -82,10 +86,25 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("0013_retention", include_str!("migrations/0013_retention.sql")),
 ];
 
-/// The advisory lock every unit of work holds (`pg_advisory_xact_lock`): "Rounds" in ASCII.
+/// The advisory lock every unit of work holds (`pg_advisory_xact_lock`): "Rounds" in ASCII;
+/// exclusively, or shared by units of one agent each.
 const WRITER_LOCK: i64 = 0x526f_756e_6473;
 /// The advisory lock migrations hold, so that collectors starting together migrate once.
 const MIGRATION_LOCK: i64 = 0x526f_756e_6474;
+/// Classes of the two-key advisory locks (`pg_advisory_xact_lock(class, key)`, a key space
+/// apart from the one-key locks'): an agent's units of work, keyed by [`agent_key`], and a
+/// practice's tally recounts, keyed by the practice id.
+const AGENT_LOCK_CLASS: i32 = 0x526f_7541;
+pub(crate) const PRACTICE_LOCK_CLASS: i32 = 0x526f_7550;
+
+/// The key of an agent's lock: FNV-1a of its id. Two agents that share a key only wait for
+/// each other.
+fn agent_key(agent_id: &str) -> i32 {
+    let hash = agent_id
+        .bytes()
+        .fold(0x811c_9dc5u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
+    hash as i32
+}
 
 /// How many connections a store keeps at most.
 pub const POOL_SIZE: usize = 8;
@@ -155,10 +174,39 @@ impl PgStore {
     async fn client(&self) -> StoreResult<Pooled> {
         self.pool.get().await
     }
+
+    /// Opens a unit of work: of `agent`'s writes only (its lock, the writer lock shared), or,
+    /// without one, of anything (the writer lock exclusively). `BEGIN` and the locks are one
+    /// round trip.
+    async fn begin_unit(&self, agent: Option<&str>) -> StoreResult<PgTx> {
+        let writer = match agent {
+            Some(_) => None,
+            None => Some(Arc::clone(&self.writer).lock_owned().await),
+        };
+        let mut conn = self.client().await?;
+        // The keys are numbers: nothing of the agent id reaches the SQL text.
+        let sql = match agent {
+            Some(a) => format!(
+                "BEGIN; SELECT pg_advisory_xact_lock_shared({WRITER_LOCK}); SELECT pg_advisory_xact_lock({AGENT_LOCK_CLASS}, {})",
+                agent_key(a)
+            ),
+            None => format!("BEGIN; SELECT pg_advisory_xact_lock({WRITER_LOCK})"),
+        };
+        // Marked first: a failed lock leaves the transaction open, and the guard rolls it back.
+        conn.set_in_tx(true);
+        conn.batch_execute(&sql)
+            .await
+            .map_err(|e| codec::db_in(e, "beginning a unit of work and taking the writer lock"))?;
+        Ok(PgTx {
+            conn: Some(conn),
+            failed: false,
+            _writer: writer,
+        })
+    }
 }
 
 /// The newest migration recorded, 0 for a database without the table.
-async fn current_version(c: &Client) -> StoreResult<usize> {
+async fn current_version(c: &Conn) -> StoreResult<usize> {
     let exists: bool = c
         .query_one(
             "SELECT EXISTS (SELECT 1 FROM information_schema.tables
@@ -236,12 +284,13 @@ pub struct PgTx {
     conn: Option<Pooled>,
     /// A write failed: nothing more is written and commit refuses.
     failed: bool,
-    _writer: OwnedMutexGuard<()>,
+    /// This process's writer mutex, held by a unit of work that is not one agent's.
+    _writer: Option<OwnedMutexGuard<()>>,
 }
 
 impl PgTx {
     /// The client of this unit of work, unless an earlier write failed.
-    fn client(&self) -> StoreResult<&Client> {
+    fn client(&self) -> StoreResult<&Conn> {
         if self.failed {
             return Err(aborted());
         }
@@ -280,7 +329,7 @@ macro_rules! tx {
 macro_rules! read {
     ($self:ident, |$c:ident| $call:expr) => {{
         let pooled = $self.client().await?;
-        let $c: &Client = &pooled;
+        let $c: &Conn = &pooled;
         $call.await
     }};
 }
@@ -602,20 +651,35 @@ impl Tx for PgTx {
 #[async_trait]
 impl Store for PgStore {
     async fn begin(&self) -> StoreResult<Box<dyn Tx>> {
-        let writer = Arc::clone(&self.writer).lock_owned().await;
-        let mut conn = self.client().await?;
-        conn.batch_execute("BEGIN")
-            .await
-            .map_err(|e| codec::db_in(e, "beginning a unit of work"))?;
-        conn.set_in_tx(true);
-        conn.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITER_LOCK])
-            .await
-            .map_err(|e| codec::db_in(e, "taking the writer lock"))?;
-        Ok(Box::new(PgTx {
-            conn: Some(conn),
-            failed: false,
-            _writer: writer,
-        }))
+        Ok(Box::new(self.begin_unit(None).await?))
+    }
+
+    // One agent's units of work (see the module documentation): beside other agents' units.
+    async fn begin_for_agent(&self, agent_id: &str) -> StoreResult<Box<dyn Tx>> {
+        Ok(Box::new(self.begin_unit(Some(agent_id)).await?))
+    }
+
+    /// The four reads of an evaluation on one connection, pipelined (one round trip once its
+    /// statements are prepared).
+    async fn evaluation_input(&self, agent_id: &str) -> StoreResult<EvaluationInput> {
+        let c = self.client().await?;
+        let scope = Scope {
+            role: Role::Admin,
+            practice_id: None,
+        };
+        let (agent, observations, policy_settings, tampers) = tokio::try_join!(
+            agents::one(&c, &scope, agent_id),
+            reports::latest(&c, agent_id, None),
+            policy::for_agent(&c, agent_id),
+            tamper::list(&c, agent_id),
+        )?;
+        Ok(EvaluationInput {
+            os: agent.os,
+            clock_skew_ms: agent.clock_skew_ms,
+            observations,
+            policy_settings,
+            tampers,
+        })
     }
 
     async fn agent_auth(&self, agent_id: &str) -> StoreResult<Option<AgentAuth>> {

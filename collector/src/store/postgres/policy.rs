@@ -2,14 +2,14 @@
 //! (PostgreSQL; mirrors `store/sqlite/policy.rs`).
 
 use chrono::{DateTime, Utc};
-use tokio_postgres::Client;
 
 use super::agents::practice_and_site;
 use super::codec::{db, from_ms, ms};
+use super::pool::Conn;
 use crate::store::{AgentPolicySettings, PolicySettingsRow, StoreError, StoreResult};
 
 pub async fn set(
-    c: &Client,
+    c: &Conn,
     practice: &str,
     site: Option<&str>,
     profile: Option<&str>,
@@ -37,7 +37,7 @@ pub async fn set(
     Ok(())
 }
 
-pub async fn get(c: &Client, practice: &str, site: Option<&str>) -> StoreResult<Option<PolicySettingsRow>> {
+pub async fn get(c: &Conn, practice: &str, site: Option<&str>) -> StoreResult<Option<PolicySettingsRow>> {
     let (pid, sid) = practice_and_site(c, practice, site).await?;
     let row = c
         .query_opt(
@@ -57,7 +57,7 @@ pub async fn get(c: &Client, practice: &str, site: Option<&str>) -> StoreResult<
     }))
 }
 
-pub async fn for_agent(c: &Client, agent_id: &str) -> StoreResult<AgentPolicySettings> {
+pub async fn for_agent(c: &Conn, agent_id: &str) -> StoreResult<AgentPolicySettings> {
     let row = c
         .query_opt(
             "SELECT p.name, s.name, ps.profile, ps.overrides_toml, ss.overrides_toml

@@ -2,15 +2,15 @@
 //! 17's backend; the same functions as `store/sqlite/security.rs`).
 
 use chrono::{DateTime, Utc};
-use tokio_postgres::Client;
 use tokio_postgres::types::{FromSqlOwned, ToSql};
 
 use super::agents::practice_id;
 use super::codec::{db, from_ms, ms, out_of_range};
+use super::pool::Conn;
 use crate::store::{ApiKeyGrant, ApiKeyRow, Role, Scope, StoreError, StoreResult};
 
 /// The first column of the row `sql` finds, if any.
-async fn first<T: FromSqlOwned>(c: &Client, sql: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<Option<T>> {
+async fn first<T: FromSqlOwned>(c: &Conn, sql: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<Option<T>> {
     c.query_opt(sql, params)
         .await
         .map_err(db)?
@@ -19,7 +19,7 @@ async fn first<T: FromSqlOwned>(c: &Client, sql: &str, params: &[&(dyn ToSql + S
         .map_err(db)
 }
 
-pub async fn revoke_agent(c: &Client, agent_id: &str, now: DateTime<Utc>) -> StoreResult<bool> {
+pub async fn revoke_agent(c: &Conn, agent_id: &str, now: DateTime<Utc>) -> StoreResult<bool> {
     let was: Option<i64> = first(c, "SELECT revoked FROM agents WHERE id = $1", &[&agent_id]).await?;
     match was {
         None => Err(StoreError::NotFound {
@@ -40,7 +40,7 @@ pub async fn revoke_agent(c: &Client, agent_id: &str, now: DateTime<Utc>) -> Sto
 }
 
 pub async fn create_api_key(
-    c: &Client,
+    c: &Conn,
     key_hash: &str,
     role: Role,
     practice: Option<&str>,
@@ -63,7 +63,7 @@ pub async fn create_api_key(
     .map_err(db)
 }
 
-pub async fn revoke_api_key(c: &Client, id: i64, now: DateTime<Utc>) -> StoreResult<bool> {
+pub async fn revoke_api_key(c: &Conn, id: i64, now: DateTime<Utc>) -> StoreResult<bool> {
     let was: Option<Option<i64>> = first(c, "SELECT revoked_at FROM api_keys WHERE id = $1", &[&id]).await?;
     match was {
         None => Err(StoreError::NotFound {
@@ -80,7 +80,7 @@ pub async fn revoke_api_key(c: &Client, id: i64, now: DateTime<Utc>) -> StoreRes
     }
 }
 
-pub async fn remove_user(c: &Client, username: &str) -> StoreResult<()> {
+pub async fn remove_user(c: &Conn, username: &str) -> StoreResult<()> {
     let id: Option<i64> = first(c, "SELECT id FROM users WHERE username = $1", &[&username]).await?;
     let Some(id) = id else {
         return Err(StoreError::NotFound {
@@ -95,7 +95,7 @@ pub async fn remove_user(c: &Client, username: &str) -> StoreResult<()> {
     Ok(())
 }
 
-pub async fn api_keys(c: &Client) -> StoreResult<Vec<ApiKeyRow>> {
+pub async fn api_keys(c: &Conn) -> StoreResult<Vec<ApiKeyRow>> {
     let rows = c
         .query(
             "SELECT k.id, k.label, k.role, p.name, k.created_at, k.expires_at, k.revoked_at
@@ -121,7 +121,7 @@ pub async fn api_keys(c: &Client) -> StoreResult<Vec<ApiKeyRow>> {
 }
 
 /// The scope of a key that is neither revoked nor expired at `now`.
-pub async fn api_key_valid(c: &Client, key_hash: &str, now: DateTime<Utc>) -> StoreResult<Option<ApiKeyGrant>> {
+pub async fn api_key_valid(c: &Conn, key_hash: &str, now: DateTime<Utc>) -> StoreResult<Option<ApiKeyGrant>> {
     let row = c
         .query_opt(
             "SELECT role, practice_id, label FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL
@@ -143,7 +143,7 @@ pub async fn api_key_valid(c: &Client, key_hash: &str, now: DateTime<Utc>) -> St
     .transpose()
 }
 
-pub async fn admin_count(c: &Client) -> StoreResult<u64> {
+pub async fn admin_count(c: &Conn) -> StoreResult<u64> {
     let n: i64 = c
         .query_one("SELECT COUNT(*) FROM users WHERE role = 'admin'", &[])
         .await

@@ -2,9 +2,10 @@
 //! `store/sqlite/silences.rs`).
 
 use chrono::{DateTime, Utc};
-use tokio_postgres::{Client, Row};
+use tokio_postgres::Row;
 
 use super::codec::{db, from_ms, ms};
+use super::pool::Conn;
 use crate::alerting::model::{NewSilence, SilenceQuery, StoredSilence};
 use crate::store::{StoreError, StoreResult};
 
@@ -34,7 +35,7 @@ fn row(r: &Row) -> StoreResult<StoredSilence> {
     })
 }
 
-pub async fn create(c: &Client, new: &NewSilence, now: DateTime<Utc>) -> StoreResult<StoredSilence> {
+pub async fn create(c: &Conn, new: &NewSilence, now: DateTime<Utc>) -> StoreResult<StoredSilence> {
     let NewSilence {
         practice,
         site,
@@ -80,7 +81,7 @@ pub async fn create(c: &Client, new: &NewSilence, now: DateTime<Utc>) -> StoreRe
 }
 
 /// Saves what may change of a silence: its early end and the engine's records.
-pub async fn save(c: &Client, s: &StoredSilence) -> StoreResult<()> {
+pub async fn save(c: &Conn, s: &StoredSilence) -> StoreResult<()> {
     let n = c
         .execute(
             "UPDATE silences SET ended_at = $2, ended_by = $3, start_recorded_at = $4, end_recorded_at = $5 WHERE id = $1",
@@ -103,7 +104,7 @@ pub async fn save(c: &Client, s: &StoredSilence) -> StoreResult<()> {
     Ok(())
 }
 
-pub async fn list(c: &Client, q: &SilenceQuery) -> StoreResult<Vec<StoredSilence>> {
+pub async fn list(c: &Conn, q: &SilenceQuery) -> StoreResult<Vec<StoredSilence>> {
     let SilenceQuery {
         id,
         not_over_at,

@@ -2,15 +2,16 @@
 //! issue 17's backend; the same functions as `store/sqlite/tamper.rs`).
 
 use chrono::{DateTime, Utc};
-use tokio_postgres::{Client, Row};
+use tokio_postgres::Row;
 
 use super::codec::{db, from_json, from_ms, ms, to_json};
+use super::pool::Conn;
 use crate::store::{StoreError, StoreResult, TamperAck, TamperRow, TamperSeen};
 
 const COLUMNS: &str = "agent_id, tamper_id, path, kind, detected_at, first_seen_at, event, acknowledged_at, \
                        acknowledged_by, ack_reason";
 
-async fn agent_exists(c: &Client, agent_id: &str) -> StoreResult<()> {
+async fn agent_exists(c: &Conn, agent_id: &str) -> StoreResult<()> {
     c.query_opt("SELECT 1 FROM agents WHERE id = $1", &[&agent_id])
         .await
         .map_err(db)?
@@ -22,22 +23,16 @@ async fn agent_exists(c: &Client, agent_id: &str) -> StoreResult<()> {
 }
 
 /// Records events not recorded yet.
-pub async fn note(c: &Client, agent_id: &str, seen: &[TamperSeen], now: DateTime<Utc>) -> StoreResult<()> {
+pub async fn note(c: &Conn, agent_id: &str, seen: &[TamperSeen], now: DateTime<Utc>) -> StoreResult<()> {
     agent_exists(c, agent_id).await?;
     if seen.is_empty() {
         return Ok(());
     }
-    let stmt = c
-        .prepare(
-            "INSERT INTO tamper_events (agent_id, tamper_id, path, kind, detected_at, first_seen_at, event)
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (agent_id, tamper_id) DO NOTHING",
-        )
-        .await
-        .map_err(db)?;
     for t in seen {
         let event = to_json(&t.event)?;
         c.execute(
-            &stmt,
+            "INSERT INTO tamper_events (agent_id, tamper_id, path, kind, detected_at, first_seen_at, event)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (agent_id, tamper_id) DO NOTHING",
             &[
                 &agent_id,
                 &t.tamper_id,
@@ -76,7 +71,7 @@ fn decode(r: &Row) -> StoreResult<TamperRow> {
 }
 
 /// An agent's events, newest detected first.
-pub async fn list(c: &Client, agent_id: &str) -> StoreResult<Vec<TamperRow>> {
+pub async fn list(c: &Conn, agent_id: &str) -> StoreResult<Vec<TamperRow>> {
     let sql = format!(
         "SELECT {COLUMNS} FROM tamper_events WHERE agent_id = $1 ORDER BY detected_at DESC, tamper_id COLLATE \"C\""
     );
@@ -89,7 +84,7 @@ pub async fn list(c: &Client, agent_id: &str) -> StoreResult<Vec<TamperRow>> {
 }
 
 /// Acknowledges an open event once.
-pub async fn acknowledge(c: &Client, agent_id: &str, tamper_id: &str, ack: &TamperAck) -> StoreResult<TamperRow> {
+pub async fn acknowledge(c: &Conn, agent_id: &str, tamper_id: &str, ack: &TamperAck) -> StoreResult<TamperRow> {
     agent_exists(c, agent_id).await?;
     let sql = format!("SELECT {COLUMNS} FROM tamper_events WHERE agent_id = $1 AND tamper_id = $2 FOR UPDATE");
     let found = c.query_opt(&sql, &[&agent_id, &tamper_id]).await.map_err(db)?;
