@@ -2,7 +2,9 @@
 //! SQL of [`crate::store::rollup`]), and the storage per table (`pg_total_relation_size`).
 
 use chrono::{DateTime, Utc};
-use tokio_postgres::{Client, Row};
+use tokio_postgres::Row;
+
+use super::pool::Conn;
 
 use super::codec::{db, from_ms, ms};
 use crate::store::rollup::{self, Bucket, RawObservation, RecordKind, RolledObservation, Rollup, StoredRollup, pg};
@@ -13,7 +15,7 @@ fn u(v: i64) -> u64 {
 }
 
 pub async fn observations_to_roll_up(
-    c: &Client,
+    c: &Conn,
     before: DateTime<Utc>,
     after: (DateTime<Utc>, i64),
     limit: u32,
@@ -71,7 +73,7 @@ fn rollup_row(r: &Row) -> StoreResult<StoredRollup> {
     })
 }
 
-pub async fn hourly_before(c: &Client, before: DateTime<Utc>, limit: u32) -> StoreResult<Vec<StoredRollup>> {
+pub async fn hourly_before(c: &Conn, before: DateTime<Utc>, limit: u32) -> StoreResult<Vec<StoredRollup>> {
     let rows = c
         .query(&pg(&rollup::select_hourly()), &[&ms(before), &i64::from(limit)])
         .await
@@ -81,7 +83,7 @@ pub async fn hourly_before(c: &Client, before: DateTime<Utc>, limit: u32) -> Sto
 
 /// The rollups of `agent_id`'s `kind` that the history of `from..to` reads.
 pub async fn history_rollups(
-    c: &Client,
+    c: &Conn,
     agent_id: &str,
     kind: &str,
     from: DateTime<Utc>,
@@ -97,8 +99,9 @@ pub async fn history_rollups(
     rows.iter().map(|r| rollup_row(r).map(|s| s.rollup)).collect()
 }
 
-pub async fn merge(c: &Client, rollups: &[Rollup]) -> StoreResult<()> {
-    let stmt = c.prepare(&pg(&rollup::merge_rollup())).await.map_err(db)?;
+pub async fn merge(c: &Conn, rollups: &[Rollup]) -> StoreResult<()> {
+    // Prepared once per connection by `Conn`'s statement cache.
+    let stmt = pg(&rollup::merge_rollup());
     for r in rollups {
         let Rollup {
             agent_id,
@@ -137,19 +140,19 @@ pub async fn merge(c: &Client, rollups: &[Rollup]) -> StoreResult<()> {
     Ok(())
 }
 
-pub async fn remove_observations(c: &Client, ids: &[i64]) -> StoreResult<u64> {
+pub async fn remove_observations(c: &Conn, ids: &[i64]) -> StoreResult<u64> {
     c.execute("DELETE FROM observations WHERE id = ANY($1)", &[&ids])
         .await
         .map_err(db)
 }
 
-pub async fn remove_rollups(c: &Client, ids: &[i64]) -> StoreResult<u64> {
+pub async fn remove_rollups(c: &Conn, ids: &[i64]) -> StoreResult<u64> {
     c.execute("DELETE FROM observation_rollups WHERE id = ANY($1)", &[&ids])
         .await
         .map_err(db)
 }
 
-pub async fn prune(c: &Client, kind: RecordKind, before: DateTime<Utc>, limit: u32) -> StoreResult<Vec<TableRows>> {
+pub async fn prune(c: &Conn, kind: RecordKind, before: DateTime<Utc>, limit: u32) -> StoreResult<Vec<TableRows>> {
     let cut = ms(before);
     let limit = i64::from(limit);
     Ok(match kind {
@@ -224,8 +227,8 @@ pub async fn prune(c: &Client, kind: RecordKind, before: DateTime<Utc>, limit: u
     })
 }
 
-pub async fn preview(c: &Client, cut: &RetentionCutoffs) -> StoreResult<Vec<TableRows>> {
-    async fn count(c: &Client, sql: &str, at: DateTime<Utc>) -> StoreResult<u64> {
+pub async fn preview(c: &Conn, cut: &RetentionCutoffs) -> StoreResult<Vec<TableRows>> {
+    async fn count(c: &Conn, sql: &str, at: DateTime<Utc>) -> StoreResult<u64> {
         let n: i64 = c
             .query_one(&pg(sql), &[&ms(at)])
             .await
@@ -252,7 +255,7 @@ pub async fn preview(c: &Client, cut: &RetentionCutoffs) -> StoreResult<Vec<Tabl
 
 /// Storage per table: `pg_total_relation_size` (table, indexes and TOAST), rows as the
 /// planner last estimated them.
-pub async fn storage(c: &Client) -> StoreResult<StorageReport> {
+pub async fn storage(c: &Conn) -> StoreResult<StorageReport> {
     let rows = c
         .query(
             "SELECT c.relname::TEXT, pg_total_relation_size(c.oid)::BIGINT, c.reltuples::BIGINT
