@@ -358,7 +358,7 @@ impl Tx for PgTx {
         agent_version: &str,
         clock_skew: Option<chrono::Duration>,
         now: DateTime<Utc>,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<HeartbeatPrior> {
         tx!(self, |c| agents::heartbeat(c, agent_id, agent_version, clock_skew, now))
     }
 

@@ -369,7 +369,7 @@ impl Tx for SqliteTx {
         agent_version: &str,
         clock_skew: Option<chrono::Duration>,
         now: DateTime<Utc>,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<HeartbeatPrior> {
         let (agent_id, agent_version) = (agent_id.to_string(), agent_version.to_string());
         self.run(move |c| agents::heartbeat(c, &agent_id, &agent_version, clock_skew, now))
             .await
@@ -886,7 +886,7 @@ impl Store for SqliteStore {
 
     async fn agent_config_sources(&self, agent_id: &str) -> StoreResult<AgentConfigSources> {
         let agent_id = agent_id.to_string();
-        self.with(move |c| agent_config::sources(c, &agent_id)).await
+        self.read(move |c| agent_config::sources(c, &agent_id)).await
     }
 
     // --- Technician dashboard (issue 13) ---
@@ -1097,6 +1097,24 @@ impl Store for SqliteStore {
                 return Err(db(e));
             }
             input
+        })
+        .await
+    }
+
+    // --- Heartbeats at scale (issue 16) ---
+    async fn record_heartbeat(
+        &self,
+        agent_id: &str,
+        agent_version: &str,
+        clock_skew: Option<chrono::Duration>,
+        reported: &AgentReportedState,
+        now: DateTime<Utc>,
+    ) -> StoreResult<HeartbeatPrior> {
+        let (agent_id, agent_version, reported) = (agent_id.to_string(), agent_version.to_string(), reported.clone());
+        self.grouped(move |c| {
+            let prior = agents::heartbeat(c, &agent_id, &agent_version, clock_skew, now)?;
+            delivery::reported_state(c, &agent_id, &reported)?;
+            Ok(group::Done::keep(prior))
         })
         .await
     }
