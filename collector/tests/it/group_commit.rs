@@ -189,3 +189,31 @@ async fn heartbeats_of_many_agents_queued_behind_the_writer_commit_in_one_transa
         assert_eq!(store.delivery_status(&admin, id).await.unwrap().reported.spool_depth, Some(7), "{id}");
     }
 }
+
+// Heartbeats at scale (issue 16): a unit of work that runs no statement costs nothing, so a
+// caller that finds nothing to write never queues behind the writer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_unit_of_work_neither_waits_for_nor_takes_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(&dir.path().join("rounds.db")).unwrap());
+    let mut held = store.begin().await.unwrap();
+    held.audit("test", "hold", "writer held", Utc::now()).await.unwrap();
+    let empty = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        let unit = store.begin().await?;
+        unit.commit().await
+    })
+    .await;
+    assert!(
+        matches!(empty, Ok(Ok(()))),
+        "an empty unit committed while another held the writer: {empty:?}"
+    );
+    let dropped = store.begin().await.unwrap();
+    drop(dropped);
+    held.commit().await.unwrap();
+    assert_eq!(store.audit_entries(10).await.unwrap().len(), 1, "the held unit's write committed");
+    // A unit that writes after an empty one still commits its write.
+    let mut tx = store.begin().await.unwrap();
+    tx.audit("test", "second", "after", Utc::now()).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(store.audit_entries(10).await.unwrap().len(), 2);
+}
