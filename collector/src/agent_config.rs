@@ -205,7 +205,11 @@ impl EffectiveCache {
     pub const CAPACITY: usize = 4096;
 
     /// [`for_agent`], merged once per distinct set of sources.
-    pub fn for_agent(&self, heartbeat_interval_secs: u64, sources: &AgentConfigSources) -> Result<Effective, ConfigError> {
+    pub fn for_agent(
+        &self,
+        heartbeat_interval_secs: u64,
+        sources: &AgentConfigSources,
+    ) -> Result<Effective, ConfigError> {
         let named = |name: &String, text: &Option<String>| text.as_ref().map(|t| (name.clone(), t.clone()));
         let key = (
             heartbeat_interval_secs,
@@ -417,10 +421,20 @@ mod tests {
         let (e1, e2) = (cache.for_agent(30, &v1).unwrap(), cache.for_agent(30, &v2).unwrap());
         assert_eq!(e1, for_agent(30, &v1).unwrap());
         assert_eq!(e2, for_agent(30, &v2).unwrap());
-        assert_ne!(e1.version, e2.version, "a changed text is a new entry, not the old answer");
+        assert_ne!(
+            e1.version, e2.version,
+            "a changed text is a new entry, not the old answer"
+        );
         let other_site = sources("P", "B", None, Some("heartbeat_interval_secs = 60\n"));
-        assert_eq!(cache.for_agent(30, &other_site).unwrap().origin, "site B", "names count where a text is set");
-        assert_ne!(cache.for_agent(45, &plain[0]).unwrap(), cache.for_agent(30, &plain[0]).unwrap());
+        assert_eq!(
+            cache.for_agent(30, &other_site).unwrap().origin,
+            "site B",
+            "names count where a text is set"
+        );
+        assert_ne!(
+            cache.for_agent(45, &plain[0]).unwrap(),
+            cache.for_agent(30, &plain[0]).unwrap()
+        );
         let bad = sources("P", "A", Some("[checks"), None);
         assert!(cache.for_agent(30, &bad).is_err());
         assert_eq!(cache.len(), 5, "errors are not kept");

@@ -175,7 +175,11 @@ async fn heartbeats_of_many_agents_queued_behind_the_writer_commit_in_one_transa
     for (id, o) in ids.iter().zip(&out) {
         assert_eq!(o.as_ref().unwrap(), &HeartbeatPrior::default(), "{id}");
     }
-    assert!(matches!(out[20], Err(StoreError::NotFound { what: "agent", .. })), "{:?}", out[20]);
+    assert!(
+        matches!(out[20], Err(StoreError::NotFound { what: "agent", .. })),
+        "{:?}",
+        out[20]
+    );
     let (groups, units) = store.group_commit_counts();
     assert_eq!(
         (groups - groups_before, units - units_before),
@@ -184,9 +188,17 @@ async fn heartbeats_of_many_agents_queued_behind_the_writer_commit_in_one_transa
     );
     for id in &ids {
         let a = store.agent(&admin, id).await.unwrap();
-        assert_eq!(a.last_seen_at.map(|t| t.timestamp_millis()), Some(now.timestamp_millis()), "{id}");
+        assert_eq!(
+            a.last_seen_at.map(|t| t.timestamp_millis()),
+            Some(now.timestamp_millis()),
+            "{id}"
+        );
         assert_eq!(a.clock_skew_ms, Some(1_000), "{id}");
-        assert_eq!(store.delivery_status(&admin, id).await.unwrap().reported.spool_depth, Some(7), "{id}");
+        assert_eq!(
+            store.delivery_status(&admin, id).await.unwrap().reported.spool_depth,
+            Some(7),
+            "{id}"
+        );
     }
 }
 
@@ -210,7 +222,11 @@ async fn an_empty_unit_of_work_neither_waits_for_nor_takes_the_writer() {
     let dropped = store.begin().await.unwrap();
     drop(dropped);
     held.commit().await.unwrap();
-    assert_eq!(store.audit_entries(10).await.unwrap().len(), 1, "the held unit's write committed");
+    assert_eq!(
+        store.audit_entries(10).await.unwrap().len(),
+        1,
+        "the held unit's write committed"
+    );
     // A unit that writes after an empty one still commits its write.
     let mut tx = store.begin().await.unwrap();
     tx.audit("test", "second", "after", Utc::now()).await.unwrap();

@@ -8,8 +8,8 @@ use chrono::{DateTime, Duration, NaiveDate, Utc};
 use rounds_collector::secrets::hash_secret;
 use rounds_collector::store::sqlite::SqliteStore;
 use rounds_collector::store::{
-    AgentPolicySettings, AgentReportedState, ChangeQuery, DbErrorKind, FindingChange, FindingCounts, HeartbeatPrior, IncomingReport, Ingested, NewAgent,
-    NewToken, PolicySettingsRow, Role, Scope, Store, StoreError, TokenRefusal,
+    AgentPolicySettings, AgentReportedState, ChangeQuery, DbErrorKind, FindingChange, FindingCounts, HeartbeatPrior,
+    IncomingReport, Ingested, NewAgent, NewToken, PolicySettingsRow, Role, Scope, Store, StoreError, TokenRefusal,
 };
 use rounds_policies::{Exception, Finding, Severity, Status};
 use rounds_protocol::{Observation, Report, obs};
@@ -258,7 +258,13 @@ pub async fn a_heartbeat_records_its_state_and_answers_the_agents_row_before_it(
     assert_eq!(status.reported, reported);
 
     let second = store
-        .record_heartbeat("a1", "0.2.1", Some(Duration::minutes(9)), &AgentReportedState::default(), t + Duration::seconds(30))
+        .record_heartbeat(
+            "a1",
+            "0.2.1",
+            Some(Duration::minutes(9)),
+            &AgentReportedState::default(),
+            t + Duration::seconds(30),
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -269,9 +275,17 @@ pub async fn a_heartbeat_records_its_state_and_answers_the_agents_row_before_it(
         },
         "the skew of the heartbeat before"
     );
-    ingest(store.as_ref(), "a1", 1, t, &[inventory("h", t)], t).await.unwrap();
+    ingest(store.as_ref(), "a1", 1, t, &[inventory("h", t)], t)
+        .await
+        .unwrap();
     let third = store
-        .record_heartbeat("a1", "0.2.1", Some(Duration::zero()), &AgentReportedState::default(), t + Duration::seconds(60))
+        .record_heartbeat(
+            "a1",
+            "0.2.1",
+            Some(Duration::zero()),
+            &AgentReportedState::default(),
+            t + Duration::seconds(60),
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -286,12 +300,14 @@ pub async fn a_heartbeat_records_its_state_and_answers_the_agents_row_before_it(
     assert_eq!(a.agent_version, "0.2.1");
     assert_eq!(a.last_seen_at, Some(t + Duration::seconds(60)));
     let status = store.delivery_status(&admin(), "a1").await.unwrap();
-    assert_eq!(status.reported, AgentReportedState::default(), "the newest heartbeat's state replaced the old");
+    assert_eq!(
+        status.reported,
+        AgentReportedState::default(),
+        "the newest heartbeat's state replaced the old"
+    );
 
     assert!(matches!(
-        store
-            .record_heartbeat("ghost", "0.1.0", None, &reported, t)
-            .await,
+        store.record_heartbeat("ghost", "0.1.0", None, &reported, t).await,
         Err(StoreError::NotFound { what: "agent", .. })
     ));
 }

@@ -7,8 +7,8 @@ use tokio_postgres::Row;
 use super::codec::{db, from_ms, ms};
 use super::pool::Conn;
 use crate::store::{
-    AgentAuth, AgentRow, Enrolled, FindingCounts, HeartbeatPrior, NewAgent, NewToken, PracticeRow, Role, Scope, StoreError,
-    StoreResult, TokenRefusal,
+    AgentAuth, AgentRow, Enrolled, FindingCounts, HeartbeatPrior, NewAgent, NewToken, PracticeRow, Role, Scope,
+    StoreError, StoreResult, TokenRefusal,
 };
 
 pub async fn ensure_practice(c: &Conn, name: &str, now: DateTime<Utc>) -> StoreResult<i64> {

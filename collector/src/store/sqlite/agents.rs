@@ -5,8 +5,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::codec::{db, from_ms, ms};
 use crate::store::{
-    AgentAuth, AgentRow, Enrolled, FindingCounts, HeartbeatPrior, NewAgent, NewToken, PracticeRow, Role, Scope, StoreError,
-    StoreResult, TokenRefusal,
+    AgentAuth, AgentRow, Enrolled, FindingCounts, HeartbeatPrior, NewAgent, NewToken, PracticeRow, Role, Scope,
+    StoreError, StoreResult, TokenRefusal,
 };
 
 pub fn ensure_practice(conn: &Connection, name: &str, now: DateTime<Utc>) -> StoreResult<i64> {
