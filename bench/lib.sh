@@ -24,7 +24,11 @@ start_collector() {
   local data=$1 port=$2 log=$3
   mkdir -p "$data"
   # /metrics needs a token (issue 15); the scripts and the simulator send this one.
-  printf 'metrics_token = "%s"\n' "$ROUNDS_METRICS_TOKEN" >"$data/bench-collector.toml"
+  # The simulator is a whole fleet behind one address (127.0.0.1) with up to 256 connections
+  # (its in-flight limit): the default per-address limit (256, a practice behind one NAT
+  # address) closed the 257th while a replaced connection was still being torn down (issue 16,
+  # 2026-12-02 19:35 run). Real fleets come from many addresses; the limit in all stays default.
+  printf 'metrics_token = "%s"\n\n[limits]\nmax_connections_per_address = 1024\n' "$ROUNDS_METRICS_TOKEN" >"$data/bench-collector.toml"
   "$COLLECTOR" --config "$data/bench-collector.toml" --data-dir "$data" serve --listen "127.0.0.1:$port" >"$log" 2>&1 &
   COLLECTOR_PID=$!
   PIDS+=("$COLLECTOR_PID")

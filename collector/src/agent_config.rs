@@ -184,6 +184,65 @@ pub fn for_agent(heartbeat_interval_secs: u64, sources: &AgentConfigSources) -> 
     )
 }
 
+// --- Heartbeats at scale (issue 16) ---
+/// The effective configurations merged so far, by what decides them. Every heartbeat answers
+/// its agent's configuration version, and merging, printing and hashing the TOML again for
+/// each of 10,000 agents' heartbeats is work whose result only changes when a practice's or a
+/// site's text does. The key is the text itself (and the names only where a text is set, as
+/// [`effective`] uses them), so a change is seen at the next heartbeat, with no invalidation.
+/// Bounded: emptied when it holds [`EffectiveCache::CAPACITY`] entries.
+#[derive(Debug, Default)]
+pub struct EffectiveCache {
+    merged: std::sync::Mutex<std::collections::HashMap<EffectiveKey, Effective>>,
+}
+
+/// What decides an effective configuration: the heartbeat interval, and the practice's and
+/// the site's (name, text) where a text is set.
+type EffectiveKey = (u64, Option<(String, String)>, Option<(String, String)>);
+
+impl EffectiveCache {
+    /// Entries kept before the cache is emptied (one per distinct practice and site text).
+    pub const CAPACITY: usize = 4096;
+
+    /// [`for_agent`], merged once per distinct set of sources.
+    pub fn for_agent(
+        &self,
+        heartbeat_interval_secs: u64,
+        sources: &AgentConfigSources,
+    ) -> Result<Effective, ConfigError> {
+        let named = |name: &String, text: &Option<String>| text.as_ref().map(|t| (name.clone(), t.clone()));
+        let key = (
+            heartbeat_interval_secs,
+            named(&sources.practice, &sources.practice_toml),
+            named(&sources.site, &sources.site_toml),
+        );
+        if let Some(hit) = self.lock().get(&key) {
+            return Ok(hit.clone());
+        }
+        let merged = for_agent(heartbeat_interval_secs, sources)?;
+        let mut map = self.lock();
+        if map.len() >= Self::CAPACITY {
+            map.clear();
+        }
+        map.insert(key, merged.clone());
+        Ok(merged)
+    }
+
+    /// Entries held (tests).
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether nothing is held yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<EffectiveKey, Effective>> {
+        self.merged.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 fn check_merged(level: &str, e: &Effective) -> Result<(), AgentConfigError> {
     rounds_agent_config::parse(&e.toml, Path::new(level))
         .map(|_| ())
@@ -341,6 +400,50 @@ pub async fn show(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // Heartbeats at scale (issue 16).
+    #[test]
+    fn the_cache_answers_what_a_merge_gives_and_sees_a_changed_text_at_once() {
+        let sources = |practice: &str, site: &str, p: Option<&str>, s: Option<&str>| AgentConfigSources {
+            practice: practice.into(),
+            site: site.into(),
+            practice_toml: p.map(str::to_string),
+            site_toml: s.map(str::to_string),
+        };
+        let cache = EffectiveCache::default();
+        let plain = [sources("P", "A", None, None), sources("Q", "B", None, None)];
+        for s in &plain {
+            assert_eq!(cache.for_agent(30, s).unwrap(), for_agent(30, s).unwrap());
+        }
+        assert_eq!(cache.len(), 1, "places without a text share the default");
+        let v1 = sources("P", "A", Some("heartbeat_interval_secs = 60\n"), None);
+        let v2 = sources("P", "A", Some("heartbeat_interval_secs = 90\n"), None);
+        let (e1, e2) = (cache.for_agent(30, &v1).unwrap(), cache.for_agent(30, &v2).unwrap());
+        assert_eq!(e1, for_agent(30, &v1).unwrap());
+        assert_eq!(e2, for_agent(30, &v2).unwrap());
+        assert_ne!(
+            e1.version, e2.version,
+            "a changed text is a new entry, not the old answer"
+        );
+        let other_site = sources("P", "B", None, Some("heartbeat_interval_secs = 60\n"));
+        assert_eq!(
+            cache.for_agent(30, &other_site).unwrap().origin,
+            "site B",
+            "names count where a text is set"
+        );
+        assert_ne!(
+            cache.for_agent(45, &plain[0]).unwrap(),
+            cache.for_agent(30, &plain[0]).unwrap()
+        );
+        let bad = sources("P", "A", Some("[checks"), None);
+        assert!(cache.for_agent(30, &bad).is_err());
+        assert_eq!(cache.len(), 5, "errors are not kept");
+        for i in 0..EffectiveCache::CAPACITY {
+            let s = sources("P", "A", Some(&format!("heartbeat_interval_secs = {}\n", 60 + i)), None);
+            cache.for_agent(30, &s).unwrap();
+        }
+        assert!(cache.len() <= EffectiveCache::CAPACITY, "bounded");
+    }
 
     #[test]
     fn the_default_names_every_check_and_validates() {

@@ -42,6 +42,9 @@ pub struct AppState {
     pub agent_rate: Arc<crate::security::limits::AgentRate>,
     /// The fleet figures of `/metrics`, computed at most every few seconds.
     pub metrics_cache: Arc<crate::security::metrics::FleetCache>,
+    // --- Heartbeats at scale (issue 16) ---
+    /// Agents' effective central configurations, merged once per distinct set of sources.
+    pub agent_configs: Arc<crate::agent_config::EffectiveCache>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -95,6 +98,7 @@ impl AppState {
             alerts,
             agent_rate,
             metrics_cache: Arc::default(),
+            agent_configs: Arc::default(),
             store,
             ingest_gate: Arc::default(),
             settings: Arc::new(settings),

@@ -334,18 +334,17 @@ impl Evaluator {
     ) -> Result<(), StoreError> {
         let now = self.clock.now();
         let skew = sent_at - now;
-        let before = self.store.agent(&collector_scope(), agent_id).await?;
-        let mut tx = self.store.begin().await?;
-        tx.heartbeat(agent_id, agent_version, Some(skew), now).await?;
-        tx.agent_reported_state(agent_id, reported).await?;
-        tx.commit().await?;
+        let before = self
+            .store
+            .record_heartbeat(agent_id, agent_version, Some(skew), reported, now)
+            .await?;
         events::heartbeat(&self.metrics, agent_id, skew.num_milliseconds());
         self.changes.publish(Change::AgentSeen {
             agent_id: agent_id.to_string(),
             at: now,
         });
         let was_off = before.clock_skew_ms.map(|ms| self.off(ms));
-        if was_off != Some(self.off(skew.num_milliseconds())) && before.last_report_at.is_some() {
+        if was_off != Some(self.off(skew.num_milliseconds())) && before.reported {
             // Errors are logged and counted; the heartbeat itself is stored.
             let _ = self.evaluate_agent(agent_id).await;
         }

@@ -135,7 +135,9 @@ pub async fn report(
 /// The agent's effective central configuration (see [`crate::agent_config`]).
 async fn effective_config(state: &AppState, agent_id: &str) -> Result<crate::agent_config::Effective, ApiError> {
     let sources = state.store.agent_config_sources(agent_id).await?;
-    crate::agent_config::for_agent(state.settings.heartbeat_interval.as_secs(), &sources)
+    state
+        .agent_configs
+        .for_agent(state.settings.heartbeat_interval.as_secs(), &sources)
         .map_err(|e| ApiError::Internal(format!("agent {agent_id}: stored configuration does not merge: {e}")))
 }
 

@@ -393,14 +393,15 @@ pub trait Tx: Send {
     async fn create_token(&mut self, token: NewToken, now: DateTime<Utc>) -> StoreResult<()>;
     /// Redeems a token and creates the agent.
     async fn enroll(&mut self, token_hash: &str, agent: NewAgent, now: DateTime<Utc>) -> StoreResult<Enrolled>;
-    /// Records a heartbeat, and the agent's clock skew (agent minus collector) when known.
+    /// Records a heartbeat, and the agent's clock skew (agent minus collector) when known;
+    /// answers what the agent's row held before (its previous skew, whether it has reported).
     async fn heartbeat(
         &mut self,
         agent_id: &str,
         agent_version: &str,
         clock_skew: Option<chrono::Duration>,
         now: DateTime<Utc>,
-    ) -> StoreResult<()>;
+    ) -> StoreResult<HeartbeatPrior>;
     /// Stores a report and its observations once per `(agent_id, sequence)`. The current
     /// state per (kind, subject) follows the highest sequence, not the agent's clock; a
     /// complete report of a check retires that check's subjects it no longer names.
@@ -657,7 +658,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         clock_skew: Option<chrono::Duration>,
         now: DateTime<Utc>,
     ) -> StoreResult<()> {
-        in_tx!(self, |tx| tx.heartbeat(agent_id, agent_version, clock_skew, now))
+        let mut tx = self.begin_for_agent(agent_id).await?;
+        tx.heartbeat(agent_id, agent_version, clock_skew, now).await?;
+        tx.commit().await
     }
     /// Stores a report (see [`Tx::ingest_report`]).
     async fn ingest_report(&self, agent_id: &str, report: IncomingReport<'_>) -> StoreResult<Ingested> {
@@ -1014,6 +1017,39 @@ pub trait Store: Send + Sync + std::fmt::Debug {
             tampers: self.tampers(&scope, agent_id).await?,
         })
     }
+
+    // --- Heartbeats at scale (issue 16) ---
+    /// Records a heartbeat and what it says of the agent's configuration and spool as one
+    /// unit of work, and answers what the agent's row held before ([`HeartbeatPrior`]), so
+    /// the heartbeat path reads and writes nothing else. The default runs
+    /// [`Tx::heartbeat`] and [`Tx::agent_reported_state`] in one unit of work for the agent;
+    /// an implementation may run it faster with the same effect (SQLite: one unit of a group
+    /// commit, so one commit serves many agents' heartbeats).
+    async fn record_heartbeat(
+        &self,
+        agent_id: &str,
+        agent_version: &str,
+        clock_skew: Option<chrono::Duration>,
+        reported: &AgentReportedState,
+        now: DateTime<Utc>,
+    ) -> StoreResult<HeartbeatPrior> {
+        let mut tx = self.begin_for_agent(agent_id).await?;
+        let prior = tx.heartbeat(agent_id, agent_version, clock_skew, now).await?;
+        tx.agent_reported_state(agent_id, reported).await?;
+        tx.commit().await?;
+        Ok(prior)
+    }
+}
+
+// --- Heartbeats at scale (issue 16) ---
+/// What an agent's row held before a heartbeat was recorded: what the heartbeat path needs
+/// to decide whether the agent's clock finding may have changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HeartbeatPrior {
+    /// The clock skew (agent minus collector) measured at the previous heartbeat, in ms.
+    pub clock_skew_ms: Option<i64>,
+    /// Whether the agent has had a report stored.
+    pub reported: bool,
 }
 
 // --- Ingest throughput (core, issue 7) ---

@@ -124,3 +124,112 @@ async fn queued_units_of_several_agents_commit_together_and_a_failing_one_fails_
         "the conflict left nothing"
     );
 }
+
+// Heartbeats at scale (issue 16): a heartbeat is a unit of the group commit, so one commit
+// serves many agents' heartbeats (one WAL sync under `synchronous = FULL`), and a heartbeat
+// of an unknown agent fails alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_of_many_agents_queued_behind_the_writer_commit_in_one_transaction() {
+    use rounds_collector::store::{AgentReportedState, HeartbeatPrior, Role, Scope};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(&dir.path().join("rounds.db")).unwrap());
+    let ids: Vec<String> = (0..20).map(|i| format!("h{i}")).collect();
+    for id in &ids {
+        enroll(store.as_ref(), "P", "S", id).await;
+    }
+    let (groups_before, units_before) = store.group_commit_counts();
+    let now = Utc::now();
+    let mut held = store.begin().await.unwrap();
+    held.audit("test", "hold", "writer held", now).await.unwrap();
+    let mut tasks = Vec::new();
+    for id in ids.iter().map(String::as_str).chain(["ghost"]) {
+        let queued = store.group_commit_queued();
+        let (unit_store, id) = (Arc::clone(&store), id.to_string());
+        tasks.push(tokio::spawn(async move {
+            let reported = AgentReportedState {
+                spool_depth: Some(7),
+                ..Default::default()
+            };
+            unit_store
+                .record_heartbeat(&id, "0.3.0", Some(chrono::Duration::seconds(1)), &reported, now)
+                .await
+        }));
+        while store.group_commit_queued() == queued {
+            tokio::task::yield_now().await;
+        }
+    }
+    let admin = Scope {
+        role: Role::Admin,
+        practice_id: None,
+    };
+    assert_eq!(
+        store.agent(&admin, "h0").await.unwrap().last_seen_at,
+        None,
+        "nothing visible before the commit"
+    );
+    held.commit().await.unwrap();
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    for (id, o) in ids.iter().zip(&out) {
+        assert_eq!(o.as_ref().unwrap(), &HeartbeatPrior::default(), "{id}");
+    }
+    assert!(
+        matches!(out[20], Err(StoreError::NotFound { what: "agent", .. })),
+        "{:?}",
+        out[20]
+    );
+    let (groups, units) = store.group_commit_counts();
+    assert_eq!(
+        (groups - groups_before, units - units_before),
+        (1, 21),
+        "one transaction for the 21 heartbeats"
+    );
+    for id in &ids {
+        let a = store.agent(&admin, id).await.unwrap();
+        assert_eq!(
+            a.last_seen_at.map(|t| t.timestamp_millis()),
+            Some(now.timestamp_millis()),
+            "{id}"
+        );
+        assert_eq!(a.clock_skew_ms, Some(1_000), "{id}");
+        assert_eq!(
+            store.delivery_status(&admin, id).await.unwrap().reported.spool_depth,
+            Some(7),
+            "{id}"
+        );
+    }
+}
+
+// Heartbeats at scale (issue 16): a unit of work that runs no statement costs nothing, so a
+// caller that finds nothing to write never queues behind the writer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_unit_of_work_neither_waits_for_nor_takes_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(&dir.path().join("rounds.db")).unwrap());
+    let mut held = store.begin().await.unwrap();
+    held.audit("test", "hold", "writer held", Utc::now()).await.unwrap();
+    let empty = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        let unit = store.begin().await?;
+        unit.commit().await
+    })
+    .await;
+    assert!(
+        matches!(empty, Ok(Ok(()))),
+        "an empty unit committed while another held the writer: {empty:?}"
+    );
+    let dropped = store.begin().await.unwrap();
+    drop(dropped);
+    held.commit().await.unwrap();
+    assert_eq!(
+        store.audit_entries(10).await.unwrap().len(),
+        1,
+        "the held unit's write committed"
+    );
+    // A unit that writes after an empty one still commits its write.
+    let mut tx = store.begin().await.unwrap();
+    tx.audit("test", "second", "after", Utc::now()).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(store.audit_entries(10).await.unwrap().len(), 2);
+}

@@ -8,8 +8,8 @@ use chrono::{DateTime, Duration, NaiveDate, Utc};
 use rounds_collector::secrets::hash_secret;
 use rounds_collector::store::sqlite::SqliteStore;
 use rounds_collector::store::{
-    AgentPolicySettings, ChangeQuery, DbErrorKind, FindingChange, FindingCounts, IncomingReport, Ingested, NewAgent,
-    NewToken, PolicySettingsRow, Role, Scope, Store, StoreError, TokenRefusal,
+    AgentPolicySettings, AgentReportedState, ChangeQuery, DbErrorKind, FindingChange, FindingCounts, HeartbeatPrior,
+    IncomingReport, Ingested, NewAgent, NewToken, PolicySettingsRow, Role, Scope, Store, StoreError, TokenRefusal,
 };
 use rounds_policies::{Exception, Finding, Severity, Status};
 use rounds_protocol::{Observation, Report, obs};
@@ -230,6 +230,85 @@ pub async fn heartbeats_never_move_last_seen_backwards(store: Arc<dyn Store>) {
     assert!(matches!(
         store.heartbeat("ghost", "0.1.0", None, t).await,
         Err(StoreError::NotFound { .. })
+    ));
+}
+
+// Heartbeats at scale (issue 16).
+pub async fn a_heartbeat_records_its_state_and_answers_the_agents_row_before_it(store: Arc<dyn Store>) {
+    enroll(store.as_ref(), "P", "S", "a1").await;
+    let t = at(1_000);
+    let reported = AgentReportedState {
+        config_version: Some("cfg-1".into()),
+        config_error: None,
+        spool_depth: Some(3),
+        spool_error: Some("disk full".into()),
+    };
+    let first = store
+        .record_heartbeat("a1", "0.2.0", Some(Duration::seconds(2)), &reported, t)
+        .await
+        .unwrap();
+    assert_eq!(
+        first,
+        HeartbeatPrior {
+            clock_skew_ms: None,
+            reported: false
+        }
+    );
+    let status = store.delivery_status(&admin(), "a1").await.unwrap();
+    assert_eq!(status.reported, reported);
+
+    let second = store
+        .record_heartbeat(
+            "a1",
+            "0.2.1",
+            Some(Duration::minutes(9)),
+            &AgentReportedState::default(),
+            t + Duration::seconds(30),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        second,
+        HeartbeatPrior {
+            clock_skew_ms: Some(2_000),
+            reported: false
+        },
+        "the skew of the heartbeat before"
+    );
+    ingest(store.as_ref(), "a1", 1, t, &[inventory("h", t)], t)
+        .await
+        .unwrap();
+    let third = store
+        .record_heartbeat(
+            "a1",
+            "0.2.1",
+            Some(Duration::zero()),
+            &AgentReportedState::default(),
+            t + Duration::seconds(60),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        third,
+        HeartbeatPrior {
+            clock_skew_ms: Some(540_000),
+            reported: true
+        }
+    );
+    let a = store.agent(&admin(), "a1").await.unwrap();
+    assert_eq!(a.clock_skew_ms, Some(0));
+    assert_eq!(a.agent_version, "0.2.1");
+    assert_eq!(a.last_seen_at, Some(t + Duration::seconds(60)));
+    let status = store.delivery_status(&admin(), "a1").await.unwrap();
+    assert_eq!(
+        status.reported,
+        AgentReportedState::default(),
+        "the newest heartbeat's state replaced the old"
+    );
+
+    assert!(matches!(
+        store.record_heartbeat("ghost", "0.1.0", None, &reported, t).await,
+        Err(StoreError::NotFound { what: "agent", .. })
     ));
 }
 
@@ -1266,6 +1345,7 @@ macro_rules! store_suite {
                 latest_observation_is_the_newest_even_when_reports_arrive_out_of_order,
                 practice_scope_hides_other_practices,
                 heartbeats_never_move_last_seen_backwards,
+                a_heartbeat_records_its_state_and_answers_the_agents_row_before_it,
                 users_sessions_and_api_keys,
                 audit_log_keeps_entries_newest_first,
                 agents_carry_the_os_of_their_newest_inventory,

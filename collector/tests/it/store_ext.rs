@@ -240,6 +240,37 @@ pub async fn incidents_open_acknowledge_resolve_and_keep_their_timeline(store: A
         seen(s.incidents(&manager(smith), &IncidentQuery::default()).await.unwrap()),
         vec![child.id, inc.id]
     );
+    // Filters combine, the limit counts only what the caller may see, and the source is a
+    // parameter, never SQL (issue 16: the filters, and for an MSP-wide view the limit, are
+    // applied in SQL).
+    let newest = IncidentQuery {
+        limit: Some(1),
+        ..IncidentQuery::default()
+    };
+    assert_eq!(
+        seen(s.incidents(&manager(smith), &newest).await.unwrap()),
+        vec![child.id]
+    );
+    assert_eq!(seen(s.incidents(&admin(), &newest).await.unwrap()), vec![lake.id]);
+    let sites = IncidentQuery {
+        source: Some("site_offline".into()),
+        states: vec![IncidentState::Open, IncidentState::Acknowledged],
+        limit: Some(20),
+        ..IncidentQuery::default()
+    };
+    assert_eq!(seen(s.incidents(&admin(), &sites).await.unwrap()), vec![inc.id]);
+    assert!(s.incidents(&manager(lakeside), &sites).await.unwrap().is_empty());
+    let resolved_backups = IncidentQuery {
+        source: Some("backup".into()),
+        states: vec![IncidentState::Resolved],
+        ..IncidentQuery::default()
+    };
+    assert!(s.incidents(&admin(), &resolved_backups).await.unwrap().is_empty());
+    let injected = IncidentQuery {
+        source: Some("x' OR '1'='1".into()),
+        ..IncidentQuery::default()
+    };
+    assert!(s.incidents(&admin(), &injected).await.unwrap().is_empty());
     let hidden = s.incident(&manager(lakeside), inc.id).await.unwrap_err();
     assert!(matches!(hidden, StoreError::NotFound { .. }), "{hidden}");
     assert!(s.incident(&manager(lakeside), wide.id).await.is_ok());

@@ -7,8 +7,8 @@ use tokio_postgres::Row;
 use super::codec::{db, from_ms, ms};
 use super::pool::Conn;
 use crate::store::{
-    AgentAuth, AgentRow, Enrolled, FindingCounts, NewAgent, NewToken, PracticeRow, Role, Scope, StoreError,
-    StoreResult, TokenRefusal,
+    AgentAuth, AgentRow, Enrolled, FindingCounts, HeartbeatPrior, NewAgent, NewToken, PracticeRow, Role, Scope,
+    StoreError, StoreResult, TokenRefusal,
 };
 
 pub async fn ensure_practice(c: &Conn, name: &str, now: DateTime<Utc>) -> StoreResult<i64> {
@@ -167,7 +167,22 @@ pub async fn heartbeat(
     agent_version: &str,
     clock_skew: Option<chrono::Duration>,
     now: DateTime<Utc>,
-) -> StoreResult<()> {
+) -> StoreResult<HeartbeatPrior> {
+    let prior = c
+        .query_opt(
+            "SELECT clock_skew_ms, last_report_at IS NOT NULL FROM agents WHERE id = $1",
+            &[&agent_id],
+        )
+        .await
+        .map_err(db)?
+        .map(|r| HeartbeatPrior {
+            clock_skew_ms: r.get(0),
+            reported: r.get(1),
+        })
+        .ok_or_else(|| StoreError::NotFound {
+            what: "agent",
+            name: agent_id.to_string(),
+        })?;
     let skew = clock_skew.map(|d| d.num_milliseconds());
     let n = c
         .execute(
@@ -185,7 +200,7 @@ pub async fn heartbeat(
             name: agent_id.to_string(),
         });
     }
-    Ok(())
+    Ok(prior)
 }
 
 /// Columns of an [`AgentRow`], read by [`agent_row`] (as SQLite's; the OS description from

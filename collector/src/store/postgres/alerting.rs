@@ -379,18 +379,26 @@ pub async fn claim_lease(
 /// Incidents visible to `scope`: a practice manager sees their practice's incidents and the
 /// MSP-wide ones that name it.
 pub async fn list(c: &Conn, scope: &Scope, q: &IncidentQuery) -> StoreResult<Vec<Incident>> {
-    let sql = format!("SELECT {INCIDENT_COLUMNS} FROM incidents ORDER BY id DESC");
-    let all = query_incidents(c, &sql, &[]).await?;
+    let sql = crate::store::common::incident_list_sql(INCIDENT_COLUMNS, scope, q, "$1");
+    let rows = match &q.source {
+        Some(source) => c.query(&sql, &[source]).await,
+        None => c.query(&sql, &[]).await,
+    }
+    .map_err(db)?;
     let practice_name = practice_name(c, scope).await?;
-    let limit = q.limit.unwrap_or(500) as usize;
-    Ok(all
-        .into_iter()
-        .filter(|i| i.visible_to(scope, practice_name.as_deref()))
-        .filter(|i| q.states.is_empty() || q.states.contains(&i.state))
-        .filter(|i| q.source.as_ref().is_none_or(|s| s == &i.source))
-        .filter(|i| !q.top_level_only || i.parent_id.is_none())
-        .take(limit)
-        .collect())
+    let limit = crate::store::common::incident_list_limit(q);
+    // Decoded one row at a time, up to the limit.
+    let mut out = Vec::new();
+    for row in &rows {
+        if out.len() >= limit {
+            break;
+        }
+        let incident = incident_row(row)?;
+        if incident.visible_to(scope, practice_name.as_deref()) {
+            out.push(incident);
+        }
+    }
+    Ok(out)
 }
 
 async fn practice_name(c: &Conn, scope: &Scope) -> StoreResult<Option<String>> {

@@ -84,6 +84,11 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ),
     // Retention (issue 17): observation rollups and the indexes pruning reads.
     ("0013_retention", include_str!("migrations/0013_retention.sql")),
+    // Incident lists by source (issue 16; 0014 is the evaluation time per agent, issue 7).
+    (
+        "0015_incidents_by_source",
+        include_str!("migrations/0015_incidents_by_source.sql"),
+    ),
 ];
 
 /// The advisory lock every unit of work holds (`pg_advisory_xact_lock`): "Rounds" in ASCII;
@@ -358,7 +363,7 @@ impl Tx for PgTx {
         agent_version: &str,
         clock_skew: Option<chrono::Duration>,
         now: DateTime<Utc>,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<HeartbeatPrior> {
         tx!(self, |c| agents::heartbeat(c, agent_id, agent_version, clock_skew, now))
     }
 

@@ -5,8 +5,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::codec::{db, from_ms, ms};
 use crate::store::{
-    AgentAuth, AgentRow, Enrolled, FindingCounts, NewAgent, NewToken, PracticeRow, Role, Scope, StoreError,
-    StoreResult, TokenRefusal,
+    AgentAuth, AgentRow, Enrolled, FindingCounts, HeartbeatPrior, NewAgent, NewToken, PracticeRow, Role, Scope,
+    StoreError, StoreResult, TokenRefusal,
 };
 
 pub fn ensure_practice(conn: &Connection, name: &str, now: DateTime<Utc>) -> StoreResult<i64> {
@@ -150,7 +150,23 @@ pub fn heartbeat(
     agent_version: &str,
     clock_skew: Option<chrono::Duration>,
     now: DateTime<Utc>,
-) -> StoreResult<()> {
+) -> StoreResult<HeartbeatPrior> {
+    let prior = conn
+        .prepare_cached("SELECT clock_skew_ms, last_report_at IS NOT NULL FROM agents WHERE id = ?1")
+        .and_then(|mut s| {
+            s.query_row([agent_id], |r| {
+                Ok(HeartbeatPrior {
+                    clock_skew_ms: r.get(0)?,
+                    reported: r.get(1)?,
+                })
+            })
+            .optional()
+        })
+        .map_err(db)?
+        .ok_or_else(|| StoreError::NotFound {
+            what: "agent",
+            name: agent_id.to_string(),
+        })?;
     let skew = clock_skew.map(|d| d.num_milliseconds());
     let n = conn
         .prepare_cached(
@@ -167,7 +183,7 @@ pub fn heartbeat(
             name: agent_id.to_string(),
         });
     }
-    Ok(())
+    Ok(prior)
 }
 
 /// Columns of an [`AgentRow`], read by [`agent_row`]. The finding counts are `finding_counts`,

@@ -418,18 +418,26 @@ pub fn claim_lease(
 /// Incidents visible to `scope`: a practice manager sees their practice's incidents and the
 /// MSP-wide ones that name it.
 pub fn list(conn: &Connection, scope: &Scope, q: &IncidentQuery) -> StoreResult<Vec<Incident>> {
-    let sql = format!("SELECT {INCIDENT_COLUMNS} FROM incidents ORDER BY id DESC");
-    let all = query_incidents(conn, &sql, [])?;
+    let sql = crate::store::common::incident_list_sql(INCIDENT_COLUMNS, scope, q, "?1");
     let practice_name = practice_name(conn, scope)?;
-    let limit = q.limit.unwrap_or(500) as usize;
-    Ok(all
-        .into_iter()
-        .filter(|i| visible(scope, practice_name.as_deref(), i))
-        .filter(|i| q.states.is_empty() || q.states.contains(&i.state))
-        .filter(|i| q.source.as_ref().is_none_or(|s| s == &i.source))
-        .filter(|i| !q.top_level_only || i.parent_id.is_none())
-        .take(limit)
-        .collect())
+    let limit = crate::store::common::incident_list_limit(q);
+    let mut stmt = conn.prepare_cached(&sql).map_err(db)?;
+    let mut rows = match &q.source {
+        Some(source) => stmt.query([source]),
+        None => stmt.query([]),
+    }
+    .map_err(db)?;
+    // Decoded one row at a time, up to the limit.
+    let mut out = Vec::new();
+    while out.len() < limit
+        && let Some(row) = rows.next().map_err(db)?
+    {
+        let incident = incident_row(row).map_err(db)??;
+        if visible(scope, practice_name.as_deref(), &incident) {
+            out.push(incident);
+        }
+    }
+    Ok(out)
 }
 
 fn practice_name(conn: &Connection, scope: &Scope) -> StoreResult<Option<String>> {

@@ -83,6 +83,11 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ),
     // Retention (issue 17): observation rollups and the indexes pruning reads.
     ("0013_retention", include_str!("migrations/0013_retention.sql")),
+    // Incident lists by source (issue 16; 0014 is the evaluation time per agent, issue 7).
+    (
+        "0015_incidents_by_source",
+        include_str!("migrations/0015_incidents_by_source.sql"),
+    ),
 ];
 
 /// How `synchronous` is set: `Normal` loses at most the last transactions on power loss
@@ -199,7 +204,8 @@ impl SqliteStore {
             return self.group.submit(&self.conn, f).await;
         }
         let mut tx = SqliteTx {
-            conn: Some(Arc::clone(&self.conn).lock_owned().await),
+            writer: None,
+            conn: Some(writer_guard(Arc::clone(&self.conn)).await?),
             failed: false,
         };
         let done = tx.run(f).await?;
@@ -289,10 +295,14 @@ where
     .map_err(|e| StoreError::message(DbErrorKind::Other, "running a database task", e.to_string()))
 }
 
-/// A unit of work on the SQLite store: `BEGIN IMMEDIATE` at its first write, `COMMIT` at
-/// [`Tx::commit`], `ROLLBACK` when dropped before.
+/// A unit of work on the SQLite store: the writer taken and `BEGIN IMMEDIATE` at its first
+/// statement, `COMMIT` at [`Tx::commit`], `ROLLBACK` when dropped before. A unit that runs no
+/// statement never takes the writer, so opening and committing it costs nothing (issue 16: a
+/// caller that finds nothing to write does not queue behind ingest).
 #[derive(Debug)]
 pub struct SqliteTx {
+    /// The writer connection, until the unit's first statement takes it.
+    writer: Option<Arc<Mutex<Connection>>>,
     conn: Option<OwnedMutexGuard<Connection>>,
     /// A write failed: nothing more is written and commit refuses.
     failed: bool,
@@ -306,6 +316,9 @@ impl SqliteTx {
     {
         if self.failed {
             return Err(aborted());
+        }
+        if let Some(writer) = self.writer.take() {
+            self.conn = Some(writer_guard(writer).await?);
         }
         let guard = self.conn.take().ok_or_else(aborted)?;
         let (guard, out) = blocking(guard, move |c| {
@@ -321,6 +334,16 @@ impl SqliteTx {
         }
         out
     }
+}
+
+/// The writer connection, with any transaction a unit of work whose task panicked left open
+/// rolled back.
+async fn writer_guard(writer: Arc<Mutex<Connection>>) -> StoreResult<OwnedMutexGuard<Connection>> {
+    let guard = writer.lock_owned().await;
+    if !guard.is_autocommit() {
+        guard.execute_batch("ROLLBACK").map_err(db)?;
+    }
+    Ok(guard)
 }
 
 fn aborted() -> StoreError {
@@ -369,7 +392,7 @@ impl Tx for SqliteTx {
         agent_version: &str,
         clock_skew: Option<chrono::Duration>,
         now: DateTime<Utc>,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<HeartbeatPrior> {
         let (agent_id, agent_version) = (agent_id.to_string(), agent_version.to_string());
         self.run(move |c| agents::heartbeat(c, &agent_id, &agent_version, clock_skew, now))
             .await
@@ -643,6 +666,10 @@ impl Tx for SqliteTx {
         if self.failed {
             return Err(aborted());
         }
+        if self.writer.is_some() {
+            // No statement ran: nothing to commit, and the writer was never taken.
+            return Ok(());
+        }
         let Some(guard) = self.conn.take() else {
             return Err(aborted());
         };
@@ -715,13 +742,9 @@ impl Tx for SqliteTx {
 #[async_trait]
 impl Store for SqliteStore {
     async fn begin(&self) -> StoreResult<Box<dyn Tx>> {
-        let guard = Arc::clone(&self.conn).lock_owned().await;
-        if !guard.is_autocommit() {
-            // Left open by a unit of work whose task panicked.
-            guard.execute_batch("ROLLBACK").map_err(db)?;
-        }
         Ok(Box::new(SqliteTx {
-            conn: Some(guard),
+            writer: Some(Arc::clone(&self.conn)),
+            conn: None,
             failed: false,
         }))
     }
@@ -886,7 +909,7 @@ impl Store for SqliteStore {
 
     async fn agent_config_sources(&self, agent_id: &str) -> StoreResult<AgentConfigSources> {
         let agent_id = agent_id.to_string();
-        self.with(move |c| agent_config::sources(c, &agent_id)).await
+        self.read(move |c| agent_config::sources(c, &agent_id)).await
     }
 
     // --- Technician dashboard (issue 13) ---
@@ -1097,6 +1120,24 @@ impl Store for SqliteStore {
                 return Err(db(e));
             }
             input
+        })
+        .await
+    }
+
+    // --- Heartbeats at scale (issue 16) ---
+    async fn record_heartbeat(
+        &self,
+        agent_id: &str,
+        agent_version: &str,
+        clock_skew: Option<chrono::Duration>,
+        reported: &AgentReportedState,
+        now: DateTime<Utc>,
+    ) -> StoreResult<HeartbeatPrior> {
+        let (agent_id, agent_version, reported) = (agent_id.to_string(), agent_version.to_string(), reported.clone());
+        self.grouped(move |c| {
+            let prior = agents::heartbeat(c, &agent_id, &agent_version, clock_skew, now)?;
+            delivery::reported_state(c, &agent_id, &reported)?;
+            Ok(group::Done::keep(prior))
         })
         .await
     }
