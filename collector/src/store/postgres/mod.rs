@@ -18,7 +18,8 @@
 //! practice's lock, taken by `findings::replace` before a write that fires the recount. Reads
 //! outside a unit of work run beside it on other pooled connections (read committed, like
 //! SQLite's WAL readers). Times are stored as integer milliseconds since the epoch (UTC).
-//! TLS (`sslmode`) is not supported yet: the connection is plain TCP or a Unix socket.
+//! TLS to the server follows libpq's `sslmode` and `sslrootcert` ([`tls`]); without `sslmode`
+//! it is `prefer` for a local host and `verify-full` for any other.
 
 mod agent_config;
 mod agents;
@@ -39,6 +40,8 @@ mod security;
 // Runtime silences (alerting, issue 12).
 mod silences;
 mod tamper;
+// TLS to the server: sslmode, sslrootcert.
+pub mod tls;
 
 use std::sync::Arc;
 
@@ -123,7 +126,7 @@ pub struct PgStore {
 }
 
 impl PgStore {
-    /// Connects to `url` (`postgres://user[:password]@host[:port]/db[?options=...]`) and brings
+    /// Connects to `url` (`postgres://user[:password]@host[:port]/db[?sslmode=...&options=...]`) and brings
     /// its schema up to date. Refuses a schema newer than this build knows.
     pub async fn open(url: &str) -> StoreResult<Self> {
         Ok(Self::open_migrated(url, POOL_SIZE).await?.0)
@@ -132,13 +135,9 @@ impl PgStore {
     /// [`open`](Self::open) with a pool size, also saying which versions it migrated between.
     pub async fn open_migrated(url: &str, pool_size: usize) -> StoreResult<(Self, Migrated)> {
         let shown = codec::redact_url(url);
-        let mut config: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| {
-            StoreError::message(
-                DbErrorKind::Unavailable,
-                format!("opening {shown}"),
-                format!("not a PostgreSQL URL: {}", codec::redact_url(&e.to_string())),
-            )
-        })?;
+        let opening = |why: String| StoreError::message(DbErrorKind::Unavailable, format!("opening {shown}"), why);
+        let mut target = tls::Target::parse(url).map_err(opening)?;
+        let config = &mut target.config;
         if config.get_application_name().is_none() {
             config.application_name("rounds-collector");
         }
@@ -146,7 +145,8 @@ impl PgStore {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(std::time::Duration::from_secs(10));
         }
-        let pool = Pool::new(config, shown, pool_size);
+        let connector = target.connector().map_err(opening)?;
+        let pool = Pool::new(target, connector, shown, pool_size);
         let mut conn = pool.get().await?;
         let migrated = migrate(&mut conn, pool.shown()).await?;
         drop(conn);
