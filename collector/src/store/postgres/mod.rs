@@ -863,33 +863,23 @@ impl Store for PgStore {
         // Retention (issue 17): raw rows and the rollups of removed ones, in one snapshot, so
         // that a run moving rows between the two cannot show a row twice or not at all.
         let mut pooled = self.client().await?;
-        pooled
-            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            .await
-            .map_err(db)?;
-        pooled.set_in_tx(true);
-        let raw = issued::observation_history(&pooled, agent_id, &kinds, from, to).await?;
-        let mut rolled = Vec::new();
-        for kind in &kinds {
-            rolled.extend(retention::history_rollups(&pooled, agent_id, kind, from, to).await?);
-        }
-        pooled.batch_execute("COMMIT").await.map_err(db)?;
-        pooled.set_in_tx(false);
+        let (raw, rolled) = pooled
+            .read_snapshot(|c| async move {
+                let raw = issued::observation_history(c, agent_id, &kinds, from, to).await?;
+                let mut rolled = Vec::new();
+                for kind in &kinds {
+                    rolled.extend(retention::history_rollups(c, agent_id, kind, from, to).await?);
+                }
+                Ok((raw, rolled))
+            })
+            .await?;
         crate::store::rollup::merge_history(raw, &rolled, from, to)
     }
 
     // --- Retention (issue 17) ---
     async fn retention_preview(&self, cutoffs: &RetentionCutoffs) -> StoreResult<Vec<TableRows>> {
         let mut pooled = self.client().await?;
-        pooled
-            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            .await
-            .map_err(db)?;
-        pooled.set_in_tx(true);
-        let out = retention::preview(&pooled, cutoffs).await?;
-        pooled.batch_execute("COMMIT").await.map_err(db)?;
-        pooled.set_in_tx(false);
-        Ok(out)
+        pooled.read_snapshot(|c| retention::preview(c, cutoffs)).await
     }
 
     async fn storage(&self) -> StoreResult<StorageReport> {

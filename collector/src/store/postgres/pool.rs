@@ -246,6 +246,36 @@ impl Pooled {
     pub fn set_in_tx(&mut self, open: bool) {
         self.in_tx = open;
     }
+
+    /// Whether the guard counts a transaction open on its client.
+    pub fn in_tx(&self) -> bool {
+        self.in_tx
+    }
+
+    /// Runs the reads of `f` in one read-only snapshot (`REPEATABLE READ READ ONLY`), so that
+    /// rows a concurrent unit of work moves between tables are seen once, before or after.
+    /// An error of `f` rolls the snapshot back at once and is returned; a failed `ROLLBACK` or
+    /// `COMMIT`, or a caller that stops waiting midway, leaves the guard marked, and dropping
+    /// it rolls back (or discards the client) before anyone else gets it.
+    pub async fn read_snapshot<'a, T, F, Fut>(&'a mut self, f: F) -> StoreResult<T>
+    where
+        F: FnOnce(&'a Conn) -> Fut,
+        Fut: Future<Output = StoreResult<T>>,
+    {
+        // Marked first: a BEGIN cut short may still open the transaction.
+        self.in_tx = true;
+        let conn: &'a Conn = self.client.as_ref().expect("a pooled client is present until dropped");
+        conn.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await
+            .map_err(|e| codec::db_in(e, "beginning a read-only snapshot"))?;
+        let out = f(conn).await;
+        let end = if out.is_ok() { "COMMIT" } else { "ROLLBACK" };
+        conn.batch_execute(end)
+            .await
+            .map_err(|e| codec::db_in(e, "ending a read-only snapshot"))?;
+        self.in_tx = false;
+        out
+    }
 }
 
 impl std::ops::Deref for Pooled {
