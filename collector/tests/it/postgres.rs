@@ -10,7 +10,7 @@ use rounds_collector::config::{Overrides, parse, validate};
 use rounds_collector::store::postgres::{self, PgStore};
 use rounds_collector::store::{DbErrorKind, Migrated, Scope, Store};
 
-use crate::store::enroll;
+use crate::support::enroll;
 use crate::support::pg_schema;
 
 fn cli(data_dir: &Path, database_url: Option<&str>, args: &[&str]) -> Output {
