@@ -87,6 +87,14 @@ async fn postgres_tls_verify_ca_trusts_the_certificate_of_sslrootcert_and_the_st
         store.schema_version().await.unwrap() as usize,
         rounds_collector::store::postgres::schema_version()
     );
+    // Export's own connection beside the store takes the same mode and CA file.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("export.jsonl");
+    use rounds_collector::store::transfer::{self, Location};
+    transfer::export(&Location::Postgres(url.clone()), &file, chrono::Utc::now())
+        .await
+        .unwrap();
+    assert!(std::fs::metadata(&file).unwrap().len() > 0);
 }
 
 #[tokio::test]
@@ -239,4 +247,50 @@ async fn postgres_tls_require_names_a_server_that_refuses_tls() {
     assert!(e.contains(&format!("postgres://rounds:***@127.0.0.1:{port}")), "{e}");
     assert!(!e.contains("s3cret"), "{e}");
     server.await.unwrap();
+}
+
+#[tokio::test]
+async fn postgres_tls_the_cluster_relay_connects_with_the_store_s_mode() {
+    use rounds_collector::cluster::Relay;
+    use rounds_collector::events::Metrics;
+    use rounds_collector::ingest::ChangeStream;
+    let Some((_, cert)) = tls_server().await else {
+        return;
+    };
+    let url = pg_schema().await.unwrap();
+    PgStore::open(&url).await.unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let changes = ChangeStream::new(16, Arc::new(Metrics::default()));
+    let verified = with(&url, &format!("sslmode=verify-ca&sslrootcert={}", cert.display()));
+    let relay = Relay::start(&verified, changes, stop.clone()).unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(15), relay.listening(1))
+        .await
+        .expect("the relay listens");
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    let task = tokio::spawn(conn);
+    let ssl: bool = client
+        .query_one(
+            "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.application_name = $1",
+            &[&relay.application_name()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(ssl, "the relay's LISTEN connection is encrypted");
+    stop.cancel();
+    drop(client);
+    let _ = task.await;
+
+    // A CA file it cannot read is refused when it starts, named.
+    let Err(e) = Relay::start(
+        &with(&url, "sslmode=verify-full&sslrootcert=/nonexistent/ca.pem"),
+        ChangeStream::new(16, Arc::new(Metrics::default())),
+        tokio_util::sync::CancellationToken::new(),
+    ) else {
+        panic!("a missing CA file is refused");
+    };
+    assert!(
+        e.contains("sslrootcert: cannot read CA file /nonexistent/ca.pem"),
+        "{e}"
+    );
 }
