@@ -190,7 +190,10 @@ impl Target {
 /// (`sslcert`, `sslkey`) are refused by name rather than by tokio-postgres's "unknown option".
 fn split_tls_params(url: &str) -> Result<(String, Option<SslMode>, Option<PathBuf>), String> {
     let is_url = url.starts_with("postgres://") || url.starts_with("postgresql://");
-    let Some((base, query)) = url.split_once('?').filter(|_| is_url) else {
+    if !is_url {
+        return split_key_value(url);
+    }
+    let Some((base, query)) = url.split_once('?') else {
         return Ok((url.to_string(), None, None));
     };
     let (mut mode, mut root_cert, mut kept) = (None, None, Vec::new());
@@ -223,6 +226,28 @@ fn split_tls_params(url: &str) -> Result<(String, Option<SslMode>, Option<PathBu
     } else {
         format!("{base}?{}", kept.join("&"))
     };
+    Ok((rest, mode, root_cert))
+}
+
+/// [`split_tls_params`] for a key-value string (`host=db sslmode=verify-full ...`): unquoted
+/// `sslmode=` and `sslrootcert=` are cut out of the text, the rest is kept as it was.
+fn split_key_value(text: &str) -> Result<(String, Option<SslMode>, Option<PathBuf>), String> {
+    let (mut mode, mut root_cert, mut rest, mut kept_to) = (None, None, String::new(), 0);
+    for token in text.split_whitespace() {
+        let start = token.as_ptr() as usize - text.as_ptr() as usize;
+        match token.split_once('=') {
+            Some(("sslmode", v)) => {
+                mode = Some(SslMode::parse(v).ok_or_else(|| {
+                    format!("sslmode={v} is not a mode: use disable, prefer, require, verify-ca or verify-full")
+                })?)
+            }
+            Some(("sslrootcert", v)) if !v.is_empty() => root_cert = Some(PathBuf::from(v)),
+            _ => continue,
+        }
+        rest.push_str(&text[kept_to..start]);
+        kept_to = start + token.len();
+    }
+    rest.push_str(&text[kept_to..]);
     Ok((rest, mode, root_cert))
 }
 
@@ -351,13 +376,11 @@ where
     type TlsConnect = RustlsConnect;
     type Error = HandshakeError;
 
+    /// The name is checked at the handshake, not here: tokio-postgres makes a connector before
+    /// it knows whether the server will speak TLS at all (under `prefer` it may not).
     fn make_tls_connect(&mut self, domain: &str) -> Result<RustlsConnect, HandshakeError> {
-        let name = ServerName::try_from(domain.trim_start_matches('[').trim_end_matches(']'))
-            .map_err(|e| HandshakeError(format!("`{domain}` is not a host name TLS can check: {e}")))?
-            .to_owned();
         Ok(RustlsConnect {
             make: self.clone(),
-            name,
             host: domain.to_string(),
         })
     }
@@ -366,7 +389,6 @@ where
 /// One handshake's connector.
 pub struct RustlsConnect {
     make: MakeRustls,
-    name: ServerName<'static>,
     host: String,
 }
 
@@ -381,7 +403,11 @@ where
     fn connect(self, stream: S) -> Self::Future {
         let connector = tokio_rustls::TlsConnector::from(Arc::clone(&self.make.config));
         Box::pin(async move {
-            match connector.connect(self.name, stream).await {
+            let host = &self.host;
+            let name = ServerName::try_from(host.trim_start_matches('[').trim_end_matches(']'))
+                .map_err(|e| HandshakeError(format!("`{host}` is not a host name TLS can check: {e}")))?
+                .to_owned();
+            match connector.connect(name, stream).await {
                 Ok(s) => Ok(RustlsStream(s)),
                 Err(e) => Err(HandshakeError(explain(&e, &self.host, &self.make))),
             }
@@ -563,6 +589,18 @@ mod tests {
         assert_eq!(t.config.get_ssl_mode(), tokio_postgres::config::SslMode::Disable);
         let t = target("postgres://u@127.0.0.1/db?sslmode=require");
         assert_eq!(t.mode_shown(), "sslmode=require");
+    }
+
+    #[test]
+    fn a_key_value_string_keeps_its_sslmode() {
+        let t = target("host=db.example user=u sslmode=require password='a  b'");
+        assert_eq!((t.mode, t.defaulted), (SslMode::Require, false));
+        assert_eq!(t.config.get_password(), Some(&b"a  b"[..]), "the rest kept as written");
+        let t = target("host=db.example sslmode=verify-ca sslrootcert=/etc/ca.pem user=u");
+        assert_eq!(t.mode, SslMode::VerifyCa);
+        assert_eq!(t.root_cert.as_deref(), Some(Path::new("/etc/ca.pem")));
+        assert_eq!(t.config.get_user(), Some("u"));
+        assert_eq!(target("host=db.example user=u").mode, SslMode::VerifyFull);
     }
 
     #[test]
