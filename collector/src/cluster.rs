@@ -26,7 +26,6 @@
 //! relayed (pages still notice agents going offline by their own tick, and show the rest at
 //! the next change or reload).
 
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,7 +33,9 @@ use chrono::{DateTime, Utc};
 use rounds_policies::{Severity, Status};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
-use tokio_postgres::{AsyncMessage, Client, Config, NoTls};
+use tokio_postgres::{AsyncMessage, Client};
+
+use crate::store::postgres::tls::{self, MakeRustls, Target};
 use tokio_util::sync::CancellationToken;
 
 use crate::ingest::{Change, ChangeStream};
@@ -233,19 +234,18 @@ impl Relay {
     /// Fails only on a URL that does not parse (the settings were validated before).
     pub fn start(url: &str, changes: ChangeStream, cancel: CancellationToken) -> Result<Relay, String> {
         let shown = crate::store::postgres::codec::redact_url(url);
-        let mut config = Config::from_str(url).map_err(|e| {
-            format!(
-                "database_url `{shown}`: {}",
-                crate::store::postgres::codec::redact_url(&e.to_string())
-            )
-        })?;
+        // The store's TLS mode and CA file (sslmode, sslrootcert) for this connection too.
+        let bad = |e: String| format!("database_url `{shown}`: {e}");
+        let mut target = Target::parse(url).map_err(bad)?;
+        let tls = target.connector().map_err(bad)?;
         let instance: Arc<str> = format!("{:016x}", rand::random::<u64>()).into();
         let application_name: Arc<str> = format!("rounds-collector relay {instance}").into();
-        config.application_name(&*application_name);
-        config.connect_timeout(Duration::from_secs(10));
+        target.config.application_name(&*application_name);
+        target.config.connect_timeout(Duration::from_secs(10));
         let (tx, listening) = watch::channel(0u64);
         let task = Task {
-            config,
+            target,
+            tls,
             shown,
             instance: Arc::clone(&instance),
             changes,
@@ -283,7 +283,8 @@ impl Relay {
 }
 
 struct Task {
-    config: Config,
+    target: Target,
+    tls: MakeRustls,
     shown: String,
     instance: Arc<str>,
     changes: ChangeStream,
@@ -330,10 +331,11 @@ impl Task {
     /// One connection: listens, relays both ways until the connection breaks or `cancel`.
     async fn session(&self, cancel: &CancellationToken, again: bool) -> Result<(), Broken> {
         let (client, mut connection) = self
+            .target
             .config
-            .connect(NoTls)
+            .connect(self.tls.clone())
             .await
-            .map_err(|e| Broken::Connect(e.to_string()))?;
+            .map_err(|e| Broken::Connect(tls::failure(&e, &self.target).unwrap_or_else(|| e.to_string())))?;
         let (inbox, mut received) = mpsc::channel::<String>(INBOX);
         let shown = self.shown.clone();
         let driver = tokio::spawn(async move {

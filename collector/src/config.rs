@@ -579,11 +579,11 @@ fn database_url_setting(file: Option<String>, at: &str, problems: &mut Vec<Strin
         ));
         return None;
     }
-    if let Err(e) = url.parse::<tokio_postgres::Config>() {
-        problems.push(format!(
-            "{from}: `{shown}` is not a valid PostgreSQL URL: {}",
-            crate::store::postgres::codec::redact_url(&e.to_string())
-        ));
+    // The URL, its TLS settings and the CA file they name (`sslrootcert`) are checked here, so
+    // that a typo is named with where it was typed before anything connects.
+    let checked = crate::store::postgres::tls::Target::parse(&url).and_then(|t| t.connector());
+    if let Err(e) = checked {
+        problems.push(format!("{from}: `{shown}`: {e}"));
         return None;
     }
     Some(DatabaseUrl(url))

@@ -389,6 +389,40 @@ pub fn merge_rollup() -> String {
     )
 }
 
+/// A parameter's value as both backends bind it (SQLite's and PostgreSQL's `ToSql` differ, the
+/// values do not).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Param<'a> {
+    Int(i64),
+    Text(&'a str),
+    OptText(Option<&'a str>),
+}
+
+/// The parameters of [`merge_rollup`] for `r`, in the order of its placeholders
+/// (`ROLLUP_COLUMNS`).
+pub fn merge_params(r: &Rollup) -> [Param<'_>; 16] {
+    use Param::{Int, OptText, Text};
+    let (first, last) = (&r.first, &r.last);
+    [
+        Text(&r.agent_id),
+        Text(&r.kind),
+        Text(&r.subject),
+        Text(r.bucket.as_str()),
+        Int(ms(r.bucket_start)),
+        Int(r.count as i64),
+        Int(first.sequence as i64),
+        Int(ms(first.observed_at)),
+        Text(&first.status),
+        Text(&first.data),
+        OptText(first.error.as_deref()),
+        Int(last.sequence as i64),
+        Int(ms(last.observed_at)),
+        Text(&last.status),
+        Text(&last.data),
+        OptText(last.error.as_deref()),
+    ]
+}
+
 /// The rollups of agent ?1 and kind ?2 that the history of `?3..?4` reads: those with an
 /// observation in the period, and per subject the newest one before it.
 pub const SELECT_HISTORY_ROLLUPS: &str =

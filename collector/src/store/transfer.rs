@@ -341,9 +341,14 @@ async fn open_postgres(url: &str, at: &Location) -> Result<(tokio_postgres::Clie
     let store = postgres::PgStore::open(url).await?;
     let version = store.schema_version().await? as usize;
     drop(store);
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .map_err(pg_err(at))?;
+    // The store's TLS mode and CA file (sslmode, sslrootcert); the store opened with them above.
+    let refused = |message: String| TransferError::Database {
+        target: at.to_string(),
+        message,
+    };
+    let target = postgres::tls::Target::parse(url).map_err(refused)?;
+    let tls = target.connector().map_err(refused)?;
+    let (client, conn) = target.config.connect(tls).await.map_err(pg_err(at))?;
     tokio::spawn(async move {
         if let Err(error) = conn.await {
             tracing::warn!(%error, "the export/import connection ended");

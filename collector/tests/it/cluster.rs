@@ -13,14 +13,12 @@ use rounds_collector::cluster::Relay;
 use rounds_collector::events::Metrics;
 use rounds_collector::ingest::{Change, Evaluator, Subscriber};
 use rounds_collector::store::postgres::PgStore;
-use rounds_collector::store::{AgentReportedState, Role, Scope, Store};
+use rounds_collector::store::{AgentReportedState, Store};
 use rounds_policies::Policy;
-use rounds_protocol::{Observation, Report};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{firewall, inventory};
-use crate::store::enroll;
-use crate::support::pg_schema;
+use crate::support::{admin, enroll, pg_schema, report};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -34,21 +32,6 @@ async fn evaluator(url: &str) -> Arc<Evaluator> {
         Duration::from_secs(300),
         256,
     ))
-}
-
-fn report(agent_id: &str, sequence: u64, observations: Vec<Observation>) -> Report {
-    Report {
-        protocol: 1,
-        agent_id: agent_id.into(),
-        sequence,
-        created_at: Utc::now(),
-        check: None,
-        complete: false,
-        prev_hash: None,
-        hash: None,
-        dropped: Vec::new(),
-        observations,
-    }
 }
 
 /// Changes received until one satisfies `last` (included), failing after [`WAIT`].
@@ -67,13 +50,6 @@ async fn until(sub: &mut Subscriber, what: &str, mut last: impl FnMut(&Change) -
             Ok(None) => panic!("the change stream closed waiting for {what}"),
             Err(_) => panic!("no {what} within {WAIT:?}; received {got:#?}"),
         }
-    }
-}
-
-fn admin() -> Scope {
-    Scope {
-        role: Role::Admin,
-        practice_id: None,
     }
 }
 
@@ -152,7 +128,7 @@ async fn a_report_stored_by_one_collector_reaches_the_others_live_pages_once() {
     let out = a
         .ingest(
             "agent-a",
-            &report("agent-a", 1, vec![inventory(now), firewall(false, now)]),
+            &report("agent-a", 1, Utc::now(), vec![inventory(now), firewall(false, now)]),
         )
         .await
         .unwrap();
@@ -201,7 +177,7 @@ async fn a_report_stored_by_one_collector_reaches_the_others_live_pages_once() {
     let b_changes = b
         .ingest(
             "agent-b",
-            &report("agent-b", 1, vec![inventory(now), firewall(false, now)]),
+            &report("agent-b", 1, Utc::now(), vec![inventory(now), firewall(false, now)]),
         )
         .await
         .unwrap()

@@ -1026,7 +1026,7 @@ async fn postgres_tallies_follow_every_change_of_the_current_findings() {
 async fn tallies_follow_every_change(s: std::sync::Arc<dyn rounds_collector::store::Store>) {
     use rounds_policies::Status::{Error, Fail, NotApplicable, Pass};
     for (practice, site, id) in [("P1", "S1", "a1"), ("P1", "S2", "a2"), ("P2", "S", "a3")] {
-        crate::store::enroll(s.as_ref(), practice, site, id).await;
+        crate::support::enroll(s.as_ref(), practice, site, id).await;
     }
     let t0 = chrono::DateTime::from_timestamp_millis(1_795_000_000_000).unwrap();
     let f = tally_finding;

@@ -8,7 +8,7 @@ use rounds_collector::store::sqlite::SqliteStore;
 use rounds_collector::store::{Delivery, IncomingReport, Store, StoreError};
 use rounds_protocol::Report;
 
-use crate::store::enroll;
+use crate::support::enroll;
 
 fn report(agent_id: &str, sequence: u64, marker: &str) -> Report {
     let at = chrono::DateTime::from_timestamp(1_800_000_000 + sequence as i64, 0).unwrap();

@@ -19,6 +19,8 @@ mod notify;
 mod policy;
 // PostgreSQL backend (issue 17).
 mod postgres;
+// TLS to PostgreSQL: sslmode, sslrootcert.
+mod postgres_tls;
 mod security;
 // Compliance reports (issue 14).
 mod report_seed;

@@ -10,7 +10,7 @@ use rounds_collector::config::{Overrides, parse, validate};
 use rounds_collector::store::postgres::{self, PgStore};
 use rounds_collector::store::{DbErrorKind, Migrated, Scope, Store};
 
-use crate::store::enroll;
+use crate::support::enroll;
 use crate::support::pg_schema;
 
 fn cli(data_dir: &Path, database_url: Option<&str>, args: &[&str]) -> Output {
@@ -200,4 +200,92 @@ async fn two_collectors_changing_findings_of_one_practice_keep_its_tally_exact()
     let a: std::sync::Arc<dyn Store> = std::sync::Arc::new(PgStore::open(&url).await.unwrap());
     let b: std::sync::Arc<dyn Store> = std::sync::Arc::new(PgStore::open(&url).await.unwrap());
     crate::store::concurrent_findings_keep_the_practice_tally_exact_across(&[a, b]).await;
+}
+
+/// A pool of one connection to `url`, as the store makes it.
+fn one_connection_pool(url: &str) -> std::sync::Arc<postgres::pool::Pool> {
+    let target = postgres::tls::Target::parse(url).unwrap();
+    let tls = target.connector().unwrap();
+    postgres::pool::Pool::new(target, tls, postgres::codec::redact_url(url), 1)
+}
+
+/// What the next user of a pooled connection finds: its backend, and whether it is in a
+/// transaction (a statement outside one runs in the default isolation level, writable).
+async fn state_of(conn: &postgres::pool::Conn) -> (i32, String, String) {
+    let pid: i32 = conn.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+    let iso: String = conn.query_one("SHOW transaction_isolation", &[]).await.unwrap().get(0);
+    let ro: String = conn.query_one("SHOW transaction_read_only", &[]).await.unwrap().get(0);
+    (pid, iso, ro)
+}
+
+#[tokio::test]
+async fn a_failed_or_abandoned_read_snapshot_leaves_the_pool_usable() {
+    let Some(url) = pg_schema().await else {
+        return;
+    };
+    let pool = one_connection_pool(&url);
+    let mut c = pool.get().await.unwrap();
+    let (pid, ..) = state_of(&c).await;
+    // The snapshot is what the reads see.
+    let inside = c
+        .read_snapshot(|c| async move {
+            let iso: String = c
+                .query_one("SHOW transaction_isolation", &[])
+                .await
+                .map_err(postgres::codec::db)?
+                .get(0);
+            let ro: String = c
+                .query_one("SHOW transaction_read_only", &[])
+                .await
+                .map_err(postgres::codec::db)?
+                .get(0);
+            Ok((iso, ro))
+        })
+        .await
+        .unwrap();
+    assert_eq!(inside, ("repeatable read".to_string(), "on".to_string()));
+    assert!(!c.in_tx());
+
+    // A read that fails inside: the error comes back, the snapshot is rolled back at once.
+    let e = c
+        .read_snapshot(|c| async move {
+            c.query_one("SELECT 1 / 0", &[]).await.map_err(postgres::codec::db)?;
+            Ok(())
+        })
+        .await
+        .unwrap_err();
+    let source = std::error::Error::source(&e).and_then(|s| s.downcast_ref::<tokio_postgres::Error>());
+    assert_eq!(
+        source.and_then(|s| s.code()),
+        Some(&tokio_postgres::error::SqlState::DIVISION_BY_ZERO),
+        "{e:?}"
+    );
+    assert!(!c.in_tx(), "the guard no longer counts a transaction");
+    // Not an aborted transaction (every statement would fail with 25P02) nor the snapshot.
+    assert_eq!(state_of(&c).await, (pid, "read committed".into(), "off".into()));
+    drop(c);
+    let c = pool.get().await.unwrap();
+    assert_eq!(
+        state_of(&c).await,
+        (pid, "read committed".into(), "off".into()),
+        "the same connection, clean"
+    );
+
+    // A caller that stops waiting midway: the guard, dropped in the snapshot, rolls it back
+    // before the pool hands the connection out again.
+    let mut c = c;
+    let (inside_tx, now_inside) = tokio::sync::oneshot::channel::<()>();
+    let snapshot = c.read_snapshot(|c| async move {
+        c.query_one("SELECT 1", &[]).await.map_err(postgres::codec::db)?;
+        let _ = inside_tx.send(());
+        std::future::pending::<rounds_collector::store::StoreResult<()>>().await
+    });
+    tokio::select! {
+        _ = snapshot => unreachable!("the snapshot never ends by itself"),
+        _ = now_inside => {}
+    }
+    assert!(c.in_tx(), "abandoned inside the snapshot");
+    drop(c);
+    let c = pool.get().await.unwrap();
+    assert_eq!(state_of(&c).await, (pid, "read committed".into(), "off".into()));
 }

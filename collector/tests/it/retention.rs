@@ -15,20 +15,12 @@ use rounds_collector::config::{Overrides, RetentionSettings, parse, validate};
 use rounds_collector::retention::RetentionService;
 use rounds_collector::store::sqlite::SqliteStore;
 use rounds_collector::store::transfer::{self, Location};
-use rounds_collector::store::{IssuedReport, ReportDelivery, Role, Scope, Store, StoredObservation};
+use rounds_collector::store::{IssuedReport, ReportDelivery, Role, Store, StoredObservation};
 use rounds_policies::{Finding, Severity, Status};
 use rounds_protocol::{Observation, ObservationStatus};
 use serde_json::json;
 
-use crate::store::{enroll, ingest};
-use crate::support::{TestApp, body_text};
-
-fn admin() -> Scope {
-    Scope {
-        role: Role::Admin,
-        practice_id: None,
-    }
-}
+use crate::support::{TestApp, admin, body_text, enroll, ingest, ingest_each};
 
 fn at(s: &str) -> DateTime<Utc> {
     s.parse().unwrap()
@@ -52,18 +44,23 @@ fn obs(kind: &str, subject: &str, n: i64, t: DateTime<Utc>) -> Observation {
 
 /// Stores each observation in a report of its own, sequences in the order given.
 async fn store_all(store: &dyn Store, agent: &str, rows: &[Observation]) {
-    for (i, o) in rows.iter().enumerate() {
-        ingest(
-            store,
-            agent,
-            i as u64 + 1,
-            o.observed_at,
-            std::slice::from_ref(o),
-            now(),
-        )
-        .await
-        .unwrap();
-    }
+    ingest_each(store, agent, rows, now()).await;
+}
+
+/// Agent `a1` (Smith, Main) with three `ehr.probe` rows of subject `emr`, `n` 1..3, observed
+/// 3, 2 and 1 days before `cutoff`.
+async fn enroll_with_old_rows(store: &dyn Store, cutoff: DateTime<Utc>) {
+    enroll(store, "Smith", "Main", "a1").await;
+    store_all(
+        store,
+        "a1",
+        &[
+            obs("ehr.probe", "emr", 1, cutoff - Duration::days(3)),
+            obs("ehr.probe", "emr", 2, cutoff - Duration::days(2)),
+            obs("ehr.probe", "emr", 3, cutoff - Duration::days(1)),
+        ],
+    )
+    .await;
 }
 
 fn service(store: &Arc<dyn Store>, clock: &Arc<FakeClock>, settings: RetentionSettings) -> RetentionService {
@@ -396,18 +393,8 @@ pub async fn records_older_than_records_years_are_removed_and_younger_kept(store
 
 pub async fn a_dry_run_changes_nothing(store: Arc<dyn Store>) {
     let s = store.as_ref();
-    enroll(s, "Smith", "Main", "a1").await;
     let cutoff = now() - Duration::days(30);
-    store_all(
-        s,
-        "a1",
-        &[
-            obs("ehr.probe", "emr", 1, cutoff - Duration::days(3)),
-            obs("ehr.probe", "emr", 2, cutoff - Duration::days(2)),
-            obs("ehr.probe", "emr", 3, cutoff - Duration::days(1)),
-        ],
-    )
-    .await;
+    enroll_with_old_rows(s, cutoff).await;
     s.audit("cli", "test.old", "long ago", at("2019-01-01T00:00:00Z"))
         .await
         .unwrap();
@@ -483,18 +470,8 @@ async fn a_second_collector_does_nothing_while_the_first_holds_the_lease(postgre
     let Some((a, b, _keep)) = two_stores(postgres).await else {
         return;
     };
-    enroll(a.as_ref(), "Smith", "Main", "a1").await;
     let cutoff = now() - Duration::days(30);
-    store_all(
-        a.as_ref(),
-        "a1",
-        &[
-            obs("ehr.probe", "emr", 1, cutoff - Duration::days(3)),
-            obs("ehr.probe", "emr", 2, cutoff - Duration::days(2)),
-            obs("ehr.probe", "emr", 3, cutoff - Duration::days(1)),
-        ],
-    )
-    .await;
+    enroll_with_old_rows(a.as_ref(), cutoff).await;
     let clock = Arc::new(FakeClock::new(now()));
     let first = service(&a, &clock, RetentionSettings::default());
     let second = service(&b, &clock, RetentionSettings::default());
@@ -613,18 +590,8 @@ async fn postgres_two_schedulers_send_a_due_report_once() {
 #[tokio::test]
 async fn export_and_import_carry_the_rollups() {
     let (store, dir) = sqlite();
-    enroll(store.as_ref(), "Smith", "Main", "a1").await;
     let cutoff = now() - Duration::days(30);
-    store_all(
-        store.as_ref(),
-        "a1",
-        &[
-            obs("ehr.probe", "emr", 1, cutoff - Duration::days(3)),
-            obs("ehr.probe", "emr", 2, cutoff - Duration::days(2)),
-            obs("ehr.probe", "emr", 3, cutoff - Duration::days(1)),
-        ],
-    )
-    .await;
+    enroll_with_old_rows(store.as_ref(), cutoff).await;
     let clock = Arc::new(FakeClock::new(now()));
     assert_eq!(
         service(&store, &clock, RetentionSettings::default())
@@ -780,18 +747,8 @@ async fn postgres_storage_is_measured_per_table() {
 async fn metrics_count_what_retention_did() {
     let app = TestApp::new();
     let store = Arc::clone(&app.state.store);
-    enroll(store.as_ref(), "Smith", "Main", "a1").await;
     let cutoff = now() - Duration::days(30);
-    store_all(
-        store.as_ref(),
-        "a1",
-        &[
-            obs("ehr.probe", "emr", 1, cutoff - Duration::days(3)),
-            obs("ehr.probe", "emr", 2, cutoff - Duration::days(2)),
-            obs("ehr.probe", "emr", 3, cutoff - Duration::days(1)),
-        ],
-    )
-    .await;
+    enroll_with_old_rows(store.as_ref(), cutoff).await;
     store
         .audit("cli", "test.old", "long ago", at("2019-01-01T00:00:00Z"))
         .await
@@ -831,19 +788,12 @@ async fn cli_prints_what_a_dry_run_would_remove_and_what_a_run_removed() {
     {
         let store = SqliteStore::open(&dir.path().join("rounds.db")).unwrap();
         enroll(&store, "Smith", "Main", "a1").await;
-        for (i, days) in [45, 44, 43].into_iter().enumerate() {
-            let t = real_now - Duration::days(days);
-            ingest(
-                &store,
-                "a1",
-                i as u64 + 1,
-                t,
-                &[obs("ehr.probe", "emr", i as i64, t)],
-                real_now,
-            )
-            .await
-            .unwrap();
-        }
+        let rows: Vec<Observation> = [45, 44, 43]
+            .into_iter()
+            .enumerate()
+            .map(|(i, days)| obs("ehr.probe", "emr", i as i64, real_now - Duration::days(days)))
+            .collect();
+        ingest_each(&store, "a1", &rows, real_now).await;
     }
     let cli = |args: &[&str]| {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_rounds-collector"))

@@ -9,73 +9,13 @@ use rounds_collector::secrets::hash_secret;
 use rounds_collector::store::sqlite::SqliteStore;
 use rounds_collector::store::{
     AgentPolicySettings, AgentReportedState, ChangeQuery, DbErrorKind, FindingChange, FindingCounts, HeartbeatPrior,
-    IncomingReport, Ingested, NewAgent, NewToken, PolicySettingsRow, Role, Scope, Store, StoreError, TokenRefusal,
+    IncomingReport, Ingested, NewToken, PolicySettingsRow, Role, Scope, Store, StoreError, TokenRefusal,
 };
 use rounds_policies::{Exception, Finding, Severity, Status};
 use rounds_protocol::{Observation, Report, obs};
 use serde_json::json;
 
-fn admin() -> Scope {
-    Scope {
-        role: Role::Admin,
-        practice_id: None,
-    }
-}
-
-fn agent(id: &str) -> NewAgent {
-    NewAgent {
-        agent_id: id.into(),
-        secret_hash: hash_secret(&format!("secret-{id}")),
-        hostname: format!("host-{id}"),
-        os: "linux".into(),
-        agent_version: "0.1.0".into(),
-    }
-}
-
-pub(crate) async fn enroll(store: &dyn Store, practice: &str, site: &str, id: &str) {
-    let token = format!("tok-{id}");
-    let t = NewToken {
-        practice: practice.into(),
-        site: site.into(),
-        token_hash: hash_secret(&token),
-        expires_at: Utc::now() + Duration::hours(1),
-    };
-    store.create_token(t, Utc::now()).await.unwrap();
-    store.enroll(&hash_secret(&token), agent(id), Utc::now()).await.unwrap();
-}
-
-/// Stores a report of `observations` through the trait, as the ingest path does.
-pub(crate) async fn ingest(
-    store: &dyn Store,
-    agent_id: &str,
-    sequence: u64,
-    created_at: DateTime<Utc>,
-    observations: &[Observation],
-    now: DateTime<Utc>,
-) -> Result<Ingested, StoreError> {
-    let report = Report {
-        protocol: 1,
-        agent_id: agent_id.into(),
-        sequence,
-        created_at,
-        check: None,
-        complete: false,
-        prev_hash: None,
-        hash: None,
-        dropped: Vec::new(),
-        observations: observations.to_vec(),
-    };
-    store
-        .ingest_report(
-            agent_id,
-            IncomingReport {
-                report: &report,
-                received_at: now,
-                future_after: now + Duration::minutes(5),
-            },
-        )
-        .await
-}
+use crate::support::{admin, agent, enroll, ingest, report};
 
 fn inventory(hostname: &str, at: chrono::DateTime<Utc>) -> Observation {
     Observation::ok(
@@ -1094,16 +1034,9 @@ async fn ingest_check(
     now: DateTime<Utc>,
 ) -> Ingested {
     let report = Report {
-        protocol: 1,
-        agent_id: "a1".into(),
-        sequence,
-        created_at: now,
         check: check.map(str::to_string),
         complete: check.is_some(),
-        prev_hash: None,
-        hash: None,
-        dropped: Vec::new(),
-        observations,
+        ..report("a1", sequence, now, observations)
     };
     let incoming = IncomingReport {
         report: &report,

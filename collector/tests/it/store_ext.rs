@@ -19,18 +19,11 @@ use rounds_policies::{Exception, Finding, Severity, Status};
 use rounds_protocol::{Observation, ObservationStatus};
 use serde_json::json;
 
-use crate::store::{enroll, ingest};
+use crate::support::{admin, enroll, enroll_smith_and_lakeside, ingest};
 
 /// A time with millisecond precision, as stores keep it.
 fn at(secs: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(1_795_000_000_000 + secs * 1000).unwrap()
-}
-
-fn admin() -> Scope {
-    Scope {
-        role: Role::Admin,
-        practice_id: None,
-    }
 }
 
 fn manager(practice_id: i64) -> Scope {
@@ -101,8 +94,7 @@ async fn event(store: &dyn Store, id: i64, kind: &str, actor: &str, now: DateTim
 
 pub async fn incidents_open_acknowledge_resolve_and_keep_their_timeline(store: Arc<dyn Store>) {
     let s = store.as_ref();
-    enroll(s, "Smith", "Main", "a1").await;
-    enroll(s, "Lakeside", "Clinic", "b1").await;
+    enroll_smith_and_lakeside(s).await;
     let smith = practice_id(s, "Smith").await;
     let lakeside = practice_id(s, "Lakeside").await;
 
@@ -518,8 +510,7 @@ fn issued(id: &str, practice_id: i64, file: &str, issued_at: DateTime<Utc>) -> I
 
 pub async fn issued_reports_and_deliveries_are_kept_as_recorded(store: Arc<dyn Store>) {
     let s = store.as_ref();
-    enroll(s, "Smith", "Main", "a1").await;
-    enroll(s, "Lakeside", "Clinic", "b1").await;
+    enroll_smith_and_lakeside(s).await;
     let smith = practice_id(s, "Smith").await;
     let lakeside = practice_id(s, "Lakeside").await;
     let later = issued("RR-00000000000000b2", smith, &"f".repeat(64), at(20));
@@ -602,8 +593,7 @@ fn backup(at: DateTime<Utc>, ok: bool) -> Observation {
 
 pub async fn report_history_reads_the_period_and_the_state_before_it(store: Arc<dyn Store>) {
     let s = store.as_ref();
-    enroll(s, "Smith", "Main", "a1").await;
-    enroll(s, "Lakeside", "Clinic", "b1").await;
+    enroll_smith_and_lakeside(s).await;
     let smith = practice_id(s, "Smith").await;
     // Before the period, twice; within it, once; after it, once.
     for (seq, t, ok) in [(1u64, 0i64, true), (2, 100, false), (3, 1000, true), (4, 5000, false)] {
@@ -671,8 +661,7 @@ fn tamper(id: &str, path: &str, detected: DateTime<Utc>) -> TamperSeen {
 
 pub async fn tamper_events_are_recorded_once_and_acknowledged_once(store: Arc<dyn Store>) {
     let s = store.as_ref();
-    enroll(s, "Smith", "Main", "a1").await;
-    enroll(s, "Lakeside", "Clinic", "b1").await;
+    enroll_smith_and_lakeside(s).await;
     let err = s
         .note_tampers("ghost", &[tamper("t1", "/var/log/x", at(0))], at(1))
         .await
@@ -889,8 +878,7 @@ fn finding(rule: &str, status: Status) -> Finding {
 
 pub async fn finding_briefs_cover_the_fleet_within_the_scope(store: Arc<dyn Store>) {
     let s = store.as_ref();
-    enroll(s, "Smith", "Main", "a1").await;
-    enroll(s, "Lakeside", "Clinic", "b1").await;
+    enroll_smith_and_lakeside(s).await;
     let lakeside = practice_id(s, "Lakeside").await;
     let mut accepted = finding("r.enc", Status::Fail);
     accepted.severity = Severity::Critical;

@@ -1,17 +1,20 @@
-//! Shared helpers: a collector app over a fresh SQLite store in a temp dir.
+//! Shared helpers: a collector app over a fresh SQLite store in a temp dir, seeding a store
+//! (agents enrolled, reports ingested) and the PostgreSQL test database.
 
 use std::sync::{Arc, OnceLock};
 
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, Response};
-use chrono::Utc;
+use chrono::{DateTime, Duration, Utc};
 use rounds_collector::app::{AppState, router};
 use rounds_collector::clock::FakeClock;
 use rounds_collector::config::{Overrides, Settings, validate};
-use rounds_collector::store::Store;
+use rounds_collector::secrets::hash_secret;
 use rounds_collector::store::sqlite::SqliteStore;
+use rounds_collector::store::{IncomingReport, Ingested, NewAgent, NewToken, Role, Scope, Store, StoreError};
 use rounds_policies::Policy;
+use rounds_protocol::{Observation, Report};
 use tower::ServiceExt;
 
 /// The built-in policy, loaded once for the whole test binary.
@@ -88,6 +91,101 @@ impl TestApp {
     pub async fn send(&self, req: Request<Body>) -> Response<Body> {
         self.router().oneshot(req).await.unwrap()
     }
+}
+
+// --- Seeding a store ---
+
+/// The scope of an admin: every practice.
+pub fn admin() -> Scope {
+    Scope {
+        role: Role::Admin,
+        practice_id: None,
+    }
+}
+
+/// An agent as `rounds-agent enroll` registers it.
+pub fn agent(id: &str) -> NewAgent {
+    NewAgent {
+        agent_id: id.into(),
+        secret_hash: hash_secret(&format!("secret-{id}")),
+        hostname: format!("host-{id}"),
+        os: "linux".into(),
+        agent_version: "0.1.0".into(),
+    }
+}
+
+/// Enrolls agent `id` at `practice`/`site` through a token of its own, as the API does.
+pub async fn enroll(store: &dyn Store, practice: &str, site: &str, id: &str) {
+    let token = format!("tok-{id}");
+    let t = NewToken {
+        practice: practice.into(),
+        site: site.into(),
+        token_hash: hash_secret(&token),
+        expires_at: Utc::now() + Duration::hours(1),
+    };
+    store.create_token(t, Utc::now()).await.unwrap();
+    store.enroll(&hash_secret(&token), agent(id), Utc::now()).await.unwrap();
+}
+
+/// A report of `observations` as an agent sends it (no check, no hash chain).
+pub fn report(agent_id: &str, sequence: u64, created_at: DateTime<Utc>, observations: Vec<Observation>) -> Report {
+    Report {
+        protocol: 1,
+        agent_id: agent_id.into(),
+        sequence,
+        created_at,
+        check: None,
+        complete: false,
+        prev_hash: None,
+        hash: None,
+        dropped: Vec::new(),
+        observations,
+    }
+}
+
+/// Stores a report of `observations` through the trait, as the ingest path does.
+pub async fn ingest(
+    store: &dyn Store,
+    agent_id: &str,
+    sequence: u64,
+    created_at: DateTime<Utc>,
+    observations: &[Observation],
+    now: DateTime<Utc>,
+) -> Result<Ingested, StoreError> {
+    let report = report(agent_id, sequence, created_at, observations.to_vec());
+    store
+        .ingest_report(
+            agent_id,
+            IncomingReport {
+                report: &report,
+                received_at: now,
+                future_after: now + Duration::minutes(5),
+            },
+        )
+        .await
+}
+
+/// Stores each of `rows` in a report of its own (created when observed), sequences 1.. in the
+/// order given, received at `now`.
+pub async fn ingest_each(store: &dyn Store, agent_id: &str, rows: &[Observation], now: DateTime<Utc>) {
+    for (i, o) in rows.iter().enumerate() {
+        ingest(
+            store,
+            agent_id,
+            i as u64 + 1,
+            o.observed_at,
+            std::slice::from_ref(o),
+            now,
+        )
+        .await
+        .unwrap();
+    }
+}
+
+/// Two practices of one machine each: `a1` at Smith/Main and `b1` at Lakeside/Clinic.
+pub async fn enroll_smith_and_lakeside(store: &dyn Store) {
+    enroll(store, "Smith", "Main", "a1").await;
+    enroll(store, "Lakeside", "Clinic", "b1").await;
 }
 
 /// The body of a response as text.

@@ -681,7 +681,7 @@ fn finding_row<'b>(body: &'b str, rule: &str) -> &'b str {
 /// endpoint does.
 pub(crate) async fn report_and_evaluate(app: &TestApp, agent_id: &str, sequence: u64, observations: &[Observation]) {
     let now = app.state.now();
-    crate::store::ingest(app.store(), agent_id, sequence, now, observations, now)
+    crate::support::ingest(app.store(), agent_id, sequence, now, observations, now)
         .await
         .unwrap();
     app.state.evaluator.evaluate_agent(agent_id).await.unwrap();

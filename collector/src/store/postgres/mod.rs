@@ -18,7 +18,8 @@
 //! practice's lock, taken by `findings::replace` before a write that fires the recount. Reads
 //! outside a unit of work run beside it on other pooled connections (read committed, like
 //! SQLite's WAL readers). Times are stored as integer milliseconds since the epoch (UTC).
-//! TLS (`sslmode`) is not supported yet: the connection is plain TCP or a Unix socket.
+//! TLS to the server follows libpq's `sslmode` and `sslrootcert` ([`tls`]); without `sslmode`
+//! it is `prefer` for a local host and `verify-full` for any other.
 
 mod agent_config;
 mod agents;
@@ -39,6 +40,8 @@ mod security;
 // Runtime silences (alerting, issue 12).
 mod silences;
 mod tamper;
+// TLS to the server: sslmode, sslrootcert.
+pub mod tls;
 
 use std::sync::Arc;
 
@@ -128,7 +131,7 @@ pub struct PgStore {
 }
 
 impl PgStore {
-    /// Connects to `url` (`postgres://user[:password]@host[:port]/db[?options=...]`) and brings
+    /// Connects to `url` (`postgres://user[:password]@host[:port]/db[?sslmode=...&options=...]`) and brings
     /// its schema up to date. Refuses a schema newer than this build knows.
     pub async fn open(url: &str) -> StoreResult<Self> {
         Ok(Self::open_migrated(url, POOL_SIZE).await?.0)
@@ -137,13 +140,9 @@ impl PgStore {
     /// [`open`](Self::open) with a pool size, also saying which versions it migrated between.
     pub async fn open_migrated(url: &str, pool_size: usize) -> StoreResult<(Self, Migrated)> {
         let shown = codec::redact_url(url);
-        let mut config: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| {
-            StoreError::message(
-                DbErrorKind::Unavailable,
-                format!("opening {shown}"),
-                format!("not a PostgreSQL URL: {}", codec::redact_url(&e.to_string())),
-            )
-        })?;
+        let opening = |why: String| StoreError::message(DbErrorKind::Unavailable, format!("opening {shown}"), why);
+        let mut target = tls::Target::parse(url).map_err(opening)?;
+        let config = &mut target.config;
         if config.get_application_name().is_none() {
             config.application_name("rounds-collector");
         }
@@ -151,7 +150,8 @@ impl PgStore {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(std::time::Duration::from_secs(10));
         }
-        let pool = Pool::new(config, shown, pool_size);
+        let connector = target.connector().map_err(opening)?;
+        let pool = Pool::new(target, connector, shown, pool_size);
         let mut conn = pool.get().await?;
         let migrated = migrate(&mut conn, pool.shown()).await?;
         drop(conn);
@@ -868,33 +868,23 @@ impl Store for PgStore {
         // Retention (issue 17): raw rows and the rollups of removed ones, in one snapshot, so
         // that a run moving rows between the two cannot show a row twice or not at all.
         let mut pooled = self.client().await?;
-        pooled
-            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            .await
-            .map_err(db)?;
-        pooled.set_in_tx(true);
-        let raw = issued::observation_history(&pooled, agent_id, &kinds, from, to).await?;
-        let mut rolled = Vec::new();
-        for kind in &kinds {
-            rolled.extend(retention::history_rollups(&pooled, agent_id, kind, from, to).await?);
-        }
-        pooled.batch_execute("COMMIT").await.map_err(db)?;
-        pooled.set_in_tx(false);
+        let (raw, rolled) = pooled
+            .read_snapshot(|c| async move {
+                let raw = issued::observation_history(c, agent_id, &kinds, from, to).await?;
+                let mut rolled = Vec::new();
+                for kind in &kinds {
+                    rolled.extend(retention::history_rollups(c, agent_id, kind, from, to).await?);
+                }
+                Ok((raw, rolled))
+            })
+            .await?;
         crate::store::rollup::merge_history(raw, &rolled, from, to)
     }
 
     // --- Retention (issue 17) ---
     async fn retention_preview(&self, cutoffs: &RetentionCutoffs) -> StoreResult<Vec<TableRows>> {
         let mut pooled = self.client().await?;
-        pooled
-            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            .await
-            .map_err(db)?;
-        pooled.set_in_tx(true);
-        let out = retention::preview(&pooled, cutoffs).await?;
-        pooled.batch_execute("COMMIT").await.map_err(db)?;
-        pooled.set_in_tx(false);
-        Ok(out)
+        pooled.read_snapshot(|c| retention::preview(c, cutoffs)).await
     }
 
     async fn storage(&self) -> StoreResult<StorageReport> {

@@ -17,15 +17,18 @@ use std::task::Poll;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, Config, Error, NoTls, Row, Statement};
+use tokio_postgres::{Client, Error, Row, Statement};
 
 use super::codec;
+use super::tls::{MakeRustls, Target};
 use crate::store::{DbErrorKind, StoreError, StoreResult};
 
 /// The pool.
 #[derive(Debug)]
 pub struct Pool {
-    config: Config,
+    /// The connection settings and the TLS mode ([`super::tls`]).
+    target: Target,
+    tls: MakeRustls,
     /// What errors name: the URL with its password replaced.
     shown: String,
     idle: Mutex<Vec<Conn>>,
@@ -33,10 +36,12 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// A pool of at most `size` connections to `config` (nothing is connected yet).
-    pub fn new(config: Config, shown: String, size: usize) -> Arc<Self> {
+    /// A pool of at most `size` connections to `target` through `tls` (nothing is connected
+    /// yet).
+    pub fn new(target: Target, tls: MakeRustls, shown: String, size: usize) -> Arc<Self> {
         Arc::new(Pool {
-            config,
+            target,
+            tls,
             shown,
             idle: Mutex::new(Vec::new()),
             permits: Arc::new(Semaphore::new(size.max(1))),
@@ -80,11 +85,13 @@ impl Pool {
 
     /// A new connection, its connection task spawned.
     pub async fn connect(&self) -> StoreResult<Conn> {
-        let (client, connection) = self
-            .config
-            .connect(NoTls)
-            .await
-            .map_err(|e| codec::db_in(e, format!("connecting to {}", self.shown)))?;
+        let (client, connection) = self.target.config.connect(self.tls.clone()).await.map_err(|e| {
+            let context = format!("connecting to {}", self.shown);
+            match super::tls::failure(&e, &self.target) {
+                Some(why) => StoreError::message(DbErrorKind::Unavailable, context, why),
+                None => codec::db_in(e, context),
+            }
+        })?;
         tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::warn!(%error, "a PostgreSQL connection ended");
@@ -238,6 +245,36 @@ impl Pooled {
     /// `COMMIT`/`ROLLBACK`), so that dropping the guard rolls it back.
     pub fn set_in_tx(&mut self, open: bool) {
         self.in_tx = open;
+    }
+
+    /// Whether the guard counts a transaction open on its client.
+    pub fn in_tx(&self) -> bool {
+        self.in_tx
+    }
+
+    /// Runs the reads of `f` in one read-only snapshot (`REPEATABLE READ READ ONLY`), so that
+    /// rows a concurrent unit of work moves between tables are seen once, before or after.
+    /// An error of `f` rolls the snapshot back at once and is returned; a failed `ROLLBACK` or
+    /// `COMMIT`, or a caller that stops waiting midway, leaves the guard marked, and dropping
+    /// it rolls back (or discards the client) before anyone else gets it.
+    pub async fn read_snapshot<'a, T, F, Fut>(&'a mut self, f: F) -> StoreResult<T>
+    where
+        F: FnOnce(&'a Conn) -> Fut,
+        Fut: Future<Output = StoreResult<T>>,
+    {
+        // Marked first: a BEGIN cut short may still open the transaction.
+        self.in_tx = true;
+        let conn: &'a Conn = self.client.as_ref().expect("a pooled client is present until dropped");
+        conn.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await
+            .map_err(|e| codec::db_in(e, "beginning a read-only snapshot"))?;
+        let out = f(conn).await;
+        let end = if out.is_ok() { "COMMIT" } else { "ROLLBACK" };
+        conn.batch_execute(end)
+            .await
+            .map_err(|e| codec::db_in(e, "ending a read-only snapshot"))?;
+        self.in_tx = false;
+        out
     }
 }
 

@@ -100,42 +100,20 @@ pub async fn history_rollups(
 }
 
 pub async fn merge(c: &Conn, rollups: &[Rollup]) -> StoreResult<()> {
+    use tokio_postgres::types::ToSql;
     // Prepared once per connection by `Conn`'s statement cache.
     let stmt = pg(&rollup::merge_rollup());
     for r in rollups {
-        let Rollup {
-            agent_id,
-            kind,
-            subject,
-            bucket,
-            bucket_start,
-            count,
-            first,
-            last,
-        } = r;
-        c.execute(
-            &stmt,
-            &[
-                agent_id,
-                kind,
-                subject,
-                &bucket.as_str(),
-                &ms(*bucket_start),
-                &(*count as i64),
-                &(first.sequence as i64),
-                &ms(first.observed_at),
-                &first.status,
-                &first.data,
-                &first.error,
-                &(last.sequence as i64),
-                &ms(last.observed_at),
-                &last.status,
-                &last.data,
-                &last.error,
-            ],
-        )
-        .await
-        .map_err(db)?;
+        let params = rollup::merge_params(r);
+        let values: Vec<&(dyn ToSql + Sync)> = params
+            .iter()
+            .map(|p| match p {
+                rollup::Param::Int(v) => v as &(dyn ToSql + Sync),
+                rollup::Param::Text(v) => v,
+                rollup::Param::OptText(v) => v,
+            })
+            .collect();
+        c.execute(&stmt, &values).await.map_err(db)?;
     }
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! [`crate::store::rollup`], and the storage per table (`dbstat`).
 
 use chrono::{DateTime, Utc};
+use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, Row, params, params_from_iter};
 
 use super::codec::{db, from_ms, ms};
@@ -111,35 +112,14 @@ pub fn history_rollups(
 pub fn merge(conn: &Connection, rollups: &[Rollup]) -> StoreResult<()> {
     let mut stmt = conn.prepare_cached(&rollup::merge_rollup()).map_err(db)?;
     for r in rollups {
-        let Rollup {
-            agent_id,
-            kind,
-            subject,
-            bucket,
-            bucket_start,
-            count,
-            first,
-            last,
-        } = r;
-        stmt.execute(params![
-            agent_id,
-            kind,
-            subject,
-            bucket.as_str(),
-            ms(*bucket_start),
-            *count as i64,
-            first.sequence as i64,
-            ms(first.observed_at),
-            first.status,
-            first.data,
-            first.error,
-            last.sequence as i64,
-            ms(last.observed_at),
-            last.status,
-            last.data,
-            last.error,
-        ])
-        .map_err(db)?;
+        let values = rollup::merge_params(r).map(|p| {
+            ToSqlOutput::Borrowed(match p {
+                rollup::Param::Int(v) => ValueRef::Integer(v),
+                rollup::Param::Text(v) => ValueRef::Text(v.as_bytes()),
+                rollup::Param::OptText(v) => v.map_or(ValueRef::Null, |v| ValueRef::Text(v.as_bytes())),
+            })
+        });
+        stmt.execute(params_from_iter(values)).map_err(db)?;
     }
     Ok(())
 }
