@@ -84,6 +84,11 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ),
     // Retention (issue 17): observation rollups and the indexes pruning reads.
     ("0013_retention", include_str!("migrations/0013_retention.sql")),
+    // Ingest throughput (core, issue 7): the time of an agent's last evaluation, once per agent.
+    (
+        "0014_evaluated_at_per_agent",
+        include_str!("migrations/0014_evaluated_at_per_agent.sql"),
+    ),
 ];
 
 /// The advisory lock every unit of work holds (`pg_advisory_xact_lock`): "Rounds" in ASCII;

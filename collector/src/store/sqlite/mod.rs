@@ -83,6 +83,11 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ),
     // Retention (issue 17): observation rollups and the indexes pruning reads.
     ("0013_retention", include_str!("migrations/0013_retention.sql")),
+    // Ingest throughput (core, issue 7): the time of an agent's last evaluation, once per agent.
+    (
+        "0014_evaluated_at_per_agent",
+        include_str!("migrations/0014_evaluated_at_per_agent.sql"),
+    ),
 ];
 
 /// How `synchronous` is set: `Normal` loses at most the last transactions on power loss
