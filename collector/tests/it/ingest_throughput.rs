@@ -4,14 +4,18 @@
 //!   evaluation that changes nothing no longer rewrites the agent's finding rows, and readers
 //!   still see every current finding evaluated at the agent's last evaluation; a database
 //!   migrated from version 13 keeps the times its rows had.
+//! - A delivery reads the evaluation's input with it (`Store::deliver_reports_and_read`), and
+//!   the evaluator holds the agent's evaluation lock from before the delivery to the findings.
 
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Duration, Utc};
 use rounds_collector::store::sqlite::SqliteStore;
-use rounds_collector::store::{FindingRow, Role, Scope, Store};
+use rounds_collector::store::{Delivery, FindingRow, IncomingReport, Role, Scope, Store};
 use rounds_policies::Status;
+use rounds_protocol::Report;
 
+use crate::group_commit::report;
 use crate::store::{at, enroll, finding};
 
 fn admin() -> Scope {
@@ -271,4 +275,119 @@ async fn postgres_migration_0014_keeps_the_evaluation_times_rows_had() {
         },
     )
     .await;
+}
+
+fn incoming(r: &Report) -> IncomingReport<'_> {
+    IncomingReport {
+        report: r,
+        received_at: r.created_at,
+        future_after: r.created_at + Duration::minutes(5),
+    }
+}
+
+/// The hostname of the inventory in an evaluation input.
+fn hostname(input: &rounds_collector::store::EvaluationInput) -> String {
+    let host = input
+        .observations
+        .iter()
+        .find(|o| o.observation.kind == "inventory")
+        .expect("the inventory is in the current state");
+    host.observation.data["hostname"].as_str().unwrap().to_string()
+}
+
+/// A delivery that stores a report answers, with its outcomes, the evaluation's input as it
+/// stands after the report; a resend or a refused conflict answers none.
+async fn deliver_and_read_case(store: Arc<dyn Store>) {
+    enroll(store.as_ref(), "P", "S", "a1").await;
+    let first = report("a1", 1, "frontdesk");
+    let (outcomes, input) = store.deliver_reports_and_read("a1", &[incoming(&first)]).await.unwrap();
+    assert!(matches!(outcomes[0].delivery, Delivery::Stored { .. }), "{outcomes:?}");
+    let input = input.expect("a stored report is read for").unwrap();
+    assert_eq!(
+        (hostname(&input), input.os.as_str()),
+        ("frontdesk".to_string(), "linux")
+    );
+
+    let (outcomes, input) = store.deliver_reports_and_read("a1", &[incoming(&first)]).await.unwrap();
+    assert_eq!(outcomes[0].delivery, Delivery::Duplicate);
+    assert!(input.is_none(), "a resend stores nothing to evaluate");
+
+    let other = report("a1", 1, "renamed");
+    let (outcomes, input) = store.deliver_reports_and_read("a1", &[incoming(&other)]).await.unwrap();
+    assert!(
+        matches!(outcomes[0].delivery, Delivery::Conflict { .. }),
+        "{outcomes:?}"
+    );
+    assert!(input.is_none(), "a refused unit keeps nothing");
+
+    // A batch: a resend, then two new reports; the input follows the last of them.
+    let (second, third) = (report("a1", 2, "second"), report("a1", 3, "third"));
+    let (outcomes, input) = store
+        .deliver_reports_and_read("a1", &[incoming(&first), incoming(&second), incoming(&third)])
+        .await
+        .unwrap();
+    assert_eq!(outcomes.len(), 3);
+    assert_eq!(hostname(&input.unwrap().unwrap()), "third");
+}
+
+#[tokio::test]
+async fn sqlite_reads_the_evaluation_input_with_the_delivery() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("rounds.db")).unwrap());
+    deliver_and_read_case(store).await;
+}
+
+#[tokio::test]
+async fn sqlite_without_group_commit_reads_the_evaluation_input_with_the_delivery() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("rounds.db")).unwrap();
+    deliver_and_read_case(Arc::new(store.without_group_commit())).await;
+}
+
+#[tokio::test]
+async fn postgres_reads_the_evaluation_input_with_the_delivery() {
+    let Some(store) = crate::support::pg_store().await else {
+        return;
+    };
+    deliver_and_read_case(store).await;
+}
+
+/// The agent's evaluation lock is held from the delivery to its findings: an evaluation of the
+/// same agent asked for in between waits for it (so it cannot replace newer findings with
+/// older ones), another agent's does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_holds_the_agents_evaluation_until_its_findings_are_stored() {
+    let app = crate::support::TestApp::new();
+    let a = crate::api::enrolled(&app, "Smith", "a").await;
+    let b = crate::api::enrolled(&app, "Smith", "b").await;
+    let now = app.state.now();
+    crate::api::deliver(&app, &b, 1, &[crate::api::inventory(now)], true).await;
+    let evaluator = Arc::clone(&app.state.evaluator);
+    let r = report(&a.agent_id, 1, "frontdesk");
+    let (outcomes, pending) = evaluator.deliver(&a.agent_id, &[incoming(&r)]).await.unwrap();
+    assert!(matches!(outcomes[0].delivery, Delivery::Stored { .. }));
+
+    let same = tokio::spawn({
+        let (evaluator, id) = (Arc::clone(&evaluator), a.agent_id.clone());
+        async move { evaluator.evaluate_agent(&id).await.map(|_| ()) }
+    });
+    // Another agent is evaluated meanwhile: only agent a waits.
+    evaluator.evaluate_agent(&b.agent_id).await.unwrap();
+    // A bound on waiting for something that must not happen (real threads read the store,
+    // which a paused clock would not wait for).
+    let mut same = same;
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(200), &mut same)
+            .await
+            .is_err(),
+        "agent a's evaluation waits for the delivery's"
+    );
+    assert!(
+        app.store().findings(&admin(), &a.agent_id).await.unwrap().is_empty(),
+        "nothing evaluated for a yet"
+    );
+    let evaluated = evaluator.stored(&a.agent_id, &[&r], true, pending).await;
+    assert!(matches!(evaluated, Some(Ok(_))), "{evaluated:?}");
+    same.await.unwrap().unwrap();
+    assert!(!app.store().findings(&admin(), &a.agent_id).await.unwrap().is_empty());
 }

@@ -214,6 +214,34 @@ impl SqliteStore {
         Ok(done.value)
     }
 
+    /// One agent's deliveries as one unit of a group commit; with `read`, and when a report
+    /// was kept, the evaluation's input read after them on the writer inside the same unit (its
+    /// page cache holds what the unit wrote; a read connection would read those pages again).
+    async fn deliver(
+        &self,
+        agent_id: &str,
+        reports: &[IncomingReport<'_>],
+        read: bool,
+    ) -> StoreResult<(Vec<DeliveryOutcome>, Option<StoreResult<EvaluationInput>>)> {
+        let agent_id = agent_id.to_string();
+        let owned: Vec<delivery::OwnedDelivery> = reports.iter().map(|r| delivery::OwnedDelivery::new(*r)).collect();
+        self.grouped(move |c| {
+            let mut outcomes = Vec::with_capacity(owned.len());
+            for d in &owned {
+                let out = delivery::deliver(c, &agent_id, d)?;
+                let conflict = matches!(out.delivery, Delivery::Conflict { .. });
+                outcomes.push(out);
+                if conflict {
+                    return Ok(group::Done::discard((outcomes, None)));
+                }
+            }
+            // Reads only: a failed read fails the input, not the unit.
+            let input = (read && kept_a_report(&outcomes)).then(|| evaluation_input(c, &agent_id));
+            Ok(group::Done::keep((outcomes, input)))
+        })
+        .await
+    }
+
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
@@ -1073,21 +1101,18 @@ impl Store for SqliteStore {
         agent_id: &str,
         reports: &[IncomingReport<'_>],
     ) -> StoreResult<Vec<DeliveryOutcome>> {
-        let agent_id = agent_id.to_string();
-        let owned: Vec<delivery::OwnedDelivery> = reports.iter().map(|r| delivery::OwnedDelivery::new(*r)).collect();
-        self.grouped(move |c| {
-            let mut outcomes = Vec::with_capacity(owned.len());
-            for d in &owned {
-                let out = delivery::deliver(c, &agent_id, d)?;
-                let conflict = matches!(out.delivery, Delivery::Conflict { .. });
-                outcomes.push(out);
-                if conflict {
-                    return Ok(group::Done::discard(outcomes));
-                }
-            }
-            Ok(group::Done::keep(outcomes))
-        })
-        .await
+        self.deliver(agent_id, reports, false)
+            .await
+            .map(|(outcomes, _)| outcomes)
+    }
+
+    // Ingest throughput (core, issue 7): the evaluation's read on the writer, in the same unit.
+    async fn deliver_reports_and_read(
+        &self,
+        agent_id: &str,
+        reports: &[IncomingReport<'_>],
+    ) -> StoreResult<(Vec<DeliveryOutcome>, Option<StoreResult<EvaluationInput>>)> {
+        self.deliver(agent_id, reports, true).await
     }
 
     // --- Ingest throughput (core, issue 7) ---
