@@ -273,6 +273,9 @@ async fn throughput(args: &[String]) {
         collectors == 1 || postgres.is_some(),
         "--collectors is for --postgres (SQLite is one process's file)"
     );
+    // `--sink`: the same senders and bodies against a route that only reads the body and
+    // answers, to measure what the HTTP exchange itself costs (sender included).
+    let sink = args.iter().any(|a| a == "--sink");
     let mut states = vec![b.state.clone()];
     if let Some(url) = &postgres {
         let schema = format!("bench_{:016x}", rand::random::<u64>());
@@ -296,7 +299,17 @@ async fn throughput(args: &[String]) {
     for state in &states {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         addrs.push(listener.local_addr().unwrap());
-        let app = router(state.clone());
+        let app = if sink {
+            axum::Router::new().route(
+                "/api/v1/agent/reports",
+                axum::routing::post(|body: axum::body::Bytes| async move {
+                    std::hint::black_box(body.len());
+                    "{}"
+                }),
+            )
+        } else {
+            router(state.clone())
+        };
         servers.push(tokio::spawn(async move { axum::serve(listener, app).await.unwrap() }));
     }
     let client = reqwest::Client::new();
@@ -311,6 +324,7 @@ async fn throughput(args: &[String]) {
         })
         .collect();
     let start = Instant::now();
+    let cpu_before = cpu_ms();
     let (groups_before, units_before) = b.sqlite.group_commit_counts();
     let mut tasks = Vec::new();
     // Senders spread over the collectors round-robin.
@@ -341,10 +355,24 @@ async fn throughput(args: &[String]) {
     }
     let secs = start.elapsed().as_secs_f64();
     let total = per_sender * senders;
+    let (user, sys) = cpu_ms();
+    let (user, sys) = (user - cpu_before.0, sys - cpu_before.1);
     let (median, p99, max) = latency_summary(latencies);
-    let latency = format!("latency median {median:.1} ms, p99 {p99:.1} ms, max {max:.1} ms");
+    let latency = format!(
+        "latency median {median:.1} ms, p99 {p99:.1} ms, max {max:.1} ms; CPU {:.2} ms per report ({:.2} user + {:.2} sys, this process, senders included)",
+        (user + sys) / total as f64,
+        user / total as f64,
+        sys / total as f64
+    );
     for s in &servers {
         s.abort();
+    }
+    if sink {
+        println!(
+            "sink: {total} requests x {observations} observations, {senders} senders, body read and answered only: {secs:.2} s, {:.0} requests/s, {latency}",
+            total as f64 / secs
+        );
+        return;
     }
     if postgres.is_some() {
         println!(
@@ -366,6 +394,20 @@ async fn throughput(args: &[String]) {
         "group commit: {units} units of work in {groups} transactions ({:.1} per transaction)",
         units as f64 / groups.max(1) as f64
     );
+}
+
+/// CPU time of this process so far, user and system, in milliseconds (`/proc/self/stat`,
+/// clock ticks of 10 ms).
+fn cpu_ms() -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The fields after the command name (which may hold spaces) start after its `)`.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let tick = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) * 10.0;
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    (tick(11), tick(12))
 }
 
 async fn cpu(args: &[String]) {
@@ -421,7 +463,7 @@ async fn main() {
         Some("throughput") => throughput(&args).await,
         Some("cpu") => cpu(&args).await,
         _ => eprintln!(
-            "usage: ingest_bench growth [--agents N] [--days D] [--every-row] | throughput [--senders N] [--reports N] [--observations N] [--full] [--no-group-commit] [--postgres URL [--collectors N]] | cpu [--agents N] [--reports N] [--observations N]; --golden: kinds the policy judges"
+            "usage: ingest_bench growth [--agents N] [--days D] [--every-row] | throughput [--senders N] [--reports N] [--observations N] [--full] [--no-group-commit] [--sink] [--postgres URL [--collectors N]] | cpu [--agents N] [--reports N] [--observations N]; --golden: kinds the policy judges"
         ),
     }
 }

@@ -35,7 +35,8 @@ use crate::clock::Clock;
 use crate::evaluation::PolicyCache;
 use crate::events::{self, Metrics};
 use crate::store::{
-    AgentPolicySettings, AgentReportedState, FindingChange, IncomingReport, Ingested, Role, Scope, Store, StoreError,
+    AgentPolicySettings, AgentReportedState, DeliveryOutcome, EvaluationInput, FindingChange, IncomingReport, Ingested,
+    Role, Scope, Store, StoreError, StoreResult,
 };
 
 /// The rule id of the collector's own finding about an agent's clock.
@@ -255,6 +256,14 @@ impl Reported {
     }
 }
 
+/// What a delivery through [`Evaluator::deliver`] read for the evaluation that follows, and the
+/// agent's evaluation lock, held until this is used by [`Evaluator::stored`] or dropped.
+#[derive(Debug)]
+pub struct PendingEvaluation {
+    input: Option<StoreResult<EvaluationInput>>,
+    _lock: tokio::sync::OwnedMutexGuard<()>,
+}
+
 /// Stores what agents send, evaluates them, and publishes what changed.
 #[derive(Debug)]
 pub struct Evaluator {
@@ -426,15 +435,34 @@ impl Evaluator {
         Ok(awaiting)
     }
 
+    /// Stores one agent's `reports` as one unit of work ([`Store::deliver_reports`]), holding
+    /// the agent's evaluation lock from before the delivery until the [`PendingEvaluation`] it
+    /// returns is used by [`stored`](Self::stored) or dropped (drop it before anything that
+    /// evaluates the agent otherwise, such as refusing a conflict). The evaluation's input is
+    /// read with the delivery ([`Store::deliver_reports_and_read`]: on SQLite, on the writer
+    /// inside the same unit), and no other evaluation of the agent runs between that read and
+    /// the findings it gives.
+    pub async fn deliver(
+        &self,
+        agent_id: &str,
+        reports: &[IncomingReport<'_>],
+    ) -> Result<(Vec<DeliveryOutcome>, PendingEvaluation), StoreError> {
+        let lock = self.locks.get(agent_id).lock_owned().await;
+        let (outcomes, input) = self.store.deliver_reports_and_read(agent_id, reports).await?;
+        Ok((outcomes, PendingEvaluation { input, _lock: lock }))
+    }
+
     /// After a delivery's unit of work that stored `reports` of one agent committed (one report
-    /// or a batch, see `api::delivery`): logs and counts each, publishes that the agent was
-    /// seen (and its first report), and evaluates the agent once. A failed evaluation is logged
-    /// and counted; the reports stay stored and the next one evaluates again.
+    /// or a batch, see `api::delivery`, through [`deliver`](Self::deliver)): logs and counts
+    /// each, publishes that the agent was seen (and its first report), and evaluates the agent
+    /// once, with the input `pending` holds. A failed evaluation is logged and counted; the
+    /// reports stay stored and the next one evaluates again.
     pub async fn stored(
         &self,
         agent_id: &str,
         reports: &[&Report],
         first_report: bool,
+        pending: PendingEvaluation,
     ) -> Option<Result<Evaluated, String>> {
         if reports.is_empty() {
             return None;
@@ -467,7 +495,17 @@ impl Evaluator {
                 at: now,
             });
         }
-        Some(self.evaluate_agent(agent_id).await.map_err(|e| e.to_string()))
+        let PendingEvaluation { input, _lock } = pending;
+        // Nothing read with the delivery (it kept no report): read now, still under the lock.
+        let input = match input {
+            Some(input) => input,
+            None => self.store.evaluation_input(agent_id).await,
+        };
+        let outcome = match input {
+            Ok(input) => self.run_with(agent_id, input).await,
+            Err(e) => Err(e.into()),
+        };
+        Some(self.evaluated(agent_id, outcome).map_err(|e| e.to_string()))
     }
 
     /// Alerting (issue 12): publishes the probe observations of stored reports, if any.
@@ -495,6 +533,11 @@ impl Evaluator {
     /// stored findings and publishes the changes. Logs and counts the outcome.
     pub async fn evaluate_agent(&self, agent_id: &str) -> Result<Evaluated, EvalError> {
         let outcome = self.run(agent_id).await;
+        self.evaluated(agent_id, outcome)
+    }
+
+    /// Logs and counts an evaluation's outcome and publishes its changes.
+    fn evaluated(&self, agent_id: &str, outcome: Result<Evaluated, EvalError>) -> Result<Evaluated, EvalError> {
         match &outcome {
             Ok(e) => {
                 events::evaluated(&self.metrics, agent_id, e.pass, e.fail, e.error, e.changes.len());
@@ -513,9 +556,14 @@ impl Evaluator {
     async fn run(&self, agent_id: &str) -> Result<Evaluated, EvalError> {
         let lock = self.locks.get(agent_id);
         let _one_at_a_time = lock.lock().await;
-        let scope = collector_scope();
         // One read for the agent, its current state, its policy settings and its tampers.
         let input = self.store.evaluation_input(agent_id).await?;
+        self.run_with(agent_id, input).await
+    }
+
+    /// Evaluates `input`, read under the agent's lock, which the caller still holds.
+    async fn run_with(&self, agent_id: &str, input: EvaluationInput) -> Result<Evaluated, EvalError> {
+        let scope = collector_scope();
         let mut observations: Vec<Observation> = input.observations.into_iter().map(|s| s.observation).collect();
         let now = self.clock.now();
         let ctx = EvalContext::from_inventory(now, &observations)

@@ -181,11 +181,13 @@ pub async fn one(state: &AppState, agent: &AuthedAgent, report: Report) -> Resul
     let _permit = state.ingest_gate.enter(&state.metrics).await?;
     let first = state.evaluator.awaiting_first_report(&agent.0).await?;
     let now = state.now();
-    // One unit of work, committed with other agents' units (group commit) before the answer.
-    let out = state
-        .store
-        .deliver_reports(&agent.0, &[incoming(state, &report, now)])
-        .await?
+    // One unit of work, committed with other agents' units (group commit) before the answer;
+    // the evaluation's input is read with it, under the agent's evaluation lock.
+    let (mut outcomes, pending) = state
+        .evaluator
+        .deliver(&agent.0, &[incoming(state, &report, now)])
+        .await?;
+    let out = outcomes
         .pop()
         .ok_or_else(|| ApiError::Internal("storing a report gave no outcome".into()))?;
     let stored = match out.delivery {
@@ -193,6 +195,8 @@ pub async fn one(state: &AppState, agent: &AuthedAgent, report: Report) -> Resul
             stored_digest,
             new_digest,
         } => {
+            // Refusing evaluates the agent: its lock is let go first.
+            drop(pending);
             return refuse_conflict(
                 state,
                 &agent.0,
@@ -216,7 +220,7 @@ pub async fn one(state: &AppState, agent: &AuthedAgent, report: Report) -> Resul
     if stored {
         // Committed: a failed evaluation is logged and counted, and the next report evaluates
         // again; the agent must not resend what is already stored.
-        state.evaluator.stored(&agent.0, &[&report], first).await;
+        state.evaluator.stored(&agent.0, &[&report], first, pending).await;
     }
     Ok(Json(ReportAck {
         sequence: report.sequence,
@@ -259,8 +263,10 @@ pub async fn batch(
     let first = state.evaluator.awaiting_first_report(&agent.0).await?;
     let now = state.now();
     let incoming_reports: Vec<IncomingReport<'_>> = reports.iter().map(|r| incoming(&state, r, now)).collect();
-    // One unit of work for the whole batch (group commit with other agents' units).
-    let outcomes = state.store.deliver_reports(&agent.0, &incoming_reports).await?;
+    // One unit of work for the whole batch (group commit with other agents' units), the
+    // evaluation's input read with it under the agent's evaluation lock.
+    let (outcomes, pending) = state.evaluator.deliver(&agent.0, &incoming_reports).await?;
+    let mut pending = Some(pending);
     let mut acks = Vec::with_capacity(reports.len());
     let mut problems = Vec::new();
     let mut next_expected = 0;
@@ -271,6 +277,8 @@ pub async fn batch(
                 stored_digest,
                 new_digest,
             } => {
+                // Refusing evaluates the agent: its lock is let go first.
+                drop(pending.take());
                 return refuse_conflict(
                     &state,
                     &agent.0,
@@ -304,7 +312,9 @@ pub async fn batch(
     }
     log_problems(&agent.0, &problems);
     tracing::info!(agent_id = %agent.0, reports = reports.len(), next_expected, "report batch stored");
-    state.evaluator.stored(&agent.0, &stored, first).await;
+    if let Some(pending) = pending {
+        state.evaluator.stored(&agent.0, &stored, first, pending).await;
+    }
     Ok(Json(BatchAck { acks, next_expected }).into_response())
 }
 

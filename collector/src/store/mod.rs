@@ -999,6 +999,25 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     }
 
     // --- Ingest throughput (core, issue 7) ---
+    /// [`deliver_reports`](Self::deliver_reports), and, when it stored a report, what the
+    /// evaluation that follows reads ([`evaluation_input`](Self::evaluation_input)) as it stands
+    /// after those writes. The outcomes are as `deliver_reports` answers them; a failed read
+    /// fails only the input (the reports stay stored). The default asks the two in turn; SQLite
+    /// reads on its writer inside the same unit of work, whose page cache still holds what it
+    /// just wrote, instead of on a read connection after the commit.
+    async fn deliver_reports_and_read(
+        &self,
+        agent_id: &str,
+        reports: &[IncomingReport<'_>],
+    ) -> StoreResult<(Vec<DeliveryOutcome>, Option<StoreResult<EvaluationInput>>)> {
+        let outcomes = self.deliver_reports(agent_id, reports).await?;
+        let input = match kept_a_report(&outcomes) {
+            true => Some(self.evaluation_input(agent_id).await),
+            false => None,
+        };
+        Ok((outcomes, input))
+    }
+
     /// Everything an evaluation of `agent_id` reads, as the collector sees it (no scope):
     /// its row, its current observations, its policy settings and its tamper events. The
     /// default asks the four methods above; an implementation may answer in one round trip
@@ -1053,6 +1072,13 @@ pub struct HeartbeatPrior {
 }
 
 // --- Ingest throughput (core, issue 7) ---
+/// Whether a unit of deliveries kept a newly stored report: one was stored and no conflict
+/// refused the unit (a conflict keeps nothing).
+pub fn kept_a_report(outcomes: &[DeliveryOutcome]) -> bool {
+    !outcomes.iter().any(|o| matches!(o.delivery, Delivery::Conflict { .. }))
+        && outcomes.iter().any(|o| matches!(o.delivery, Delivery::Stored { .. }))
+}
+
 /// What [`Store::evaluation_input`] answers.
 #[derive(Debug, Clone)]
 pub struct EvaluationInput {

@@ -10,7 +10,8 @@ use rounds_protocol::Report;
 
 use crate::support::enroll;
 
-fn report(agent_id: &str, sequence: u64, marker: &str) -> Report {
+/// A complete inventory run of `agent_id` at `sequence`, its hostname `marker`.
+pub(crate) fn report(agent_id: &str, sequence: u64, marker: &str) -> Report {
     let at = chrono::DateTime::from_timestamp(1_800_000_000 + sequence as i64, 0).unwrap();
     let inv = rounds_protocol::obs::Inventory {
         hostname: marker.into(),

@@ -15,6 +15,8 @@ mod delivery;
 // Group commit of ingest (core, issue 7).
 mod group_commit;
 mod ingest;
+// Ingest throughput (core, issue 7): evaluation time per agent, input read with the delivery.
+mod ingest_throughput;
 mod notify;
 mod policy;
 // PostgreSQL backend (issue 17).

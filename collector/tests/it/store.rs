@@ -314,7 +314,7 @@ pub async fn audit_log_keeps_entries_newest_first(store: Arc<dyn Store>) {
 }
 
 /// A finding as evaluation would make it; failures carry a remediation.
-fn finding(rule: &str, status: Status) -> Finding {
+pub(crate) fn finding(rule: &str, status: Status) -> Finding {
     Finding {
         rule: rule.into(),
         title: format!("title of {rule}"),
@@ -330,7 +330,7 @@ fn finding(rule: &str, status: Status) -> Finding {
 }
 
 /// A time with millisecond precision, as stores keep it.
-fn at(secs: i64) -> DateTime<Utc> {
+pub(crate) fn at(secs: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(1_795_000_000_000 + secs * 1000).unwrap()
 }
 
@@ -1454,6 +1454,8 @@ async fn sqlite_upgrades_a_version_1_database_with_its_data() {
     // What a collector of schema version 1 left behind.
     let conn = rusqlite::Connection::open(&path).unwrap();
     // Alerting (issue 12, migration 0006) first: its tables refer to practices.
+    // Ingest throughput (core, issue 7, migration 0014).
+    conn.execute_batch("DROP TABLE agent_evaluations;").unwrap();
     // Retention (issue 17, migration 0013).
     conn.execute_batch(
         "DROP TABLE observation_rollups; DROP INDEX observations_by_time; DROP INDEX observations_by_subject;

@@ -20,8 +20,13 @@ const AGENT_EXISTS: &str = "SELECT id FROM agents WHERE id = $1";
 const PREVIOUS: &str = "SELECT rule, status, status_since, severity, title, citations, evidence, message, remediation,
             exception
      FROM findings WHERE agent_id = $1";
-/// Rows whose finding is unchanged are not rewritten: one UPDATE moves their evaluated_at.
-const EVALUATED: &str = "UPDATE findings SET evaluated_at = $2 WHERE agent_id = $1";
+/// Rows whose finding is unchanged are not rewritten; the time of this evaluation is kept once
+/// for the agent (migration 0014), which [`current`] reads for every row. Sent beside the
+/// reads, so it names the agent through `agents`: an unknown one is answered "not found" below,
+/// not refused by the foreign key.
+const EVALUATED: &str =
+    "INSERT INTO agent_evaluations (agent_id, evaluated_at) SELECT id, $2::BIGINT FROM agents WHERE id = $1
+     ON CONFLICT (agent_id) DO UPDATE SET evaluated_at = excluded.evaluated_at";
 const UPSERT: &str = "INSERT INTO findings (agent_id, rule, status, severity, title, citations, evidence, message,
                            remediation, exception, evaluated_at, status_since)
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
@@ -247,12 +252,14 @@ fn row(r: &Row) -> StoreResult<FindingRow> {
     })
 }
 
-/// The current findings of an agent, by rule.
+/// The current findings of an agent, by rule; `evaluated_at` is the agent's last evaluation
+/// (migration 0014: every evaluation covers all of the agent's rules).
 pub async fn current(c: &Conn, agent_id: &str) -> StoreResult<Vec<FindingRow>> {
     c.query(
-        "SELECT rule, status, severity, title, citations, evidence, message, remediation, exception,
-                evaluated_at, status_since
-         FROM findings WHERE agent_id = $1 ORDER BY rule",
+        "SELECT f.rule, f.status, f.severity, f.title, f.citations, f.evidence, f.message, f.remediation,
+                f.exception, COALESCE(e.evaluated_at, f.evaluated_at), f.status_since
+         FROM findings f LEFT JOIN agent_evaluations e ON e.agent_id = f.agent_id
+         WHERE f.agent_id = $1 ORDER BY f.rule",
         &[&agent_id],
     )
     .await

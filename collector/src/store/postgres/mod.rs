@@ -87,6 +87,11 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ),
     // Retention (issue 17): observation rollups and the indexes pruning reads.
     ("0013_retention", include_str!("migrations/0013_retention.sql")),
+    // Ingest throughput (core, issue 7): the time of an agent's last evaluation, once per agent.
+    (
+        "0014_evaluated_at_per_agent",
+        include_str!("migrations/0014_evaluated_at_per_agent.sql"),
+    ),
     // Incident lists by source (issue 16; 0014 is the evaluation time per agent, issue 7).
     (
         "0015_incidents_by_source",

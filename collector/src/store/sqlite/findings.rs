@@ -61,10 +61,14 @@ pub fn replace(
             .map_err(db)?;
         rows.collect::<Result<_, _>>().map_err(db)?
     };
-    // Rows whose finding is unchanged are not rewritten: one UPDATE moves their evaluated_at.
-    conn.prepare_cached("UPDATE findings SET evaluated_at = ?2 WHERE agent_id = ?1")
-        .and_then(|mut s| s.execute(params![agent_id, ms(now)]))
-        .map_err(db)?;
+    // Rows whose finding is unchanged are not rewritten; the time of this evaluation is kept
+    // once for the agent (migration 0014), which `current` reads for every row.
+    conn.prepare_cached(
+        "INSERT INTO agent_evaluations (agent_id, evaluated_at) VALUES (?1, ?2)
+         ON CONFLICT (agent_id) DO UPDATE SET evaluated_at = excluded.evaluated_at",
+    )
+    .and_then(|mut s| s.execute(params![agent_id, ms(now)]))
+    .map_err(db)?;
     let mut ins = conn
         .prepare_cached(
             "INSERT INTO findings (agent_id, rule, status, severity, title, citations, evidence, message,
@@ -207,13 +211,15 @@ fn row(raw: Raw) -> StoreResult<FindingRow> {
     })
 }
 
-/// The current findings of an agent, by rule.
+/// The current findings of an agent, by rule; `evaluated_at` is the agent's last evaluation
+/// (migration 0014: every evaluation covers all of the agent's rules).
 pub fn current(conn: &Connection, agent_id: &str) -> StoreResult<Vec<FindingRow>> {
     let mut stmt = conn
         .prepare_cached(
-            "SELECT rule, status, severity, title, citations, evidence, message, remediation, exception,
-                    evaluated_at, status_since
-             FROM findings WHERE agent_id = ?1 ORDER BY rule",
+            "SELECT f.rule, f.status, f.severity, f.title, f.citations, f.evidence, f.message, f.remediation,
+                    f.exception, COALESCE(e.evaluated_at, f.evaluated_at), f.status_since
+             FROM findings f LEFT JOIN agent_evaluations e ON e.agent_id = f.agent_id
+             WHERE f.agent_id = ?1 ORDER BY f.rule",
         )
         .map_err(db)?;
     let rows = stmt.query_map([agent_id], raw).map_err(db)?;

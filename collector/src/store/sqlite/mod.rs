@@ -83,6 +83,11 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ),
     // Retention (issue 17): observation rollups and the indexes pruning reads.
     ("0013_retention", include_str!("migrations/0013_retention.sql")),
+    // Ingest throughput (core, issue 7): the time of an agent's last evaluation, once per agent.
+    (
+        "0014_evaluated_at_per_agent",
+        include_str!("migrations/0014_evaluated_at_per_agent.sql"),
+    ),
     // Incident lists by source (issue 16; 0014 is the evaluation time per agent, issue 7).
     (
         "0015_incidents_by_source",
@@ -213,6 +218,34 @@ impl SqliteStore {
             Box::new(tx).commit().await?;
         }
         Ok(done.value)
+    }
+
+    /// One agent's deliveries as one unit of a group commit; with `read`, and when a report
+    /// was kept, the evaluation's input read after them on the writer inside the same unit (its
+    /// page cache holds what the unit wrote; a read connection would read those pages again).
+    async fn deliver(
+        &self,
+        agent_id: &str,
+        reports: &[IncomingReport<'_>],
+        read: bool,
+    ) -> StoreResult<(Vec<DeliveryOutcome>, Option<StoreResult<EvaluationInput>>)> {
+        let agent_id = agent_id.to_string();
+        let owned: Vec<delivery::OwnedDelivery> = reports.iter().map(|r| delivery::OwnedDelivery::new(*r)).collect();
+        self.grouped(move |c| {
+            let mut outcomes = Vec::with_capacity(owned.len());
+            for d in &owned {
+                let out = delivery::deliver(c, &agent_id, d)?;
+                let conflict = matches!(out.delivery, Delivery::Conflict { .. });
+                outcomes.push(out);
+                if conflict {
+                    return Ok(group::Done::discard((outcomes, None)));
+                }
+            }
+            // Reads only: a failed read fails the input, not the unit.
+            let input = (read && kept_a_report(&outcomes)).then(|| evaluation_input(c, &agent_id));
+            Ok(group::Done::keep((outcomes, input)))
+        })
+        .await
     }
 
     /// The database file.
@@ -1091,21 +1124,18 @@ impl Store for SqliteStore {
         agent_id: &str,
         reports: &[IncomingReport<'_>],
     ) -> StoreResult<Vec<DeliveryOutcome>> {
-        let agent_id = agent_id.to_string();
-        let owned: Vec<delivery::OwnedDelivery> = reports.iter().map(|r| delivery::OwnedDelivery::new(*r)).collect();
-        self.grouped(move |c| {
-            let mut outcomes = Vec::with_capacity(owned.len());
-            for d in &owned {
-                let out = delivery::deliver(c, &agent_id, d)?;
-                let conflict = matches!(out.delivery, Delivery::Conflict { .. });
-                outcomes.push(out);
-                if conflict {
-                    return Ok(group::Done::discard(outcomes));
-                }
-            }
-            Ok(group::Done::keep(outcomes))
-        })
-        .await
+        self.deliver(agent_id, reports, false)
+            .await
+            .map(|(outcomes, _)| outcomes)
+    }
+
+    // Ingest throughput (core, issue 7): the evaluation's read on the writer, in the same unit.
+    async fn deliver_reports_and_read(
+        &self,
+        agent_id: &str,
+        reports: &[IncomingReport<'_>],
+    ) -> StoreResult<(Vec<DeliveryOutcome>, Option<StoreResult<EvaluationInput>>)> {
+        self.deliver(agent_id, reports, true).await
     }
 
     // --- Ingest throughput (core, issue 7) ---
