@@ -16,7 +16,8 @@ use rounds_policies::Status;
 use rounds_protocol::Report;
 
 use crate::group_commit::report;
-use crate::store::{at, enroll, finding};
+use crate::store::{at, finding};
+use crate::support::enroll;
 
 fn admin() -> Scope {
     Scope {
