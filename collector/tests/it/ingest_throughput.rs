@@ -226,9 +226,10 @@ async fn migration_case(store: Arc<dyn Store>, undo: impl AsyncFn(), reopen: imp
 }
 
 /// SQL that takes a migrated store back to schema version 13 as the old code left it: the
-/// agent's rows all at their last evaluation, no `agent_evaluations`.
+/// agent's rows all at their last evaluation, no `agent_evaluations` (and no index of 0015).
 const BACK_TO_13: &str = "UPDATE findings SET evaluated_at = 1795000000000 + 3600 * 1000 WHERE agent_id = 'a1';
-     DROP TABLE agent_evaluations;";
+     DROP TABLE agent_evaluations;
+     DROP INDEX incidents_by_source;";
 
 #[tokio::test]
 async fn sqlite_migration_0014_keeps_the_evaluation_times_rows_had() {
@@ -244,7 +245,10 @@ async fn sqlite_migration_0014_keeps_the_evaluation_times_rows_had() {
         },
         async || {
             let s = SqliteStore::open(&path).unwrap();
-            assert_eq!(s.schema_version().unwrap(), 14);
+            assert_eq!(
+                s.schema_version().unwrap() as usize,
+                rounds_collector::store::sqlite::schema_version()
+            );
             Arc::new(s) as Arc<dyn Store>
         },
     )
@@ -263,7 +267,7 @@ async fn postgres_migration_0014_keeps_the_evaluation_times_rows_had() {
         async || {
             client.batch_execute(BACK_TO_13).await.unwrap();
             client
-                .execute("DELETE FROM schema_version WHERE version = 14", &[])
+                .execute("DELETE FROM schema_version WHERE version > 13", &[])
                 .await
                 .unwrap();
         },
@@ -271,7 +275,10 @@ async fn postgres_migration_0014_keeps_the_evaluation_times_rows_had() {
             let (s, migrated) = rounds_collector::store::postgres::PgStore::open_migrated(&url, 2)
                 .await
                 .unwrap();
-            assert_eq!((migrated.from, migrated.to), (13, 14));
+            assert_eq!(
+                (migrated.from, migrated.to as usize),
+                (13, rounds_collector::store::postgres::schema_version())
+            );
             Arc::new(s) as Arc<dyn Store>
         },
     )
