@@ -276,7 +276,7 @@ async fn postgres_migration_0014_keeps_the_evaluation_times_rows_had() {
                 .await
                 .unwrap();
             assert_eq!(
-                (migrated.from, migrated.to as usize),
+                (migrated.from, migrated.to),
                 (13, rounds_collector::store::postgres::schema_version())
             );
             Arc::new(s) as Arc<dyn Store>
