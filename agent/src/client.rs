@@ -195,6 +195,7 @@ impl CollectorClient {
             .https_only(true)
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
+            .pool_idle_timeout(Duration::from_secs(rounds_protocol::CLIENT_IDLE_SECS))
             .user_agent(concat!("rounds-agent/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| ClientError::Tls(error_chain(&e)))?;

@@ -193,12 +193,49 @@ pub fn for_agent(heartbeat_interval_secs: u64, sources: &AgentConfigSources) -> 
 /// Bounded: emptied when it holds [`EffectiveCache::CAPACITY`] entries.
 #[derive(Debug, Default)]
 pub struct EffectiveCache {
-    merged: std::sync::Mutex<std::collections::HashMap<EffectiveKey, Effective>>,
+    /// By the hash of the key's parts, then the key itself: a hit is found from the borrowed
+    /// sources, so a heartbeat copies no name or text to look its configuration up.
+    merged: std::sync::Mutex<std::collections::HashMap<u64, Vec<(EffectiveKey, Effective)>>>,
 }
 
 /// What decides an effective configuration: the heartbeat interval, and the practice's and
 /// the site's (name, text) where a text is set.
 type EffectiveKey = (u64, Option<(String, String)>, Option<(String, String)>);
+
+/// The parts of an [`EffectiveKey`] as the sources lend them.
+type BorrowedKey<'a> = (u64, Option<(&'a str, &'a str)>, Option<(&'a str, &'a str)>);
+
+fn borrowed_key(heartbeat_interval_secs: u64, sources: &AgentConfigSources) -> BorrowedKey<'_> {
+    fn named<'a>(name: &'a str, text: &'a Option<String>) -> Option<(&'a str, &'a str)> {
+        text.as_deref().map(|t| (name, t))
+    }
+    (
+        heartbeat_interval_secs,
+        named(&sources.practice, &sources.practice_toml),
+        named(&sources.site, &sources.site_toml),
+    )
+}
+
+fn owned_key(key: BorrowedKey<'_>) -> EffectiveKey {
+    let own = |p: Option<(&str, &str)>| p.map(|(n, t)| (n.to_string(), t.to_string()));
+    (key.0, own(key.1), own(key.2))
+}
+
+fn same_key(owned: &EffectiveKey, key: &BorrowedKey<'_>) -> bool {
+    let same = |o: &Option<(String, String)>, b: &Option<(&str, &str)>| match (o, b) {
+        (None, None) => true,
+        (Some((on, ot)), Some((bn, bt))) => on == bn && ot == bt,
+        _ => false,
+    };
+    owned.0 == key.0 && same(&owned.1, &key.1) && same(&owned.2, &key.2)
+}
+
+fn hash_key(key: &BorrowedKey<'_>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    h.finish()
+}
 
 impl EffectiveCache {
     /// Entries kept before the cache is emptied (one per distinct practice and site text).
@@ -210,27 +247,30 @@ impl EffectiveCache {
         heartbeat_interval_secs: u64,
         sources: &AgentConfigSources,
     ) -> Result<Effective, ConfigError> {
-        let named = |name: &String, text: &Option<String>| text.as_ref().map(|t| (name.clone(), t.clone()));
-        let key = (
-            heartbeat_interval_secs,
-            named(&sources.practice, &sources.practice_toml),
-            named(&sources.site, &sources.site_toml),
-        );
-        if let Some(hit) = self.lock().get(&key) {
-            return Ok(hit.clone());
+        let key = borrowed_key(heartbeat_interval_secs, sources);
+        let hash = hash_key(&key);
+        if let Some(hit) = self
+            .lock()
+            .get(&hash)
+            .and_then(|bucket| bucket.iter().find(|(k, _)| same_key(k, &key)))
+        {
+            return Ok(hit.1.clone());
         }
         let merged = for_agent(heartbeat_interval_secs, sources)?;
         let mut map = self.lock();
-        if map.len() >= Self::CAPACITY {
+        if map.values().map(Vec::len).sum::<usize>() >= Self::CAPACITY {
             map.clear();
         }
-        map.insert(key, merged.clone());
+        let bucket = map.entry(hash).or_default();
+        if !bucket.iter().any(|(k, _)| same_key(k, &key)) {
+            bucket.push((owned_key(key), merged.clone()));
+        }
         Ok(merged)
     }
 
     /// Entries held (tests).
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().values().map(Vec::len).sum()
     }
 
     /// Whether nothing is held yet.
@@ -238,7 +278,7 @@ impl EffectiveCache {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<EffectiveKey, Effective>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<u64, Vec<(EffectiveKey, Effective)>>> {
         self.merged.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

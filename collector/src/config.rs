@@ -634,6 +634,21 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(secs))
 }
 
+/// What to tell the operator when `header_timeout_secs` is no longer than the time clients
+/// keep an idle connection ([`rounds_protocol::CLIENT_IDLE_SECS`]): then the collector may close
+/// a keep-alive connection at the instant an agent sends on it, and that request fails.
+pub fn idle_race_warning(settings: &Settings) -> Option<String> {
+    let secs = settings.header_timeout.as_secs();
+    (secs <= rounds_protocol::CLIENT_IDLE_SECS).then(|| {
+        format!(
+            "header_timeout_secs = {secs} is not longer than the {} s agents keep an idle connection: \
+             an agent's request can meet the collector closing its connection and fail; set it above {}",
+            rounds_protocol::CLIENT_IDLE_SECS,
+            rounds_protocol::CLIENT_IDLE_SECS
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -672,6 +687,23 @@ mod tests {
         let s = validate(parse("listen = \"0.0.0.0:1\"", Path::new("c.toml")).unwrap(), &o, None).unwrap();
         assert_eq!(s.listen.port(), 0);
         assert_eq!(s.data_dir, PathBuf::from("/tmp/x"));
+    }
+
+    #[test]
+    fn the_default_header_timeout_outlasts_the_clients_idle_connections() {
+        // The header-read timeout also closes idle keep-alive connections; agents and the
+        // simulator drop theirs after CLIENT_IDLE_SECS, so that they never send on a
+        // connection at the instant the collector closes it (issue 16's transport error).
+        let s = load_text("").unwrap();
+        assert!(
+            s.header_timeout > Duration::from_secs(rounds_protocol::CLIENT_IDLE_SECS),
+            "{:?}",
+            s.header_timeout
+        );
+        assert!(idle_race_warning(&s).is_none());
+        let s = load_text("header_timeout_secs = 5").unwrap();
+        let warning = idle_race_warning(&s).expect("a warning at 5 s");
+        assert!(warning.contains("header_timeout_secs = 5"), "{warning}");
     }
 
     #[test]

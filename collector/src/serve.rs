@@ -185,6 +185,9 @@ pub async fn run(
     let data_dir = settings.data_dir.clone();
     let addr = listener.local_addr().map_err(ServeError::Server)?;
     let header_timeout = settings.header_timeout;
+    if let Some(warning) = crate::config::idle_race_warning(&settings) {
+        tracing::warn!("{warning}");
+    }
     let connections = Arc::new(crate::security::limits::ConnectionLimits::new(
         settings.limits.max_connections,
         settings.limits.max_connections_per_address,

@@ -25,6 +25,17 @@ pub const PROTOCOL_MAJOR: u32 = 1;
 /// Default size limit for a request body the collector accepts, in bytes.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 
+/// How long a client of the collector (the agent, the simulator) keeps an idle keep-alive
+/// connection for reuse, in seconds.
+///
+/// The collector closes a connection that has not sent a complete request head within its
+/// `header_timeout_secs` (default 10), and that timer also runs while a keep-alive connection
+/// waits for its next request. A client that reused a connection at the instant the collector
+/// closed it would lose that request ("connection closed before message completed"), so
+/// clients drop idle connections well before the collector does: the closing side is then
+/// always the client, which never sends on a connection it closed.
+pub const CLIENT_IDLE_SECS: u64 = 5;
+
 /// Paths of the agent-facing API, relative to the collector's base URL.
 pub mod paths {
     /// `POST` an [`EnrollRequest`](super::EnrollRequest), answered by an

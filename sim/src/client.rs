@@ -96,7 +96,7 @@ fn build(
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(REQUEST_TIMEOUT)
         .pool_max_idle_per_host(pool)
-        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_idle_timeout(Duration::from_secs(rounds_protocol::CLIENT_IDLE_SECS))
         .user_agent(concat!("rounds-sim/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| ClientError::Build(e.to_string()))
@@ -216,6 +216,16 @@ fn classify(e: &reqwest::Error) -> String {
     } else if e.is_body() || e.is_decode() {
         "body".into()
     } else {
+        // Rare, and the class alone does not say why: the cause goes to the log (sim.err in
+        // bench/collector-load.sh), e.g. "connection closed before message completed".
+        let mut cause = e.to_string();
+        let mut source = std::error::Error::source(e);
+        while let Some(s) = source {
+            cause.push_str(": ");
+            cause.push_str(&s.to_string());
+            source = s.source();
+        }
+        tracing::warn!(%cause, "transport error");
         "transport".into()
     }
 }

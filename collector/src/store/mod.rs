@@ -658,9 +658,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         clock_skew: Option<chrono::Duration>,
         now: DateTime<Utc>,
     ) -> StoreResult<()> {
-        let mut tx = self.begin_for_agent(agent_id).await?;
-        tx.heartbeat(agent_id, agent_version, clock_skew, now).await?;
-        tx.commit().await
+        in_tx!(self, agent agent_id, |tx| tx.heartbeat(agent_id, agent_version, clock_skew, now)).map(|_| ())
     }
     /// Stores a report (see [`Tx::ingest_report`]).
     async fn ingest_report(&self, agent_id: &str, report: IncomingReport<'_>) -> StoreResult<Ingested> {
@@ -1052,11 +1050,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         reported: &AgentReportedState,
         now: DateTime<Utc>,
     ) -> StoreResult<HeartbeatPrior> {
-        let mut tx = self.begin_for_agent(agent_id).await?;
-        let prior = tx.heartbeat(agent_id, agent_version, clock_skew, now).await?;
-        tx.agent_reported_state(agent_id, reported).await?;
-        tx.commit().await?;
-        Ok(prior)
+        in_tx!(self, agent agent_id, |tx| async {
+            let prior = tx.heartbeat(agent_id, agent_version, clock_skew, now).await?;
+            tx.agent_reported_state(agent_id, reported).await?;
+            StoreResult::Ok(prior)
+        })
     }
 }
 
