@@ -193,16 +193,17 @@ pub fn for_agent(heartbeat_interval_secs: u64, sources: &AgentConfigSources) -> 
 /// Bounded: emptied when it holds [`EffectiveCache::CAPACITY`] entries.
 #[derive(Debug, Default)]
 pub struct EffectiveCache {
-    /// By the hash of the key's parts, then the key itself: a hit is found from the borrowed
-    /// sources, so a heartbeat copies no name or text to look its configuration up.
-    merged: std::sync::Mutex<std::collections::HashMap<u64, Vec<(EffectiveKey, Effective)>>>,
+    /// By the hash of the key's parts, with the key itself to confirm a hit: a heartbeat looks
+    /// its configuration up from the borrowed sources and copies no name or text. Two keys
+    /// with one hash take turns in the slot (a miss, never a wrong answer).
+    merged: std::sync::Mutex<std::collections::HashMap<u64, (EffectiveKey, Effective)>>,
 }
 
 /// What decides an effective configuration: the heartbeat interval, and the practice's and
 /// the site's (name, text) where a text is set.
 type EffectiveKey = (u64, Option<(String, String)>, Option<(String, String)>);
 
-/// The parts of an [`EffectiveKey`] as the sources lend them.
+/// An [`EffectiveKey`]'s parts as the sources (or a held key) lend them.
 type BorrowedKey<'a> = (u64, Option<(&'a str, &'a str)>, Option<(&'a str, &'a str)>);
 
 fn borrowed_key(heartbeat_interval_secs: u64, sources: &AgentConfigSources) -> BorrowedKey<'_> {
@@ -216,25 +217,11 @@ fn borrowed_key(heartbeat_interval_secs: u64, sources: &AgentConfigSources) -> B
     )
 }
 
-fn owned_key(key: BorrowedKey<'_>) -> EffectiveKey {
-    let own = |p: Option<(&str, &str)>| p.map(|(n, t)| (n.to_string(), t.to_string()));
-    (key.0, own(key.1), own(key.2))
-}
-
-fn same_key(owned: &EffectiveKey, key: &BorrowedKey<'_>) -> bool {
-    let same = |o: &Option<(String, String)>, b: &Option<(&str, &str)>| match (o, b) {
-        (None, None) => true,
-        (Some((on, ot)), Some((bn, bt))) => on == bn && ot == bt,
-        _ => false,
-    };
-    owned.0 == key.0 && same(&owned.1, &key.1) && same(&owned.2, &key.2)
-}
-
-fn hash_key(key: &BorrowedKey<'_>) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    key.hash(&mut h);
-    h.finish()
+fn lend(key: &EffectiveKey) -> BorrowedKey<'_> {
+    fn part(p: &Option<(String, String)>) -> Option<(&str, &str)> {
+        p.as_ref().map(|(n, t)| (n.as_str(), t.as_str()))
+    }
+    (key.0, part(&key.1), part(&key.2))
 }
 
 impl EffectiveCache {
@@ -247,30 +234,25 @@ impl EffectiveCache {
         heartbeat_interval_secs: u64,
         sources: &AgentConfigSources,
     ) -> Result<Effective, ConfigError> {
+        use std::hash::BuildHasher;
         let key = borrowed_key(heartbeat_interval_secs, sources);
-        let hash = hash_key(&key);
-        if let Some(hit) = self
-            .lock()
-            .get(&hash)
-            .and_then(|bucket| bucket.iter().find(|(k, _)| same_key(k, &key)))
-        {
-            return Ok(hit.1.clone());
+        let hash = std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(key);
+        if let Some((_, hit)) = self.lock().get(&hash).filter(|(held, _)| lend(held) == key) {
+            return Ok(hit.clone());
         }
         let merged = for_agent(heartbeat_interval_secs, sources)?;
+        let own = |p: Option<(&str, &str)>| p.map(|(n, t)| (n.to_string(), t.to_string()));
         let mut map = self.lock();
-        if map.values().map(Vec::len).sum::<usize>() >= Self::CAPACITY {
+        if map.len() >= Self::CAPACITY {
             map.clear();
         }
-        let bucket = map.entry(hash).or_default();
-        if !bucket.iter().any(|(k, _)| same_key(k, &key)) {
-            bucket.push((owned_key(key), merged.clone()));
-        }
+        map.insert(hash, ((key.0, own(key.1), own(key.2)), merged.clone()));
         Ok(merged)
     }
 
     /// Entries held (tests).
     pub fn len(&self) -> usize {
-        self.lock().values().map(Vec::len).sum()
+        self.lock().len()
     }
 
     /// Whether nothing is held yet.
@@ -278,7 +260,7 @@ impl EffectiveCache {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<u64, Vec<(EffectiveKey, Effective)>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<u64, (EffectiveKey, Effective)>> {
         self.merged.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
