@@ -193,8 +193,13 @@ fn report_body(agent_id: &str, sequence: u64, observations: usize) -> Value {
     } else {
         (0..observations)
             .map(|i| {
+                let value = if changes(i) {
+                    sequence * 1000 + i as u64
+                } else {
+                    i as u64
+                };
                 json!({"kind": format!("bench.kind{}", i % 10), "subject": format!("s{i}"), "observed_at": now,
-                       "status": "ok", "data": {"value": sequence * 1000 + i as u64, "name": "a realistic small payload"}})
+                       "status": "ok", "data": {"value": value, "name": "a realistic small payload"}})
             })
             .collect()
     };
@@ -206,6 +211,15 @@ fn report_body(agent_id: &str, sequence: u64, observations: usize) -> Value {
 /// then more encrypted volumes up to `--observations`; every payload still changes from one
 /// report to the next (a `bench_sequence` field no rule reads), so every row is written.
 static GOLDEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// `--changing N`: only the first N observations of a report change their payload from one
+/// report to the next (the others repeat theirs, so the store only confirms them); all of them
+/// when not given, the worst case for the store.
+static CHANGING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(usize::MAX);
+
+fn changes(i: usize) -> bool {
+    i < CHANGING.load(std::sync::atomic::Ordering::Relaxed)
+}
 
 fn golden_observations(sequence: u64, observations: usize, now: chrono::DateTime<Utc>) -> Vec<Value> {
     let base = golden();
@@ -226,7 +240,9 @@ fn golden_observations(sequence: u64, observations: usize, now: chrono::DateTime
                 }
             };
             o.observed_at = now;
-            o.data["bench_sequence"] = json!(sequence);
+            if changes(i) {
+                o.data["bench_sequence"] = json!(sequence);
+            }
             serde_json::to_value(o).unwrap()
         })
         .collect()
@@ -458,12 +474,22 @@ async fn main() {
         args.iter().any(|a| a == "--golden"),
         std::sync::atomic::Ordering::Relaxed,
     );
+    if let Some(n) = args
+        .iter()
+        .position(|a| a == "--changing")
+        .and_then(|i| args.get(i + 1))
+    {
+        CHANGING.store(
+            n.parse().expect("--changing takes a number of observations"),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
     match args.get(1).map(String::as_str) {
         Some("growth") => growth(&args).await,
         Some("throughput") => throughput(&args).await,
         Some("cpu") => cpu(&args).await,
         _ => eprintln!(
-            "usage: ingest_bench growth [--agents N] [--days D] [--every-row] | throughput [--senders N] [--reports N] [--observations N] [--full] [--no-group-commit] [--sink] [--postgres URL [--collectors N]] | cpu [--agents N] [--reports N] [--observations N]; --golden: kinds the policy judges"
+            "usage: ingest_bench growth [--agents N] [--days D] [--every-row] | throughput [--senders N] [--reports N] [--observations N] [--full] [--no-group-commit] [--sink] [--postgres URL [--collectors N]] | cpu [--agents N] [--reports N] [--observations N]; --golden: kinds the policy judges; --changing N: only N payloads of a report change"
         ),
     }
 }

@@ -471,6 +471,58 @@ async fn a_history_row_is_written_when_status_or_error_changes_not_when_nothing_
     }
 }
 
+/// The current payloads a report is compared with are read once per report (core, issue 7):
+/// a late older report, and a report naming one subject twice, still compare with what the
+/// current state holds at each observation, as one read per observation did.
+#[tokio::test]
+async fn late_reports_and_a_subject_named_twice_compare_with_the_current_state() {
+    let app = TestApp::new();
+    let e = enrolled(&app, "Smith", "frontdesk").await;
+    let t = app.state.now();
+    let conn = rusqlite::Connection::open(app.db_path()).unwrap();
+    let rows = || {
+        conn.query_row(
+            "SELECT COUNT(*) FROM observations WHERE agent_id = ?1 AND kind = 'firewall'",
+            [&e.agent_id],
+            |r| r.get::<_, i64>(0),
+        )
+        .unwrap()
+    };
+    let current = || {
+        conn.query_row(
+            "SELECT sequence, data FROM latest_observations WHERE agent_id = ?1 AND kind = 'firewall'",
+            [&e.agent_id],
+            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
+        )
+        .unwrap()
+    };
+    let payload = |enabled: bool| firewall(enabled, t).data.to_string();
+    deliver(&app, &e, 2, &[inventory(t), firewall(true, t)], true).await;
+    assert_eq!((rows(), current()), (1, (2, payload(true))));
+    // Sequence 1 arrives late with another payload: a history row, the current state stays.
+    deliver(&app, &e, 1, &[inventory(t), firewall(false, t)], true).await;
+    assert_eq!((rows(), current()), (2, (2, payload(true))), "late older report");
+    // The payload of sequence 2 again: confirmed, no history row.
+    deliver(&app, &e, 3, &[inventory(t), firewall(true, t)], true).await;
+    assert_eq!(
+        (rows(), current()),
+        (2, (3, payload(true))),
+        "same as the current state"
+    );
+    // One report naming the subject twice: each compares with the one before it.
+    deliver(
+        &app,
+        &e,
+        4,
+        &[inventory(t), firewall(false, t), firewall(true, t)],
+        true,
+    )
+    .await;
+    assert_eq!((rows(), current()), (4, (4, payload(true))), "subject named twice");
+    deliver(&app, &e, 5, &[inventory(t), firewall(true, t), firewall(true, t)], true).await;
+    assert_eq!((rows(), current()), (4, (5, payload(true))), "same payload named twice");
+}
+
 #[tokio::test]
 async fn each_agent_first_report_is_announced_once() {
     let app = TestApp::new();

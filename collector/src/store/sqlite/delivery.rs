@@ -21,6 +21,8 @@ pub struct OwnedDelivery {
     pub report: Report,
     /// [`delivery::digest`] of the report, computed once.
     pub digest: String,
+    /// [`reports::payloads`] of the report, made before the writer.
+    pub payloads: Vec<String>,
     pub received_at: DateTime<Utc>,
     pub future_after: DateTime<Utc>,
 }
@@ -35,6 +37,7 @@ impl OwnedDelivery {
         let mut report = report.clone();
         let digest = delivery::digest_owned(&mut report);
         OwnedDelivery {
+            payloads: reports::payloads(&report),
             report,
             digest,
             received_at,
@@ -136,7 +139,7 @@ pub fn deliver(conn: &Connection, agent_id: &str, d: &OwnedDelivery) -> StoreRes
         received_at: d.received_at,
         future_after: d.future_after,
     };
-    if reports::ingest_incoming(conn, agent_id, &incoming)? != Ingested::Stored {
+    if reports::ingest_incoming(conn, agent_id, &incoming, &d.payloads)? != Ingested::Stored {
         return Err(StoreError::Invalid(format!(
             "report {} of agent {agent_id} was stored concurrently",
             report.sequence

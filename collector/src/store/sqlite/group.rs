@@ -198,18 +198,20 @@ impl GroupCommit {
             commit_failed = Some(failed(e));
         }
         if commit_failed.is_none() {
+            // Prepared once per connection: every unit opens and releases its savepoint.
+            let step = |sql: &str| c.prepare_cached(sql).and_then(|mut s| s.execute([])).map(drop);
             for u in &mut units {
-                if let Err(e) = c.execute_batch("SAVEPOINT unit") {
+                if let Err(e) = step("SAVEPOINT unit") {
                     commit_failed = Some(failed(e));
                     break;
                 }
                 let keep = u.run(c);
                 let end = if keep {
-                    "RELEASE unit"
+                    step("RELEASE unit")
                 } else {
-                    "ROLLBACK TO unit; RELEASE unit"
+                    step("ROLLBACK TO unit").and_then(|()| step("RELEASE unit"))
                 };
-                if let Err(e) = c.execute_batch(end) {
+                if let Err(e) = end {
                     commit_failed = Some(failed(e));
                     break;
                 }

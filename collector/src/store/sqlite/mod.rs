@@ -248,11 +248,13 @@ impl SqliteStore {
                     return Ok(group::Done::discard((outcomes, None)));
                 }
             }
-            // Reads only: a failed read fails the input, not the unit.
-            let input = (read && kept_a_report(&outcomes)).then(|| evaluation_input(c, &agent_id));
+            // Reads only: a failed read fails the input, not the unit. The payloads are
+            // decoded after the commit, off the writer.
+            let input = (read && kept_a_report(&outcomes)).then(|| undecoded_input(c, &agent_id));
             Ok(group::Done::keep((outcomes, input)))
         })
         .await
+        .map(|(outcomes, input)| (outcomes, input.map(|i| i.and_then(UndecodedInput::decode))))
     }
 
     /// The database file.
@@ -1183,11 +1185,36 @@ impl Store for SqliteStore {
 // --- Ingest throughput (core, issue 7) ---
 /// What [`Store::evaluation_input`] reads, on one connection.
 fn evaluation_input(c: &Connection, agent_id: &str) -> StoreResult<EvaluationInput> {
+    undecoded_input(c, agent_id)?.decode()
+}
+
+/// [`EvaluationInput`] with the observations' payloads as their stored JSON text.
+struct UndecodedInput {
+    os: String,
+    clock_skew_ms: Option<i64>,
+    observations: Vec<(StoredObservation, String)>,
+    policy_settings: AgentPolicySettings,
+    tampers: Vec<TamperRow>,
+}
+
+impl UndecodedInput {
+    fn decode(self) -> StoreResult<EvaluationInput> {
+        Ok(EvaluationInput {
+            os: self.os,
+            clock_skew_ms: self.clock_skew_ms,
+            observations: reports::decode_latest(self.observations)?,
+            policy_settings: self.policy_settings,
+            tampers: self.tampers,
+        })
+    }
+}
+
+fn undecoded_input(c: &Connection, agent_id: &str) -> StoreResult<UndecodedInput> {
     let (os, clock_skew_ms) = agents::os_and_skew(c, agent_id)?;
-    Ok(EvaluationInput {
+    Ok(UndecodedInput {
         os,
         clock_skew_ms,
-        observations: reports::latest(c, agent_id, None)?,
+        observations: reports::latest_undecoded(c, agent_id, None)?,
         policy_settings: policy::for_agent(c, agent_id)?,
         tampers: tamper::list(c, agent_id)?,
     })
