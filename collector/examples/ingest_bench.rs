@@ -342,6 +342,7 @@ async fn throughput(args: &[String]) {
     let start = Instant::now();
     let cpu_before = cpu_ms();
     let (groups_before, units_before) = b.sqlite.group_commit_counts();
+    let busy_before = b.sqlite.group_commit_busy();
     let mut tasks = Vec::new();
     // Senders spread over the collectors round-robin.
     for (i, (e, bodies)) in enrolled.into_iter().zip(bodies).enumerate() {
@@ -406,9 +407,12 @@ async fn throughput(args: &[String]) {
     );
     let (groups, units) = b.sqlite.group_commit_counts();
     let (groups, units) = (groups - groups_before, units - units_before);
+    let busy = (b.sqlite.group_commit_busy() - busy_before).as_secs_f64();
     println!(
-        "group commit: {units} units of work in {groups} transactions ({:.1} per transaction)",
-        units as f64 / groups.max(1) as f64
+        "group commit: {units} units of work in {groups} transactions ({:.1} per transaction); writer busy {:.0} % of the run, {:.3} ms per report",
+        units as f64 / groups.max(1) as f64,
+        100.0 * busy / secs,
+        1000.0 * busy / total as f64
     );
 }
 

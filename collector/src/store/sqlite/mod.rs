@@ -194,6 +194,11 @@ impl SqliteStore {
         self.group.counts()
     }
 
+    /// Time the writer spent writing groups so far (the benchmark's writer occupancy).
+    pub fn group_commit_busy(&self) -> std::time::Duration {
+        self.group.busy()
+    }
+
     /// Units of work waiting for the writer to be committed as a group (tests).
     pub fn group_commit_queued(&self) -> usize {
         self.group.queued()
