@@ -309,6 +309,15 @@ async fn throughput(args: &[String]) {
         b.state = states[0].clone();
         println!("store: PostgreSQL, schema {schema}, {collectors} collector(s)");
     }
+    // Experiment only (not a supported configuration): drop an index before the run.
+    if let Some(index) = args
+        .iter()
+        .position(|a| a == "--drop-index")
+        .and_then(|i| args.get(i + 1))
+    {
+        let conn = rusqlite::Connection::open(&b.db).unwrap();
+        conn.execute_batch(&format!("DROP INDEX {index}")).unwrap();
+    }
     let enrolled = enroll(&b, senders).await;
     let mut addrs = Vec::new();
     let mut servers = Vec::new();

@@ -1454,8 +1454,14 @@ async fn sqlite_upgrades_a_version_1_database_with_its_data() {
     // What a collector of schema version 1 left behind.
     let conn = rusqlite::Connection::open(&path).unwrap();
     // Alerting (issue 12, migration 0006) first: its tables refer to practices.
-    // Ingest throughput (core, issue 7, migration 0014).
-    conn.execute_batch("DROP TABLE agent_evaluations;").unwrap();
+    // Ingest throughput (core, issue 7, migrations 0016 and 0014): the indexes 0016 dropped
+    // back, then 0014's table gone.
+    conn.execute_batch(
+        "CREATE INDEX observations_by_agent ON observations (agent_id, kind, observed_at);
+         CREATE INDEX observations_by_agent_sequence ON observations (agent_id, sequence);
+         DROP TABLE agent_evaluations;",
+    )
+    .unwrap();
     // Retention (issue 17, migration 0013).
     conn.execute_batch(
         "DROP TABLE observation_rollups; DROP INDEX observations_by_time; DROP INDEX observations_by_subject;

@@ -169,13 +169,19 @@ pub async fn observation_history(
     to: DateTime<Utc>,
 ) -> StoreResult<Vec<StoredObservation>> {
     let mut out = Vec::new();
+    // The rows of the period, and the last row before it of each subject: one lookup per
+    // subject (the subjects from `observations_by_subject`), not one per row before the period.
     let sql = "SELECT o.sequence, o.kind, o.subject, o.observed_at, o.status, o.data, o.error, o.future_dated
              FROM observations o
-             WHERE o.agent_id = $1 AND o.kind = $2 AND o.observed_at < $4
-               AND (o.observed_at >= $3 OR o.id = (SELECT p.id FROM observations p
-                     WHERE p.agent_id = o.agent_id AND p.kind = o.kind AND p.subject = o.subject AND p.observed_at < $3
-                     ORDER BY p.observed_at DESC, p.id DESC LIMIT 1))
-             ORDER BY o.observed_at, o.id";
+             WHERE o.agent_id = $1 AND o.kind = $2 AND o.observed_at >= $3 AND o.observed_at < $4
+             UNION ALL
+             SELECT o.sequence, o.kind, o.subject, o.observed_at, o.status, o.data, o.error, o.future_dated
+             FROM observations o
+             WHERE o.observed_at < $4 AND o.id IN (
+               SELECT (SELECT p.id FROM observations p
+                       WHERE p.agent_id = $1 AND p.kind = $2 AND p.subject = s.subject AND p.observed_at < $3
+                       ORDER BY p.observed_at DESC, p.id DESC LIMIT 1)
+               FROM (SELECT DISTINCT subject FROM observations WHERE agent_id = $1 AND kind = $2) s)";
     for kind in kinds {
         let rows = c.query(sql, &[&agent_id, kind, &ms(from), &ms(to)]).await.map_err(db)?;
         for r in &rows {

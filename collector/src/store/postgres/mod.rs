@@ -97,6 +97,11 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0015_incidents_by_source",
         include_str!("migrations/0015_incidents_by_source.sql"),
     ),
+    // Two indexes of the observation history fewer (core, issue 7: ingest throughput).
+    (
+        "0016_observation_indexes",
+        include_str!("migrations/0016_observation_indexes.sql"),
+    ),
 ];
 
 /// The advisory lock every unit of work holds (`pg_advisory_xact_lock`): "Rounds" in ASCII;

@@ -76,6 +76,13 @@ pub fn rule_tallies(conn: &Connection, scope: &Scope) -> StoreResult<Vec<RuleTal
     rows.collect::<Result<_, _>>().map_err(db)
 }
 
+/// [`history`]'s query (?1 practice, ?2 kind, ?3 from, ?4 to).
+pub(crate) const HISTORY: &str =
+    "SELECT o.agent_id, o.sequence, o.subject, o.observed_at, o.status, o.data, o.error, o.future_dated
+             FROM observations o JOIN agents a ON a.id = o.agent_id JOIN sites s ON s.id = a.site_id
+             WHERE s.practice_id = ?1 AND o.kind = ?2 AND o.observed_at >= ?3 AND o.observed_at < ?4
+             ORDER BY o.observed_at, o.id";
+
 /// The observations of `kind` of practice `practice_id`'s agents observed in `from..to`,
 /// oldest first. `NotFound` when `scope` does not see the practice.
 pub fn history(
@@ -87,14 +94,7 @@ pub fn history(
     to: DateTime<Utc>,
 ) -> StoreResult<Vec<StoredObservation>> {
     visible(conn, scope, practice_id)?;
-    let mut stmt = conn
-        .prepare_cached(
-            "SELECT o.agent_id, o.sequence, o.subject, o.observed_at, o.status, o.data, o.error, o.future_dated
-             FROM observations o JOIN agents a ON a.id = o.agent_id JOIN sites s ON s.id = a.site_id
-             WHERE s.practice_id = ?1 AND o.kind = ?2 AND o.observed_at >= ?3 AND o.observed_at < ?4
-             ORDER BY o.observed_at, o.id",
-        )
-        .map_err(db)?;
+    let mut stmt = conn.prepare_cached(HISTORY).map_err(db)?;
     let rows = stmt
         .query_map(params![practice_id, kind, ms(from), ms(to)], |r| {
             Ok((

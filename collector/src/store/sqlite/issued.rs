@@ -162,6 +162,20 @@ pub fn deliveries(conn: &Connection, schedule: &str) -> StoreResult<Vec<ReportDe
     rows.collect::<Result<Vec<_>, _>>().map_err(db)
 }
 
+/// [`observation_history`]'s query (one kind: ?1 agent, ?2 kind, ?3 from, ?4 to).
+pub(crate) const OBSERVATION_HISTORY: &str =
+    "SELECT o.sequence, o.kind, o.subject, o.observed_at, o.status, o.data, o.error, o.future_dated
+             FROM observations o
+             WHERE o.agent_id = ?1 AND o.kind = ?2 AND o.observed_at >= ?3 AND o.observed_at < ?4
+             UNION ALL
+             SELECT o.sequence, o.kind, o.subject, o.observed_at, o.status, o.data, o.error, o.future_dated
+             FROM observations o
+             WHERE o.observed_at < ?4 AND o.id IN (
+               SELECT (SELECT p.id FROM observations p
+                       WHERE p.agent_id = ?1 AND p.kind = ?2 AND p.subject = s.subject AND p.observed_at < ?3
+                       ORDER BY p.observed_at DESC, p.id DESC LIMIT 1)
+               FROM (SELECT DISTINCT subject FROM observations WHERE agent_id = ?1 AND kind = ?2) s)";
+
 /// Observations of `kinds` an agent made in `from..to`, and for each (kind, subject) the last
 /// one made before `from` (the state the period started in), oldest first.
 pub fn observation_history(
@@ -172,17 +186,9 @@ pub fn observation_history(
     to: DateTime<Utc>,
 ) -> StoreResult<Vec<StoredObservation>> {
     let mut out = Vec::new();
-    let mut stmt = conn
-        .prepare_cached(
-            "SELECT o.sequence, o.kind, o.subject, o.observed_at, o.status, o.data, o.error, o.future_dated
-             FROM observations o
-             WHERE o.agent_id = ?1 AND o.kind = ?2 AND o.observed_at < ?4
-               AND (o.observed_at >= ?3 OR o.id = (SELECT p.id FROM observations p
-                     WHERE p.agent_id = o.agent_id AND p.kind = o.kind AND p.subject = o.subject AND p.observed_at < ?3
-                     ORDER BY p.observed_at DESC, p.id DESC LIMIT 1))
-             ORDER BY o.observed_at, o.id",
-        )
-        .map_err(db)?;
+    // The rows of the period, and the last row before it of each subject: one lookup per
+    // subject (the subjects from `observations_by_subject`), not one per row before the period.
+    let mut stmt = conn.prepare_cached(OBSERVATION_HISTORY).map_err(db)?;
     for kind in kinds {
         let rows = stmt
             .query_map(params![agent_id, kind, ms(from), ms(to)], |r| {

@@ -93,6 +93,11 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0015_incidents_by_source",
         include_str!("migrations/0015_incidents_by_source.sql"),
     ),
+    // Two indexes of the observation history fewer (core, issue 7: ingest throughput).
+    (
+        "0016_observation_indexes",
+        include_str!("migrations/0016_observation_indexes.sql"),
+    ),
 ];
 
 /// How `synchronous` is set: `Normal` loses at most the last transactions on power loss
@@ -1241,4 +1246,52 @@ pub fn file_schema_version(path: &Path) -> StoreResult<usize> {
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .map_err(|e| codec::db_in(e, context()))?;
     Ok(v.max(0) as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Migration 0016 (core, issue 7) left the observation history two indexes fewer: every
+    /// query on it still searches an index, none scans the table or a whole index.
+    #[test]
+    fn the_queries_on_the_observation_history_search_an_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("rounds.db")).unwrap();
+        let conn = Connection::open(store.path()).unwrap();
+        let queries = [
+            ("the dashboard's history", dashboard::HISTORY.to_string(), 4),
+            (
+                "a report's observation history",
+                issued::OBSERVATION_HISTORY.to_string(),
+                4,
+            ),
+            ("the rows retention rolls up", crate::store::rollup::select_raw(), 4),
+            (
+                "the count of rows retention rolls up",
+                crate::store::rollup::count_raw(),
+                1,
+            ),
+        ];
+        for (name, sql, params) in queries {
+            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let plan: Vec<String> = stmt
+                .query_map(rusqlite::params_from_iter(vec![0i64; params]), |r| r.get(3))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            for line in &plan {
+                let scanned = line.strip_prefix("SCAN ").map(|t| t.split(' ').next().unwrap_or(""));
+                assert!(
+                    !matches!(scanned, Some("o" | "p" | "n" | "observations")),
+                    "{name} scans the observation history: {plan:?}"
+                );
+            }
+            assert!(
+                plan.iter()
+                    .any(|l| l.contains("observations_by_subject") || l.contains("observations_by_time")),
+                "{name}: {plan:?}"
+            );
+        }
+    }
 }
