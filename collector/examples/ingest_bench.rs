@@ -16,7 +16,11 @@
 //! store in a fresh schema of that database instead (`--full` and group commit are SQLite's);
 //! `--collectors N` runs N independent collectors on that schema (each its own store and pool,
 //! evaluator and router, as N processes would have), the senders spread over them
-//! round-robin. Every run prints the median, p99 and max request latency beside reports/s.
+//! round-robin. Every run prints the median, p99 and max request latency beside reports/s, and
+//! on SQLite how busy the writer was. `--changing N` (here and in `cpu`): only the first N
+//! payloads of each report change from one report to the next, the others repeat theirs (all
+//! change without it, the worst case for the store). `--drop-index NAME` drops an index of the
+//! fresh store before the run (an experiment, not a configuration the collector supports).
 //!
 //! `cpu`: the same reports through the same router, but one after the other in this process
 //! (`tower::ServiceExt::oneshot`, no socket), `--agents` agents in turn: a deterministic load
