@@ -482,6 +482,10 @@ async fn cpu(args: &[String]) {
     );
 }
 
+/// The collector binary's allocator, so the figures are the shipped collector's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     // reqwest is built without a default TLS provider; plain HTTP still asks for one.
