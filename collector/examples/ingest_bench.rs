@@ -21,6 +21,9 @@
 //! payloads of each report change from one report to the next, the others repeat theirs (all
 //! change without it, the worst case for the store). `--drop-index NAME` drops an index of the
 //! fresh store before the run (an experiment, not a configuration the collector supports).
+//! `--rate R`: open loop instead of each sender sending as soon as it was answered: report j of
+//! sender k is due R-paced (at (j * senders + k) / R s), sent then or as soon as the sender is
+//! free, and its latency is counted from when it was due.
 //!
 //! `cpu`: the same reports through the same router, but one after the other in this process
 //! (`tower::ServiceExt::oneshot`, no socket), `--agents` agents in turn: a deterministic load
@@ -357,14 +360,28 @@ async fn throughput(args: &[String]) {
     let (groups_before, units_before) = b.sqlite.group_commit_counts();
     let busy_before = b.sqlite.group_commit_busy();
     let mut tasks = Vec::new();
+    // `--rate R`: an open-loop schedule, as a fleet sends: report j of sender k is due at
+    // (j * senders + k) / R seconds after the start, whether or not earlier answers came
+    // (a sender still waiting sends it late); latency counts from when it was due.
+    let rate = arg(args, "--rate", 0) as f64;
+    let senders_n = enrolled.len();
+    // Open loop only: reports the collector refused with 429 (its ingest gate full: offered
+    // more than it stores), counted instead of failing the run.
+    let refused = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     // Senders spread over the collectors round-robin.
     for (i, (e, bodies)) in enrolled.into_iter().zip(bodies).enumerate() {
         let client = client.clone();
         let addr = addrs[i % addrs.len()];
+        let refused = Arc::clone(&refused);
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::with_capacity(bodies.len());
-            for body in bodies {
-                let sent = Instant::now();
+            for (j, body) in bodies.into_iter().enumerate() {
+                let mut sent = Instant::now();
+                if rate > 0.0 {
+                    let due = start + std::time::Duration::from_secs_f64((j * senders_n + i) as f64 / rate);
+                    tokio::time::sleep_until(due.into()).await;
+                    sent = due;
+                }
                 let resp = client
                     .post(format!("http://{addr}/api/v1/agent/reports"))
                     .basic_auth(&e.agent_id, Some(&e.agent_secret))
@@ -373,6 +390,10 @@ async fn throughput(args: &[String]) {
                     .send()
                     .await
                     .unwrap();
+                if rate > 0.0 && resp.status() == reqwest::StatusCode::TOO_MANY_REQUESTS {
+                    refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    continue;
+                }
                 assert!(resp.status().is_success(), "{}", resp.status());
                 latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
             }
@@ -384,7 +405,8 @@ async fn throughput(args: &[String]) {
         latencies.extend(t.await.unwrap());
     }
     let secs = start.elapsed().as_secs_f64();
-    let total = per_sender * senders;
+    let refused = refused.load(std::sync::atomic::Ordering::Relaxed);
+    let total = per_sender * senders - refused;
     let (user, sys) = cpu_ms();
     let (user, sys) = (user - cpu_before.0, sys - cpu_before.1);
     let (median, p99, max) = latency_summary(latencies);
@@ -411,8 +433,13 @@ async fn throughput(args: &[String]) {
         );
         return;
     }
+    let offered = if rate > 0.0 {
+        format!(" (open loop, {rate:.0} reports/s offered, {refused} refused with 429; latency from when each was due)")
+    } else {
+        String::new()
+    };
     println!(
-        "throughput: {total} reports x {observations} observations, {senders} senders, synchronous={:?}, group commit {}: {:.2} s, {:.0} reports/s, {latency}",
+        "throughput: {total} reports x {observations} observations, {senders} senders{offered}, synchronous={:?}, group commit {}: {:.2} s, {:.0} reports/s, {latency}",
         durability,
         if group_commit { "on" } else { "off" },
         secs,
