@@ -133,13 +133,20 @@ async fn an_outage_reaches_the_collector_within_seconds_and_summaries_on_their_c
     assert_eq!(down["data"]["reason"], "tcp_refused", "{down}");
     assert_eq!(down["data"]["attempts"], 2);
 
-    let findings = c.get_json(&key, &format!("/api/v1/agents/{agent_id}/findings")).await;
-    let reachable = findings
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["rule"] == "hipaa.availability.ehr_reachable")
-        .cloned()
-        .unwrap_or(Value::Null);
-    assert_eq!(reachable["status"], "fail", "{reachable}");
+    // The findings are written by the evaluation that follows the report's commit (a second
+    // transaction), so they may trail the stored observation by a few milliseconds.
+    let findings_url = format!("/api/v1/agents/{agent_id}/findings");
+    let reachable = eventually("the reachability finding to fail", Duration::from_secs(5), || async {
+        let findings = c.get_json(&key, &findings_url).await;
+        findings
+            .as_array()?
+            .iter()
+            .find(|f| f["rule"] == "hipaa.availability.ehr_reachable" && f["status"] == "fail")
+            .cloned()
+    })
+    .await;
+    assert_eq!(
+        reachable["evidence"]["observations"][0]["values"]["up"], false,
+        "{reachable}"
+    );
 }
