@@ -1096,6 +1096,36 @@ async fn tallies_follow_every_change(s: std::sync::Arc<dyn rounds_collector::sto
             .iter()
             .all(|t| t.practice_id == p1)
     );
+
+    // The triggers move the tallies by the changed finding (migration 0017): 300 random
+    // evaluations over five agents of two practices (statuses, accepted risks, rules that
+    // appear and retire, the oldest failure resolving) leave them equal to a count from scratch.
+    for (practice, site, id) in [("P1", "S1", "b1"), ("P1", "S2", "b2"), ("P2", "S", "b3")] {
+        crate::support::enroll(s.as_ref(), practice, site, id).await;
+    }
+    let agents = ["a1", "a2", "a3", "b1", "b2", "b3"];
+    let statuses = [Pass, Fail, Error, NotApplicable];
+    let mut seed: u64 = 0x5eed_7a11;
+    let mut next = |n: u64| {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (seed >> 33) % n
+    };
+    for i in 0..300 {
+        let agent = agents[next(agents.len() as u64) as usize];
+        let mut findings = Vec::new();
+        for rule in ["r.a", "r.b", "r.c", "r.d"] {
+            if next(5) > 0 {
+                let status = statuses[next(4) as usize];
+                findings.push(f(rule, status, next(4) == 0));
+            }
+        }
+        let at = t0 + chrono::Duration::minutes(100 + i);
+        s.replace_findings(agent, &findings, at).await.unwrap();
+        let (tallies, _) = counted(s.as_ref(), &admin).await;
+        let mut stored = s.rule_tallies(&admin).await.unwrap();
+        stored.sort_by(|a, b| (a.practice_id, &a.rule).cmp(&(b.practice_id, &b.rule)));
+        assert_eq!(stored, tallies, "after random step {i} ({agent}: {findings:?})");
+    }
 }
 
 /// SQLite's `observation_fields` (json_extract) gives what picking the fields from

@@ -1345,9 +1345,10 @@ async fn sqlite_writes_an_observation_row_only_when_the_payload_changes() {
 }
 
 /// Findings whose evidence moved are rewritten at every report with the status, exception and
-/// status_since they had; the dashboard's (practice, rule) tally is recounted only when one of
-/// those changed (migration 0012, issue 16). A sentinel written into the tally survives an
-/// evidence-only rewrite and is replaced by the true count when the status changes.
+/// status_since they had; the dashboard's (practice, rule) tally moves only when one of those
+/// changed (migration 0012, issue 16), and then by the changed finding, without counting the
+/// practice's findings again (migration 0017, core issue 7). A sentinel written into the tally
+/// survives an evidence-only rewrite, and a status change moves it by one.
 async fn tally_sentinel_case(store: Arc<dyn Store>, sentinel: impl AsyncFn(Option<i64>) -> (i64, i64)) {
     enroll(store.as_ref(), "P", "S", "a1").await;
     let with_evidence = |status, n: i64| {
@@ -1374,12 +1375,16 @@ async fn tally_sentinel_case(store: Arc<dyn Store>, sentinel: impl AsyncFn(Optio
         .replace_findings("a1", &[with_evidence(Status::Pass, 3)], at(120))
         .await
         .unwrap();
-    assert_eq!(sentinel(None).await, (1, 0), "a status change recounts it");
+    assert_eq!(
+        sentinel(None).await,
+        (100, 0),
+        "a status change moves the tally by one (fail to pass), not by a count from scratch"
+    );
     assert_eq!(store.agent(&admin(), "a1").await.unwrap().findings.pass, 1);
 }
 
 #[tokio::test]
-async fn sqlite_recounts_a_tally_only_when_a_counted_value_changes() {
+async fn sqlite_moves_a_tally_only_when_a_counted_value_changes() {
     let (store, dir) = sqlite();
     let path = dir.path().join("rounds.db");
     tally_sentinel_case(store, async |set: Option<i64>| {
@@ -1398,7 +1403,7 @@ async fn sqlite_recounts_a_tally_only_when_a_counted_value_changes() {
 }
 
 #[tokio::test]
-async fn postgres_recounts_a_tally_only_when_a_counted_value_changes() {
+async fn postgres_moves_a_tally_only_when_a_counted_value_changes() {
     let Some(url) = crate::support::pg_schema().await else {
         return;
     };

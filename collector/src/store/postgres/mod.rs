@@ -102,6 +102,11 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0016_observation_indexes",
         include_str!("migrations/0016_observation_indexes.sql"),
     ),
+    // Practice tallies moved by the changed finding, not counted again (core, issue 7).
+    (
+        "0017_incremental_tallies",
+        include_str!("migrations/0017_incremental_tallies.sql"),
+    ),
 ];
 
 /// The advisory lock every unit of work holds (`pg_advisory_xact_lock`): "Rounds" in ASCII;
