@@ -210,8 +210,20 @@ fn report_body(agent_id: &str, sequence: u64, observations: usize) -> Value {
             })
             .collect()
     };
-    json!({"protocol": 1, "agent_id": agent_id, "sequence": sequence, "created_at": now, "observations": o})
+    let mut body =
+        json!({"protocol": 1, "agent_id": agent_id, "sequence": sequence, "created_at": now, "observations": o});
+    if COMPLETE.load(std::sync::atomic::Ordering::Relaxed) {
+        // What an agent's scheduled check run sends: the check's complete set of subjects, so
+        // the store retires those it no longer names.
+        body["check"] = json!("bench");
+        body["complete"] = json!(true);
+    }
+    body
 }
+
+/// `--complete`: every report is a check's complete run (`check`, `complete`), as the agent's
+/// scheduled runs are; without it, reports name no check and retire nothing.
+static COMPLETE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// `--golden`: reports of kinds the policy judges instead of `bench.kind*` (which no rule
 /// reads): the 25 observations of a real host run (`agent/tests/fixtures/golden/check.json`),
@@ -522,6 +534,10 @@ async fn main() {
         args.iter().any(|a| a == "--golden"),
         std::sync::atomic::Ordering::Relaxed,
     );
+    COMPLETE.store(
+        args.iter().any(|a| a == "--complete"),
+        std::sync::atomic::Ordering::Relaxed,
+    );
     if let Some(n) = args
         .iter()
         .position(|a| a == "--changing")
@@ -537,7 +553,7 @@ async fn main() {
         Some("throughput") => throughput(&args).await,
         Some("cpu") => cpu(&args).await,
         _ => eprintln!(
-            "usage: ingest_bench growth [--agents N] [--days D] [--every-row] | throughput [--senders N] [--reports N] [--observations N] [--full] [--no-group-commit] [--sink] [--postgres URL [--collectors N]] | cpu [--agents N] [--reports N] [--observations N]; --golden: kinds the policy judges; --changing N: only N payloads of a report change"
+            "usage: ingest_bench growth [--agents N] [--days D] [--every-row] | throughput [--senders N] [--reports N] [--observations N] [--full] [--no-group-commit] [--sink] [--postgres URL [--collectors N]] | cpu [--agents N] [--reports N] [--observations N]; --golden: kinds the policy judges; --complete: reports are complete check runs; --changing N: only N payloads of a report change"
         ),
     }
 }
