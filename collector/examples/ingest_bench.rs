@@ -23,7 +23,9 @@
 //! fresh store before the run (an experiment, not a configuration the collector supports).
 //! `--rate R`: open loop instead of each sender sending as soon as it was answered: report j of
 //! sender k is due R-paced (at (j * senders + k) / R s), sent then or as soon as the sender is
-//! free, and its latency is counted from when it was due.
+//! free, and its latency is counted from when it was due. `--complete` (here and in `cpu`):
+//! every report is a check's complete run (`check`, `complete`), so the store also retires the
+//! check's subjects a run no longer names, as it does for the agent's scheduled runs.
 //!
 //! `cpu`: the same reports through the same router, but one after the other in this process
 //! (`tower::ServiceExt::oneshot`, no socket), `--agents` agents in turn: a deterministic load
