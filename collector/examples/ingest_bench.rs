@@ -378,7 +378,6 @@ async fn throughput(args: &[String]) {
     // (j * senders + k) / R seconds after the start, whether or not earlier answers came
     // (a sender still waiting sends it late); latency counts from when it was due.
     let rate = arg(args, "--rate", 0) as f64;
-    let senders_n = enrolled.len();
     // Open loop only: reports the collector refused with 429 (its ingest gate full: offered
     // more than it stores), counted instead of failing the run.
     let refused = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -392,7 +391,7 @@ async fn throughput(args: &[String]) {
             for (j, body) in bodies.into_iter().enumerate() {
                 let mut sent = Instant::now();
                 if rate > 0.0 {
-                    let due = start + std::time::Duration::from_secs_f64((j * senders_n + i) as f64 / rate);
+                    let due = start + std::time::Duration::from_secs_f64((j * senders + i) as f64 / rate);
                     tokio::time::sleep_until(due.into()).await;
                     sent = due;
                 }

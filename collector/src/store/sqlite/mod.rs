@@ -1205,33 +1205,36 @@ fn evaluation_input(c: &Connection, agent_id: &str) -> StoreResult<EvaluationInp
 
 /// [`EvaluationInput`] with the observations' payloads as their stored JSON text.
 struct UndecodedInput {
-    os: String,
-    clock_skew_ms: Option<i64>,
-    observations: Vec<(StoredObservation, String)>,
-    policy_settings: AgentPolicySettings,
-    tampers: Vec<TamperRow>,
+    /// The input, every observation's `data` still `null`.
+    input: EvaluationInput,
+    /// The stored JSON text of each observation's payload, in the same order.
+    payloads: Vec<String>,
 }
 
 impl UndecodedInput {
     fn decode(self) -> StoreResult<EvaluationInput> {
-        Ok(EvaluationInput {
-            os: self.os,
-            clock_skew_ms: self.clock_skew_ms,
-            observations: reports::decode_latest(self.observations)?,
-            policy_settings: self.policy_settings,
-            tampers: self.tampers,
-        })
+        let UndecodedInput { mut input, payloads } = self;
+        let rows = std::mem::take(&mut input.observations)
+            .into_iter()
+            .zip(payloads)
+            .collect();
+        input.observations = reports::decode_latest(rows)?;
+        Ok(input)
     }
 }
 
 fn undecoded_input(c: &Connection, agent_id: &str) -> StoreResult<UndecodedInput> {
     let (os, clock_skew_ms) = agents::os_and_skew(c, agent_id)?;
+    let (observations, payloads) = reports::latest_undecoded(c, agent_id, None)?.into_iter().unzip();
     Ok(UndecodedInput {
-        os,
-        clock_skew_ms,
-        observations: reports::latest_undecoded(c, agent_id, None)?,
-        policy_settings: policy::for_agent(c, agent_id)?,
-        tampers: tamper::list(c, agent_id)?,
+        input: EvaluationInput {
+            os,
+            clock_skew_ms,
+            observations,
+            policy_settings: policy::for_agent(c, agent_id)?,
+            tampers: tamper::list(c, agent_id)?,
+        },
+        payloads,
     })
 }
 
