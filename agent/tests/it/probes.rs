@@ -536,6 +536,14 @@ impl Collect {
             .collect()
     }
 
+    /// Where in the order of submissions the first urgent (or summary) observation matching
+    /// `pred` was submitted.
+    fn first_submitted(&self, urgent: bool, pred: impl Fn(&serde_json::Value) -> bool) -> Option<usize> {
+        let all = self.0.lock().unwrap();
+        all.iter()
+            .position(|(_, u, o)| *u == urgent && o.iter().any(|o| pred(&o.data)))
+    }
+
     fn summaries(&self) -> Vec<ProbeSummary> {
         let all = self.0.lock().unwrap();
         all.iter()
@@ -604,18 +612,12 @@ async fn the_engine_sends_state_changes_at_once_and_summaries_on_their_cadence()
             .any(|s| s.down > 0 && s.reasons == ["tcp_refused"])
     })
     .await;
-    {
-        let log = sink.0.lock().unwrap();
-        let is_down = |o: &Observation| o.data["up"] == false;
-        let urgent_down = log.iter().position(|(_, u, o)| *u && o.iter().any(is_down));
-        let summary_down = log
-            .iter()
-            .position(|(_, u, o)| !*u && o.iter().any(|o| o.data["down"].as_u64().unwrap_or(0) > 0));
-        assert!(
-            urgent_down.is_some() && urgent_down < summary_down,
-            "the down state (entry {urgent_down:?}) before the first summary with the outage (entry {summary_down:?})"
-        );
-    }
+    let urgent_down = sink.first_submitted(true, |d| d["up"] == false);
+    let summary_down = sink.first_submitted(false, |d| d["down"].as_u64().unwrap_or(0) > 0);
+    assert!(
+        urgent_down.is_some() && urgent_down < summary_down,
+        "the down state (entry {urgent_down:?}) before the first summary with the outage (entry {summary_down:?})"
+    );
     let summaries = sink.summaries();
     assert!(summaries.iter().all(|s| s.role == "endpoint" && s.probe == "tcp"));
     let first = &summaries[0];

@@ -4,16 +4,13 @@
 -- counts move by one; `bad_since` moves to an earlier time at once, and is counted again from
 -- `findings` only when the finding that leaves was the oldest unaccepted failing or erroring
 -- one. A tally whose findings are all gone is removed, as the recount removed it.
-CREATE OR REPLACE FUNCTION rounds_tally_finding(agent TEXT, r TEXT, st TEXT, exc TEXT, since BIGINT, d INT)
+
+-- +1 / -1 of one finding row in the tally of practice `p`.
+CREATE OR REPLACE FUNCTION rounds_tally_finding(p BIGINT, r TEXT, st TEXT, exc TEXT, since BIGINT, d INT)
 RETURNS void AS $$
 DECLARE
-    p BIGINT;
     bad BOOLEAN := st IN ('fail', 'error') AND exc IS NULL;
 BEGIN
-    SELECT s.practice_id INTO p FROM agents a JOIN sites s ON s.id = a.site_id WHERE a.id = agent;
-    IF p IS NULL THEN
-        RETURN;
-    END IF;
     IF d > 0 THEN
         INSERT INTO practice_rule_tallies AS t (practice_id, rule, pass, fail, error, not_applicable, accepted, bad_since)
         VALUES (p, r,
@@ -49,15 +46,24 @@ $$ LANGUAGE plpgsql;
 
 -- On an update the old finding leaves first (its recount, when it was the oldest, already sees
 -- the new one), then the new one is added.
+-- The agent's practice is looked up once per changed row.
 CREATE OR REPLACE FUNCTION rounds_findings_counted() RETURNS trigger AS $$
+DECLARE
+    p BIGINT;
 BEGIN
+    SELECT s.practice_id INTO p FROM agents a JOIN sites s ON s.id = a.site_id
+    WHERE a.id = CASE WHEN TG_OP = 'DELETE' THEN OLD.agent_id ELSE NEW.agent_id END;
     IF TG_OP IN ('UPDATE', 'DELETE') THEN
         PERFORM rounds_count_finding(OLD.agent_id, OLD.status, OLD.exception, -1);
-        PERFORM rounds_tally_finding(OLD.agent_id, OLD.rule, OLD.status, OLD.exception, OLD.status_since, -1);
+        IF p IS NOT NULL THEN
+            PERFORM rounds_tally_finding(p, OLD.rule, OLD.status, OLD.exception, OLD.status_since, -1);
+        END IF;
     END IF;
     IF TG_OP IN ('INSERT', 'UPDATE') THEN
         PERFORM rounds_count_finding(NEW.agent_id, NEW.status, NEW.exception, 1);
-        PERFORM rounds_tally_finding(NEW.agent_id, NEW.rule, NEW.status, NEW.exception, NEW.status_since, 1);
+        IF p IS NOT NULL THEN
+            PERFORM rounds_tally_finding(p, NEW.rule, NEW.status, NEW.exception, NEW.status_since, 1);
+        END IF;
     END IF;
     RETURN NULL;
 END;
