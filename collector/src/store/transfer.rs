@@ -898,6 +898,7 @@ async fn import_postgres(
             Piece::End(counts) => {
                 check_end(reader, into, &tables, &done, &counts)?;
                 reset_identities(c, into).await?;
+                fold_confirmations(c, into).await?;
                 return Ok(done);
             }
         }
@@ -939,6 +940,26 @@ async fn insert_batch(
         ))
     })?;
     batch.clear();
+    Ok(())
+}
+
+/// A SQLite store keeps the confirmation of a check's complete run once per (agent, check)
+/// (`check_confirmations`, migration 0018); PostgreSQL reads each row's own. After an import
+/// the rows a confirmation covers take its values (the rule of `store/sqlite/reports.rs`:
+/// the row is of that check, older than the run, and written before it), so both backends
+/// answer the same current state. The confirmations stay, so the tables still count what the
+/// file held; no row is covered by them any more.
+async fn fold_confirmations(c: &tokio_postgres::Client, into: &Location) -> Result<(), TransferError> {
+    c.execute(
+        "UPDATE latest_observations l SET sequence = cc.sequence, observed_at = cc.observed_at,
+           confirmed_at = cc.confirmed_at, confirmed_sequence = cc.sequence, future_dated = cc.future_dated
+         FROM check_confirmations cc
+         WHERE cc.agent_id = l.agent_id AND cc.check_name = l.check_name AND cc.epoch > l.check_epoch
+           AND cc.sequence > l.sequence",
+        &[],
+    )
+    .await
+    .map_err(pg_err(into))?;
     Ok(())
 }
 

@@ -227,12 +227,14 @@ async fn migration_case(store: Arc<dyn Store>, undo: impl AsyncFn(), reopen: imp
 
 /// SQL that takes a migrated store back to schema version 13 as the old code left it: the
 /// agent's rows all at their last evaluation, no `agent_evaluations` (and no index of 0015;
-/// the two indexes of the observation history 0016 dropped back).
+/// the two indexes of the observation history 0016 dropped back; no check confirmations of
+/// 0018).
 const BACK_TO_13: &str = "UPDATE findings SET evaluated_at = 1795000000000 + 3600 * 1000 WHERE agent_id = 'a1';
      DROP TABLE agent_evaluations;
      DROP INDEX incidents_by_source;
      CREATE INDEX observations_by_agent ON observations (agent_id, kind, observed_at);
-     CREATE INDEX observations_by_agent_sequence ON observations (agent_id, sequence);";
+     CREATE INDEX observations_by_agent_sequence ON observations (agent_id, sequence);
+     DROP TABLE check_confirmations; ALTER TABLE latest_observations DROP COLUMN check_epoch;";
 
 #[tokio::test]
 async fn sqlite_migration_0014_keeps_the_evaluation_times_rows_had() {

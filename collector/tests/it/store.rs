@@ -1212,6 +1212,136 @@ pub async fn a_report_stores_exactly_its_changed_observations(store: Arc<dyn Sto
     );
 }
 
+/// Core, issue 7 (migration 0018): a complete run of a check that repeats its payloads
+/// confirms them without writing them (SQLite keeps the confirmation once per check,
+/// PostgreSQL on each row), and both backends read the same current state: the confirmed
+/// subjects stand at the newest run's sequence and times; a late, older report's new subject
+/// stands at its own until the next complete run retires it; a late change does not move a
+/// confirmed subject back; a partial report confirms only what it names; a subject observed at
+/// another time than the run's first observation keeps its own time.
+pub async fn a_complete_run_confirms_its_subjects_once(store: Arc<dyn Store>) {
+    enroll(store.as_ref(), "P", "S", "a1").await;
+    let obs = |subject: &str, v: i64, t: i64| Observation {
+        kind: "fw".into(),
+        subject: subject.into(),
+        observed_at: at(t),
+        status: rounds_protocol::ObservationStatus::Ok,
+        data: json!({ "v": v }),
+        error: None,
+    };
+    let run = async |sequence: u64, complete: bool, observations: Vec<Observation>, received: i64| {
+        let report = Report {
+            check: Some("fw".into()),
+            complete,
+            ..report("a1", sequence, at(received), observations)
+        };
+        let incoming = IncomingReport {
+            report: &report,
+            received_at: at(received),
+            future_after: at(received) + Duration::minutes(5),
+        };
+        assert_eq!(store.ingest_report("a1", incoming).await.unwrap(), Ingested::Stored);
+    };
+    let state = async || -> Vec<(String, u64, i64, Option<i64>, serde_json::Value)> {
+        let mut rows: Vec<_> = store
+            .latest_observations(&admin(), "a1", None)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| {
+                (
+                    o.observation.subject,
+                    o.sequence,
+                    (o.observation.observed_at - at(0)).num_seconds(),
+                    o.confirmed_at.map(|t| (t - at(0)).num_seconds()),
+                    o.observation.data["v"].clone(),
+                )
+            })
+            .collect();
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        rows
+    };
+    let row = |s: &str, seq: u64, observed: i64, confirmed: i64, v: i64| {
+        (s.to_string(), seq, observed, Some(confirmed), json!(v))
+    };
+    run(1, true, vec![obs("a", 1, 100), obs("b", 2, 100)], 110).await;
+    run(2, true, vec![obs("a", 1, 200), obs("b", 2, 200)], 210).await;
+    assert_eq!(
+        state().await,
+        vec![row("a", 2, 200, 210, 1), row("b", 2, 200, 210, 2)],
+        "the repeat confirms both"
+    );
+    run(4, true, vec![obs("a", 1, 400), obs("b", 3, 400)], 410).await;
+    assert_eq!(state().await, vec![row("a", 4, 400, 410, 1), row("b", 4, 400, 410, 3)]);
+    // Sequence 3 arrives late: its change of a is history only, its new subject c stands.
+    run(3, true, vec![obs("a", 9, 300), obs("c", 5, 300)], 500).await;
+    assert_eq!(
+        state().await,
+        vec![
+            row("a", 4, 400, 410, 1),
+            row("b", 4, 400, 410, 3),
+            row("c", 3, 300, 500, 5)
+        ],
+        "a late report neither moves a back nor is covered by the newer run"
+    );
+    run(5, true, vec![obs("a", 1, 600), obs("b", 3, 600)], 610).await;
+    assert_eq!(
+        state().await,
+        vec![row("a", 5, 600, 610, 1), row("b", 5, 600, 610, 3)],
+        "the next complete run retires c"
+    );
+    run(6, false, vec![obs("a", 1, 700)], 710).await;
+    assert_eq!(
+        state().await,
+        vec![row("a", 6, 700, 710, 1), row("b", 5, 600, 610, 3)],
+        "a partial run confirms only what it names"
+    );
+    let z = Observation {
+        kind: "zz".into(),
+        ..obs("z", 6, 800)
+    };
+    let e = Observation {
+        kind: "eq".into(),
+        ..obs("e", 7, 800)
+    };
+    run(7, true, vec![obs("a", 1, 800), obs("b", 3, 805), e, z], 810).await;
+    assert_eq!(
+        state().await,
+        vec![
+            row("a", 7, 800, 810, 1),
+            row("b", 7, 805, 810, 3),
+            row("e", 7, 800, 810, 7),
+            row("z", 7, 800, 810, 6)
+        ],
+        "each subject keeps the time it was observed"
+    );
+    // Another check's subject in the same kind range stays when fw's run no longer names b,
+    // and a run that finds nothing retires all of the check's subjects.
+    let report = Report {
+        check: Some("other".into()),
+        complete: true,
+        ..report("a1", 8, at(900), vec![obs("m", 4, 900)])
+    };
+    let incoming = IncomingReport {
+        report: &report,
+        received_at: at(900),
+        future_after: at(900) + Duration::minutes(5),
+    };
+    store.ingest_report("a1", incoming).await.unwrap();
+    run(9, true, vec![obs("a", 1, 1000)], 1010).await;
+    assert_eq!(
+        state().await,
+        vec![row("a", 9, 1000, 1010, 1), row("m", 8, 900, 900, 4)],
+        "b, e and z (kinds the run no longer reports) retire, the other check's m stays"
+    );
+    run(10, true, vec![], 1110).await;
+    assert_eq!(
+        state().await,
+        vec![row("m", 8, 900, 900, 4)],
+        "an empty run retires its check's subjects"
+    );
+}
+
 /// One agent's units of work run beside other agents' on PostgreSQL (issue 17); the per-rule
 /// tally of a practice, recounted from all its agents, stays exact when agents of that
 /// practice change their findings at the same time (through `stores`, all on one database).
@@ -1296,6 +1426,8 @@ macro_rules! store_suite {
                 concurrent_units_of_work_do_not_interleave,
                 a_report_stores_exactly_its_changed_observations,
                 concurrent_findings_keep_the_practice_tally_exact,
+                // Ingest throughput (core, issue 7): confirmations per check.
+                a_complete_run_confirms_its_subjects_once,
             );
         }
     };
@@ -1502,6 +1634,7 @@ async fn sqlite_upgrades_a_version_1_database_with_its_data() {
          DROP TABLE tamper_events;
          DROP TABLE report_deliveries; DROP TABLE issued_reports;
          DROP TABLE finding_counts; DROP TABLE practice_rule_tallies; DROP INDEX agents_by_site;
+         DROP TABLE check_confirmations; ALTER TABLE latest_observations DROP COLUMN check_epoch;
          PRAGMA user_version = 1;",
     )
     .unwrap();

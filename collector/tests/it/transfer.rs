@@ -86,6 +86,31 @@ async fn seeded() -> TestApp {
     report_seed::history(&app.state.evaluator, &app.clock, &smith, start, 10, 1).await;
     report_seed::history(&app.state.evaluator, &app.clock, &jones, start, 10, 1).await;
     let now = at("2026-11-11T08:00:00Z");
+    // Two complete runs of a check repeating their payload: on SQLite the second confirms the
+    // subject once for its check (migration 0018), not on the subject's row.
+    for (sequence, time) in [(1000, "2026-11-11T06:00:00Z"), (1001, "2026-11-11T07:00:00Z")] {
+        app.clock.set(at(time));
+        let report = rounds_protocol::Report {
+            protocol: 1,
+            agent_id: "jones-a1".into(),
+            sequence,
+            created_at: at(time),
+            check: Some("firewall".into()),
+            complete: true,
+            prev_hash: None,
+            hash: None,
+            dropped: Vec::new(),
+            observations: vec![rounds_protocol::Observation {
+                kind: "firewall".into(),
+                subject: "host".into(),
+                observed_at: at(time),
+                status: rounds_protocol::ObservationStatus::Ok,
+                data: json!({"enabled": true, "profiles": ["domain"]}),
+                error: None,
+            }],
+        };
+        app.state.evaluator.ingest("jones-a1", &report).await.unwrap();
+    }
 
     let mut tx = s.begin().await.unwrap();
     tx.set_agent_config(
@@ -470,7 +495,29 @@ async fn sqlite_to_postgres_keeps_every_row_and_what_the_store_reads() {
         source,
         "every table of SQLite exists on PostgreSQL with the same rows"
     );
+    // The seed holds a subject its check's last complete run confirmed only once per check
+    // (its row still at the run before): the import folds the confirmation into the row.
+    let conn = rusqlite::Connection::open(app.db_path()).unwrap();
+    let raw: i64 = conn
+        .query_row(
+            "SELECT sequence FROM latest_observations WHERE agent_id = 'jones-a1' AND kind = 'firewall'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(raw, 1000, "the row the second run covers is not rewritten");
     let store = rounds_collector::store::postgres::PgStore::open(&url).await.unwrap();
+    let firewall = |latest: Vec<rounds_collector::store::StoredObservation>| {
+        latest
+            .into_iter()
+            .find(|o| o.observation.kind == "firewall")
+            .map(|o| (o.sequence, o.observation.observed_at, o.confirmed_at))
+    };
+    assert_eq!(
+        firewall(store.latest_observations(&admin(), "jones-a1", None).await.unwrap()),
+        Some((1001, at("2026-11-11T07:00:00Z"), Some(at("2026-11-11T07:00:00Z")))),
+        "PostgreSQL reads the confirmation of the last run"
+    );
     assert_eq!(snapshot(&store).await, snapshot(app.store()).await);
 
     // Identity sequences moved past the imported ids.

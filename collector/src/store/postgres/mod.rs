@@ -107,6 +107,11 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0017_incremental_tallies",
         include_str!("migrations/0017_incremental_tallies.sql"),
     ),
+    // A check's complete run confirms its unchanged subjects once (core, issue 7).
+    (
+        "0018_check_confirmations",
+        include_str!("migrations/0018_check_confirmations.sql"),
+    ),
 ];
 
 /// The advisory lock every unit of work holds (`pg_advisory_xact_lock`): "Rounds" in ASCII;

@@ -39,19 +39,22 @@ const HISTORY: &str = "INSERT INTO observations (agent_id, sequence, kind, subje
      ORDER BY n.ord";
 
 /// The current state of every (kind, subject) of a report (each pair once: the upsert may not
-/// touch a row twice), unless a newer report set it.
+/// touch a row twice), unless a newer report set it. PostgreSQL writes every row of a report
+/// (it keeps no confirmation per check, migration 0018); a row records its check's epoch so
+/// that a confirmation a transfer carried never covers it.
 const LATEST: &str =
     "INSERT INTO latest_observations (agent_id, sequence, kind, subject, observed_at, status, data, error,
-                                          check_name, confirmed_at, confirmed_sequence, future_dated)
+                                          check_name, confirmed_at, confirmed_sequence, future_dated, check_epoch)
      SELECT $1::TEXT, $2::BIGINT, n.kind, n.subject, n.observed_at, n.status, n.data, n.error, $3::TEXT, $4::BIGINT,
-            $2::BIGINT, n.future_dated
+            $2::BIGINT, n.future_dated,
+            COALESCE((SELECT c.epoch FROM check_confirmations c WHERE c.agent_id = $1 AND c.check_name = $3), 0)
      FROM UNNEST($5::TEXT[], $6::TEXT[], $7::BIGINT[], $8::TEXT[], $9::TEXT[], $10::TEXT[], $11::BIGINT[])
           AS n(kind, subject, observed_at, status, data, error, future_dated)
      ON CONFLICT (agent_id, kind, subject) DO UPDATE SET
        sequence = excluded.sequence, observed_at = excluded.observed_at, status = excluded.status,
        data = excluded.data, error = excluded.error, check_name = excluded.check_name,
        confirmed_at = excluded.confirmed_at, confirmed_sequence = excluded.confirmed_sequence,
-       future_dated = excluded.future_dated
+       future_dated = excluded.future_dated, check_epoch = excluded.check_epoch
      WHERE excluded.sequence >= latest_observations.sequence";
 
 /// A complete report of a check retires that check's subjects (or, for subjects stored before

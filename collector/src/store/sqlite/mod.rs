@@ -103,6 +103,11 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0017_incremental_tallies",
         include_str!("migrations/0017_incremental_tallies.sql"),
     ),
+    // A check's complete run confirms its unchanged subjects once (core, issue 7).
+    (
+        "0018_check_confirmations",
+        include_str!("migrations/0018_check_confirmations.sql"),
+    ),
 ];
 
 /// How `synchronous` is set: `Normal` loses at most the last transactions on power loss
