@@ -3,7 +3,7 @@
 
 use tokio_postgres::error::SqlState;
 
-pub use crate::store::codec::{from_json, from_ms, from_name, ms, status_str, to_json};
+pub use crate::store::codec::{from_json, from_ms, from_name, ms, payload_text, status_str, to_json};
 use crate::store::{DbErrorKind, StoreError};
 
 /// The backend-independent kind of a PostgreSQL error, from its SQLSTATE.

@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 
 use rounds_protocol::{Observation, ObservationStatus};
 
-use super::codec::{db, from_ms, ms, status_str};
+use super::codec::{db, from_ms, ms, payload_text, status_str};
 use super::pool::Conn;
 use crate::store::{DbErrorKind, IncomingReport, Ingested, StoreError, StoreResult, StoredObservation};
 
@@ -149,7 +149,7 @@ pub async fn ingest_with(
                 subject: &o.subject,
                 observed_at: if future { received } else { ms(o.observed_at) },
                 status: status_str(o.status),
-                data: o.data.to_string(),
+                data: payload_text(&o.data),
                 error: o.error.as_deref(),
                 future: i64::from(future),
             }

@@ -23,7 +23,7 @@ use chrono::{DateTime, Utc};
 use rounds_protocol::{Observation, ObservationStatus};
 use rusqlite::{Connection, params};
 
-use super::codec::{db, from_ms, ms, status_str};
+use super::codec::{db, from_ms, ms, payload_text, status_str};
 use crate::store::common::JOURNAL_CHECK;
 use crate::store::{DbErrorKind, IncomingReport, Ingested, StoreError, StoreResult, StoredObservation};
 
@@ -50,7 +50,7 @@ impl OwnedReport {
 /// The stored text of each observation's payload, in the report's order: made before the
 /// unit of work reaches the writer, so the writer only compares and writes them.
 pub fn payloads(report: &rounds_protocol::Report) -> Vec<String> {
-    report.observations.iter().map(|o| o.data.to_string()).collect()
+    report.observations.iter().map(|o| payload_text(&o.data)).collect()
 }
 
 /// Stores a report in the open transaction of `conn`.
