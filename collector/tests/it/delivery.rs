@@ -499,6 +499,41 @@ async fn heartbeats_report_configuration_and_spool_state_and_announce_the_config
     assert!(ack["config_etag"].as_str().unwrap().starts_with('"'));
 }
 
+/// A complete report naming the collector's own check (`collector.chain`) and no subject
+/// retires nothing: an agent cannot remove the collector's verdict on its journal from the
+/// current state (the review of core issue 7's retirement).
+#[tokio::test]
+async fn a_report_naming_the_collectors_check_does_not_retire_the_journal() {
+    let app = TestApp::new();
+    let e = enrolled(&app, "P", "frontdesk").await;
+    let mut chain = Chain::new(&e);
+    for r in chain.take(2) {
+        stored_ok(&app, &e, &r, true).await;
+    }
+    let journal = async || {
+        app.store()
+            .latest_observations(&crate::support::admin(), &e.agent_id, Some("audit.log"))
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|o| o.observation.subject == "rounds-agent journal")
+            .count()
+    };
+    assert_eq!(journal().await, 1, "the collector keeps the journal's verdict");
+    let mut hostile = chain.next(vec![]);
+    hostile.check = Some("collector.chain".into());
+    hostile.complete = true;
+    hostile.prev_hash = None;
+    hostile.hash = None;
+    hostile.observations.clear();
+    stored_ok(&app, &e, &hostile, true).await;
+    assert_eq!(
+        journal().await,
+        1,
+        "still there after the agent's complete run of that check"
+    );
+}
+
 #[tokio::test]
 async fn the_journal_feeds_hipaa_audit_log_integrity_pass_while_intact_fail_once_forged() {
     let app = TestApp::new();

@@ -9,6 +9,7 @@ use rounds_protocol::{Observation, ObservationStatus};
 
 use super::codec::{db, from_ms, ms, payload_text, status_str};
 use super::pool::Conn;
+use crate::store::common::JOURNAL_CHECK;
 use crate::store::{DbErrorKind, IncomingReport, Ingested, StoreError, StoreResult, StoredObservation};
 
 /// What a delivered report also records (see [`super::delivery::deliver`]): its digest, and
@@ -232,7 +233,8 @@ pub async fn ingest_with(
             latest.push(row);
         }
     }
-    let retire = report.complete && report.check.is_some();
+    // A report naming the collector's own check retires nothing (the journal's verdict stays).
+    let retire = report.complete && report.check.as_deref().is_some_and(|c| c != JOURNAL_CHECK);
     let report_kinds: Vec<&str> = {
         let set: HashSet<&str> = rows.iter().map(|r| r.kind).collect();
         let mut v: Vec<&str> = set.into_iter().collect();

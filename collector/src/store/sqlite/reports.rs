@@ -256,8 +256,11 @@ pub fn ingest_incoming(
             },
         );
     }
+    // A report naming the collector's own check retires nothing: an agent cannot remove the
+    // collector's verdict on its journal.
     if r.complete
         && let Some(check) = &r.check
+        && check != JOURNAL_CHECK
     {
         // Before the new confirmation is recorded: the rows it covers are named, the others
         // retire.
