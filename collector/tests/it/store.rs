@@ -1342,6 +1342,42 @@ pub async fn a_complete_run_confirms_its_subjects_once(store: Arc<dyn Store>) {
     );
 }
 
+/// On both backends a complete report naming the collector's own check (`collector.chain`)
+/// retires nothing: the `audit.log` observation that holds the collector's verdict on the
+/// agent's journal stays (the review of core issue 7's retirement).
+pub async fn a_run_of_the_collectors_check_retires_nothing(store: Arc<dyn Store>) {
+    enroll(store.as_ref(), "P", "S", "a1").await;
+    let mut first = report("a1", 1, at(100), vec![]);
+    first.check = Some("inventory".into());
+    first.complete = true;
+    first.prev_hash = Some(rounds_collector::delivery::chain_seed("a1"));
+    first.hash = Some(rounds_collector::delivery::digest(&first));
+    let mut hostile = report("a1", 2, at(200), vec![]);
+    hostile.check = Some("collector.chain".into());
+    hostile.complete = true;
+    let journal = async || {
+        store
+            .latest_observations(&admin(), "a1", Some("audit.log"))
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|o| o.observation.subject == "rounds-agent journal")
+            .count()
+    };
+    for (r, what) in [
+        (&first, "the chained report writes the journal's verdict"),
+        (&hostile, "it stays"),
+    ] {
+        let incoming = IncomingReport {
+            report: r,
+            received_at: r.created_at,
+            future_after: r.created_at + Duration::minutes(5),
+        };
+        store.deliver_reports("a1", &[incoming]).await.unwrap();
+        assert_eq!(journal().await, 1, "{what}");
+    }
+}
+
 /// One agent's units of work run beside other agents' on PostgreSQL (issue 17); the per-rule
 /// tally of a practice, recounted from all its agents, stays exact when agents of that
 /// practice change their findings at the same time (through `stores`, all on one database).
@@ -1428,6 +1464,7 @@ macro_rules! store_suite {
                 concurrent_findings_keep_the_practice_tally_exact,
                 // Ingest throughput (core, issue 7): confirmations per check.
                 a_complete_run_confirms_its_subjects_once,
+                a_run_of_the_collectors_check_retires_nothing,
             );
         }
     };
