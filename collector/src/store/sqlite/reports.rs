@@ -5,7 +5,8 @@
 //! differs from the current one for its subject; otherwise the current state only records
 //! that a newer report confirmed it (`confirmed_at`, `confirmed_sequence`). A complete report
 //! of a check retires that check's subjects it no longer names and that no newer report
-//! carried.
+//! carried (never for the collector's own check, `collector.chain`, whose journal row an agent
+//! must not remove).
 //!
 //! A complete report of a check confirms the check's unchanged subjects once, in
 //! `check_confirmations` (sequence, observation time, receive time, per agent and check),
