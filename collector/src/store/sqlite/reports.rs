@@ -125,7 +125,13 @@ pub fn ingest_incoming(
     // read at once (a range of the primary key: one check's kinds sort together), then
     // compared here.
     let confirmations = Confirmations::of(conn, agent_id)?;
-    let mut current = current_of(conn, agent_id, r.check.as_deref(), r.observations, &confirmations)?;
+    let mut current = current_of(
+        conn,
+        agent_id,
+        r.check.as_deref(),
+        kind_range(r.observations),
+        &confirmations,
+    )?;
     let own = r.check.as_deref().and_then(|c| confirmations.get(c));
     // What every row this report writes records of its check (see the module's doc).
     let epoch = own.map_or(0, |c| c.epoch);
@@ -362,8 +368,12 @@ fn text<'r>(r: &'r rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Option<&'r s
         .map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e)))
 }
 
-/// An agent's current payload per (kind, subject), for the kinds of one report.
-struct CurrentState(Vec<(String, String, Current)>);
+/// An agent's current payload per (kind, subject), for the kinds of one report: the rows of
+/// its [`kind_range`], which it keeps.
+struct CurrentState<'a> {
+    rows: Vec<(String, String, Current)>,
+    range: Option<(&'a str, &'a str)>,
+}
 
 struct Current {
     /// The row's sequence, or its covering confirmation's.
@@ -383,50 +393,57 @@ enum Owner {
     Unnamed,
 }
 
-impl CurrentState {
+impl CurrentState<'_> {
     fn position(&self, kind: &str, subject: &str) -> Result<usize, usize> {
-        self.0
+        self.rows
             .binary_search_by(|(k, s, _)| (k.as_str(), s.as_str()).cmp(&(kind, subject)))
     }
 
     fn get(&self, kind: &str, subject: &str) -> Option<&Current> {
-        self.position(kind, subject).ok().map(|i| &self.0[i].2)
+        self.position(kind, subject).ok().map(|i| &self.rows[i].2)
     }
 
     /// What the row holds after a write of `new` (kept when a newer sequence holds it).
     fn set(&mut self, kind: &str, subject: &str, new: Current) {
         match self.position(kind, subject) {
-            Ok(i) if self.0[i].2.sequence <= new.sequence => self.0[i].2 = new,
+            Ok(i) if self.rows[i].2.sequence <= new.sequence => self.rows[i].2 = new,
             Ok(_) => {}
-            Err(i) => self.0.insert(i, (kind.to_string(), subject.to_string(), new)),
+            Err(i) => self.rows.insert(i, (kind.to_string(), subject.to_string(), new)),
         }
     }
 
     /// The row confirmed by the report at `sequence` (its payload unchanged).
     fn confirm(&mut self, kind: &str, subject: &str, sequence: i64) {
         if let Ok(i) = self.position(kind, subject)
-            && self.0[i].2.sequence <= sequence
+            && self.rows[i].2.sequence <= sequence
         {
-            self.0[i].2.sequence = sequence;
-            self.0[i].2.owner = Owner::Report;
+            self.rows[i].2.sequence = sequence;
+            self.rows[i].2.owner = Owner::Report;
         }
     }
 }
 
-/// The current rows of `agent_id` whose kind is one of the observations' kinds: one range of
-/// the primary key (agent, kind, subject) from the smallest kind to the largest.
-fn current_of(
+/// The smallest and the largest kind of a report's observations (`None` for no observation):
+/// the range of the primary key that [`current_of`] reads and [`retire`] reads around.
+fn kind_range(observations: &[Observation]) -> Option<(&str, &str)> {
+    let kinds = || observations.iter().map(|o| o.kind.as_str());
+    kinds().min().zip(kinds().max())
+}
+
+/// The current rows of `agent_id` whose kind is in `range` (the report's [`kind_range`]): one
+/// range of the primary key (agent, kind, subject) from the smallest kind to the largest.
+fn current_of<'a>(
     conn: &Connection,
     agent_id: &str,
     check: Option<&str>,
-    observations: &[Observation],
+    range: Option<(&'a str, &'a str)>,
     confirmations: &Confirmations,
-) -> StoreResult<CurrentState> {
-    let (Some(first), Some(last)) = (
-        observations.iter().map(|o| o.kind.as_str()).min(),
-        observations.iter().map(|o| o.kind.as_str()).max(),
-    ) else {
-        return Ok(CurrentState(Vec::new()));
+) -> StoreResult<CurrentState<'a>> {
+    let Some((first, last)) = range else {
+        return Ok(CurrentState {
+            rows: Vec::new(),
+            range,
+        });
     };
     let mut stmt = conn
         .prepare_cached(
@@ -457,7 +474,7 @@ fn current_of(
         .collect::<Result<_, _>>()
         .map_err(db)?;
     rows.sort_unstable_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
-    Ok(CurrentState(rows))
+    Ok(CurrentState { rows, range })
 }
 
 /// The fields of a report that [`ingest_incoming`] reads.
@@ -477,7 +494,8 @@ struct Incoming<'a> {
 /// subjects stored before reports named their check) that this complete report does not name
 /// and that no newer report carried (nor a newer confirmation covers). The rows of the
 /// report's range of kinds are `current` (as read before the report, and as it left them);
-/// the check's rows of other kinds are read, a range of the primary key either side.
+/// the check's rows of other kinds are read, a range of the primary key either side of
+/// `current.range`.
 fn retire(
     conn: &Connection,
     agent_id: &str,
@@ -493,7 +511,7 @@ fn retire(
         .collect();
     let kinds: HashSet<&str> = observations.iter().map(|o| o.kind.as_str()).collect();
     let mut retiring: Vec<(String, String)> = current
-        .0
+        .rows
         .iter()
         .filter(|(kind, subject, c)| {
             let ours = match c.owner {
@@ -507,16 +525,11 @@ fn retire(
         .collect();
     // Outside the report's kinds (all of them, for a run that found no subject), only the
     // check's own rows can be ours (a row of no check is ours by its kind).
-    let range = observations
-        .iter()
-        .map(|o| o.kind.as_str())
-        .min()
-        .zip(observations.iter().map(|o| o.kind.as_str()).max());
     let row = |r: &rusqlite::Row<'_>| {
         let sequence = confirmations.sequence(Some(check), r.get(2)?, r.get(3)?);
         Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, sequence))
     };
-    let rows: Vec<(String, String, i64)> = match range {
+    let rows: Vec<(String, String, i64)> = match current.range {
         // Two ranges of the primary key (a condition that may match all would scan the agent).
         Some((first, last)) => conn
             .prepare_cached(
