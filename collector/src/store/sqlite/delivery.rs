@@ -77,8 +77,14 @@ fn neighbour(conn: &Connection, agent_id: &str, sequence: i64) -> StoreResult<Op
         .map_err(db)
 }
 
-/// Stores a report in the open transaction, as [`crate::store::Tx::deliver_report`] says.
-pub fn deliver(conn: &Connection, agent_id: &str, d: &OwnedDelivery) -> StoreResult<DeliveryOutcome> {
+/// Stores a report in the open transaction, as [`crate::store::Tx::deliver_report`] says,
+/// against the agent's current `state` as the transaction has it (which it keeps up to date).
+pub fn deliver(
+    conn: &Connection,
+    agent_id: &str,
+    d: &OwnedDelivery,
+    state: &mut reports::AgentState,
+) -> StoreResult<DeliveryOutcome> {
     let report = &d.report;
     let seq = seq_i64(report.sequence)?;
     let last: i64 = conn
@@ -139,7 +145,7 @@ pub fn deliver(conn: &Connection, agent_id: &str, d: &OwnedDelivery) -> StoreRes
         received_at: d.received_at,
         future_after: d.future_after,
     };
-    if reports::ingest_incoming(conn, agent_id, &incoming, &d.payloads)? != Ingested::Stored {
+    if reports::ingest_incoming(conn, agent_id, &incoming, &d.payloads, state)? != Ingested::Stored {
         return Err(StoreError::Invalid(format!(
             "report {} of agent {agent_id} was stored concurrently",
             report.sequence
@@ -184,7 +190,9 @@ pub fn deliver(conn: &Connection, agent_id: &str, d: &OwnedDelivery) -> StoreRes
     .map_err(db)?;
     record(conn, agent_id, &problems, d.received_at)?;
     if report.prev_hash.is_some() || !problems.is_empty() {
-        journal_observation(conn, agent_id, d.received_at)?;
+        let data = journal_observation(conn, agent_id, d.received_at)?;
+        // The row's sequence is the agent's last, which storing the report moved.
+        state.journal(seq_i64(last.max(report.sequence))?, ms(d.received_at), data);
     }
     Ok(DeliveryOutcome {
         delivery: Delivery::Stored { problems },
@@ -254,8 +262,9 @@ pub fn record(conn: &Connection, agent_id: &str, problems: &[IntegrityProblem], 
 /// Keeps the agent's journal, as the collector verified it, in the current state as an
 /// `audit.log` observation (see [`journal_payload`]): `rewritten` when a report was forged,
 /// altered, forked, rolled back or resent with other content; `truncated` when reports went
-/// missing without the agent saying it dropped them. Never clears by itself.
-pub fn journal_observation(conn: &Connection, agent_id: &str, now: DateTime<Utc>) -> StoreResult<()> {
+/// missing without the agent saying it dropped them. Never clears by itself. Returns the
+/// payload it wrote.
+pub fn journal_observation(conn: &Connection, agent_id: &str, now: DateTime<Utc>) -> StoreResult<String> {
     use rounds_protocol::obs::{AuditLog, Payload};
     let newest: Option<(i64, String, i64, i64)> = conn
         .prepare_cached(
@@ -278,7 +287,7 @@ pub fn journal_observation(conn: &Connection, agent_id: &str, now: DateTime<Utc>
     )
     .and_then(|mut s| s.execute(params![agent_id, AuditLog::KIND, JOURNAL_SUBJECT, ms(now), json, JOURNAL_CHECK]))
     .map_err(db)?;
-    Ok(())
+    Ok(json)
 }
 
 pub fn reported_state(conn: &Connection, agent_id: &str, state: &AgentReportedState) -> StoreResult<()> {

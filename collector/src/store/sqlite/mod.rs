@@ -260,17 +260,24 @@ impl SqliteStore {
         let owned: Vec<delivery::OwnedDelivery> = reports.iter().map(|r| delivery::OwnedDelivery::new(*r)).collect();
         self.grouped(move |c| {
             let mut outcomes = Vec::with_capacity(owned.len());
+            // The agent's current rows, read once for the unit and kept up to date by it.
+            let mut state = reports::AgentState::load(c, &agent_id)?;
             for d in &owned {
-                let out = delivery::deliver(c, &agent_id, d)?;
+                let out = delivery::deliver(c, &agent_id, d, &mut state)?;
                 let conflict = matches!(out.delivery, Delivery::Conflict { .. });
                 outcomes.push(out);
                 if conflict {
                     return Ok(group::Done::discard((outcomes, None)));
                 }
             }
-            // Reads only: a failed read fails the input, not the unit. The payloads are
-            // decoded after the commit, off the writer.
-            let input = (read && kept_a_report(&outcomes)).then(|| undecoded_input(c, &agent_id));
+            // Reads only: a failed read fails the input, not the unit. The observations are
+            // the state the deliveries left; their payloads are decoded after the commit, off
+            // the writer.
+            let input = (read && kept_a_report(&outcomes)).then(|| {
+                #[cfg(debug_assertions)]
+                state.assert_stored(c, &agent_id)?;
+                undecoded_input(c, &agent_id, state.into_undecoded(&agent_id, None))
+            });
             Ok(group::Done::keep((outcomes, input)))
         })
         .await
@@ -552,7 +559,8 @@ impl Tx for SqliteTx {
     async fn deliver_report(&mut self, agent_id: &str, report: IncomingReport<'_>) -> StoreResult<DeliveryOutcome> {
         let agent_id = agent_id.to_string();
         let owned = delivery::OwnedDelivery::new(report);
-        self.run(move |c| delivery::deliver(c, &agent_id, &owned)).await
+        self.run(move |c| delivery::deliver(c, &agent_id, &owned, &mut reports::AgentState::load(c, &agent_id)?))
+            .await
     }
 
     async fn record_integrity(
@@ -565,7 +573,7 @@ impl Tx for SqliteTx {
         let problems = problems.to_vec();
         self.run(move |c| {
             delivery::record(c, &agent_id, &problems, now)?;
-            delivery::journal_observation(c, &agent_id, now)
+            delivery::journal_observation(c, &agent_id, now).map(drop)
         })
         .await
     }
@@ -1205,7 +1213,7 @@ impl Store for SqliteStore {
 // --- Ingest throughput (core, issue 7) ---
 /// What [`Store::evaluation_input`] reads, on one connection.
 fn evaluation_input(c: &Connection, agent_id: &str) -> StoreResult<EvaluationInput> {
-    undecoded_input(c, agent_id)?.decode()
+    undecoded_input(c, agent_id, reports::latest_undecoded(c, agent_id, None)?)?.decode()
 }
 
 /// [`EvaluationInput`] with the observations' payloads as their stored JSON text.
@@ -1228,9 +1236,14 @@ impl UndecodedInput {
     }
 }
 
-fn undecoded_input(c: &Connection, agent_id: &str) -> StoreResult<UndecodedInput> {
+/// The evaluation's input around the agent's current `observations`.
+fn undecoded_input(
+    c: &Connection,
+    agent_id: &str,
+    observations: Vec<(StoredObservation, String)>,
+) -> StoreResult<UndecodedInput> {
     let (os, clock_skew_ms) = agents::os_and_skew(c, agent_id)?;
-    let (observations, payloads) = reports::latest_undecoded(c, agent_id, None)?.into_iter().unzip();
+    let (observations, payloads) = observations.into_iter().unzip();
     Ok(UndecodedInput {
         input: EvaluationInput {
             os,

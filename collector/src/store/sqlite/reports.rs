@@ -25,7 +25,7 @@ use rounds_protocol::{Observation, ObservationStatus};
 use rusqlite::{Connection, params};
 
 use super::codec::{db, from_ms, ms, payload_text, status_str};
-use crate::store::common::JOURNAL_CHECK;
+use crate::store::common::{JOURNAL_CHECK, JOURNAL_SUBJECT};
 use crate::store::{DbErrorKind, IncomingReport, Ingested, StoreError, StoreResult, StoredObservation};
 
 /// A report as the store keeps it, owned so it can move to the blocking pool.
@@ -56,6 +56,7 @@ pub fn payloads(report: &rounds_protocol::Report) -> Vec<String> {
 
 /// Stores a report in the open transaction of `conn`.
 pub fn ingest(conn: &Connection, agent_id: &str, r: &OwnedReport) -> StoreResult<Ingested> {
+    let mut state = AgentState::load(conn, agent_id)?;
     ingest_incoming(
         conn,
         agent_id,
@@ -65,16 +66,19 @@ pub fn ingest(conn: &Connection, agent_id: &str, r: &OwnedReport) -> StoreResult
             future_after: r.future_after,
         },
         &r.payloads,
+        &mut state,
     )
 }
 
 /// [`ingest`] of a borrowed report (the delivery path, which already owns its copy), with its
-/// [`payloads`].
+/// [`payloads`], against the agent's current `state` as this transaction has it, which it
+/// leaves as its statements leave the rows.
 pub fn ingest_incoming(
     conn: &Connection,
     agent_id: &str,
     incoming: &IncomingReport<'_>,
     payloads: &[String],
+    state: &mut AgentState,
 ) -> StoreResult<Ingested> {
     if payloads.len() != incoming.report.observations.len() {
         return Err(StoreError::Invalid(format!(
@@ -121,20 +125,12 @@ pub fn ingest_incoming(
     if inserted == 0 {
         return Ok(Ingested::Duplicate);
     }
-    // The checks' confirmations of the agent, then the current payloads of the report's kinds,
-    // read at once (a range of the primary key: one check's kinds sort together), then
-    // compared here.
-    let confirmations = Confirmations::of(conn, agent_id)?;
-    let mut current = current_of(
-        conn,
-        agent_id,
-        r.check.as_deref(),
-        kind_range(r.observations),
-        &confirmations,
-    )?;
-    let own = r.check.as_deref().and_then(|c| confirmations.get(c));
+    // The agent's current rows were read once for the unit of work (one range of the primary
+    // key) and are compared here.
+    state.begin(r.check.as_deref());
+    let own = r.check.as_deref().and_then(|c| state.confirmations.get(c)).cloned();
     // What every row this report writes records of its check (see the module's doc).
-    let epoch = own.map_or(0, |c| c.epoch);
+    let epoch = own.as_ref().map_or(0, |c| c.epoch);
     // The confirmation this report becomes: a complete run of its check newer than the last
     // one, dated as its first observation. The collector's own journal row is never covered.
     let confirms = match (r.complete, r.check.as_deref(), r.observations.first()) {
@@ -184,18 +180,20 @@ pub fn ingest_incoming(
         let future = o.observed_at > r.future_after;
         let observed_at = if future { received } else { ms(o.observed_at) };
         let status = status_str(o.status);
-        let now = current.get(&o.kind, &o.subject);
+        let at = state.position(&o.kind, &o.subject);
+        let now = at.ok().map(|i| &state.rows[i]);
         // A newer report holds the subject: this one only adds to the history.
-        let newer = now.is_some_and(|c| c.sequence > seq);
+        let newer = now.is_some_and(|c| c.current > seq);
         let unchanged = now.is_some_and(|c| c.status == status && c.data == *data && c.error == o.error);
-        if unchanged {
+        if let (true, Ok(i)) = (unchanged, at) {
             if newer {
                 continue;
             }
             let covered = confirms.as_ref().is_some_and(|c| {
-                now.is_some_and(|n| n.sequence < seq && n.owner == Owner::Report)
+                now.is_some_and(|n| n.current < seq && n.owner == Owner::Report)
                     && (c.observed_at, c.future_dated) == (observed_at, future)
             });
+            let row = &mut state.rows[i];
             if !covered {
                 confirm
                     .execute(params![
@@ -210,8 +208,16 @@ pub fn ingest_incoming(
                         epoch
                     ])
                     .map_err(db)?;
+                row.sequence = seq;
+                row.observed_at = observed_at;
+                row.check_name.clone_from(r.check);
+                row.confirmed_at = Some(received);
+                row.future_dated = future;
+                row.check_epoch = epoch;
             }
-            current.confirm(&o.kind, &o.subject, seq);
+            // Covered: the row is left as it is, and reads the confirmation recorded below.
+            row.current = seq;
+            row.owner = Owner::Report;
             continue;
         }
         history
@@ -247,21 +253,29 @@ pub fn ingest_incoming(
             ])
             .map_err(db)?;
         // A subject named twice in one report compares its second payload with the first.
-        current.set(
-            &o.kind,
-            &o.subject,
-            Current {
-                sequence: seq,
-                status: status.to_string(),
-                data: data.clone(),
-                error: o.error.clone(),
-                owner: if r.check.is_some() {
-                    Owner::Report
-                } else {
-                    Owner::Unnamed
-                },
+        let written = Row {
+            kind: o.kind.clone(),
+            subject: o.subject.clone(),
+            sequence: seq,
+            observed_at,
+            status: status.to_string(),
+            data: data.clone(),
+            error: o.error.clone(),
+            check_name: r.check.clone(),
+            confirmed_at: Some(received),
+            future_dated: future,
+            check_epoch: epoch,
+            current: seq,
+            owner: if r.check.is_some() {
+                Owner::Report
+            } else {
+                Owner::Unnamed
             },
-        );
+        };
+        match at {
+            Ok(i) => state.rows[i] = written,
+            Err(i) => state.rows.insert(i, written),
+        }
     }
     // A report naming the collector's own check retires nothing: an agent cannot remove the
     // collector's verdict on its journal.
@@ -271,9 +285,9 @@ pub fn ingest_incoming(
     {
         // Before the new confirmation is recorded: the rows it covers are named, the others
         // retire.
-        retire(conn, agent_id, seq, check, r.observations, &current, &confirmations)?;
+        retire(conn, agent_id, seq, r.observations, state)?;
     }
-    if let (Some(c), Some(check)) = (&confirms, r.check.as_deref()) {
+    if let (Some(c), Some(check)) = (confirms, r.check.as_deref()) {
         conn.prepare_cached(
             "INSERT INTO check_confirmations (agent_id, check_name, epoch, sequence, observed_at, confirmed_at,
                                               future_dated)
@@ -294,6 +308,7 @@ pub fn ingest_incoming(
             ])
         })
         .map_err(db)?;
+        state.confirmations.set(check, c);
     }
     conn.prepare_cached(
         "UPDATE agents SET last_seen_at = MAX(COALESCE(last_seen_at, 0), ?1), last_report_at = ?1,
@@ -348,6 +363,14 @@ impl Confirmations {
         self.0.iter().find(|(name, _)| name == check).map(|(_, c)| c)
     }
 
+    /// What the upsert of `check`'s confirmation leaves.
+    fn set(&mut self, check: &str, confirmation: Confirmation) {
+        match self.0.iter_mut().find(|(name, _)| name == check) {
+            Some((_, c)) => *c = confirmation,
+            None => self.0.push((check.to_string(), confirmation)),
+        }
+    }
+
     /// The confirmation that stands for a row's own (see the module's doc).
     fn covering(&self, check_name: Option<&str>, sequence: i64, check_epoch: i64) -> Option<&Confirmation> {
         self.get(check_name?)
@@ -361,26 +384,37 @@ impl Confirmations {
     }
 }
 
-/// A text column read without a copy (`None` for NULL).
-fn text<'r>(r: &'r rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Option<&'r str>> {
-    r.get_ref(i)?
-        .as_str_or_null()
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e)))
+/// An agent's current rows (`latest_observations`) and its checks' confirmations, read once
+/// for a unit of work (one range of the primary key) and kept as that unit's statements leave
+/// them: every write [`ingest_incoming`] and the journal make is applied here too, so that the
+/// evaluation's input after a delivery is taken from it instead of being read again on the
+/// writer (core, issue 7: the two reads were 0.67 M of the writer's 1.5 M instructions per
+/// report). A debug build reads the rows again after each delivery and checks they agree
+/// (`store::sqlite::deliver`).
+#[derive(Debug)]
+pub struct AgentState {
+    /// Ordered by (kind, subject), as the primary key.
+    rows: Vec<Row>,
+    confirmations: Confirmations,
 }
 
-/// An agent's current payload per (kind, subject), for the kinds of one report: the rows of
-/// its [`kind_range`], which it keeps.
-struct CurrentState<'a> {
-    rows: Vec<(String, String, Current)>,
-    range: Option<(&'a str, &'a str)>,
-}
-
-struct Current {
-    /// The row's sequence, or its covering confirmation's.
+/// One current row as stored, with what the report being stored reads of it.
+#[derive(Debug)]
+struct Row {
+    kind: String,
+    subject: String,
     sequence: i64,
+    observed_at: i64,
     status: String,
     data: String,
     error: Option<String>,
+    check_name: Option<String>,
+    confirmed_at: Option<i64>,
+    future_dated: bool,
+    check_epoch: i64,
+    /// For the report being stored ([`AgentState::begin`]): the row's sequence, or its
+    /// covering confirmation's, or the report's once it confirmed the row.
+    current: i64,
     owner: Owner,
 }
 
@@ -393,88 +427,173 @@ enum Owner {
     Unnamed,
 }
 
-impl CurrentState<'_> {
+impl AgentState {
+    /// The agent's current rows and confirmations, in the open transaction (or snapshot) of
+    /// `conn`.
+    pub fn load(conn: &Connection, agent_id: &str) -> StoreResult<Self> {
+        let confirmations = Confirmations::of(conn, agent_id)?;
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT kind, subject, sequence, observed_at, status, data, error, check_name, confirmed_at,
+                        future_dated, check_epoch
+                 FROM latest_observations WHERE agent_id = ?1 ORDER BY kind, subject",
+            )
+            .map_err(db)?;
+        let rows = stmt
+            .query_map([agent_id], |r| {
+                Ok(Row {
+                    kind: r.get(0)?,
+                    subject: r.get(1)?,
+                    sequence: r.get(2)?,
+                    observed_at: r.get(3)?,
+                    status: r.get(4)?,
+                    data: r.get(5)?,
+                    error: r.get(6)?,
+                    check_name: r.get(7)?,
+                    confirmed_at: r.get(8)?,
+                    future_dated: r.get(9)?,
+                    check_epoch: r.get(10)?,
+                    current: 0,
+                    owner: Owner::Unnamed,
+                })
+            })
+            .map_err(db)?
+            .collect::<Result<_, _>>()
+            .map_err(db)?;
+        Ok(AgentState { rows, confirmations })
+    }
+
+    /// Debug builds: panics unless the rows and confirmations are what the store holds now
+    /// (every stored column), so that every delivery a test makes checks the copy.
+    #[cfg(debug_assertions)]
+    pub fn assert_stored(&self, conn: &Connection, agent_id: &str) -> StoreResult<()> {
+        let stored = |s: &AgentState| {
+            let rows: Vec<_> = s
+                .rows
+                .iter()
+                .map(|r| {
+                    let Row {
+                        kind,
+                        subject,
+                        sequence,
+                        observed_at,
+                        status,
+                        data,
+                        error,
+                        check_name,
+                        confirmed_at,
+                        future_dated,
+                        check_epoch,
+                        current: _,
+                        owner: _,
+                    } = r;
+                    format!(
+                        "{kind} {subject} {sequence} {observed_at} {status} {data} {error:?} {check_name:?} \
+                         {confirmed_at:?} {future_dated} {check_epoch}"
+                    )
+                })
+                .collect();
+            let mut confirmations: Vec<String> = s.confirmations.0.iter().map(|c| format!("{c:?}")).collect();
+            confirmations.sort();
+            (rows, confirmations)
+        };
+        assert_eq!(
+            stored(self),
+            stored(&AgentState::load(conn, agent_id)?),
+            "the current state kept by the deliveries of agent {agent_id} differs from the store's"
+        );
+        Ok(())
+    }
+
+    /// Reads every row for a report of `check`: the sequence it stands at and whose it is.
+    fn begin(&mut self, check: Option<&str>) {
+        let AgentState { rows, confirmations } = self;
+        for row in rows {
+            row.current = confirmations.sequence(row.check_name.as_deref(), row.sequence, row.check_epoch);
+            row.owner = match row.check_name.as_deref() {
+                None => Owner::Unnamed,
+                Some(name) if Some(name) == check => Owner::Report,
+                Some(_) => Owner::Other,
+            };
+        }
+    }
+
     fn position(&self, kind: &str, subject: &str) -> Result<usize, usize> {
         self.rows
-            .binary_search_by(|(k, s, _)| (k.as_str(), s.as_str()).cmp(&(kind, subject)))
+            .binary_search_by(|row| (row.kind.as_str(), row.subject.as_str()).cmp(&(kind, subject)))
     }
 
-    fn get(&self, kind: &str, subject: &str) -> Option<&Current> {
-        self.position(kind, subject).ok().map(|i| &self.rows[i].2)
-    }
-
-    /// What the row holds after a write of `new` (kept when a newer sequence holds it).
-    fn set(&mut self, kind: &str, subject: &str, new: Current) {
-        match self.position(kind, subject) {
-            Ok(i) if self.rows[i].2.sequence <= new.sequence => self.rows[i].2 = new,
-            Ok(_) => {}
-            Err(i) => self.rows.insert(i, (kind.to_string(), subject.to_string(), new)),
+    /// What [`super::delivery::journal_observation`]'s upsert leaves: the journal row at
+    /// `sequence`, observed and confirmed at `at`, with the payload `data`.
+    pub fn journal(&mut self, sequence: i64, at: i64, data: String) {
+        use rounds_protocol::obs::{AuditLog, Payload};
+        let row = Row {
+            kind: AuditLog::KIND.to_string(),
+            subject: JOURNAL_SUBJECT.to_string(),
+            sequence,
+            observed_at: at,
+            status: "ok".to_string(),
+            data,
+            error: None,
+            check_name: Some(JOURNAL_CHECK.to_string()),
+            confirmed_at: Some(at),
+            future_dated: false,
+            check_epoch: 0,
+            current: sequence,
+            owner: Owner::Other,
+        };
+        match self.position(&row.kind, &row.subject) {
+            // The upsert leaves the row's `future_dated` and `check_epoch` as they were.
+            Ok(i) => {
+                let old = &self.rows[i];
+                self.rows[i] = Row {
+                    future_dated: old.future_dated,
+                    check_epoch: old.check_epoch,
+                    ..row
+                };
+            }
+            Err(i) => self.rows.insert(i, row),
         }
     }
 
-    /// The row confirmed by the report at `sequence` (its payload unchanged).
-    fn confirm(&mut self, kind: &str, subject: &str, sequence: i64) {
-        if let Ok(i) = self.position(kind, subject)
-            && self.rows[i].2.sequence <= sequence
-        {
-            self.rows[i].2.sequence = sequence;
-            self.rows[i].2.owner = Owner::Report;
-        }
-    }
-}
-
-/// The smallest and the largest kind of a report's observations (`None` for no observation):
-/// the range of the primary key that [`current_of`] reads and [`retire`] reads around.
-fn kind_range(observations: &[Observation]) -> Option<(&str, &str)> {
-    let kinds = || observations.iter().map(|o| o.kind.as_str());
-    kinds().min().zip(kinds().max())
-}
-
-/// The current rows of `agent_id` whose kind is in `range` (the report's [`kind_range`]): one
-/// range of the primary key (agent, kind, subject) from the smallest kind to the largest.
-fn current_of<'a>(
-    conn: &Connection,
-    agent_id: &str,
-    check: Option<&str>,
-    range: Option<(&'a str, &'a str)>,
-    confirmations: &Confirmations,
-) -> StoreResult<CurrentState<'a>> {
-    let Some((first, last)) = range else {
-        return Ok(CurrentState {
-            rows: Vec::new(),
-            range,
-        });
-    };
-    let mut stmt = conn
-        .prepare_cached(
-            "SELECT kind, subject, sequence, status, data, error, check_name, check_epoch FROM latest_observations
-             WHERE agent_id = ?1 AND kind >= ?2 AND kind <= ?3",
-        )
-        .map_err(db)?;
-    let mut rows: Vec<(String, String, Current)> = stmt
-        .query_map(params![agent_id, first, last], |r| {
-            let check_name = text(r, 6)?;
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                Current {
-                    sequence: confirmations.sequence(check_name, r.get(2)?, r.get(7)?),
-                    status: r.get(3)?,
-                    data: r.get(4)?,
-                    error: r.get(5)?,
-                    owner: match check_name {
-                        None => Owner::Unnamed,
-                        Some(name) if Some(name) == check => Owner::Report,
-                        Some(_) => Owner::Other,
+    /// The current observations, optionally of one kind, as the store reads them (each
+    /// payload still its stored text): a row covered by its check's confirmation reads the
+    /// confirmation's sequence and times.
+    pub fn into_undecoded(self, agent_id: &str, kind: Option<&str>) -> Vec<(StoredObservation, String)> {
+        let AgentState { rows, confirmations } = self;
+        rows.into_iter()
+            .filter(|row| kind.is_none_or(|k| row.kind == k))
+            .map(|row| {
+                let own = (row.sequence, row.observed_at, row.confirmed_at, row.future_dated);
+                let (sequence, observed_at, confirmed_at, future_dated) =
+                    match confirmations.covering(row.check_name.as_deref(), row.sequence, row.check_epoch) {
+                        Some(c) => (c.sequence, c.observed_at, Some(c.confirmed_at), c.future_dated),
+                        None => own,
+                    };
+                (
+                    StoredObservation {
+                        agent_id: agent_id.to_string(),
+                        sequence: sequence.max(0) as u64,
+                        confirmed_at: confirmed_at.map(from_ms),
+                        future_dated,
+                        observation: Observation {
+                            kind: row.kind,
+                            subject: row.subject,
+                            observed_at: from_ms(observed_at),
+                            status: if row.status == "ok" {
+                                ObservationStatus::Ok
+                            } else {
+                                ObservationStatus::Error
+                            },
+                            data: serde_json::Value::Null,
+                            error: row.error,
+                        },
                     },
-                },
-            ))
-        })
-        .map_err(db)?
-        .collect::<Result<_, _>>()
-        .map_err(db)?;
-    rows.sort_unstable_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
-    Ok(CurrentState { rows, range })
+                    row.data,
+                )
+            })
+            .collect()
+    }
 }
 
 /// The fields of a report that [`ingest_incoming`] reads.
@@ -490,75 +609,40 @@ struct Incoming<'a> {
     future_after: DateTime<Utc>,
 }
 
-/// Removes from the current state the subjects of `check` (or of the kinds it reported, for
-/// subjects stored before reports named their check) that this complete report does not name
-/// and that no newer report carried (nor a newer confirmation covers). The rows of the
-/// report's range of kinds are `current` (as read before the report, and as it left them);
-/// the check's rows of other kinds are read, a range of the primary key either side of
-/// `current.range`.
+/// Removes from the current state the subjects of the report's check (or of the kinds it
+/// reported, for subjects stored before reports named their check) that this complete report
+/// does not name and that no newer report carried (nor a newer confirmation covers), from
+/// `state` (as read before the report, and as the report left it) and from the store.
 fn retire(
     conn: &Connection,
     agent_id: &str,
     seq: i64,
-    check: &str,
     observations: &[Observation],
-    current: &CurrentState,
-    confirmations: &Confirmations,
+    state: &mut AgentState,
 ) -> StoreResult<()> {
     let named: HashSet<(&str, &str)> = observations
         .iter()
         .map(|o| (o.kind.as_str(), o.subject.as_str()))
         .collect();
     let kinds: HashSet<&str> = observations.iter().map(|o| o.kind.as_str()).collect();
-    let mut retiring: Vec<(String, String)> = current
-        .rows
-        .iter()
-        .filter(|(kind, subject, c)| {
-            let ours = match c.owner {
-                Owner::Report => true,
-                Owner::Other => false,
-                Owner::Unnamed => kinds.contains(kind.as_str()),
-            };
-            ours && c.sequence < seq && !named.contains(&(kind.as_str(), subject.as_str()))
-        })
-        .map(|(kind, subject, _)| (kind.clone(), subject.clone()))
-        .collect();
-    // Outside the report's kinds (all of them, for a run that found no subject), only the
-    // check's own rows can be ours (a row of no check is ours by its kind).
-    let row = |r: &rusqlite::Row<'_>| {
-        let sequence = confirmations.sequence(Some(check), r.get(2)?, r.get(3)?);
-        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, sequence))
+    let retiring = |row: &Row| {
+        let ours = match row.owner {
+            Owner::Report => true,
+            Owner::Other => false,
+            Owner::Unnamed => kinds.contains(row.kind.as_str()),
+        };
+        ours && row.current < seq && !named.contains(&(row.kind.as_str(), row.subject.as_str()))
     };
-    let rows: Vec<(String, String, i64)> = match current.range {
-        // Two ranges of the primary key (a condition that may match all would scan the agent).
-        Some((first, last)) => conn
-            .prepare_cached(
-                "SELECT kind, subject, sequence, check_epoch FROM latest_observations
-                 WHERE agent_id = ?1 AND kind < ?2 AND check_name = ?4 AND sequence < ?5
-                 UNION ALL
-                 SELECT kind, subject, sequence, check_epoch FROM latest_observations
-                 WHERE agent_id = ?1 AND kind > ?3 AND check_name = ?4 AND sequence < ?5",
-            )
-            .and_then(|mut s| s.query_map(params![agent_id, first, last, check, seq], row)?.collect()),
-        None => conn
-            .prepare_cached(
-                "SELECT kind, subject, sequence, check_epoch FROM latest_observations
-                 WHERE agent_id = ?1 AND check_name = ?2 AND sequence < ?3",
-            )
-            .and_then(|mut s| s.query_map(params![agent_id, check, seq], row)?.collect()),
-    }
-    .map_err(db)?;
-    for (kind, subject, sequence) in rows {
-        if sequence < seq {
-            retiring.push((kind, subject));
-        }
+    if !state.rows.iter().any(retiring) {
+        return Ok(());
     }
     let mut delete = conn
         .prepare_cached("DELETE FROM latest_observations WHERE agent_id = ?1 AND kind = ?2 AND subject = ?3")
         .map_err(db)?;
-    for (kind, subject) in retiring {
-        delete.execute(params![agent_id, kind, subject]).map_err(db)?;
+    for row in state.rows.iter().filter(|row| retiring(row)) {
+        delete.execute(params![agent_id, row.kind, row.subject]).map_err(db)?;
     }
+    state.rows.retain(|row| !retiring(row));
     Ok(())
 }
 
@@ -568,54 +652,13 @@ pub fn latest(conn: &Connection, agent_id: &str, kind: Option<&str>) -> StoreRes
 }
 
 /// [`latest`] with each payload still as its stored JSON text, to be decoded by
-/// [`decode_latest`] away from the writer (ingest reads the evaluation's input on the writer).
+/// [`decode_latest`] away from the writer.
 pub fn latest_undecoded(
     conn: &Connection,
     agent_id: &str,
     kind: Option<&str>,
 ) -> StoreResult<Vec<(StoredObservation, String)>> {
-    let mut stmt = conn
-        .prepare_cached(
-            "SELECT sequence, kind, subject, observed_at, status, data, error, confirmed_at, future_dated,
-                    check_name, check_epoch
-             FROM latest_observations WHERE agent_id = ?1 AND (?2 IS NULL OR kind = ?2) ORDER BY kind, subject",
-        )
-        .map_err(db)?;
-    let confirmations = Confirmations::of(conn, agent_id)?;
-    let rows = stmt
-        .query_map(params![agent_id, kind], |r| {
-            let data: String = r.get(5)?;
-            let status: String = r.get(4)?;
-            let own = (r.get::<_, i64>(0)?, r.get(3)?, r.get::<_, Option<i64>>(7)?, r.get(8)?);
-            let (sequence, observed_at, confirmed_at, future_dated) =
-                match confirmations.covering(text(r, 9)?, own.0, r.get(10)?) {
-                    Some(c) => (c.sequence, c.observed_at, Some(c.confirmed_at), c.future_dated),
-                    None => own,
-                };
-            Ok((
-                StoredObservation {
-                    agent_id: agent_id.to_string(),
-                    sequence: sequence.max(0) as u64,
-                    confirmed_at: confirmed_at.map(from_ms),
-                    future_dated,
-                    observation: Observation {
-                        kind: r.get(1)?,
-                        subject: r.get(2)?,
-                        observed_at: from_ms(observed_at),
-                        status: if status == "ok" {
-                            ObservationStatus::Ok
-                        } else {
-                            ObservationStatus::Error
-                        },
-                        data: serde_json::Value::Null,
-                        error: r.get(6)?,
-                    },
-                },
-                data,
-            ))
-        })
-        .map_err(db)?;
-    rows.collect::<Result<_, _>>().map_err(db)
+    Ok(AgentState::load(conn, agent_id)?.into_undecoded(agent_id, kind))
 }
 
 /// The payloads of [`latest_undecoded`] rows decoded.
