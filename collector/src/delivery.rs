@@ -105,14 +105,103 @@ pub struct ChainContext {
     pub older_match: Option<u64>,
 }
 
-/// [`digest`] of a report the caller owns, without the copy [`rounds_protocol::chain_input`]
-/// makes to blank its `hash`: the hash is taken out while the content is serialised and put
-/// back, so the bytes hashed are the same (a test holds the two equal).
-pub fn digest_owned(report: &mut Report) -> String {
-    let hash = report.hash.take();
-    let bytes = serde_json::to_vec(&*report).unwrap_or_default();
-    report.hash = hash;
-    hex::encode(Sha256::digest(bytes))
+/// [`digest`] of a report whose payloads' stored texts (`payloads`, one per observation in
+/// order: [`crate::store::codec::payload_text`]) are already made: the canonical JSON is written
+/// around those texts instead of serialising every payload a second time (core, issue 7: the
+/// payloads were the larger part of the digest's cost). The bytes are `serde_json`'s for the
+/// report with `hash` left out, field by field in the declared order and with the same
+/// omissions; the destructuring below stops the build when a field is added to `Report` or
+/// `Observation`, and a test holds the two digests equal over every optional field.
+pub fn digest_with_payloads(report: &Report, payloads: &[String]) -> String {
+    let Report {
+        protocol,
+        agent_id,
+        sequence,
+        created_at,
+        check,
+        complete,
+        prev_hash,
+        hash: _,
+        dropped,
+        observations,
+    } = report;
+    debug_assert_eq!(observations.len(), payloads.len(), "one payload text per observation");
+    let size: usize = payloads.iter().map(|p| p.len() + 160).sum();
+    let mut out = Vec::with_capacity(size + 256);
+    out.push(b'{');
+    field(&mut out, "protocol", protocol);
+    field(&mut out, "agent_id", agent_id);
+    field(&mut out, "sequence", sequence);
+    field(&mut out, "created_at", created_at);
+    if let Some(check) = check {
+        field(&mut out, "check", check);
+    }
+    field(&mut out, "complete", complete);
+    if let Some(prev_hash) = prev_hash {
+        field(&mut out, "prev_hash", prev_hash);
+    }
+    if !dropped.is_empty() {
+        field(&mut out, "dropped", dropped);
+    }
+    out.extend_from_slice(b",\"observations\":[");
+    for (i, (o, payload)) in observations.iter().zip(payloads).enumerate() {
+        let rounds_protocol::Observation {
+            kind,
+            subject,
+            observed_at,
+            status,
+            data: _,
+            error,
+        } = o;
+        if i > 0 {
+            out.push(b',');
+        }
+        out.push(b'{');
+        field(&mut out, "kind", kind);
+        field(&mut out, "subject", subject);
+        field(&mut out, "observed_at", observed_at);
+        field(&mut out, "status", status);
+        field(&mut out, "data", &Verbatim(payload));
+        if let Some(error) = error {
+            field(&mut out, "error", error);
+        }
+        out.push(b'}');
+    }
+    out.extend_from_slice(b"]}");
+    hex::encode(Sha256::digest(out))
+}
+
+/// A field of a JSON object being written into `out`: a comma unless it is the object's first,
+/// the name (a plain identifier, nothing to escape) and the value as `serde_json` writes it.
+fn field(out: &mut Vec<u8>, name: &str, value: &dyn Put) {
+    if out.last() != Some(&b'{') {
+        out.push(b',');
+    }
+    out.push(b'"');
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\":");
+    value.put(out);
+}
+
+/// A JSON value appended to a buffer.
+trait Put {
+    fn put(&self, out: &mut Vec<u8>);
+}
+
+impl<T: Serialize + ?Sized> Put for T {
+    fn put(&self, out: &mut Vec<u8>) {
+        // Into a Vec, a string, number, time or plain struct cannot fail.
+        let _ = serde_json::to_writer(out, self);
+    }
+}
+
+/// JSON text already written (a payload's stored text), appended as it is.
+struct Verbatim<'a>(&'a str);
+
+impl Put for Verbatim<'_> {
+    fn put(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.0.as_bytes());
+    }
 }
 
 /// The chain problems of a new report (not the gap: see [`unexplained`]).
@@ -338,22 +427,61 @@ mod tests {
     }
 
     #[test]
-    fn the_digest_of_an_owned_report_is_the_digest_and_leaves_it_as_it_was() {
+    fn the_digest_around_stored_payload_texts_is_the_digest_of_the_report() {
+        use rounds_protocol::{Observation, ObservationStatus};
+        let texts = |r: &Report| -> Vec<String> {
+            r.observations
+                .iter()
+                .map(|o| crate::store::codec::payload_text(&o.data))
+                .collect()
+        };
         let mut r = report("a", 3, &chain_seed("a"));
-        r.observations.push(rounds_protocol::Observation {
+        r.observations.push(Observation {
             kind: "firewall".into(),
-            subject: "host".into(),
+            subject: "C:\\ \"quoted\" \u{1} é \u{2028}".into(),
             observed_at: r.created_at,
-            status: rounds_protocol::ObservationStatus::Ok,
-            data: serde_json::json!({"enabled": true, "zones": ["a", "b"]}),
+            status: ObservationStatus::Ok,
+            data: serde_json::json!({"enabled": true, "zones": ["a", "b"], "n": 1.5, "z": null, "\n": -3}),
             error: None,
         });
-        let before = r.clone();
-        assert_eq!(digest_owned(&mut r), digest(&before));
-        assert_eq!(r, before, "the hash is put back");
-        r.hash = None;
-        let unhashed = r.clone();
-        assert_eq!(digest_owned(&mut r), digest(&unhashed));
+        r.observations.push(Observation {
+            kind: "backup.job".into(),
+            subject: "nightly".into(),
+            observed_at: r.created_at + chrono::Duration::milliseconds(1),
+            status: ObservationStatus::Error,
+            data: serde_json::Value::Null,
+            error: Some("restic: \"repository\" not found\n".into()),
+        });
+        let mut variants = vec![r.clone()];
+        let mut bare = r.clone();
+        bare.check = None;
+        bare.prev_hash = None;
+        bare.hash = None;
+        bare.observations.clear();
+        variants.push(bare);
+        let mut full = r.clone();
+        full.check = Some("encryption".into());
+        full.complete = true;
+        full.dropped = vec![
+            DroppedRange {
+                first: 1,
+                last: 2,
+                reason: "spool_full".into(),
+            },
+            DroppedRange {
+                first: 5,
+                last: 5,
+                reason: "rejected".into(),
+            },
+        ];
+        variants.push(full);
+        for v in &variants {
+            assert_eq!(digest_with_payloads(v, &texts(v)), digest(v), "{v:?}");
+        }
+        // The payload texts are what is hashed: another text is another digest.
+        let mut other = texts(&r);
+        other[0] = "{}".into();
+        assert_ne!(digest_with_payloads(&r, &other), digest(&r));
     }
 
     #[test]

@@ -18,8 +18,11 @@ use crate::store::{
 /// A report with what the collector decided about it, owned for the blocking pool.
 #[derive(Debug)]
 pub struct OwnedDelivery {
+    /// The report without its payloads: every observation's `data` is `null` here, its stored
+    /// text is in `payloads` (the writer compares and writes texts; copying every payload's
+    /// tree only to drop it after the commit was a measurable share of ingest, core, issue 7).
     pub report: Report,
-    /// [`delivery::digest`] of the report, computed once.
+    /// [`delivery::digest`] of the report, computed once, around `payloads`.
     pub digest: String,
     /// [`reports::payloads`] of the report, made before the writer.
     pub payloads: Vec<String>,
@@ -34,15 +37,41 @@ impl OwnedDelivery {
             received_at,
             future_after,
         } = incoming;
-        let mut report = report.clone();
-        let digest = delivery::digest_owned(&mut report);
+        let payloads = reports::payloads(report);
         OwnedDelivery {
-            payloads: reports::payloads(&report),
-            report,
-            digest,
+            digest: delivery::digest_with_payloads(report, &payloads),
+            payloads,
+            report: without_payloads(report),
             received_at,
             future_after,
         }
+    }
+}
+
+/// A copy of `report` whose observations carry no payload (`data` is `null`).
+fn without_payloads(report: &Report) -> Report {
+    Report {
+        protocol: report.protocol,
+        agent_id: report.agent_id.clone(),
+        sequence: report.sequence,
+        created_at: report.created_at,
+        check: report.check.clone(),
+        complete: report.complete,
+        prev_hash: report.prev_hash.clone(),
+        hash: report.hash.clone(),
+        dropped: report.dropped.clone(),
+        observations: report
+            .observations
+            .iter()
+            .map(|o| rounds_protocol::Observation {
+                kind: o.kind.clone(),
+                subject: o.subject.clone(),
+                observed_at: o.observed_at,
+                status: o.status,
+                data: serde_json::Value::Null,
+                error: o.error.clone(),
+            })
+            .collect(),
     }
 }
 
