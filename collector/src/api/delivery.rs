@@ -18,6 +18,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use rand::Rng;
+use rounds_protocol::obs::{AuditLog, Payload};
 use rounds_protocol::{BatchAck, Report, ReportAck, ReportBatch, SequenceConflict};
 use serde::Serialize;
 use tokio::sync::{Semaphore, SemaphorePermit};
@@ -26,6 +27,7 @@ use super::admin::AgentView;
 use super::{AgentJson, ApiCaller, AuthedAgent};
 use crate::app::{AppState, Metrics};
 use crate::error::ApiError;
+use crate::store::common::JOURNAL_SUBJECT;
 use crate::store::{Delivery, DeliveryStatus, IncomingReport};
 
 /// Largest number of observations in one report.
@@ -80,6 +82,9 @@ impl IngestGate {
 }
 
 /// The checks every incoming report passes before it reaches the store.
+/// Check names an agent may not use: the collector's own checks (`collector.chain`).
+pub const RESERVED_CHECK_PREFIX: &str = "collector.";
+
 pub fn check_report(authed: &AuthedAgent, report: &Report) -> Result<(), ApiError> {
     super::agent::same_agent(authed, &report.agent_id)?;
     if report.sequence == 0 || report.sequence > i64::MAX as u64 {
@@ -93,10 +98,25 @@ pub fn check_report(authed: &AuthedAgent, report: &Report) -> Result<(), ApiErro
             report.observations.len()
         )));
     }
+    // The collector writes its own verdicts into the agent's current state (the journal's
+    // integrity, as `collector.chain`): an agent may not name that check nor write that row.
+    if let Some(check) = &report.check
+        && check.starts_with(RESERVED_CHECK_PREFIX)
+    {
+        return Err(ApiError::Unprocessable(format!(
+            "field `check`: `{check}` is reserved: check names starting with `{RESERVED_CHECK_PREFIX}` are the collector's own"
+        )));
+    }
     for (i, o) in report.observations.iter().enumerate() {
         if o.kind.is_empty() || o.kind.len() > 64 || o.subject.len() > 1024 {
             return Err(ApiError::Unprocessable(format!(
                 "observation {i}: `kind` must be 1 to 64 characters and `subject` at most 1024"
+            )));
+        }
+        if o.kind == AuditLog::KIND && o.subject == JOURNAL_SUBJECT {
+            return Err(ApiError::Unprocessable(format!(
+                "observation {i}: `{}` of subject `{JOURNAL_SUBJECT}` is the collector's own record of the agent's journal; an agent may not send it",
+                AuditLog::KIND
             )));
         }
     }

@@ -195,6 +195,16 @@ async fn refused_reports_store_nothing() {
     no_version.as_object_mut().unwrap().remove("protocol");
     let mut no_seq = report(&e.agent_id, 6);
     no_seq.as_object_mut().unwrap().remove("sequence");
+    // The collector's own check and its record of the agent's journal are not the agent's to
+    // write: a forged "journal intact" row would hide a broken chain.
+    let mut reserved_check = report(&e.agent_id, 1);
+    reserved_check["check"] = json!(rounds_collector::store::common::JOURNAL_CHECK);
+    reserved_check["complete"] = json!(true);
+    let mut forged_journal = report(&e.agent_id, 1);
+    forged_journal["observations"][0]["kind"] = json!("audit.log");
+    forged_journal["observations"][0]["subject"] = json!(rounds_collector::store::common::JOURNAL_SUBJECT);
+    forged_journal["observations"][0]["data"] =
+        json!({"path": "rounds-agent journal", "present": true, "tamper_events": []});
 
     let cases: Vec<(&str, Request<Body>, StatusCode, &str)> = vec![
         (
@@ -266,6 +276,28 @@ async fn refused_reports_store_nothing() {
             post_json("/api/v1/agent/reports", &report(&e.agent_id, 0), good),
             StatusCode::UNPROCESSABLE_ENTITY,
             "sequence",
+        ),
+        (
+            "the collector's own check",
+            post_json("/api/v1/agent/reports", &reserved_check, good),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "`collector.chain` is reserved",
+        ),
+        (
+            "the collector's record of the journal",
+            post_json("/api/v1/agent/reports", &forged_journal, good),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "observation 0: `audit.log` of subject `rounds-agent journal` is the collector's own",
+        ),
+        (
+            "the collector's own check in a batch",
+            post_json(
+                "/api/v1/agent/reports/batch",
+                &json!({"protocol": 1, "agent_id": e.agent_id, "reports": [report(&e.agent_id, 1), reserved_check]}),
+                good,
+            ),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "report 1 of the batch: field `check`: `collector.chain` is reserved",
         ),
     ];
     for (name, req, status, needle) in cases {

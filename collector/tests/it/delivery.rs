@@ -499,11 +499,12 @@ async fn heartbeats_report_configuration_and_spool_state_and_announce_the_config
     assert!(ack["config_etag"].as_str().unwrap().starts_with('"'));
 }
 
-/// A complete report naming the collector's own check (`collector.chain`) and no subject
-/// retires nothing: an agent cannot remove the collector's verdict on its journal from the
-/// current state (the review of core issue 7's retirement).
+/// A complete report naming the collector's own check (`collector.chain`) and no subject is
+/// refused and retires nothing: an agent cannot remove the collector's verdict on its journal
+/// from the current state (the review of core issue 7's retirement; the store's own guard
+/// against it is in the store suite).
 #[tokio::test]
-async fn a_report_naming_the_collectors_check_does_not_retire_the_journal() {
+async fn a_report_naming_the_collectors_check_is_refused_and_does_not_retire_the_journal() {
     let app = TestApp::new();
     let e = enrolled(&app, "P", "frontdesk").await;
     let mut chain = Chain::new(&e);
@@ -526,7 +527,15 @@ async fn a_report_naming_the_collectors_check_does_not_retire_the_journal() {
     hostile.prev_hash = None;
     hostile.hash = None;
     hostile.observations.clear();
-    stored_ok(&app, &e, &hostile, true).await;
+    let (status, body) = send(&app, &e, &hostile).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("`collector.chain` is reserved"),
+        "{body}"
+    );
     assert_eq!(
         journal().await,
         1,
