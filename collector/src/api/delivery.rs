@@ -27,7 +27,7 @@ use super::admin::AgentView;
 use super::{AgentJson, ApiCaller, AuthedAgent};
 use crate::app::{AppState, Metrics};
 use crate::error::ApiError;
-use crate::store::common::JOURNAL_SUBJECT;
+use crate::store::common::{JOURNAL_SUBJECT, RESERVED_CHECK_PREFIX};
 use crate::store::{Delivery, DeliveryStatus, IncomingReport};
 
 /// Largest number of observations in one report.
@@ -82,9 +82,6 @@ impl IngestGate {
 }
 
 /// The checks every incoming report passes before it reaches the store.
-/// Check names an agent may not use: the collector's own checks (`collector.chain`).
-pub const RESERVED_CHECK_PREFIX: &str = "collector.";
-
 pub fn check_report(authed: &AuthedAgent, report: &Report) -> Result<(), ApiError> {
     super::agent::same_agent(authed, &report.agent_id)?;
     if report.sequence == 0 || report.sequence > i64::MAX as u64 {

@@ -134,6 +134,9 @@ pub fn retirement(agent_id: &str, rule: String, o: StoredFinding, now: DateTime<
 pub const JOURNAL_SUBJECT: &str = "rounds-agent journal";
 /// `check_name` of that observation: no agent check retires it.
 pub const JOURNAL_CHECK: &str = "collector.chain";
+/// Check names an agent may not use (the API refuses them): the collector's own checks, such
+/// as [`JOURNAL_CHECK`].
+pub const RESERVED_CHECK_PREFIX: &str = "collector.";
 
 /// The newest integrity problem of an agent, as its row says: id, kind, at, sequence.
 pub type NewestProblem = (i64, String, i64, i64);
